@@ -1,0 +1,21 @@
+"""The objfs engine: erasure-coded objects on local drives, indexed in LMDB.
+
+Public API::
+
+    from objfs.store import Store, init_store
+    store = init_store(path)           # or Store.open(path)
+    store.create_bucket("pacs")
+    store.put_object("pacs", "a/b.dcm", io.BytesIO(data))
+    with store.open_object("pacs", "a/b.dcm") as obj:
+        data = b"".join(obj.iter_range(0, obj.info.size))
+
+Guarantee: when a mutating call returns, the change is durable (fragments
+fsynced and renamed, directories fsynced, LMDB committed); if it raises, no
+part of it is visible.
+"""
+
+from .engine import Principal, Store, init_store
+from .errors import *  # noqa: F403
+from .objects import Listing, ObjectInfo, ObjectReader
+
+__all__ = ["Store", "init_store", "Principal", "ObjectInfo", "ObjectReader", "Listing"]

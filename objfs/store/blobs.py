@@ -1,0 +1,317 @@
+"""Blobs: the erasure-coded bytes behind an object (or one multipart part).
+
+:class:`BlobWriter` streams bytes into k+m fragment files on distinct drives
+and returns a *descriptor* (a dict kept in the object's record) only once
+at least k+1 fragment files are fsynced and renamed into place.
+:class:`BlobReader` reads segments back, verifying every frame and
+rebuilding from parity when up to m frames of a segment are lost or corrupt.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .codec import get_codec
+from .drives import Drive, rendezvous_order
+from .errors import DataLoss, InsufficientDrives, NoSpace
+from .fragments import FragmentWriter, read_frame
+
+if TYPE_CHECKING:
+    from .engine import Store
+
+
+def new_id() -> str:
+    """A fresh object, blob or upload id: 128 random bits as hex."""
+    return secrets.token_hex(16)
+
+
+def writer_identity() -> dict[str, Any]:
+    """Who is writing, so scrub can tell an interrupted write from one in progress."""
+    return {"pid": os.getpid(), "start": process_start(os.getpid())}
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def writer_alive(identity: dict[str, Any] | None) -> bool:
+    if not identity:
+        return False
+    return process_start(identity.get("pid", -1)) == identity.get("start")
+
+
+class BlobWriter:
+    """Stream bytes in with :meth:`write`, then :meth:`finish` for a durable descriptor."""
+
+    def __init__(self, store: Store, tier: str, blob_id: str | None = None) -> None:
+        self.store = store
+        self.tier_config = store.config.tier(tier)
+        self.tier = tier
+        self.blob_id = blob_id or new_id()
+        k, m = self.tier_config.k, self.tier_config.m
+        self.codec = get_codec(k, m, self.tier_config.backend)
+        self.segment_size = store.config.segment_size
+        ranked = rendezvous_order(self.blob_id, store.drives[tier])
+        healthy = [d for d in ranked if store.drive_healthy(d)]
+        if len(healthy) < k + 1:
+            raise InsufficientDrives(f"tier {tier!r} has {len(healthy)} healthy drives; a write needs at least {k + 1} (k+1)")
+        # Fragment i goes to the i-th chosen drive. Drives that are down only
+        # fill the places healthy ones cannot; their fragments are healed later.
+        chosen = healthy[: k + m]
+        if len(chosen) < k + m:
+            chosen += [d for d in ranked if d not in chosen][: k + m - len(chosen)]
+        self.placement: list[Drive] = chosen
+        self.writers: dict[int, FragmentWriter] = {}
+        for index, drive in enumerate(chosen):
+            if drive not in healthy:
+                continue
+            tmp = drive.tmp_dir / f"{self.blob_id}.f{index}.{os.getpid()}.tmp"
+            try:
+                self.writers[index] = FragmentWriter(tmp, drive.fragment_path(self.blob_id, index))
+            except OSError:
+                store.mark_drive_suspect(drive)
+        self._check_quorum()
+        self._buffer = bytearray()
+        self.size = 0
+        self.nseg = 0
+        self.fsz = 0
+        self.lfsz = 0
+
+    def _check_quorum(self) -> None:
+        alive = [w for w in self.writers.values() if w.failed is None]
+        if len(alive) < self.codec.k + 1:
+            self.abort()
+            nospace = any(isinstance(w.failed, OSError) and w.failed.errno == errno.ENOSPC for w in self.writers.values())
+            cls = NoSpace if nospace else InsufficientDrives
+            raise cls(f"only {len(alive)} drives accepted the write; at least {self.codec.k + 1} are needed")
+
+    def _encode(self, segment: bytes) -> None:
+        fragments = self.codec.encode(segment)
+        if self.nseg == 0:
+            self.fsz = len(fragments[0])
+        self.lfsz = len(fragments[0])
+        for index, writer in self.writers.items():
+            writer.write_frame(fragments[index])
+        self.nseg += 1
+        self.size += len(segment)
+        if any(w.failed is not None for w in self.writers.values()):
+            self._check_quorum()
+
+    def write(self, data: bytes) -> None:
+        """Add bytes; full segments are encoded and written as they fill."""
+        seg = self.segment_size
+        if not self._buffer and len(data) >= seg:
+            view = memoryview(data)
+            while len(view) >= seg:
+                self._encode(bytes(view[:seg]))
+                view = view[seg:]
+            self._buffer += view
+            return
+        self._buffer += data
+        while len(self._buffer) >= seg:
+            self._encode(bytes(self._buffer[:seg]))
+            del self._buffer[:seg]
+
+    def write_from(self, source: BinaryIO, limit: int | None = None) -> None:
+        """Copy a stream in, reading one segment at a time (bounded memory)."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            want = self.segment_size if remaining is None else min(self.segment_size, remaining)
+            chunk = source.read(want)
+            if not chunk:
+                break
+            self.write(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+
+    def end_data(self) -> None:
+        """Encode the last, partial segment: :attr:`size` is final afterwards."""
+        if self._buffer or self.nseg == 0:
+            self._encode(bytes(self._buffer))
+            self._buffer.clear()
+
+    def finish(self, owner: dict[str, Any]) -> dict[str, Any]:
+        """Flush, fsync and rename every fragment; return the blob's descriptor.
+
+        ``owner`` goes into every fragment's footer (the record for
+        rebuild-index). Raises InsufficientDrives or NoSpace, after removing
+        what was written, when fewer than k+1 fragments became durable.
+        """
+        self.end_data()
+        desc = self.descriptor()
+        footer = {"blob": desc, "owner": owner, "writer": writer_identity()}
+
+        def commit(item: tuple[int, FragmentWriter]) -> int | None:
+            index, writer = item
+            try:
+                writer.finish(dict(footer, index=index))
+                return index
+            except OSError as exc:
+                writer.failed = exc
+                writer.abort()
+                return None
+
+        done = [i for i in self.store.io_pool.map(commit, self.writers.items()) if i is not None]
+        if len(done) < self.codec.k + 1:
+            self.discard()
+            self._check_quorum()
+        desc["written"] = sorted(done)
+        return desc
+
+    def descriptor(self) -> dict[str, Any]:
+        return {
+            "id": self.blob_id,
+            "tier": self.tier,
+            "size": self.size,
+            "k": self.codec.k,
+            "m": self.codec.m,
+            "ec": self.codec.backend,
+            "seg": self.segment_size,
+            "nseg": self.nseg,
+            "fsz": self.fsz,
+            "lfsz": self.lfsz,
+            "drives": [d.drive_id for d in self.placement],
+        }
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+
+    def discard(self) -> None:
+        """Remove fragments already renamed into place (the write is not acknowledged)."""
+        self.abort()
+        for index, drive in enumerate(self.placement):
+            try:
+                os.unlink(drive.fragment_path(self.blob_id, index))
+            except OSError:
+                pass
+
+
+class BlobReader:
+    """Verified, self-repairing reads of one blob's segments. Not thread-safe."""
+
+    def __init__(self, store: Store, desc: dict[str, Any]) -> None:
+        self.store = store
+        self.desc = desc
+        self.codec = get_codec(desc["k"], desc["m"], desc["ec"])
+        self.drives: list[Drive | None] = [store.drive_by_id(d) for d in desc["drives"]]
+        self._files: dict[int, Any] = {}
+        self.bad: set[int] = set()  # fragment indexes found missing or corrupt
+
+    def segment_length(self, segment: int) -> int:
+        seg = self.desc["seg"]
+        return min(seg, self.desc["size"] - segment * seg)
+
+    def _frag_len(self, segment: int) -> int:
+        return self.desc["lfsz"] if segment == self.desc["nseg"] - 1 else self.desc["fsz"]
+
+    def _open(self, index: int):
+        if index in self._files:
+            return self._files[index]
+        drive = self.drives[index]
+        handle = None
+        if drive is not None:
+            try:
+                handle = open(drive.fragment_path(self.desc["id"], index), "rb", buffering=0)
+            except OSError:
+                handle = None
+        self._files[index] = handle
+        return handle
+
+    def read_fragment(self, index: int, segment: int) -> bytes | None:
+        """Fragment ``index`` of ``segment`` if present and its CRC holds, else None."""
+        if index in self.bad:
+            return None
+        handle = self._open(index)
+        frame = None
+        if handle is not None:
+            try:
+                frame = read_frame(handle, segment, self.desc["fsz"], self._frag_len(segment))
+            except OSError:
+                frame = None
+        if frame is None:
+            self.bad.add(index)
+        return frame
+
+    def collect(self, segment: int, want: int) -> dict[int, bytes]:
+        """At least ``want`` verified fragments of ``segment`` (data fragments first), if possible."""
+        total = self.desc["k"] + self.desc["m"]
+        got: dict[int, bytes] = {}
+        for index in range(total):
+            if len(got) >= want:
+                break
+            frame = self.read_fragment(index, segment)
+            if frame is not None:
+                got[index] = frame
+        return got
+
+    def read_segment(self, segment: int) -> bytes:
+        """The exact bytes of ``segment``; raises DataLoss if more than m fragments are lost."""
+        if self.desc["size"] == 0:
+            return b""
+        length = self.segment_length(segment)
+        fragments = self.collect(segment, self.desc["k"])
+        if len(fragments) < self.desc["k"]:
+            raise DataLoss(
+                f"blob {self.desc['id']} segment {segment}: {len(fragments)} of {self.desc['k']} needed fragments readable"
+            )
+        return self.codec.decode(fragments, length)
+
+    def iter_range(self, start: int, end: int, prefetch: bool = True):
+        """Yield the bytes ``[start, end)`` of the blob, a segment at a time."""
+        seg = self.desc["seg"]
+        if end <= start:
+            return
+        first, last = start // seg, (end - 1) // seg
+        pool: ThreadPoolExecutor = self.store.io_pool
+        pending = None
+        for segment in range(first, last + 1):
+            if pending is not None:
+                data = pending.result()
+            else:
+                data = self.read_segment(segment)
+            pending = None
+            if prefetch and segment < last:
+                # Read the next segment from the drives while the caller consumes this one.
+                pending = pool.submit(self.read_segment, segment + 1)
+            lo = start - segment * seg if segment == first else 0
+            hi = end - segment * seg if segment == last else len(data)
+            yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            if handle is not None:
+                handle.close()
+        self._files.clear()
+
+
+def delete_blob_files(store: Store, desc: dict[str, Any]) -> None:
+    """Remove every fragment file of a blob that is still on a reachable drive."""
+    for index, drive_id in enumerate(desc["drives"]):
+        drive = store.drive_by_id(drive_id)
+        if drive is None:
+            continue
+        path: Path = drive.fragment_path(desc["id"], index)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            store.unlock_file(path)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        except OSError:
+            pass

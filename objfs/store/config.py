@@ -1,0 +1,228 @@
+"""The store's configuration file, ``STORE/objfs.toml``.
+
+Loading validates every value and fails loudly (:class:`ConfigError`) naming
+the bad setting; nothing falls back silently to a default once a value is
+given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_NAME = "objfs.toml"
+MAX_DRIVES_PER_TIER = 16
+EC_BACKENDS = ("isa_l_rs_cauchy", "liberasurecode_rs_vand", "isa_l_rs_vand")
+DEFAULT_BACKEND = "isa_l_rs_cauchy"
+_EC_RE = re.compile(r"^(\d+)\+(\d+)$")
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """A set of drives sharing one erasure-code profile."""
+
+    name: str
+    k: int
+    m: int
+    drives: tuple[Path, ...]
+    backend: str = DEFAULT_BACKEND
+
+
+@dataclass(frozen=True)
+class S3Config:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    region: str = "us-east-1"
+    max_body_bytes: int = 5 * 1024**3
+    max_connections: int = 256
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    port: int = 11112
+    aet: str = "OBJFS"
+    bucket: str = "pacs"
+    allowed_aets: tuple[str, ...] = ()  # empty: any calling AE is accepted
+    duplicates: str = "keep"  # keep | replace | reject
+    destinations: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Everything ``objfs.toml`` says, validated."""
+
+    root: Path
+    store_id: str
+    segment_size: int
+    tiers: tuple[TierConfig, ...]
+    s3: S3Config
+    dicom: DicomConfig
+
+    @property
+    def hot(self) -> TierConfig:
+        return self.tiers[0]
+
+    def tier(self, name: str) -> TierConfig:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ConfigError(f"no tier named {name!r} in {self.root / CONFIG_NAME}")
+
+
+def parse_ec(text: str) -> tuple[int, int]:
+    """Parse ``"K+M"`` into ``(k, m)``, checking the bounds pyeclib accepts."""
+    match = _EC_RE.match(str(text).strip())
+    if not match:
+        raise ConfigError(f"bad EC profile {text!r}: expected K+M, e.g. 4+2")
+    k, m = int(match.group(1)), int(match.group(2))
+    if k < 1 or m < 1:
+        raise ConfigError(f"bad EC profile {text!r}: K and M must be at least 1")
+    if k + m > MAX_DRIVES_PER_TIER:
+        raise ConfigError(f"bad EC profile {text!r}: K+M is at most {MAX_DRIVES_PER_TIER}")
+    return k, m
+
+
+def _require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing setting {key!r}")
+    value = table[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key!r} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _optional(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    if key not in table:
+        return default
+    return _require(table, key, kind, where)
+
+
+def _port(value: int, where: str) -> int:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{where}: port {value} is out of range")
+    return value
+
+
+def load_config(root: str | os.PathLike[str]) -> StoreConfig:
+    """Read and validate ``root/objfs.toml``."""
+    root = Path(root).resolve()
+    path = root / CONFIG_NAME
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{root} is not an objfs store (no {CONFIG_NAME}); run 'objfs init' first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    where = str(path)
+    known = {"store", "tiers", "s3", "dicom"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
+    store = _require(data, "store", dict, where)
+    store_id = _require(store, "id", str, where + " [store]")
+    segment_size = _optional(store, "segment_size", int, 1 << 20, where + " [store]")
+    if not 64 * 1024 <= segment_size <= 64 << 20:
+        raise ConfigError(f"{where}: segment_size must be between 64 KiB and 64 MiB")
+    tiers_raw = _require(data, "tiers", list, where)
+    if not tiers_raw:
+        raise ConfigError(f"{where}: at least one tier is needed")
+    tiers = []
+    names = set()
+    for i, raw in enumerate(tiers_raw):
+        tw = f"{where} [[tiers]] #{i + 1}"
+        name = _require(raw, "name", str, tw)
+        if name in names:
+            raise ConfigError(f"{tw}: duplicate tier name {name!r}")
+        names.add(name)
+        k, m = parse_ec(_require(raw, "ec", str, tw))
+        backend = _optional(raw, "backend", str, DEFAULT_BACKEND, tw)
+        if backend not in EC_BACKENDS:
+            raise ConfigError(f"{tw}: backend {backend!r} is not one of {EC_BACKENDS}")
+        if backend == "isa_l_rs_vand" and m > 4:
+            raise ConfigError(f"{tw}: isa_l_rs_vand cannot reconstruct with more than 4 parity fragments")
+        drives_raw = _require(raw, "drives", list, tw)
+        drives = tuple((root / d).resolve() if not os.path.isabs(d) else Path(d) for d in drives_raw)
+        if len(set(drives)) != len(drives):
+            raise ConfigError(f"{tw}: a drive is listed twice")
+        if len(drives) > MAX_DRIVES_PER_TIER:
+            raise ConfigError(f"{tw}: at most {MAX_DRIVES_PER_TIER} drives per tier")
+        if len(drives) < k + m:
+            raise ConfigError(f"{tw}: EC {k}+{m} needs at least {k + m} drives, {len(drives)} given")
+        tiers.append(TierConfig(name=name, k=k, m=m, drives=drives, backend=backend))
+    s3raw = _optional(data, "s3", dict, {}, where)
+    s3 = S3Config(
+        host=_optional(s3raw, "host", str, "127.0.0.1", where + " [s3]"),
+        port=_port(_optional(s3raw, "port", int, 9000, where + " [s3]"), where + " [s3]"),
+        region=_optional(s3raw, "region", str, "us-east-1", where + " [s3]"),
+        max_body_bytes=_optional(s3raw, "max_body_bytes", int, 5 * 1024**3, where + " [s3]"),
+        max_connections=_optional(s3raw, "max_connections", int, 256, where + " [s3]"),
+    )
+    draw = _optional(data, "dicom", dict, {}, where)
+    dw = where + " [dicom]"
+    dup = _optional(draw, "duplicates", str, "keep", dw)
+    if dup not in ("keep", "replace", "reject"):
+        raise ConfigError(f"{dw}: duplicates must be keep, replace or reject, not {dup!r}")
+    dests = {}
+    for aet, addr in _optional(draw, "destinations", dict, {}, dw).items():
+        if not isinstance(addr, str) or ":" not in addr:
+            raise ConfigError(f"{dw}: destination {aet!r} must be 'host:port', not {addr!r}")
+        host, _, port = addr.rpartition(":")
+        if not port.isdigit():
+            raise ConfigError(f"{dw}: destination {aet!r} has a bad port in {addr!r}")
+        dests[aet] = (host, _port(int(port), dw))
+    allowed = _optional(draw, "allowed_aets", list, [], dw)
+    dicom = DicomConfig(
+        port=_port(_optional(draw, "port", int, 11112, dw), dw),
+        aet=_optional(draw, "aet", str, "OBJFS", dw),
+        bucket=_optional(draw, "bucket", str, "pacs", dw),
+        allowed_aets=tuple(str(a) for a in allowed),
+        duplicates=dup,
+        destinations=dests,
+    )
+    return StoreConfig(root=root, store_id=store_id, segment_size=segment_size, tiers=tuple(tiers), s3=s3, dicom=dicom)
+
+
+def render_config(drives: list[str], k: int, m: int, *, segment_size: int = 1 << 20, backend: str = DEFAULT_BACKEND) -> str:
+    """The text of a new ``objfs.toml`` with one hot tier."""
+    drive_list = ",\n".join(f"    {_toml_str(d)}" for d in drives)
+    return f"""# objfs store configuration. Every value is checked at start-up.
+[store]
+id = "{uuid.uuid4()}"
+segment_size = {segment_size}
+
+# The first tier receives new objects.
+[[tiers]]
+name = "hot"
+ec = "{k}+{m}"
+backend = "{backend}"
+drives = [
+{drive_list},
+]
+
+[s3]
+host = "127.0.0.1"
+port = 9000
+region = "us-east-1"
+
+[dicom]
+port = 11112
+aet = "OBJFS"
+bucket = "pacs"
+# Calling AE titles allowed to associate; empty means any.
+allowed_aets = []
+# What a C-STORE of an already stored SOP Instance UID does: keep, replace or reject.
+duplicates = "keep"
+# C-MOVE destinations: AE title = "host:port"
+[dicom.destinations]
+"""
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,294 @@
+"""The store: one object per process that every front and tool goes through.
+
+``Store.open(path)`` reads ``objfs.toml``, opens the LMDB index and finds the
+drives. All methods are synchronous and thread-safe; async fronts call them
+through ``trio.to_thread.run_sync``. Object operations live in
+:mod:`.objects`, multipart uploads in :mod:`.multipart`, scrub and heal in
+:mod:`.heal`; they are mixed into :class:`Store` so callers see one API.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .clock import Clock
+from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
+from .drives import Drive, drive_id_for, format_drive
+from .errors import BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
+from .fragments import write_meta
+from .heal import MaintenanceMixin
+from .index import Index, Txn, bucket_prefix
+from .multipart import MultipartMixin
+from .names import check_bucket_name
+from .objects import ObjectsMixin
+from .rebuild import BUCKETS_DIR
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IMMUTABLE_FL = 0x00000010
+
+
+class Indexer(Protocol):
+    """A secondary index kept in the same transaction as the objects (e.g. DICOM)."""
+
+    def extract(self, head: bytes, key: str) -> dict[str, Any] | None:
+        """Fields to add to a new record, from the first bytes of its body."""
+
+    def on_change(self, txn: Txn, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Update the secondary index inside the commit transaction."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who asks: an S3 key, a local user on the mount, a DICOM AE, the CLI.
+
+    ``bypass_governance`` is granted per key; nobody can bypass COMPLIANCE.
+    """
+
+    name: str
+    bypass_governance: bool = False
+
+    @classmethod
+    def system(cls) -> Principal:
+        return cls("system")
+
+
+class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
+    """An open objfs store."""
+
+    def __init__(self, config: StoreConfig, *, io_threads: int = 32) -> None:
+        self.config = config
+        self.root = config.root
+        self.clock = Clock()
+        self.index = Index(self.root / "index")
+        self.spool_dir = self.root / "spool"
+        self.spool_dir.mkdir(exist_ok=True)
+        self.drives: dict[str, list[Drive]] = {}
+        self._by_id: dict[str, Drive] = {}
+        for tier in config.tiers:
+            drives = [Drive(drive_id_for(config.store_id, tier.name, i), path, tier.name) for i, path in enumerate(tier.drives)]
+            self.drives[tier.name] = drives
+            self._by_id.update((d.drive_id, d) for d in drives)
+        self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
+        self.indexers: list[Indexer] = []
+        self._suspect: set[str] = set()
+        self._lock = threading.Lock()
+        self._load_default_indexers()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str], **kwargs: Any) -> Store:
+        """Open the store at ``root``; raises ConfigError if it is not one."""
+        return cls(load_config(root), **kwargs)
+
+    def close(self) -> None:
+        self.io_pool.shutdown(wait=True)
+        self.index.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load_default_indexers(self) -> None:
+        try:
+            from objfs.dicom.index import DicomIndexer
+        except ImportError:  # pydicom missing: objects are still stored, not tag-indexed
+            return
+        self.indexers.append(DicomIndexer())
+
+    # -- drives -------------------------------------------------------------
+
+    def drive_by_id(self, drive_id: str) -> Drive | None:
+        return self._by_id.get(drive_id)
+
+    def all_drives(self) -> list[Drive]:
+        return [d for drives in self.drives.values() for d in drives]
+
+    def drive_healthy(self, drive: Drive) -> bool:
+        return drive.is_healthy(self.config.store_id)
+
+    def mark_drive_suspect(self, drive: Drive) -> None:
+        with self._lock:
+            self._suspect.add(drive.drive_id)
+
+    def immutable_supported(self, drive: Drive) -> bool:
+        """Whether the drive's filesystem honours FS_IMMUTABLE_FL (chattr +i)."""
+        probe = drive.tmp_dir / ".immutable-probe"
+        try:
+            probe.write_bytes(b"")
+            fd = os.open(probe, os.O_RDONLY)
+            try:
+                buf = bytearray(struct.pack("i", 0))
+                fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+                return True
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        finally:
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
+
+    def set_immutable(self, path: Path, on: bool) -> bool:
+        """Set or clear FS_IMMUTABLE_FL on a file; False where the filesystem lacks it."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            buf = bytearray(struct.pack("i", 0))
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+            flags = struct.unpack("i", buf)[0]
+            flags = flags | FS_IMMUTABLE_FL if on else flags & ~FS_IMMUTABLE_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, bytearray(struct.pack("i", flags)))
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM):
+                return False
+            raise
+        finally:
+            os.close(fd)
+
+    def unlock_file(self, path: Path) -> None:
+        self.set_immutable(path, False)
+
+    # -- buckets ------------------------------------------------------------
+
+    def create_bucket(self, name: str, *, object_lock: bool = False, owner: str | None = None) -> dict[str, Any]:
+        """Create an empty bucket. Durable when it returns.
+
+        ``object_lock`` also turns versioning on, as S3 requires.
+        """
+        check_bucket_name(name)
+        settings = {
+            "name": name,
+            "created": self.clock.now(),
+            "owner": owner,
+            "versioning": "Enabled" if object_lock else None,
+            "object_lock": bool(object_lock),
+            "lock_default": None,
+            "tagging": {},
+        }
+        with self.index.read() as txn:
+            if txn.get("buckets", name.encode()) is not None:
+                raise BucketAlreadyExists(f"bucket {name!r} exists already")
+        self._write_bucket_files(settings)
+        with self.index.write() as txn:
+            if txn.get("buckets", name.encode()) is not None:
+                raise BucketAlreadyExists(f"bucket {name!r} exists already")
+            txn.put("buckets", name.encode(), settings)
+        return settings
+
+    def delete_bucket(self, name: str) -> None:
+        """Remove an empty bucket (no objects, versions or unfinished uploads)."""
+        with self.index.write() as txn:
+            self._bucket(txn, name)
+            prefix = bucket_prefix(name)
+            if txn.any("objects", prefix) or txn.any("versions", prefix):
+                raise BucketNotEmpty(f"bucket {name!r} is not empty")
+            for _, upload in txn.scan("uploads"):
+                if upload["bucket"] == name:
+                    raise BucketNotEmpty(f"bucket {name!r} has unfinished multipart uploads")
+            txn.delete("buckets", name.encode())
+        for drive in self.all_drives():
+            try:
+                (drive.path / BUCKETS_DIR / f"{name}.meta").unlink()
+            except OSError:
+                pass
+
+    def _write_bucket_files(self, settings: dict[str, Any]) -> None:
+        """Bucket settings on every healthy drive, so rebuild-index restores them."""
+        settings = dict(settings, gen=time.time_ns())
+        for drive in self.all_drives():
+            if self.drive_healthy(drive):
+                try:
+                    write_meta(drive.path / BUCKETS_DIR / f"{settings['name']}.meta", drive.tmp_dir, settings)
+                except OSError:
+                    self.mark_drive_suspect(drive)
+
+    def head_bucket(self, name: str) -> dict[str, Any]:
+        """The bucket's settings; raises NoSuchBucket."""
+        with self.index.read() as txn:
+            return self._bucket(txn, name)
+
+    def list_buckets(self) -> list[dict[str, Any]]:
+        with self.index.read() as txn:
+            return [value for _, value in txn.scan("buckets")]
+
+    def update_bucket(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change bucket settings (versioning, lock_default, tagging, ...)."""
+        allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner"}
+        bad = set(changes) - allowed
+        if bad:
+            raise InvalidArgument(f"unknown bucket settings {sorted(bad)}")
+        with self.index.read() as txn:
+            settings = self._bucket(txn, name)
+            if "versioning" in changes:
+                if changes["versioning"] not in ("Enabled", "Suspended"):
+                    raise InvalidArgument("versioning must be Enabled or Suspended")
+                if settings["object_lock"] and changes["versioning"] != "Enabled":
+                    raise InvalidArgument("versioning cannot be suspended on a bucket with object lock")
+            settings.update(changes)
+        self._write_bucket_files(settings)
+        with self.index.write() as txn:
+            current = self._bucket(txn, name)
+            current.update(changes)
+            txn.put("buckets", name.encode(), current)
+        return current
+
+    def _bucket(self, txn: Txn, name: str) -> dict[str, Any]:
+        settings = txn.get("buckets", name.encode())
+        if settings is None:
+            raise NoSuchBucket(f"bucket {name!r} does not exist")
+        return settings
+
+
+def init_store(
+    root: str | os.PathLike[str],
+    *,
+    drives: int | None = None,
+    drive_paths: list[str] | None = None,
+    ec: str = "4+2",
+    segment_size: int = 1 << 20,
+) -> Store:
+    """Create a store at ``root`` and format its drives.
+
+    With ``drive_paths`` the given directories (mount points) are used;
+    otherwise ``drives`` directories (default k+m) are made under
+    ``root/drives``.
+    """
+    root = Path(root).resolve()
+    k, m = parse_ec(ec)
+    if (root / CONFIG_NAME).exists():
+        raise ConfigError(f"{root} is already an objfs store")
+    if drive_paths:
+        paths = [str(Path(p).resolve()) for p in drive_paths]
+    else:
+        count = drives if drives is not None else k + m
+        paths = [f"drives/d{i}" for i in range(count)]
+    if len(paths) < k + m:
+        raise ConfigError(f"EC {k}+{m} needs at least {k + m} drives, {len(paths)} given")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size))
+    try:
+        config = load_config(root)
+        for i, path in enumerate(config.hot.drives):
+            format_drive(path, config.store_id, drive_id_for(config.store_id, "hot", i))
+    except BaseException:
+        os.unlink(root / CONFIG_NAME)
+        raise
+    return Store.open(root)

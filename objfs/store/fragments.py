@@ -1,0 +1,145 @@
+"""Fragment files and the small metadata files beside them.
+
+A fragment file holds fragment ``index`` of every segment of one blob::
+
+    frame 0 | frame 1 | ... | frame n-1 | footer | u32 footer_len | u32 crc | MAGIC
+
+Each frame is the fragment bytes followed by their CRC-32, so every read of
+a frame is verified. All frames but the last have the same length, so frame
+``i`` starts at ``i * (fsz + 4)``: a range read seeks straight to it. The
+footer (msgpack) describes the blob (and, for a single-part object, the
+object record as it was written), which makes each drive self-describing for
+``rebuild-index``. A file without a valid footer is an interrupted write.
+
+``<object id>.meta`` files carry the newest record of an object after its
+name, attributes or retention change without moving data; their
+``gen`` orders them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .drives import fsync_dir
+
+MAGIC = b"OBJFSFR1"
+META_MAGIC = b"OBJFSMT1"
+_TAIL = struct.Struct("<II8s")
+_CRC = struct.Struct("<I")
+
+
+class FragmentWriter:
+    """Writes one fragment file to a temp path, then commits it durably."""
+
+    def __init__(self, tmp_path: Path, final_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.final_path = final_path
+        self._file = open(tmp_path, "wb", buffering=0)
+        self.failed: BaseException | None = None
+
+    def write_frame(self, fragment: bytes) -> None:
+        if self.failed is not None:
+            return
+        try:
+            self._file.write(fragment)
+            self._file.write(_CRC.pack(zlib.crc32(fragment)))
+        except OSError as exc:
+            self.failed = exc
+
+    def finish(self, footer: dict[str, Any]) -> None:
+        """Write the footer, fsync, rename into place and fsync the directory."""
+        if self.failed is not None:
+            raise self.failed
+        body = msgpack.packb(footer, use_bin_type=True)
+        self._file.write(body + _TAIL.pack(len(body), zlib.crc32(body), MAGIC))
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.tmp_path, self.final_path)
+        fsync_dir(self.final_path.parent)
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp_path)
+        except OSError:
+            pass
+
+
+def frame_offset(segment: int, fsz: int) -> int:
+    return segment * (fsz + _CRC.size)
+
+
+def read_frame(f, segment: int, fsz: int, length: int) -> bytes | None:
+    """Fragment bytes of ``segment``, or None if short or the CRC is wrong."""
+    f.seek(frame_offset(segment, fsz))
+    data = f.read(length + _CRC.size)
+    if len(data) != length + _CRC.size:
+        return None
+    body, crc = data[:length], _CRC.unpack(data[length:])[0]
+    if zlib.crc32(body) != crc:
+        return None
+    return body
+
+
+def read_footer(path: Path) -> dict[str, Any] | None:
+    """The footer of a complete fragment file, or None when it is incomplete or damaged."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size < _TAIL.size:
+                return None
+            f.seek(size - _TAIL.size)
+            length, crc, magic = _TAIL.unpack(f.read(_TAIL.size))
+            if magic != MAGIC or length > size - _TAIL.size:
+                return None
+            f.seek(size - _TAIL.size - length)
+            body = f.read(length)
+    except OSError:
+        return None
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        return msgpack.unpackb(body, raw=False)
+    except ValueError:
+        return None
+
+
+def write_meta(path: Path, tmp_dir: Path, record: dict[str, Any]) -> None:
+    """Durably replace ``path`` with ``record`` (temp file, fsync, rename, fsync dir)."""
+    body = msgpack.packb(record, use_bin_type=True)
+    tmp = tmp_dir / (path.name + f".{os.getpid()}.{id(record)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(META_MAGIC + _CRC.pack(zlib.crc32(body)) + body)
+        f.flush()
+        os.fsync(f.fileno())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(META_MAGIC) or len(data) < 12:
+        return None
+    crc = _CRC.unpack(data[8:12])[0]
+    body = data[12:]
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        return msgpack.unpackb(body, raw=False)
+    except ValueError:
+        return None

@@ -1,0 +1,151 @@
+"""The LMDB index: schema, key encoding and transactions.
+
+Named databases (values are msgpack):
+
+``buckets``   name -> bucket settings
+``objects``   bucket \\0 key -> current record of the key
+``versions``  bucket \\0 key \\0 version -> noncurrent versions (versioned buckets)
+``uploads``   upload id -> multipart upload; ``parts``: upload id \\0 part -> part
+``heal``      object id -> why it needs healing; ``gc``: blob id -> fragments to delete
+``dicom``     DICOM secondary index (see :mod:`objfs.dicom.index`)
+
+LMDB limits keys to 511 bytes; ``bucket \\0 key`` can reach 1088. A longer
+index key keeps its first 480 bytes, then a 0xFF byte (never in UTF-8) and a
+hash of the rest, so it stays unique and its position stays stable for
+pagination; such keys sort after the shorter keys that share those 480
+bytes. The value always holds the full key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "dicom", "dicomkeys", "settings")
+_KEY_LIMIT = 500
+_KEEP = 480
+SEP = b"\0"
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False)
+
+
+def fit_key(raw: bytes) -> bytes:
+    """An LMDB key for ``raw`` that fits LMDB's key size limit."""
+    if len(raw) <= _KEY_LIMIT:
+        return raw
+    return raw[:_KEEP] + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def object_key(bucket: str, key: str) -> bytes:
+    return fit_key(bucket.encode() + SEP + key.encode())
+
+
+def bucket_prefix(bucket: str) -> bytes:
+    return bucket.encode() + SEP
+
+
+def version_key(bucket: str, key: str, seq: int) -> bytes:
+    """Versions of a key sort newest first: the sequence number is inverted."""
+    base = fit_key(bucket.encode() + SEP + key.encode())
+    return base + SEP + (2**64 - 1 - seq).to_bytes(8, "big")
+
+
+class Index:
+    """The LMDB environment of a store. Thread-safe; one per process."""
+
+    def __init__(self, path: Path, *, map_size: int = 64 << 30) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # max_spare_txns keeps read transactions cheap in threaded fronts.
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(DATABASES) + 2,
+            max_readers=1024,
+            metasync=True,
+            sync=True,
+            lock=True,
+        )
+        self.dbs = {}
+        with self.env.begin(write=True) as txn:
+            for name in DATABASES:
+                self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        self.env.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        with self.env.begin(buffers=False) as txn:
+            yield Txn(self, txn)
+
+    @contextmanager
+    def write(self) -> Iterator[Txn]:
+        """A write transaction: committed (durably) when the block ends without error.
+
+        Keep it short and do no drive I/O inside: write transactions
+        serialize across every process of the store.
+        """
+        with self.env.begin(write=True) as txn:
+            yield Txn(self, txn)
+
+
+class Txn:
+    """A transaction with msgpack values and named databases."""
+
+    def __init__(self, index: Index, txn: lmdb.Transaction) -> None:
+        self._index = index
+        self.txn = txn
+
+    def get(self, db: str, key: bytes) -> Any:
+        raw = self.txn.get(key, db=self._index.dbs[db])
+        return None if raw is None else unpack(raw)
+
+    def put(self, db: str, key: bytes, value: Any) -> None:
+        self.txn.put(key, pack(value), db=self._index.dbs[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.txn.delete(key, db=self._index.dbs[db])
+
+    def scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
+        """Items whose key starts with ``prefix``, from ``start`` (inclusive) on."""
+        cursor = self.txn.cursor(db=self._index.dbs[db])
+        first = max(prefix, start) if start is not None else prefix
+        if not cursor.set_range(first):
+            return
+        for raw_key, raw_value in cursor:
+            if not raw_key.startswith(prefix):
+                return
+            yield raw_key, unpack(raw_value)
+
+    def scan_keys(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[bytes]:
+        cursor = self.txn.cursor(db=self._index.dbs[db])
+        first = max(prefix, start) if start is not None else prefix
+        if not cursor.set_range(first):
+            return
+        for raw_key in cursor.iternext(keys=True, values=False):
+            if not raw_key.startswith(prefix):
+                return
+            yield raw_key
+
+    def count(self, db: str) -> int:
+        return self.txn.stat(self._index.dbs[db])["entries"]
+
+    def any(self, db: str, prefix: bytes) -> bool:
+        for _ in self.scan_keys(db, prefix):
+            return True
+        return False

@@ -1,0 +1,262 @@
+"""Multipart uploads: parts are blobs kept durably until the upload completes.
+
+Completion is atomic and moves no data: the new record lists the parts'
+blobs in order, and one transaction makes it current and retires the upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .blobs import BlobReader, BlobWriter, new_id
+from .errors import (
+    BadDigest,
+    EntityTooSmall,
+    IncompleteBody,
+    InvalidArgument,
+    InvalidPart,
+    InvalidPartOrder,
+    NoSuchUpload,
+)
+from .index import Txn
+from .names import check_key
+from .objects import HEAD_BYTES, ObjectInfo
+
+if TYPE_CHECKING:
+    from .engine import Principal, Store
+
+MIN_PART_SIZE = 5 << 20
+MAX_PARTS = 10000
+
+
+def _part_key(upload_id: str, number: int) -> bytes:
+    return upload_id.encode() + b"\0" + number.to_bytes(4, "big")
+
+
+class MultipartMixin:
+    """Multipart upload operations of :class:`objfs.store.Store`."""
+
+    min_part_size = MIN_PART_SIZE
+
+    def create_multipart(
+        self: Store,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        retention: dict[str, Any] | None = None,
+        legal_hold: bool = False,
+        posix: dict[str, int] | None = None,
+    ) -> str:
+        """Start an upload; returns its id. Durable when it returns."""
+        check_key(key)
+        upload_id = new_id()
+        upload = {
+            "id": upload_id,
+            "bucket": bucket,
+            "key": key,
+            "created": self.clock.now(),
+            "ctype": content_type,
+            "meta": dict(metadata or {}),
+            "headers": dict(headers or {}),
+            "tags": dict(tags or {}),
+            "retention": retention,
+            "legal_hold": legal_hold,
+            "posix": dict(posix or {}),
+        }
+        with self.index.write() as txn:
+            self._bucket(txn, bucket)
+            txn.put("uploads", upload_id.encode(), upload)
+        return upload_id
+
+    def get_upload(self: Store, upload_id: str) -> dict[str, Any]:
+        with self.index.read() as txn:
+            return self._upload(txn, upload_id)
+
+    def _upload(self: Store, txn: Txn, upload_id: str) -> dict[str, Any]:
+        upload = txn.get("uploads", upload_id.encode()) if upload_id else None
+        if upload is None:
+            raise NoSuchUpload(f"upload {upload_id!r} does not exist")
+        return upload
+
+    def upload_part(
+        self: Store,
+        upload_id: str,
+        number: int,
+        body: BinaryIO | bytes,
+        *,
+        length: int | None = None,
+        content_md5: bytes | None = None,
+        verify: Any = None,
+    ) -> dict[str, Any]:
+        """Store part ``number`` (1..10000), replacing an earlier one. Durable when it returns.
+
+        Returns ``{"number", "etag", "size"}``.
+        """
+        if not 1 <= number <= MAX_PARTS:
+            raise InvalidArgument(f"part number must be between 1 and {MAX_PARTS}")
+        if isinstance(body, (bytes, bytearray)):
+            length = len(body) if length is None else length
+            body = io.BytesIO(body)
+        self.get_upload(upload_id)
+        writer = BlobWriter(self, self.config.hot.name)
+        try:
+            md5 = hashlib.md5()
+            remaining = length
+            while remaining is None or remaining > 0:
+                chunk = body.read(writer.segment_size if remaining is None else min(writer.segment_size, remaining))
+                if not chunk:
+                    break
+                md5.update(chunk)
+                writer.write(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+            if remaining:
+                raise IncompleteBody(f"the part ended {remaining} bytes short of its declared length")
+            if content_md5 is not None and md5.digest() != content_md5:
+                raise BadDigest("the Content-MD5 does not match the part")
+            if verify is not None:
+                verify()
+            writer.end_data()
+            desc = writer.finish({"upload": upload_id, "part": number})
+        except BaseException:
+            writer.discard()
+            raise
+        part = {"number": number, "etag": md5.hexdigest(), "size": desc["size"], "blob": desc, "created": self.clock.now()}
+        old = None
+        try:
+            with self.index.write() as txn:
+                self._upload(txn, upload_id)
+                old = txn.get("parts", _part_key(upload_id, number))
+                txn.put("parts", _part_key(upload_id, number), part)
+                if old is not None:
+                    txn.put("gc", old["blob"]["id"].encode(), {"blob": old["blob"], "object": upload_id})
+        except BaseException:
+            writer.discard()
+            raise
+        if old is not None:
+            self._collect([{"id": upload_id, "parts": [old["blob"]], "bucket": "", "key": ""}])
+        return {"number": number, "etag": part["etag"], "size": part["size"]}
+
+    def list_parts(
+        self: Store, upload_id: str, marker: int = 0, max_parts: int = 1000
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        """(upload, parts after ``marker``, truncated)."""
+        with self.index.read() as txn:
+            upload = self._upload(txn, upload_id)
+            parts = []
+            truncated = False
+            for _, part in txn.scan("parts", upload_id.encode() + b"\0", start=_part_key(upload_id, marker + 1)):
+                if len(parts) >= max_parts:
+                    truncated = True
+                    break
+                parts.append({k: part[k] for k in ("number", "etag", "size", "created")})
+        return upload, parts, truncated
+
+    def list_uploads(self: Store, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+        """Unfinished uploads of a bucket, by key then creation time."""
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            uploads = [u for _, u in txn.scan("uploads") if u["bucket"] == bucket and u["key"].startswith(prefix)]
+        return sorted(uploads, key=lambda u: (u["key"], u["created"]))
+
+    def abort_multipart(self: Store, upload_id: str) -> None:
+        """Forget the upload and delete its parts. Durable when it returns."""
+        with self.index.write() as txn:
+            self._upload(txn, upload_id)
+            parts = [p for _, p in txn.scan("parts", upload_id.encode() + b"\0")]
+            for part in parts:
+                txn.delete("parts", _part_key(upload_id, part["number"]))
+                txn.put("gc", part["blob"]["id"].encode(), {"blob": part["blob"], "object": upload_id})
+            txn.delete("uploads", upload_id.encode())
+        self._collect([{"id": upload_id, "parts": [p["blob"] for p in parts], "bucket": "", "key": ""}])
+
+    def complete_multipart(
+        self: Store, upload_id: str, parts: list[tuple[int, str]], *, principal: Principal | None = None
+    ) -> ObjectInfo:
+        """Assemble the listed parts into the object, atomically. Durable when it returns.
+
+        Raises InvalidPartOrder, InvalidPart (missing part or ETag mismatch),
+        EntityTooSmall (a part but the last below the minimum size).
+        """
+        if not parts:
+            raise InvalidPart("at least one part is needed")
+        numbers = [n for n, _ in parts]
+        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+            raise InvalidPartOrder("parts must be listed in ascending order, each once")
+        with self.index.read() as txn:
+            upload = self._upload(txn, upload_id)
+            settings = self._bucket(txn, upload["bucket"])
+            stored = {p["number"]: p for _, p in txn.scan("parts", upload_id.encode() + b"\0")}
+        chosen = []
+        for i, (number, etag) in enumerate(parts):
+            part = stored.get(number)
+            if part is None or part["etag"] != etag.strip('"'):
+                raise InvalidPart(f"part {number} was not uploaded or its ETag differs")
+            if i < len(parts) - 1 and part["size"] < self.min_part_size:
+                raise EntityTooSmall(f"part {number} is {part['size']} bytes; parts but the last need {self.min_part_size}")
+            chosen.append(part)
+        etag = hashlib.md5(b"".join(bytes.fromhex(p["etag"]) for p in chosen)).hexdigest() + f"-{len(chosen)}"
+        record = self._new_record(
+            upload["bucket"],
+            upload["key"],
+            upload_id,
+            sum(p["size"] for p in chosen),
+            etag,
+            upload["ctype"],
+            upload["meta"],
+            upload["headers"],
+            upload["posix"],
+            None,
+            upload["tags"],
+        )
+        record["parts"] = [p["blob"] for p in chosen]
+        record["mp"] = len(chosen)
+        retention = upload.get("retention")
+        if retention is None and settings.get("object_lock") and settings.get("lock_default"):
+            default = settings["lock_default"]
+            retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"]}
+        record["retention"] = retention
+        record["legal_hold"] = bool(upload.get("legal_hold"))
+        head = self._head_bytes(record)
+        for indexer in self.indexers:
+            extra = indexer.extract(head, record["key"])
+            if extra:
+                record.update(extra)
+        record["seq"] = time.time_ns()
+        self._write_meta_files(record)
+        unused = [p["blob"] for n, p in stored.items() if n not in set(numbers)]
+
+        def retire_upload(txn: Txn) -> None:
+            self._upload(txn, upload_id)
+            for number in stored:
+                txn.delete("parts", _part_key(upload_id, number))
+            for blob in unused:
+                txn.put("gc", blob["id"].encode(), {"blob": blob, "object": upload_id})
+            txn.delete("uploads", upload_id.encode())
+
+        self._commit_put(settings, record, principal=principal, within=retire_upload)
+        if unused:
+            self._collect([{"id": upload_id, "parts": unused, "bucket": "", "key": ""}])
+        if record.get("retention") or record.get("legal_hold"):
+            self._protect_files(record, True)
+        return ObjectInfo.from_record(record)
+
+    def _head_bytes(self: Store, record: dict[str, Any]) -> bytes:
+        out = bytearray()
+        for desc in record["parts"]:
+            reader = BlobReader(self, desc)
+            try:
+                for chunk in reader.iter_range(0, min(desc["size"], HEAD_BYTES - len(out)), prefetch=False):
+                    out += chunk
+            finally:
+                reader.close()
+            if len(out) >= HEAD_BYTES:
+                break
+        return bytes(out)

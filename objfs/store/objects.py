@@ -1,0 +1,834 @@
+"""Object operations: put, get, head, delete, list, copy, rename, attributes.
+
+A record (msgpack dict in the index) describes one version of an object:
+its name, size, ETag, metadata, POSIX attributes, retention and the blob(s)
+holding its bytes. Records are built here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .blobs import BlobReader, BlobWriter, delete_blob_files, new_id
+from .drives import rendezvous_order
+from .errors import (
+    BadDigest,
+    DataLoss,
+    IncompleteBody,
+    InvalidArgument,
+    KeyExists,
+    NoSuchBucket,
+    NoSuchKey,
+    NoSuchVersion,
+    ObjectLocked,
+    PreconditionFailed,
+)
+from .fragments import write_meta
+from .index import SEP, Txn, bucket_prefix, object_key, unpack, version_key
+from .names import check_key, check_prefix
+
+if TYPE_CHECKING:
+    from .engine import Principal, Store
+
+HEAD_BYTES = 2 << 20  # first bytes of a body kept for indexers (DICOM header)
+STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+
+
+@dataclass
+class ObjectInfo:
+    """What HEAD tells about one version of an object."""
+
+    bucket: str
+    key: str
+    version_id: str
+    size: int
+    etag: str
+    content_type: str
+    modified: float
+    metadata: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    posix: dict[str, int] = field(default_factory=dict)
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    retention: dict[str, Any] | None = None
+    legal_hold: bool = False
+    dicom: dict[str, Any] | None = None
+    delete_marker: bool = False
+    parts_count: int = 0
+    object_id: str = ""
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ObjectInfo:
+        return cls(
+            bucket=record["bucket"],
+            key=record["key"],
+            version_id=record["version"],
+            size=record["size"],
+            etag=record["etag"],
+            content_type=record.get("ctype") or "application/octet-stream",
+            modified=record["created"],
+            metadata=dict(record.get("meta") or {}),
+            headers=dict(record.get("headers") or {}),
+            posix=dict(record.get("posix") or {}),
+            xattrs=dict(record.get("xattrs") or {}),
+            tags=dict(record.get("tags") or {}),
+            retention=record.get("retention"),
+            legal_hold=bool(record.get("legal_hold")),
+            dicom=record.get("dicom"),
+            delete_marker=bool(record.get("delete_marker")),
+            parts_count=record.get("mp") or 0,
+            object_id=record["id"],
+            record=record,
+        )
+
+
+@dataclass
+class Listing:
+    """One page of a listing. ``next_marker`` continues it (exclusive)."""
+
+    objects: list[ObjectInfo]
+    common_prefixes: list[str]
+    truncated: bool
+    next_marker: str | None
+
+
+class ObjectReader:
+    """Reads one object version; verified, repaired on the fly. Use as a context manager."""
+
+    def __init__(self, store: Store, info: ObjectInfo) -> None:
+        self.store = store
+        self.info = info
+        self._readers = [BlobReader(store, desc) for desc in info.record.get("parts", [])]
+        self._offsets = []
+        pos = 0
+        for desc in info.record.get("parts", []):
+            self._offsets.append(pos)
+            pos += desc["size"]
+        self._cache: tuple[int, int, bytes] | None = None  # part, segment, bytes
+
+    def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield bytes ``[start, end)`` segment by segment; raises DataLoss, never wrong bytes."""
+        end = self.info.size if end is None else min(end, self.info.size)
+        for reader, offset in zip(self._readers, self._offsets):
+            size = reader.desc["size"]
+            lo, hi = max(start - offset, 0), min(end - offset, size)
+            if lo < hi:
+                yield from reader.iter_range(lo, hi)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Random access (for the FUSE mount): up to ``length`` bytes at ``offset``."""
+        out = []
+        end = min(offset + length, self.info.size)
+        pos = offset
+        while pos < end:
+            part = max(i for i, o in enumerate(self._offsets) if o <= pos)
+            reader, base = self._readers[part], self._offsets[part]
+            seg_size = reader.desc["seg"]
+            segment = (pos - base) // seg_size
+            if self._cache is None or self._cache[:2] != (part, segment):
+                self._cache = (part, segment, reader.read_segment(segment))
+            data = self._cache[2]
+            lo = pos - base - segment * seg_size
+            chunk = data[lo : lo + (end - pos)]
+            if not chunk:
+                break
+            out.append(chunk)
+            pos += len(chunk)
+        return b"".join(out)
+
+    def readall(self) -> bytes:
+        return b"".join(self.iter_range())
+
+    def close(self) -> None:
+        bad = False
+        for reader in self._readers:
+            bad = bad or bool(reader.bad)
+            reader.close()
+        if bad:
+            self.store.queue_heal(self.info.record, "fragment missing or corrupt on read")
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class IterStream(io.RawIOBase):
+    """A readable stream over an iterator of bytes (for copies)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buf) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buf += chunk
+        if size < 0:
+            size = len(self._buf)
+        out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+
+def check_lock(record: dict[str, Any], now: float, principal: Principal | None, bypass: bool) -> None:
+    """Raise ObjectLocked if WORM rules forbid deleting or overwriting ``record``."""
+    if record.get("delete_marker"):
+        return
+    if record.get("legal_hold"):
+        raise ObjectLocked(f"{record['bucket']}/{record['key']} version {record['version']} is under legal hold")
+    retention = record.get("retention")
+    if not retention or retention["until"] <= now:
+        return
+    if retention["mode"] == "GOVERNANCE" and bypass and principal is not None and principal.bypass_governance:
+        return
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(retention["until"]))
+    raise ObjectLocked(
+        f"{record['bucket']}/{record['key']} version {record['version']} is locked ({retention['mode']}) until {until}"
+    )
+
+
+class ObjectsMixin:
+    """Object operations of :class:`objfs.store.Store`."""
+
+    # -- writes ---------------------------------------------------------------
+
+    def put_object(
+        self: Store,
+        bucket: str,
+        key: str,
+        body: BinaryIO | bytes,
+        *,
+        length: int | None = None,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        posix: dict[str, int] | None = None,
+        xattrs: dict[str, bytes] | None = None,
+        tags: dict[str, str] | None = None,
+        content_md5: bytes | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        retention: dict[str, Any] | None = None,
+        legal_hold: bool = False,
+        principal: Principal | None = None,
+        verify: Any = None,
+    ) -> ObjectInfo:
+        """Store ``body`` as the new current version of ``bucket/key``.
+
+        Durable when it returns: every written fragment is fsynced and renamed,
+        its directory fsynced, and the index committed. Raises (and leaves
+        nothing visible) on a bad digest, a short body, a failed condition, a
+        WORM lock, or fewer than k+1 writable drives. ``verify``, if given, is
+        called with nothing after the body is read and before the commit; it
+        raises to refuse the write (used for S3 checksums).
+        """
+        check_key(key)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            length = len(body) if length is None else length
+            body = io.BytesIO(body)
+        with self.index.read() as txn:
+            settings = self._bucket(txn, bucket)
+        writer = BlobWriter(self, self.config.hot.name)
+        try:
+            md5 = hashlib.md5()
+            head = bytearray()
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = writer.segment_size if remaining is None else min(writer.segment_size, remaining)
+                chunk = body.read(want)
+                if not chunk:
+                    break
+                md5.update(chunk)
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
+                writer.write(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+            if remaining:
+                raise IncompleteBody(f"the body ended {remaining} bytes short of its declared length")
+            if content_md5 is not None and md5.digest() != content_md5:
+                raise BadDigest("the Content-MD5 does not match the body")
+            if verify is not None:
+                verify()
+            writer.end_data()
+            object_id = writer.blob_id
+            record = self._new_record(
+                bucket, key, object_id, writer.size, md5.hexdigest(), content_type, metadata, headers, posix, xattrs, tags
+            )
+            if retention is None and settings.get("object_lock") and settings.get("lock_default"):
+                default = settings["lock_default"]
+                retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"]}
+            record["retention"] = retention
+            record["legal_hold"] = bool(legal_hold)
+            # Known before the commit so the footer (rebuild-index) carries them too.
+            record["seq"] = time.time_ns()
+            if settings.get("versioning") == "Enabled":
+                record["version"] = object_id
+            for indexer in self.indexers:
+                extra = indexer.extract(bytes(head), key)
+                if extra:
+                    record.update(extra)
+            desc = writer.finish(record)
+        except BaseException:
+            writer.discard()
+            raise
+        record["parts"] = [desc]
+        degraded = len(desc["written"]) < desc["k"] + desc["m"]
+        try:
+            self._commit_put(settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal)
+        except BaseException:
+            writer.discard()
+            raise
+        if degraded:
+            self.queue_heal(record, "written with a drive missing")
+        if record.get("retention") or record.get("legal_hold"):
+            self._protect_files(record, True)
+        return ObjectInfo.from_record(record)
+
+    def _new_record(
+        self: Store, bucket, key, object_id, size, etag, content_type, metadata, headers, posix, xattrs, tags
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        posix = dict(posix or {})
+        posix.setdefault("mode", 0o100644 if not key.endswith("/") else 0o040755)
+        posix.setdefault("uid", 0)
+        posix.setdefault("gid", 0)
+        posix.setdefault("mtime_ns", int(now * 1e9))
+        return {
+            "id": object_id,
+            "bucket": bucket,
+            "key": key,
+            "version": "null",
+            "seq": 0,
+            "size": size,
+            "etag": etag,
+            "ctype": content_type or "application/octet-stream",
+            "meta": dict(metadata or {}),
+            "headers": {k: v for k, v in (headers or {}).items() if k in STANDARD_HEADERS},
+            "posix": posix,
+            "xattrs": dict(xattrs or {}),
+            "tags": dict(tags or {}),
+            "created": now,
+            "gen": 0,
+            "parts": [],
+            "mp": 0,
+            "retention": None,
+            "legal_hold": False,
+            "delete_marker": False,
+        }
+
+    def _commit_put(
+        self: Store,
+        settings: dict[str, Any],
+        record: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        principal: Principal | None = None,
+        within: Any = None,
+    ) -> None:
+        """Make ``record`` the current version in one write transaction, then collect garbage.
+
+        ``within(txn)``, if given, runs inside the same transaction.
+        """
+        bucket, key = record["bucket"], record["key"]
+        garbage: list[dict[str, Any]] = []
+        with self.index.write() as txn:
+            settings = txn.get("buckets", bucket.encode())
+            if settings is None:
+                raise NoSuchBucket(f"bucket {bucket!r} does not exist")
+            okey = object_key(bucket, key)
+            old = txn.get("objects", okey)
+            live = old if old is not None and not old.get("delete_marker") else None
+            if if_none_match and live is not None:
+                raise PreconditionFailed(f"{bucket}/{key} exists already")
+            if if_match is not None and (live is None or live["etag"] != if_match.strip('"')):
+                raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
+            record["seq"] = max(record["seq"], (old or {}).get("seq", 0) + 1)
+            garbage = self._retire_current(txn, settings, old, principal)
+            record["version"] = record["id"] if settings.get("versioning") == "Enabled" else "null"
+            txn.put("objects", okey, record)
+            for indexer in self.indexers:
+                indexer.on_change(txn, live, record)
+            if within is not None:
+                within(txn)
+        self._collect(garbage)
+
+    def _retire_current(
+        self: Store, txn: Txn, settings: dict[str, Any], old: dict[str, Any] | None, principal: Principal | None
+    ) -> list[dict[str, Any]]:
+        """Move the current record aside (to versions, or to garbage) before a new one replaces it.
+
+        Returns the records whose blobs are to be deleted after the commit.
+        """
+        if old is None:
+            return []
+        versioning = settings.get("versioning")
+        if versioning == "Enabled" or (versioning == "Suspended" and old["version"] != "null"):
+            txn.put("versions", version_key(old["bucket"], old["key"], old["seq"]), old)
+            return []
+        check_lock(old, self.clock.now(), principal, False)
+        garbage = [old]
+        if versioning == "Suspended":
+            garbage += self._drop_null_versions(txn, old["bucket"], old["key"], principal)
+        self._queue_gc(txn, garbage)
+        return garbage
+
+    def _drop_null_versions(self: Store, txn: Txn, bucket: str, key: str, principal) -> list[dict[str, Any]]:
+        prefix = object_key(bucket, key) + b"\0"
+        dropped = []
+        for vkey, rec in list(txn.scan("versions", prefix)):
+            if rec["key"] == key and rec["version"] == "null":
+                check_lock(rec, self.clock.now(), principal, False)
+                txn.delete("versions", vkey)
+                dropped.append(rec)
+        return dropped
+
+    def _queue_gc(self: Store, txn: Txn, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            for desc in rec.get("parts", []):
+                txn.put("gc", desc["id"].encode(), {"blob": desc, "object": rec["id"]})
+
+    def _collect(self: Store, records: list[dict[str, Any]]) -> None:
+        """Delete the files of records already removed from the index (after the commit)."""
+        if not records:
+            return
+        for rec in records:
+            for desc in rec.get("parts", []):
+                delete_blob_files(self, desc)
+            self._delete_meta_files(rec)
+        with self.index.write() as txn:
+            for rec in records:
+                for desc in rec.get("parts", []):
+                    txn.delete("gc", desc["id"].encode())
+
+    # -- reads ------------------------------------------------------------------
+
+    def head_object(self: Store, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+        """The record of the current version (or ``version_id``).
+
+        Raises NoSuchKey (also when the current version is a delete marker)
+        or NoSuchVersion.
+        """
+        check_key(key)
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            record = self._find(txn, bucket, key, version_id)
+        return ObjectInfo.from_record(record)
+
+    def _find(self: Store, txn: Txn, bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
+        current = txn.get("objects", object_key(bucket, key))
+        if version_id is None:
+            if current is None or current.get("delete_marker"):
+                err = NoSuchKey(f"{bucket}/{key} does not exist")
+                err.delete_marker = current is not None  # type: ignore[attr-defined]
+                raise err
+            return current
+        if current is not None and current["version"] == version_id:
+            return current
+        for _, rec in txn.scan("versions", object_key(bucket, key) + b"\0"):
+            if rec["version"] == version_id and rec["key"] == key:
+                return rec
+        raise NoSuchVersion(f"{bucket}/{key} has no version {version_id!r}")
+
+    def open_object(self: Store, bucket: str, key: str, version_id: str | None = None) -> ObjectReader:
+        """A reader of the current version (or ``version_id``); raises like head_object."""
+        info = self.head_object(bucket, key, version_id)
+        if info.delete_marker:
+            raise InvalidArgument("a delete marker has no body")
+        return ObjectReader(self, info)
+
+    def open_record(self: Store, record: dict[str, Any]) -> ObjectReader:
+        """A reader of a record already in hand (e.g. from a listing)."""
+        return ObjectReader(self, ObjectInfo.from_record(record))
+
+    def get_object_bytes(self: Store, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        """The whole body in memory: for small objects and tests only."""
+        with self.open_object(bucket, key, version_id) as reader:
+            return reader.readall()
+
+    def list_objects(
+        self: Store,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        max_keys: int = 1000,
+    ) -> Listing:
+        """Current objects in key order, S3-style: ``prefix``, ``delimiter``,
+        exclusive ``start_after`` and at most ``max_keys`` entries (objects
+        plus common prefixes)."""
+        check_prefix(prefix)
+        if max_keys < 0:
+            raise InvalidArgument("max-keys must not be negative")
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        truncated = False
+        last: str | None = None
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            base = bucket_prefix(bucket)
+            scan_prefix = base + prefix.encode()
+            cursor = txn.txn.cursor(db=self.index.dbs["objects"])
+            first = scan_prefix
+            if start_after:
+                first = max(first, object_key(bucket, start_after))
+            positioned = cursor.set_range(first)
+            while positioned:
+                if not cursor.key().startswith(scan_prefix):
+                    break
+                record = unpack(cursor.value())
+                key = record["key"]
+                common = _cp(key, prefix, delimiter)
+                if common is not None:
+                    # A common prefix at or before the marker was returned on an earlier page.
+                    if not (start_after and common <= start_after):
+                        if len(objects) + len(prefixes) >= max_keys:
+                            truncated = True
+                            break
+                        prefixes.append(common)
+                        last = common
+                    positioned = _skip_prefix(cursor, bucket, common)
+                    continue
+                if (start_after and key <= start_after) or record.get("delete_marker"):
+                    positioned = cursor.next()
+                    continue
+                if len(objects) + len(prefixes) >= max_keys:
+                    truncated = True
+                    break
+                objects.append(ObjectInfo.from_record(record))
+                last = key
+                positioned = cursor.next()
+        return Listing(objects, prefixes, truncated, last if truncated else None)
+
+    # -- deletes, copies, renames ------------------------------------------------
+
+    def delete_object(
+        self: Store,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        *,
+        principal: Principal | None = None,
+        bypass_governance: bool = False,
+    ) -> dict[str, Any]:
+        """Delete the current object (a delete marker in versioned buckets) or one version.
+
+        Returns ``{"version_id": ..., "delete_marker": bool}``. Raises NoSuchKey
+        when there is nothing to delete, ObjectLocked when WORM forbids it.
+        Durable when it returns.
+        """
+        check_key(key)
+        garbage: list[dict[str, Any]] = []
+        result: dict[str, Any]
+        marker = None
+        if version_id is None:
+            with self.index.read() as txn:
+                versioning = self._bucket(txn, bucket).get("versioning")
+            if versioning is not None:
+                marker = self._new_record(bucket, key, new_id(), 0, "", None, None, None, None, None, None)
+                marker["delete_marker"] = True
+                marker["version"] = marker["id"] if versioning == "Enabled" else "null"
+                marker["seq"] = time.time_ns()
+                self._write_meta_files(marker)
+        with self.index.write() as txn:
+            settings = self._bucket(txn, bucket)
+            okey = object_key(bucket, key)
+            current = txn.get("objects", okey)
+            now = self.clock.now()
+            if version_id is None:
+                versioning = settings.get("versioning")
+                if versioning is None:
+                    if current is None:
+                        raise NoSuchKey(f"{bucket}/{key} does not exist")
+                    check_lock(current, now, principal, bypass_governance)
+                    txn.delete("objects", okey)
+                    garbage = [current]
+                    self._queue_gc(txn, garbage)
+                    result = {"version_id": None, "delete_marker": False}
+                else:
+                    if marker is None:
+                        raise PreconditionFailed("the bucket's versioning changed during the delete; try again")
+                    garbage = self._retire_current(txn, settings, current, principal) if current else []
+                    marker["version"] = marker["id"] if versioning == "Enabled" else "null"
+                    marker["seq"] = max(marker["seq"], (current or {}).get("seq", 0) + 1)
+                    txn.put("objects", okey, marker)
+                    result = {"version_id": marker["version"], "delete_marker": True}
+                for indexer in self.indexers:
+                    indexer.on_change(txn, current if current and not current.get("delete_marker") else None, None)
+            else:
+                target = self._find(txn, bucket, key, version_id)
+                check_lock(target, now, principal, bypass_governance)
+                if current is not None and current["version"] == version_id:
+                    txn.delete("objects", okey)
+                    promoted = None
+                    for vkey, rec in txn.scan("versions", okey + b"\0"):
+                        if rec["key"] == key:
+                            promoted = (vkey, rec)
+                            break
+                    if promoted:
+                        txn.delete("versions", promoted[0])
+                        txn.put("objects", okey, promoted[1])
+                    for indexer in self.indexers:
+                        newcur = promoted[1] if promoted and not promoted[1].get("delete_marker") else None
+                        indexer.on_change(txn, None if target.get("delete_marker") else target, newcur)
+                else:
+                    txn.delete("versions", version_key(bucket, key, target["seq"]))
+                garbage = [target]
+                self._queue_gc(txn, garbage)
+                result = {"version_id": version_id, "delete_marker": bool(target.get("delete_marker"))}
+        self._collect(garbage)
+        return result
+
+    def copy_object(
+        self: Store,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        *,
+        version_id: str | None = None,
+        replace_metadata: bool = False,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+        if_modified_since: float | None = None,
+        if_unmodified_since: float | None = None,
+        principal: Principal | None = None,
+    ) -> ObjectInfo:
+        """Copy an object's bytes into a new object (streamed, re-encoded).
+
+        Metadata, content type and standard headers are copied unless
+        ``replace_metadata``; the copy-source conditions are checked first.
+        """
+        with self.open_object(src_bucket, src_key, version_id) as reader:
+            src = reader.info
+            etag = '"' + src.etag + '"'
+            if if_match is not None and if_match not in (etag, src.etag, "*"):
+                raise PreconditionFailed("x-amz-copy-source-if-match failed")
+            if if_none_match is not None and if_none_match in (etag, src.etag, "*"):
+                raise PreconditionFailed("x-amz-copy-source-if-none-match failed")
+            if if_unmodified_since is not None and src.modified > if_unmodified_since + 1:
+                raise PreconditionFailed("x-amz-copy-source-if-unmodified-since failed")
+            if if_modified_since is not None and src.modified <= if_modified_since and if_none_match is None:
+                raise PreconditionFailed("x-amz-copy-source-if-modified-since failed")
+            if not replace_metadata:
+                content_type, metadata, headers = src.content_type, src.metadata, src.headers
+            return self.put_object(
+                dst_bucket,
+                dst_key,
+                IterStream(reader.iter_range()),
+                length=src.size,
+                content_type=content_type,
+                metadata=metadata,
+                headers=headers,
+                tags=src.tags if tags is None else tags,
+                posix=src.posix if not replace_metadata else None,
+                xattrs=src.xattrs,
+                principal=principal,
+            )
+
+    def rename_object(
+        self: Store, bucket: str, src_key: str, dst_key: str, *, no_replace: bool = False, principal: Principal | None = None
+    ) -> ObjectInfo:
+        """Move the current version of ``src_key`` to ``dst_key``: metadata only, atomic.
+
+        Raises NoSuchKey, KeyExists (with ``no_replace``), ObjectLocked.
+        """
+        return self.rename_many(bucket, [(src_key, dst_key)], no_replace=no_replace, principal=principal)[0]
+
+    def rename_prefix(self: Store, bucket: str, src_prefix: str, dst_prefix: str, *, principal: Principal | None = None) -> int:
+        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename)."""
+        if not src_prefix.endswith("/") or not dst_prefix.endswith("/"):
+            raise InvalidArgument("directory prefixes end with '/'")
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            keys = [
+                rec["key"] for _, rec in txn.scan("objects", object_key(bucket, src_prefix)) if rec["key"].startswith(src_prefix)
+            ]
+        pairs = [(k, dst_prefix + k[len(src_prefix) :]) for k in keys]
+        if pairs:
+            self.rename_many(bucket, pairs, no_replace=False, principal=principal)
+        return len(pairs)
+
+    def rename_many(
+        self: Store, bucket: str, pairs: list[tuple[str, str]], *, no_replace: bool, principal: Principal | None
+    ) -> list[ObjectInfo]:
+        for src, dst in pairs:
+            check_key(src)
+            check_key(dst)
+        for _attempt in range(5):
+            with self.index.read() as txn:
+                self._bucket(txn, bucket)
+                sources = []
+                for src, dst in pairs:
+                    rec = txn.get("objects", object_key(bucket, src))
+                    if rec is None or rec.get("delete_marker"):
+                        raise NoSuchKey(f"{bucket}/{src} does not exist")
+                    check_lock(rec, self.clock.now(), principal, False)
+                    sources.append(rec)
+            moved = []
+            for rec, (src, dst) in zip(sources, pairs):
+                new = dict(rec, key=dst, gen=time.time_ns())
+                moved.append(new)
+            # The drives learn the new names before the index does (rebuild-index).
+            list(self.io_pool.map(self._write_meta_files, moved))
+            garbage: list[dict[str, Any]] = []
+            try:
+                garbage = self._commit_renames(bucket, sources, moved, pairs, no_replace, principal)
+            except _SourceChanged:
+                continue
+            self._collect(garbage)
+            return [ObjectInfo.from_record(r) for r in moved]
+        raise PreconditionFailed("the source changed during the rename; try again")
+
+    def _commit_renames(self: Store, bucket, sources, moved, pairs, no_replace, principal) -> list[dict[str, Any]]:
+        garbage: list[dict[str, Any]] = []
+        with self.index.write() as txn:
+            settings = self._bucket(txn, bucket)
+            for rec, (src, _dst) in zip(sources, pairs):
+                now = txn.get("objects", object_key(bucket, src))
+                if now is None or now["id"] != rec["id"] or now.get("gen") != rec.get("gen"):
+                    raise _SourceChanged()
+            for rec, new, (src, dst) in zip(sources, moved, pairs):
+                if src == dst:
+                    continue
+                dkey = object_key(bucket, dst)
+                existing = txn.get("objects", dkey)
+                if existing is not None and not existing.get("delete_marker"):
+                    if no_replace:
+                        raise KeyExists(f"{bucket}/{dst} exists already")
+                garbage += self._retire_current(txn, settings, existing, principal)
+                txn.delete("objects", object_key(bucket, src))
+                txn.put("objects", dkey, new)
+                for indexer in self.indexers:
+                    indexer.on_change(txn, rec, new)
+        return garbage
+
+    def update_object(
+        self: Store,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        posix: dict[str, int] | None = None,
+        metadata: dict[str, str] | None = None,
+        xattrs: dict[str, bytes | None] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Change attributes in the index only (no data moves): POSIX attributes
+        (merged), user xattrs (a None value removes one), tags (replaced),
+        metadata (replaced). Durable when it returns."""
+        check_key(key)
+        with self.index.write() as txn:
+            self._bucket(txn, bucket)
+            record = self._find(txn, bucket, key, version_id)
+            if record.get("delete_marker"):
+                raise NoSuchKey(f"{bucket}/{key} does not exist")
+            if posix:
+                record["posix"] = dict(record.get("posix") or {}, **posix)
+            if metadata is not None:
+                record["meta"] = dict(metadata)
+            if tags is not None:
+                record["tags"] = dict(tags)
+            if xattrs:
+                merged = dict(record.get("xattrs") or {})
+                for name, value in xattrs.items():
+                    if value is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = value
+                record["xattrs"] = merged
+            self._store_record(txn, record)
+        return ObjectInfo.from_record(record)
+
+    def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
+        """Write back a changed record where it lives (current or noncurrent)."""
+        okey = object_key(record["bucket"], record["key"])
+        current = txn.get("objects", okey)
+        if current is not None and current["id"] == record["id"]:
+            txn.put("objects", okey, record)
+        else:
+            txn.put("versions", version_key(record["bucket"], record["key"], record["seq"]), record)
+
+    # -- on-drive metadata ---------------------------------------------------------
+
+    def _meta_drives(self: Store, record: dict[str, Any]):
+        parts = record.get("parts") or []
+        if parts:
+            drives = [self.drive_by_id(x) for x in parts[0]["drives"]]
+            return [d for d in drives if d is not None and self.drive_healthy(d)]
+        # Records without data (delete markers) go where their id ranks highest.
+        tier = self.config.hot
+        ranked = [d for d in rendezvous_order(record["id"], self.drives[tier.name]) if self.drive_healthy(d)]
+        return ranked[: tier.m + 1]
+
+    def _write_meta_files(self: Store, record: dict[str, Any]) -> None:
+        """Durably record ``record`` beside its fragments, so the drives can rebuild the index."""
+        drives = self._meta_drives(record)
+        if not drives:
+            return
+        errors = 0
+        for drive in drives:
+            try:
+                write_meta(drive.meta_path(record["id"]), drive.tmp_dir, record)
+            except OSError:
+                errors += 1
+        if len(drives) - errors < 1:
+            raise DataLoss(f"could not record metadata of {record['bucket']}/{record['key']} on any drive")
+
+    def _delete_meta_files(self: Store, record: dict[str, Any]) -> None:
+        for drive in self._meta_drives(record):
+            try:
+                drive.meta_path(record["id"]).unlink()
+            except OSError:
+                pass
+
+    def _protect_files(self: Store, record: dict[str, Any], on: bool) -> None:
+        """Mark (or unmark) the fragment files of a locked version immutable on the drives."""
+        for desc in record.get("parts", []):
+            for index, drive_id in enumerate(desc["drives"]):
+                drive = self.drive_by_id(drive_id)
+                if drive is not None:
+                    self.set_immutable(drive.fragment_path(desc["id"], index), on)
+
+
+class _SourceChanged(Exception):
+    """A concurrent change raced a rename; it is retried."""
+
+
+def _cp(key: str, prefix: str, delimiter: str) -> str | None:
+    """The common prefix ``key`` rolls up into, or None."""
+    if not delimiter:
+        return None
+    pos = key.find(delimiter, len(prefix))
+    if pos < 0:
+        return None
+    return key[: pos + len(delimiter)]
+
+
+def _skip_prefix(cursor, bucket: str, common: str) -> bool:
+    """Move the cursor past every key starting with ``common``; False at the end."""
+    raw = bucket.encode() + SEP + common.encode()
+    if len(raw) <= 480:
+        # Delimiters are UTF-8 so the last byte is below 0xFF and can be incremented.
+        return cursor.set_range(raw[:-1] + bytes([raw[-1] + 1]))
+    positioned = cursor.next()
+    while positioned and unpack(cursor.value())["key"].startswith(common):
+        positioned = cursor.next()
+    return positioned
