@@ -1,0 +1,1 @@
+"""DICOM gateway: tag extraction, C-FIND matching and the DICOM network front."""
