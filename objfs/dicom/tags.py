@@ -5,10 +5,11 @@ Guarantees
 * :func:`looks_like_dicom`, :func:`extract_tags`, :func:`s3_tags` and
   :func:`complete_file_check` never raise on hostile, truncated or non-DICOM
   input; failure is reported as ``False`` / ``None`` / an error string.
-* :func:`extract_tags` never reads pixel data: parsing stops at the first
-  element after InstanceNumber (0020,0013), and elements we do not index are
-  skipped by seeking over their declared length, so a huge length field costs
-  nothing.  Deflated datasets are inflated with a hard output cap.
+* :func:`extract_tags` never reads pixel data: a header-only walk stops at
+  the first element after InstanceNumber (0020,0013), skips values by their
+  declared length (a huge length field costs nothing) and sequences without
+  building them; only the complete indexed elements are decoded by pydicom.
+  Deflated datasets are inflated with a hard output cap.
 * :func:`extract_tags` returns only msgpack-serialisable plain values
   (``str``, ``int``, ``list[str]``).
 * :func:`complete_file_check` walks every element header of the file (without
@@ -28,7 +29,7 @@ from typing import IO, Any, BinaryIO
 
 import pydicom
 from pydicom.datadict import tag_for_keyword
-from pydicom.filereader import read_dataset, read_partial
+from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
@@ -59,6 +60,7 @@ _INT_KEYWORDS = frozenset({"SeriesNumber", "InstanceNumber"})
 
 _DATASET_KEYWORDS = [k for k in INDEXED_TAGS if k != "TransferSyntaxUID"]
 _SPECIFIC_TAGS = [tag_for_keyword(k) for k in _DATASET_KEYWORDS]
+_SPECIFIC_SET = frozenset(_SPECIFIC_TAGS)
 _LAST_INDEXED_TAG = max(_SPECIFIC_TAGS)  # (0020,0013) InstanceNumber
 
 _DEFLATED_TS = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"})
@@ -145,8 +147,14 @@ def _meta_end_and_ts(head: bytes) -> tuple[int, str | None]:
         pos += hlen + length
 
 
-def _stop_after_indexed(tag: int, vr: str | None, length: int) -> bool:
-    return tag > _LAST_INDEXED_TAG
+def _encoding(ts: str | None, first: bytes) -> tuple[bool, bool]:
+    """(implicit, little) for a dataset whose first bytes are ``first``.
+
+    Like pydicom, trust the first element's VR bytes over the declared syntax:
+    some writers declare explicit VR but write implicit.  Every syntax other
+    than explicit big endian is little endian (PS3.5 A.4).
+    """
+    return first[4:6] not in _VRS, ts != _EXPLICIT_BE
 
 
 def _plain(keyword: str, value: Any) -> str | int | list[str] | None:
@@ -171,31 +179,35 @@ def _plain(keyword: str, value: Any) -> str | int | list[str] | None:
     return text or None
 
 
-def _parse_head(head: bytes) -> tuple[pydicom.Dataset, str | None, int]:
-    """Parse the indexed part of ``head`` -> (dataset, TS UID, bytes available).
+def _parse_head(head: bytes) -> tuple[pydicom.Dataset, str]:
+    """Parse the indexed part of ``head`` -> (dataset, transfer syntax UID).
 
-    Offsets of elements in the dataset are relative to a buffer of the
-    returned length, so callers can spot values cut off by the end of head.
+    Our header walker picks out the complete top-level elements we index
+    (stopping after InstanceNumber, skipping sequences without building
+    them, dropping a value cut off by the end of ``head``); only those bytes
+    reach pydicom.  That bounds the cost of hostile input: pydicom would
+    build a Dataset per sequence item.
     """
-    part10 = len(head) >= 132 and head[128:132] == b"DICM"
     meta_end, ts = _meta_end_and_ts(head)
+    body, start = head, meta_end
     if ts in _DEFLATED_TS:
-        # pydicom inflates the whole remainder with zlib.decompress, which
-        # fails on a truncated head and has no size limit; stream it instead.
+        # stream-inflate with a cap: the head is usually a truncated stream
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        body = inflater.decompress(head[meta_end:], _MAX_INFLATE)
-        ds = read_dataset(io.BytesIO(body), False, True, stop_when=_stop_after_indexed,
-                          specific_tags=list(_SPECIFIC_TAGS))
-        return ds, ts, len(body)
-    fds = read_partial(io.BytesIO(head), stop_when=_stop_after_indexed,
-                       force=not part10, specific_tags=list(_SPECIFIC_TAGS))
-    ts = fds.file_meta.get("TransferSyntaxUID") if fds.file_meta else None
+        body, start = inflater.decompress(head[meta_end:], _MAX_INFLATE), 0
+    implicit, little = _encoding(ts, body[start:start + 6])
+    walker = _Walker(io.BytesIO(body), len(body), little, stop_after=_LAST_INDEXED_TAG)
+    try:
+        walker.dataset(start, implicit, 0, in_item=False)
+    except _Incomplete:
+        pass  # elements before the damage are complete and usable
+    wanted = [walker.top[t] for t in sorted(walker.top) if t in _SPECIFIC_SET]
+    picked = b"".join(body[hpos:vpos + length] for hpos, vpos, length, _vr, _n in wanted
+                      if length != _UNDEFINED)
+    ds = read_dataset(io.BytesIO(picked), implicit, little)
     if not ts:
-        # No meta: record the encoding pydicom detected, so a later C-GET
-        # knows how the stored bytes are encoded.
-        implicit, little = fds.original_encoding[:2]
+        # no meta: record the encoding found, so a C-GET knows what is stored
         ts = _IMPLICIT_LE if implicit else (_EXPLICIT_LE if little else _EXPLICIT_BE)
-    return fds, str(ts), len(head)
+    return ds, ts
 
 
 def extract_tags(head: bytes) -> dict[str, str | int | list[str]] | None:
@@ -213,19 +225,10 @@ def extract_tags(head: bytes) -> dict[str, str | int | list[str]] | None:
         head = bytes(head)
         if not looks_like_dicom(head):
             return None
-        ds, ts, available = _parse_head(head)
+        ds, ts = _parse_head(head)
         out: dict[str, str | int | list[str]] = {}
-        for keyword, tag in zip(_DATASET_KEYWORDS, _SPECIFIC_TAGS):
+        for keyword in _DATASET_KEYWORDS:
             try:
-                raw = ds.get_item(tag)
-                if raw is None:
-                    continue
-                # pydicom silently returns a short value when head ends inside
-                # it; a cut-off UID must not be indexed as if it were real.
-                # (already-converted DataElements, e.g. the charset, carry no offsets)
-                tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-                if tell is not None and length not in (None, _UNDEFINED) and tell + length > available:
-                    continue
                 elem = ds.get(keyword)
                 value = _plain(keyword, elem)
             except Exception:
@@ -296,9 +299,10 @@ def _parse_header(buf: bytes, implicit: bool, little: bool) -> tuple[int, str | 
 class _Walker:
     """Walks element headers of a seekable file without reading values."""
 
-    def __init__(self, fp: IO[bytes], size: int, little: bool) -> None:
-        self.fp, self.size, self.little = fp, size, little
-        self.top: dict[int, tuple[int, int, str | None, int]] = {}  # tag -> (vpos, len, vr, items)
+    def __init__(self, fp: IO[bytes], size: int, little: bool, stop_after: int | None = None) -> None:
+        self.fp, self.size, self.little, self.stop_after = fp, size, little, stop_after
+        # top-level tag -> (header pos, value pos, length, vr, item count)
+        self.top: dict[int, tuple[int, int, int, str | None, int]] = {}
 
     def _header(self, pos: int, implicit: bool) -> tuple[int, str | None, int, int] | None:
         self.fp.seek(pos)
@@ -323,6 +327,8 @@ class _Walker:
                 return pos
             tag, vr, length, hlen = hdr
             vpos = pos + hlen
+            if depth == 0 and self.stop_after is not None and tag > self.stop_after:
+                return pos
             if tag == _ITEM_DELIM and in_item:
                 return vpos
             if tag in (_ITEM, _ITEM_DELIM, _SEQ_DELIM):
@@ -341,7 +347,7 @@ class _Walker:
                         f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes "
                         f"at offset {vpos} but file has {self.size - vpos}")
             if depth == 0:
-                self.top[tag] = (vpos, length, vr, items)
+                self.top[tag] = (pos, vpos, length, vr, items)
             pos = end
 
     def items(self, pos: int, implicit: bool, depth: int) -> tuple[int, int]:
@@ -376,7 +382,7 @@ def _int_attr(ds: pydicom.Dataset, keyword: str, default: int | None) -> int | N
         return default
 
 
-def _check_pixels(ds: pydicom.Dataset, top: dict[int, tuple[int, int, str | None, int]]) -> str | None:
+def _check_pixels(ds: pydicom.Dataset, top: dict[int, tuple[int, int, int, str | None, int]]) -> str | None:
     pixel_tag = next((t for t in _PIXEL_TAGS if t in top), None)
     rows = _int_attr(ds, "Rows", None)
     if pixel_tag is None:
@@ -388,7 +394,7 @@ def _check_pixels(ds: pydicom.Dataset, top: dict[int, tuple[int, int, str | None
         if sop_class.name.endswith("Image Storage"):
             return f"{sop_class.name} without pixel data (truncated?)"
         return None
-    _vpos, length, _vr, items = top[pixel_tag]
+    _hpos, _vpos, length, _vr, items = top[pixel_tag]
     frames = max(_int_attr(ds, "NumberOfFrames", 1) or 1, 1)
     if length == _UNDEFINED:
         fragments = items - 1  # first item is the basic offset table
@@ -437,19 +443,8 @@ def _check(fp: BinaryIO) -> str | None:
     try:
         if meta_end >= walk_size and ts not in _DEFLATED_TS:
             return "no dataset after file meta information"
-        if ts == _IMPLICIT_LE:
-            implicit, little = True, True
-        elif ts == _EXPLICIT_BE:
-            implicit, little = False, False
-        elif ts is None:
-            walk_fp.seek(meta_end)
-            implicit, little = walk_fp.read(6)[4:6] not in _VRS, True
-        else:
-            implicit, little = False, True  # every other syntax is explicit LE
-        if not implicit:
-            # pydicom tolerates files declared explicit but written implicit
-            walk_fp.seek(meta_end)
-            implicit = walk_fp.read(6)[4:6] not in _VRS
+        walk_fp.seek(meta_end)
+        implicit, little = _encoding(ts, walk_fp.read(6))
         walker = _Walker(walk_fp, walk_size, little)
         try:
             walker.dataset(meta_end, implicit, 0, in_item=False)
@@ -462,7 +457,8 @@ def _check(fp: BinaryIO) -> str | None:
     try:
         # Full header parse (lazy values), pixels deferred: catches malformed
         # headers the structural walk accepts.
-        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+        # defer_size keeps big non-pixel blobs (encapsulated PDFs...) on disk.
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True, defer_size=1 << 20)
     except Exception as exc:
         return f"malformed: {type(exc).__name__}: {exc}"
     return _check_pixels(ds, walker.top)

@@ -223,7 +223,7 @@ class BlobReader:
         handle = None
         if drive is not None:
             try:
-                handle = open(drive.fragment_path(self.desc["id"], index), "rb", buffering=0)
+                handle = os.open(drive.fragment_path(self.desc["id"], index), os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 handle = None
         self._files[index] = handle
@@ -260,12 +260,21 @@ class BlobReader:
         """The exact bytes of ``segment``; raises DataLoss if more than m fragments are lost."""
         if self.desc["size"] == 0:
             return b""
+        k = self.desc["k"]
         length = self.segment_length(segment)
-        fragments = self.collect(segment, self.desc["k"])
-        if len(fragments) < self.desc["k"]:
-            raise DataLoss(
-                f"blob {self.desc['id']} segment {segment}: {len(fragments)} of {self.desc['k']} needed fragments readable"
-            )
+        # The k data fragments live on k different drives: read them at once.
+        pool: ThreadPoolExecutor = self.store.read_pool
+        frames = pool.map(lambda i: (i, self.read_fragment(i, segment)), range(k)) if k > 1 else [(0, self.read_fragment(0, segment))]
+        fragments = {i: f for i, f in frames if f is not None}
+        if len(fragments) < k:
+            for index in range(k, k + self.desc["m"]):
+                frame = self.read_fragment(index, segment)
+                if frame is not None:
+                    fragments[index] = frame
+                    if len(fragments) == k:
+                        break
+        if len(fragments) < k:
+            raise DataLoss(f"blob {self.desc['id']} segment {segment}: {len(fragments)} of {k} needed fragments readable")
         return self.codec.decode(fragments, length)
 
     def iter_range(self, start: int, end: int, prefetch: bool = True):
@@ -274,25 +283,26 @@ class BlobReader:
         if end <= start:
             return
         first, last = start // seg, (end - 1) // seg
-        pool: ThreadPoolExecutor = self.store.io_pool
+        pool: ThreadPoolExecutor = self.store.prefetch_pool
         pending = None
-        for segment in range(first, last + 1):
+        try:
+            for segment in range(first, last + 1):
+                data = pending.result() if pending is not None else self.read_segment(segment)
+                pending = None
+                if prefetch and segment < last:
+                    # Read the next segment from the drives while the caller consumes this one.
+                    pending = pool.submit(self.read_segment, segment + 1)
+                lo = start - segment * seg if segment == first else 0
+                hi = end - segment * seg if segment == last else len(data)
+                yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
+        finally:
             if pending is not None:
-                data = pending.result()
-            else:
-                data = self.read_segment(segment)
-            pending = None
-            if prefetch and segment < last:
-                # Read the next segment from the drives while the caller consumes this one.
-                pending = pool.submit(self.read_segment, segment + 1)
-            lo = start - segment * seg if segment == first else 0
-            hi = end - segment * seg if segment == last else len(data)
-            yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
+                pending.cancel() or pending.exception()  # never close files under a running prefetch
 
     def close(self) -> None:
         for handle in self._files.values():
             if handle is not None:
-                handle.close()
+                os.close(handle)
         self._files.clear()
 
 

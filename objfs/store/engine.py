@@ -78,7 +78,10 @@ class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
             drives = [Drive(drive_id_for(config.store_id, tier.name, i), path, tier.name) for i, path in enumerate(tier.drives)]
             self.drives[tier.name] = drives
             self._by_id.update((d.drive_id, d) for d in drives)
+        # Leaf pools only: a task in one never waits for a task in the same pool.
         self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
+        self.read_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-read")
+        self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
         self.indexers: list[Indexer] = []
         self._suspect: set[str] = set()
         self._lock = threading.Lock()
@@ -92,7 +95,8 @@ class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
         return cls(load_config(root), **kwargs)
 
     def close(self) -> None:
-        self.io_pool.shutdown(wait=True)
+        for pool in (self.prefetch_pool, self.read_pool, self.io_pool):
+            pool.shutdown(wait=True)
         self.index.close()
 
     def __enter__(self) -> Store:
@@ -162,6 +166,33 @@ class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
             raise
         finally:
             os.close(fd)
+
+    def capacity(self) -> dict[str, int]:
+        """Usable bytes of the hot tier after parity (for statfs and ``df``).
+
+        ``{"total": ..., "free": ...}``: the raw bytes of the tier's healthy
+        drives scaled by k/(k+m). Drives that share a filesystem (directory
+        drives on one disk) are counted once, so the figures never exceed
+        what the disks hold.
+        """
+        tier = self.config.hot
+        seen: set[int] = set()
+        total = free = 0
+        for drive in self.drives[tier.name]:
+            if not self.drive_healthy(drive):
+                continue
+            try:
+                dev = os.stat(drive.path).st_dev
+                drive_free, drive_total = drive.free_bytes()
+            except OSError:
+                continue
+            if dev in seen:
+                continue
+            seen.add(dev)
+            total += drive_total
+            free += drive_free
+        scale = tier.k / (tier.k + tier.m)
+        return {"total": int(total * scale), "free": int(free * scale)}
 
     def unlock_file(self, path: Path) -> None:
         self.set_immutable(path, False)

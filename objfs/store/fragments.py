@@ -19,6 +19,7 @@ name, attributes or retention change without moving data; their
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 import zlib
 from pathlib import Path
@@ -60,7 +61,7 @@ class FragmentWriter:
         self._file.write(body + _TAIL.pack(len(body), zlib.crc32(body), MAGIC))
         os.fsync(self._file.fileno())
         self._file.close()
-        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.final_path.parent)
         os.rename(self.tmp_path, self.final_path)
         fsync_dir(self.final_path.parent)
 
@@ -79,10 +80,21 @@ def frame_offset(segment: int, fsz: int) -> int:
     return segment * (fsz + _CRC.size)
 
 
-def read_frame(f, segment: int, fsz: int, length: int) -> bytes | None:
-    """Fragment bytes of ``segment``, or None if short or the CRC is wrong."""
-    f.seek(frame_offset(segment, fsz))
-    data = f.read(length + _CRC.size)
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) durably: each new entry's parent is fsynced."""
+    if path.is_dir():
+        return
+    ensure_dir(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    fsync_dir(path.parent)
+
+
+def read_frame(fd: int, segment: int, fsz: int, length: int) -> bytes | None:
+    """Fragment bytes of ``segment`` (one pread), or None if short or the CRC is wrong."""
+    data = os.pread(fd, length + _CRC.size, frame_offset(segment, fsz))
     if len(data) != length + _CRC.size:
         return None
     body, crc = data[:length], _CRC.unpack(data[length:])[0]
@@ -118,12 +130,12 @@ def read_footer(path: Path) -> dict[str, Any] | None:
 def write_meta(path: Path, tmp_dir: Path, record: dict[str, Any]) -> None:
     """Durably replace ``path`` with ``record`` (temp file, fsync, rename, fsync dir)."""
     body = msgpack.packb(record, use_bin_type=True)
-    tmp = tmp_dir / (path.name + f".{os.getpid()}.{id(record)}.tmp")
+    tmp = tmp_dir / f"{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         f.write(META_MAGIC + _CRC.pack(zlib.crc32(body)) + body)
         f.flush()
         os.fsync(f.fileno())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     os.rename(tmp, path)
     fsync_dir(path.parent)
 

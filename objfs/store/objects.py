@@ -244,18 +244,23 @@ class ObjectsMixin:
         try:
             md5 = hashlib.md5()
             head = bytearray()
+            hashing = None  # MD5 of the previous chunk runs in another thread while this one is encoded
             remaining = length
             while remaining is None or remaining > 0:
                 want = writer.segment_size if remaining is None else min(writer.segment_size, remaining)
                 chunk = body.read(want)
                 if not chunk:
                     break
-                md5.update(chunk)
+                if hashing is not None:
+                    hashing.result()
+                hashing = self.io_pool.submit(md5.update, chunk)
                 if len(head) < HEAD_BYTES:
                     head += chunk[: HEAD_BYTES - len(head)]
                 writer.write(chunk)
                 if remaining is not None:
                     remaining -= len(chunk)
+            if hashing is not None:
+                hashing.result()
             if remaining:
                 raise IncompleteBody(f"the body ended {remaining} bytes short of its declared length")
             if content_md5 is not None and md5.digest() != content_md5:

@@ -1,0 +1,56 @@
+"""Helpers shared by the benchmarks: timing, page-cache dropping, tables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+
+def drop_caches() -> bool:
+    """Flush dirty pages and drop the page cache so reads come from the disk (root only)."""
+    subprocess.run(["sync"], check=False)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_parallel(fn: Callable[[int], object], items: Iterable[int], threads: int) -> None:
+    if threads == 1:
+        for i in items:
+            fn(i)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, items))
+
+
+def mbps(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6 if seconds > 0 else float("inf")
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> str:
+    cells = [header] + [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(cells[0], widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def fsync_file(path: str, data: bytes) -> None:
+    """The baseline write: a plain file, written and fsynced, then its directory fsynced."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
