@@ -264,7 +264,9 @@ class BlobReader:
         length = self.segment_length(segment)
         # The k data fragments live on k different drives: read them at once.
         pool: ThreadPoolExecutor = self.store.read_pool
-        frames = pool.map(lambda i: (i, self.read_fragment(i, segment)), range(k)) if k > 1 else [(0, self.read_fragment(0, segment))]
+        frames = (
+            pool.map(lambda i: (i, self.read_fragment(i, segment)), range(k)) if k > 1 else [(0, self.read_fragment(0, segment))]
+        )
         fragments = {i: f for i, f in frames if f is not None}
         if len(fragments) < k:
             for index in range(k, k + self.desc["m"]):

@@ -92,13 +92,13 @@ def ensure_dir(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-def read_frame(fd: int, segment: int, fsz: int, length: int) -> bytes | None:
+def read_frame(fd: int, segment: int, fsz: int, length: int) -> memoryview | None:
     """Fragment bytes of ``segment`` (one pread), or None if short or the CRC is wrong."""
     data = os.pread(fd, length + _CRC.size, frame_offset(segment, fsz))
     if len(data) != length + _CRC.size:
         return None
-    body, crc = data[:length], _CRC.unpack(data[length:])[0]
-    if zlib.crc32(body) != crc:
+    body = memoryview(data)[:length]  # no copy: segments are large
+    if zlib.crc32(body) != _CRC.unpack_from(data, length)[0]:
         return None
     return body
 

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 HEAD_BYTES = 2 << 20  # first bytes of a body kept for indexers (DICOM header)
 STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+# S3 additional checksums of the whole body (x-amz-checksum-crc32 ...), kept so GET/HEAD can return them.
+CHECKSUM_HEADER_PREFIX = "x-amz-checksum-"
 
 
 @dataclass
@@ -321,7 +323,9 @@ class ObjectsMixin:
             "etag": etag,
             "ctype": content_type or "application/octet-stream",
             "meta": dict(metadata or {}),
-            "headers": {k: v for k, v in (headers or {}).items() if k in STANDARD_HEADERS},
+            "headers": {
+                k: v for k, v in (headers or {}).items() if k in STANDARD_HEADERS or k.startswith(CHECKSUM_HEADER_PREFIX)
+            },
             "posix": posix,
             "xattrs": dict(xattrs or {}),
             "tags": dict(tags or {}),
@@ -349,8 +353,8 @@ class ObjectsMixin:
         ``within(txn)``, if given, runs inside the same transaction.
         """
         bucket, key = record["bucket"], record["key"]
-        garbage: list[dict[str, Any]] = []
-        with self.index.write() as txn:
+
+        def change(txn: Txn) -> list[dict[str, Any]]:
             settings = txn.get("buckets", bucket.encode())
             if settings is None:
                 raise NoSuchBucket(f"bucket {bucket!r} does not exist")
@@ -369,7 +373,9 @@ class ObjectsMixin:
                 indexer.on_change(txn, live, record)
             if within is not None:
                 within(txn)
-        self._collect(garbage)
+            return garbage
+
+        self._collect(self.index.commit(change))
 
     def _retire_current(
         self: Store, txn: Txn, settings: dict[str, Any], old: dict[str, Any] | None, principal: Principal | None
@@ -414,10 +420,13 @@ class ObjectsMixin:
             for desc in rec.get("parts", []):
                 delete_blob_files(self, desc)
             self._delete_meta_files(rec)
-        with self.index.write() as txn:
+
+        def forget(txn: Txn) -> None:
             for rec in records:
                 for desc in rec.get("parts", []):
                     txn.delete("gc", desc["id"].encode())
+
+        self.index.commit(forget)
 
     # -- reads ------------------------------------------------------------------
 
