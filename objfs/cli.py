@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from objfs.store import Store, init_store
+from objfs.store import Principal, Store, init_store
 from objfs.store.errors import StoreError
 from objfs.store.keys import KeyRing
 
@@ -48,21 +49,25 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli_principal() -> Principal:
+    return Principal(f"cli:{getpass.getuser()}")
+
+
 def cmd_put(args: argparse.Namespace) -> int:
     bucket, key = _split_target(args.target)
     with Store.open(args.store) as store:
         if args.file == "-":
-            info = store.put_object(bucket, key, sys.stdin.buffer)
+            info = store.put_object(bucket, key, sys.stdin.buffer, principal=cli_principal())
         else:
             with open(args.file, "rb") as f:
-                info = store.put_object(bucket, key, f, length=os.fstat(f.fileno()).st_size)
+                info = store.put_object(bucket, key, f, length=os.fstat(f.fileno()).st_size, principal=cli_principal())
     print(f"{bucket}/{key}\t{info.size}\t{info.etag}")
     return 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:
     bucket, key = _split_target(args.target)
-    with Store.open(args.store) as store, store.open_object(bucket, key) as reader:
+    with Store.open(args.store) as store, store.open_object(bucket, key, principal=cli_principal()) as reader:
         if args.file in (None, "-"):
             out = sys.stdout.buffer
             for chunk in reader.iter_range():
@@ -101,6 +106,13 @@ def _iso(ts: float) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def cmd_mb(args: argparse.Namespace) -> int:
+    with Store.open(args.store) as store:
+        store.create_bucket(args.bucket, object_lock=args.object_lock, principal=cli_principal())
+    print(f"{args.bucket}/")
+    return 0
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
@@ -195,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", metavar="BUCKET[/PREFIX]")
     p.add_argument("-r", "--recursive", action="store_true")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("mb", help="make a bucket")
+    p.add_argument("store")
+    p.add_argument("bucket")
+    p.add_argument("--object-lock", action="store_true", help="WORM bucket (versioning on, retention possible)")
+    p.set_defaults(func=cmd_mb)
 
     p = sub.add_parser("scrub", help="verify every object, repair fragments, collect orphans")
     p.add_argument("store")

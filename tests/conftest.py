@@ -49,11 +49,13 @@ def fail_on_logged_warnings(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def store_path(tmp_path: Path) -> Path:
+def store_path(tmp_path: Path):
     """A fresh store (6 directory drives, EC 4+2), closed; open it yourself or use ``store``."""
     path = tmp_path / "store"
     init_store(path).close()
-    return path
+    yield path
+    # WORM tests leave immutable fragment files; lift the flag so tmp can be cleaned.
+    subprocess.run(["chattr", "-R", "-f", "-i", str(path)], check=False, capture_output=True)
 
 
 @pytest.fixture

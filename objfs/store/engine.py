@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .audit import AuditLog, audited
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
 from .drives import Drive, drive_id_for, format_drive
@@ -27,10 +28,13 @@ from .errors import BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArg
 from .fragments import write_meta
 from .heal import MaintenanceMixin
 from .index import Index, Txn, bucket_prefix
+from .listing import ListingMixin
 from .multipart import MultipartMixin
 from .names import check_bucket_name
 from .objects import ObjectsMixin
 from .rebuild import BUCKETS_DIR
+from .renames import RenamesMixin
+from .retention import RetentionMixin
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
@@ -62,7 +66,7 @@ class Principal:
         return cls("system")
 
 
-class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
+class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartMixin, MaintenanceMixin):
     """An open objfs store."""
 
     def __init__(self, config: StoreConfig, *, io_threads: int = 32) -> None:
@@ -82,6 +86,7 @@ class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
         self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
         self.read_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-read")
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
+        self.audit = AuditLog(self.root / "audit")
         self.indexers: list[Indexer] = []
         self._suspect: set[str] = set()
         self._lock = threading.Lock()
@@ -194,12 +199,26 @@ class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
         scale = tier.k / (tier.k + tier.m)
         return {"total": int(total * scale), "free": int(free * scale)}
 
+    def record_audit(self, action: str, principal: Principal | None, outcome: str, durable: bool, **fields: Any) -> None:
+        """Append one line to the audit trail (see :mod:`.audit`)."""
+        self.audit.append(
+            who=principal.name if principal is not None else "unknown",
+            action=action,
+            outcome=outcome,
+            now=self.clock.now(),
+            durable=durable,
+            **fields,
+        )
+
     def unlock_file(self, path: Path) -> None:
         self.set_immutable(path, False)
 
     # -- buckets ------------------------------------------------------------
 
-    def create_bucket(self, name: str, *, object_lock: bool = False, owner: str | None = None) -> dict[str, Any]:
+    @audited("create-bucket", target=lambda a, k, r: {"bucket": a[0] if a else k.get("name")})
+    def create_bucket(
+        self, name: str, *, object_lock: bool = False, owner: str | None = None, principal: Principal | None = None
+    ) -> dict[str, Any]:
         """Create an empty bucket. Durable when it returns.
 
         ``object_lock`` also turns versioning on, as S3 requires.
@@ -224,7 +243,8 @@ class Store(ObjectsMixin, MultipartMixin, MaintenanceMixin):
             txn.put("buckets", name.encode(), settings)
         return settings
 
-    def delete_bucket(self, name: str) -> None:
+    @audited("delete-bucket", target=lambda a, k, r: {"bucket": a[0] if a else k.get("name")})
+    def delete_bucket(self, name: str, *, principal: Principal | None = None) -> None:
         """Remove an empty bucket (no objects, versions or unfinished uploads)."""
         with self.index.write() as txn:
             self._bucket(txn, name)

@@ -11,6 +11,7 @@ import io
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from .audit import audited
 from .blobs import BlobReader, BlobWriter, new_id
 from .errors import (
     BadDigest,
@@ -177,6 +178,9 @@ class MultipartMixin:
             txn.delete("uploads", upload_id.encode())
         self._collect([{"id": upload_id, "parts": [p["blob"] for p in parts], "bucket": "", "key": ""}])
 
+    @audited(
+        "write", target=lambda a, k, r: {"bucket": r.bucket, "key": r.key, "version": r.version_id} if r else {"upload": a[0]}
+    )
     def complete_multipart(
         self: Store, upload_id: str, parts: list[tuple[int, str]], *, principal: Principal | None = None
     ) -> ObjectInfo:

@@ -14,23 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from .audit import audited
 from .blobs import BlobReader, BlobWriter, delete_blob_files, new_id
-from .drives import rendezvous_order
 from .errors import (
     BadDigest,
-    DataLoss,
     IncompleteBody,
     InvalidArgument,
-    KeyExists,
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
-    ObjectLocked,
     PreconditionFailed,
 )
-from .fragments import write_meta
-from .index import SEP, Txn, bucket_prefix, object_key, unpack, version_key
-from .names import check_key, check_prefix
+from .index import Txn, object_key, version_key
+from .locks import check_lock
+from .names import check_key
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -184,28 +181,12 @@ class IterStream(io.RawIOBase):
         return out
 
 
-def check_lock(record: dict[str, Any], now: float, principal: Principal | None, bypass: bool) -> None:
-    """Raise ObjectLocked if WORM rules forbid deleting or overwriting ``record``."""
-    if record.get("delete_marker"):
-        return
-    if record.get("legal_hold"):
-        raise ObjectLocked(f"{record['bucket']}/{record['key']} version {record['version']} is under legal hold")
-    retention = record.get("retention")
-    if not retention or retention["until"] <= now:
-        return
-    if retention["mode"] == "GOVERNANCE" and bypass and principal is not None and principal.bypass_governance:
-        return
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(retention["until"]))
-    raise ObjectLocked(
-        f"{record['bucket']}/{record['key']} version {record['version']} is locked ({retention['mode']}) until {until}"
-    )
-
-
 class ObjectsMixin:
     """Object operations of :class:`objfs.store.Store`."""
 
     # -- writes ---------------------------------------------------------------
 
+    @audited("write")
     def put_object(
         self: Store,
         bucket: str,
@@ -242,6 +223,10 @@ class ObjectsMixin:
             body = io.BytesIO(body)
         with self.index.read() as txn:
             settings = self._bucket(txn, bucket)
+        if (retention or legal_hold) and not settings.get("object_lock"):
+            raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
+        if retention and retention.get("mode") not in ("GOVERNANCE", "COMPLIANCE"):
+            raise InvalidArgument("retention mode must be GOVERNANCE or COMPLIANCE")
         writer = BlobWriter(self, self.config.hot.name)
         try:
             md5 = hashlib.md5()
@@ -457,7 +442,10 @@ class ObjectsMixin:
                 return rec
         raise NoSuchVersion(f"{bucket}/{key} has no version {version_id!r}")
 
-    def open_object(self: Store, bucket: str, key: str, version_id: str | None = None) -> ObjectReader:
+    @audited("read", durable=False)
+    def open_object(
+        self: Store, bucket: str, key: str, version_id: str | None = None, *, principal: Principal | None = None
+    ) -> ObjectReader:
         """A reader of the current version (or ``version_id``); raises like head_object."""
         info = self.head_object(bucket, key, version_id)
         if info.delete_marker:
@@ -473,62 +461,9 @@ class ObjectsMixin:
         with self.open_object(bucket, key, version_id) as reader:
             return reader.readall()
 
-    def list_objects(
-        self: Store,
-        bucket: str,
-        prefix: str = "",
-        delimiter: str = "",
-        start_after: str = "",
-        max_keys: int = 1000,
-    ) -> Listing:
-        """Current objects in key order, S3-style: ``prefix``, ``delimiter``,
-        exclusive ``start_after`` and at most ``max_keys`` entries (objects
-        plus common prefixes)."""
-        check_prefix(prefix)
-        if max_keys < 0:
-            raise InvalidArgument("max-keys must not be negative")
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        truncated = False
-        last: str | None = None
-        with self.index.read() as txn:
-            self._bucket(txn, bucket)
-            base = bucket_prefix(bucket)
-            scan_prefix = base + prefix.encode()
-            cursor = txn.txn.cursor(db=self.index.dbs["objects"])
-            first = scan_prefix
-            if start_after:
-                first = max(first, object_key(bucket, start_after))
-            positioned = cursor.set_range(first)
-            while positioned:
-                if not cursor.key().startswith(scan_prefix):
-                    break
-                record = unpack(cursor.value())
-                key = record["key"]
-                common = _cp(key, prefix, delimiter)
-                if common is not None:
-                    # A common prefix at or before the marker was returned on an earlier page.
-                    if not (start_after and common <= start_after):
-                        if len(objects) + len(prefixes) >= max_keys:
-                            truncated = True
-                            break
-                        prefixes.append(common)
-                        last = common
-                    positioned = _skip_prefix(cursor, bucket, common)
-                    continue
-                if (start_after and key <= start_after) or record.get("delete_marker"):
-                    positioned = cursor.next()
-                    continue
-                if len(objects) + len(prefixes) >= max_keys:
-                    truncated = True
-                    break
-                objects.append(ObjectInfo.from_record(record))
-                last = key
-                positioned = cursor.next()
-        return Listing(objects, prefixes, truncated, last if truncated else None)
-
     # -- deletes, copies, renames ------------------------------------------------
 
+    @audited("delete")
     def delete_object(
         self: Store,
         bucket: str,
@@ -606,6 +541,10 @@ class ObjectsMixin:
         self._collect(garbage)
         return result
 
+    @audited(
+        "copy",
+        target=lambda a, k, r: {"bucket": a[2], "key": a[3], "source": f"{a[0]}/{a[1]}", "version": r.version_id if r else None},
+    )
     def copy_object(
         self: Store,
         src_bucket: str,
@@ -656,193 +595,3 @@ class ObjectsMixin:
                 xattrs=src.xattrs,
                 principal=principal,
             )
-
-    def rename_object(
-        self: Store, bucket: str, src_key: str, dst_key: str, *, no_replace: bool = False, principal: Principal | None = None
-    ) -> ObjectInfo:
-        """Move the current version of ``src_key`` to ``dst_key``: metadata only, atomic.
-
-        Raises NoSuchKey, KeyExists (with ``no_replace``), ObjectLocked.
-        """
-        return self.rename_many(bucket, [(src_key, dst_key)], no_replace=no_replace, principal=principal)[0]
-
-    def rename_prefix(self: Store, bucket: str, src_prefix: str, dst_prefix: str, *, principal: Principal | None = None) -> int:
-        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename)."""
-        if not src_prefix.endswith("/") or not dst_prefix.endswith("/"):
-            raise InvalidArgument("directory prefixes end with '/'")
-        with self.index.read() as txn:
-            self._bucket(txn, bucket)
-            keys = [
-                rec["key"] for _, rec in txn.scan("objects", object_key(bucket, src_prefix)) if rec["key"].startswith(src_prefix)
-            ]
-        pairs = [(k, dst_prefix + k[len(src_prefix) :]) for k in keys]
-        if pairs:
-            self.rename_many(bucket, pairs, no_replace=False, principal=principal)
-        return len(pairs)
-
-    def rename_many(
-        self: Store, bucket: str, pairs: list[tuple[str, str]], *, no_replace: bool, principal: Principal | None
-    ) -> list[ObjectInfo]:
-        for src, dst in pairs:
-            check_key(src)
-            check_key(dst)
-        for _attempt in range(5):
-            with self.index.read() as txn:
-                self._bucket(txn, bucket)
-                sources = []
-                for src, dst in pairs:
-                    rec = txn.get("objects", object_key(bucket, src))
-                    if rec is None or rec.get("delete_marker"):
-                        raise NoSuchKey(f"{bucket}/{src} does not exist")
-                    check_lock(rec, self.clock.now(), principal, False)
-                    sources.append(rec)
-            moved = []
-            for rec, (src, dst) in zip(sources, pairs):
-                new = dict(rec, key=dst, gen=time.time_ns())
-                moved.append(new)
-            # The drives learn the new names before the index does (rebuild-index).
-            list(self.io_pool.map(self._write_meta_files, moved))
-            garbage: list[dict[str, Any]] = []
-            try:
-                garbage = self._commit_renames(bucket, sources, moved, pairs, no_replace, principal)
-            except _SourceChanged:
-                continue
-            self._collect(garbage)
-            return [ObjectInfo.from_record(r) for r in moved]
-        raise PreconditionFailed("the source changed during the rename; try again")
-
-    def _commit_renames(self: Store, bucket, sources, moved, pairs, no_replace, principal) -> list[dict[str, Any]]:
-        garbage: list[dict[str, Any]] = []
-        with self.index.write() as txn:
-            settings = self._bucket(txn, bucket)
-            for rec, (src, _dst) in zip(sources, pairs):
-                now = txn.get("objects", object_key(bucket, src))
-                if now is None or now["id"] != rec["id"] or now.get("gen") != rec.get("gen"):
-                    raise _SourceChanged()
-            for rec, new, (src, dst) in zip(sources, moved, pairs):
-                if src == dst:
-                    continue
-                dkey = object_key(bucket, dst)
-                existing = txn.get("objects", dkey)
-                if existing is not None and not existing.get("delete_marker"):
-                    if no_replace:
-                        raise KeyExists(f"{bucket}/{dst} exists already")
-                garbage += self._retire_current(txn, settings, existing, principal)
-                txn.delete("objects", object_key(bucket, src))
-                txn.put("objects", dkey, new)
-                for indexer in self.indexers:
-                    indexer.on_change(txn, rec, new)
-        return garbage
-
-    def update_object(
-        self: Store,
-        bucket: str,
-        key: str,
-        *,
-        version_id: str | None = None,
-        posix: dict[str, int] | None = None,
-        metadata: dict[str, str] | None = None,
-        xattrs: dict[str, bytes | None] | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> ObjectInfo:
-        """Change attributes in the index only (no data moves): POSIX attributes
-        (merged), user xattrs (a None value removes one), tags (replaced),
-        metadata (replaced). Durable when it returns."""
-        check_key(key)
-        with self.index.write() as txn:
-            self._bucket(txn, bucket)
-            record = self._find(txn, bucket, key, version_id)
-            if record.get("delete_marker"):
-                raise NoSuchKey(f"{bucket}/{key} does not exist")
-            if posix:
-                record["posix"] = dict(record.get("posix") or {}, **posix)
-            if metadata is not None:
-                record["meta"] = dict(metadata)
-            if tags is not None:
-                record["tags"] = dict(tags)
-            if xattrs:
-                merged = dict(record.get("xattrs") or {})
-                for name, value in xattrs.items():
-                    if value is None:
-                        merged.pop(name, None)
-                    else:
-                        merged[name] = value
-                record["xattrs"] = merged
-            self._store_record(txn, record)
-        return ObjectInfo.from_record(record)
-
-    def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
-        """Write back a changed record where it lives (current or noncurrent)."""
-        okey = object_key(record["bucket"], record["key"])
-        current = txn.get("objects", okey)
-        if current is not None and current["id"] == record["id"]:
-            txn.put("objects", okey, record)
-        else:
-            txn.put("versions", version_key(record["bucket"], record["key"], record["seq"]), record)
-
-    # -- on-drive metadata ---------------------------------------------------------
-
-    def _meta_drives(self: Store, record: dict[str, Any]):
-        parts = record.get("parts") or []
-        if parts:
-            drives = [self.drive_by_id(x) for x in parts[0]["drives"]]
-            return [d for d in drives if d is not None and self.drive_healthy(d)]
-        # Records without data (delete markers) go where their id ranks highest.
-        tier = self.config.hot
-        ranked = [d for d in rendezvous_order(record["id"], self.drives[tier.name]) if self.drive_healthy(d)]
-        return ranked[: tier.m + 1]
-
-    def _write_meta_files(self: Store, record: dict[str, Any]) -> None:
-        """Durably record ``record`` beside its fragments, so the drives can rebuild the index."""
-        drives = self._meta_drives(record)
-        if not drives:
-            return
-        errors = 0
-        for drive in drives:
-            try:
-                write_meta(drive.meta_path(record["id"]), drive.tmp_dir, record)
-            except OSError:
-                errors += 1
-        if len(drives) - errors < 1:
-            raise DataLoss(f"could not record metadata of {record['bucket']}/{record['key']} on any drive")
-
-    def _delete_meta_files(self: Store, record: dict[str, Any]) -> None:
-        for drive in self._meta_drives(record):
-            try:
-                drive.meta_path(record["id"]).unlink()
-            except OSError:
-                pass
-
-    def _protect_files(self: Store, record: dict[str, Any], on: bool) -> None:
-        """Mark (or unmark) the fragment files of a locked version immutable on the drives."""
-        for desc in record.get("parts", []):
-            for index, drive_id in enumerate(desc["drives"]):
-                drive = self.drive_by_id(drive_id)
-                if drive is not None:
-                    self.set_immutable(drive.fragment_path(desc["id"], index), on)
-
-
-class _SourceChanged(Exception):
-    """A concurrent change raced a rename; it is retried."""
-
-
-def _cp(key: str, prefix: str, delimiter: str) -> str | None:
-    """The common prefix ``key`` rolls up into, or None."""
-    if not delimiter:
-        return None
-    pos = key.find(delimiter, len(prefix))
-    if pos < 0:
-        return None
-    return key[: pos + len(delimiter)]
-
-
-def _skip_prefix(cursor, bucket: str, common: str) -> bool:
-    """Move the cursor past every key starting with ``common``; False at the end."""
-    raw = bucket.encode() + SEP + common.encode()
-    if len(raw) <= 480:
-        # Delimiters are UTF-8 so the last byte is below 0xFF and can be incremented.
-        return cursor.set_range(raw[:-1] + bytes([raw[-1] + 1]))
-    positioned = cursor.next()
-    while positioned and unpack(cursor.value())["key"].startswith(common):
-        positioned = cursor.next()
-    return positioned

@@ -1,0 +1,175 @@
+"""Listings: current objects (S3 ListObjects) and every version (ListObjectVersions).
+
+Both are range scans of the index in key order; common prefixes are
+skipped over with a cursor seek, so a directory of 100,000 entries under
+one prefix costs one entry per common prefix, not one per key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidArgument
+from .index import SEP, bucket_prefix, object_key, unpack
+from .names import check_prefix
+from .objects import Listing, ObjectInfo
+
+if TYPE_CHECKING:
+    from .engine import Store
+
+
+class ListingMixin:
+    """Listing operations of :class:`objfs.store.Store`."""
+
+    def list_object_versions(self: Store, bucket: str, **kwargs: Any) -> VersionListing:
+        """See :func:`list_object_versions`."""
+        return list_object_versions(self, bucket, **kwargs)
+
+    def list_objects(
+        self: Store,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        start_after: str = "",
+        max_keys: int = 1000,
+    ) -> Listing:
+        """Current objects in key order, S3-style: ``prefix``, ``delimiter``,
+        exclusive ``start_after`` and at most ``max_keys`` entries (objects
+        plus common prefixes)."""
+        check_prefix(prefix)
+        if max_keys < 0:
+            raise InvalidArgument("max-keys must not be negative")
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        truncated = False
+        last: str | None = None
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            base = bucket_prefix(bucket)
+            scan_prefix = base + prefix.encode()
+            cursor = txn.txn.cursor(db=self.index.dbs["objects"])
+            first = scan_prefix
+            if start_after:
+                first = max(first, object_key(bucket, start_after))
+            positioned = cursor.set_range(first)
+            while positioned:
+                if not cursor.key().startswith(scan_prefix):
+                    break
+                record = unpack(cursor.value())
+                key = record["key"]
+                common = _cp(key, prefix, delimiter)
+                if common is not None:
+                    # A common prefix at or before the marker was returned on an earlier page.
+                    if not (start_after and common <= start_after):
+                        if len(objects) + len(prefixes) >= max_keys:
+                            truncated = True
+                            break
+                        prefixes.append(common)
+                        last = common
+                    positioned = _skip_prefix(cursor, bucket, common)
+                    continue
+                if (start_after and key <= start_after) or record.get("delete_marker"):
+                    positioned = cursor.next()
+                    continue
+                if len(objects) + len(prefixes) >= max_keys:
+                    truncated = True
+                    break
+                objects.append(ObjectInfo.from_record(record))
+                last = key
+                positioned = cursor.next()
+        return Listing(objects, prefixes, truncated, last if truncated else None)
+
+
+def _cp(key: str, prefix: str, delimiter: str) -> str | None:
+    """The common prefix ``key`` rolls up into, or None."""
+    if not delimiter:
+        return None
+    pos = key.find(delimiter, len(prefix))
+    if pos < 0:
+        return None
+    return key[: pos + len(delimiter)]
+
+
+def _skip_prefix(cursor, bucket: str, common: str) -> bool:
+    """Move the cursor past every key starting with ``common``; False at the end."""
+    raw = bucket.encode() + SEP + common.encode()
+    if len(raw) <= 480:
+        # Delimiters are UTF-8 so the last byte is below 0xFF and can be incremented.
+        return cursor.set_range(raw[:-1] + bytes([raw[-1] + 1]))
+    positioned = cursor.next()
+    while positioned and unpack(cursor.value())["key"].startswith(common):
+        positioned = cursor.next()
+    return positioned
+
+
+@dataclass
+class VersionListing:
+    """One page of ListObjectVersions: versions and delete markers, newest first per key."""
+
+    versions: list[ObjectInfo]
+    latest: set[str]  # object ids of the entries that are their key's current version
+    common_prefixes: list[str]
+    truncated: bool
+    next_key_marker: str | None
+    next_version_id_marker: str | None
+
+
+def list_object_versions(
+    store: Store,
+    bucket: str,
+    prefix: str = "",
+    delimiter: str = "",
+    key_marker: str = "",
+    version_id_marker: str = "",
+    max_keys: int = 1000,
+) -> VersionListing:
+    """Every version and delete marker under ``prefix``, in key order, newest first per key."""
+    check_prefix(prefix)
+    entries: list[ObjectInfo] = []
+    latest: set[str] = set()
+    prefixes: list[str] = []
+    truncated = False
+    with store.index.read() as txn:
+        store._bucket(txn, bucket)
+        scan_prefix = bucket_prefix(bucket) + prefix.encode()
+        cursor = txn.txn.cursor(db=store.index.dbs["objects"])
+        positioned = cursor.set_range(max(scan_prefix, object_key(bucket, key_marker)) if key_marker else scan_prefix)
+        while positioned and not truncated:
+            if not cursor.key().startswith(scan_prefix):
+                break
+            current = unpack(cursor.value())
+            key = current["key"]
+            common = _cp(key, prefix, delimiter)
+            if common is not None:
+                if not (key_marker and common <= key_marker):
+                    if len(entries) + len(prefixes) >= max_keys:
+                        truncated = True
+                        break
+                    prefixes.append(common)
+                positioned = _skip_prefix(cursor, bucket, common)
+                continue
+            if key_marker and (key < key_marker or (key == key_marker and not version_id_marker)):
+                positioned = cursor.next()
+                continue
+            chain = [current] + [r for _, r in txn.scan("versions", cursor.key() + SEP) if r["key"] == key]
+            if key == key_marker and version_id_marker:
+                ids = [r["version"] for r in chain]
+                chain = chain[ids.index(version_id_marker) + 1 :] if version_id_marker in ids else []
+            for record in chain:
+                if len(entries) + len(prefixes) >= max_keys:
+                    truncated = True
+                    break
+                entries.append(ObjectInfo.from_record(record))
+                if record["id"] == current["id"]:
+                    latest.add(record["id"])
+            positioned = cursor.next()
+    last = entries[-1] if entries else None
+    return VersionListing(
+        entries,
+        latest,
+        prefixes,
+        truncated,
+        (last.key if last else (prefixes[-1] if prefixes else None)) if truncated else None,
+        (last.version_id if last else None) if truncated else None,
+    )

@@ -1,0 +1,197 @@
+"""Renames and attribute changes: metadata only, no data moves.
+
+A rename first records the new name beside the fragments (so
+``rebuild-index`` finds it), then moves the record in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .audit import audited
+from .drives import rendezvous_order
+from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
+from .fragments import write_meta
+from .index import Txn, object_key, version_key
+from .locks import check_lock, lock_active
+from .names import check_key
+from .objects import ObjectInfo
+
+if TYPE_CHECKING:
+    from .engine import Principal, Store
+
+
+class RenamesMixin:
+    """Rename and attribute operations of :class:`objfs.store.Store`."""
+
+    @audited("rename", target=lambda a, k, r: {"bucket": a[0], "key": a[2], "source": a[1]})
+    def rename_object(
+        self: Store, bucket: str, src_key: str, dst_key: str, *, no_replace: bool = False, principal: Principal | None = None
+    ) -> ObjectInfo:
+        """Move the current version of ``src_key`` to ``dst_key``: metadata only, atomic.
+
+        Raises NoSuchKey, KeyExists (with ``no_replace``), ObjectLocked.
+        """
+        return self.rename_many(bucket, [(src_key, dst_key)], no_replace=no_replace, principal=principal)[0]
+
+    @audited("rename", target=lambda a, k, r: {"bucket": a[0], "key": a[2], "source": a[1]})
+    def rename_prefix(self: Store, bucket: str, src_prefix: str, dst_prefix: str, *, principal: Principal | None = None) -> int:
+        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename)."""
+        if not src_prefix.endswith("/") or not dst_prefix.endswith("/"):
+            raise InvalidArgument("directory prefixes end with '/'")
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            keys = [
+                rec["key"] for _, rec in txn.scan("objects", object_key(bucket, src_prefix)) if rec["key"].startswith(src_prefix)
+            ]
+        pairs = [(k, dst_prefix + k[len(src_prefix) :]) for k in keys]
+        if pairs:
+            self.rename_many(bucket, pairs, no_replace=False, principal=principal)
+        return len(pairs)
+
+    def rename_many(
+        self: Store, bucket: str, pairs: list[tuple[str, str]], *, no_replace: bool, principal: Principal | None
+    ) -> list[ObjectInfo]:
+        for src, dst in pairs:
+            check_key(src)
+            check_key(dst)
+        for _attempt in range(5):
+            with self.index.read() as txn:
+                self._bucket(txn, bucket)
+                sources = []
+                for src, dst in pairs:
+                    rec = txn.get("objects", object_key(bucket, src))
+                    if rec is None or rec.get("delete_marker"):
+                        raise NoSuchKey(f"{bucket}/{src} does not exist")
+                    check_lock(rec, self.clock.now(), principal, False)
+                    sources.append(rec)
+            moved = []
+            for rec, (src, dst) in zip(sources, pairs):
+                new = dict(rec, key=dst, gen=time.time_ns())
+                moved.append(new)
+            # The drives learn the new names before the index does (rebuild-index).
+            list(self.io_pool.map(self._write_meta_files, moved))
+            garbage: list[dict[str, Any]] = []
+            try:
+                garbage = self._commit_renames(bucket, sources, moved, pairs, no_replace, principal)
+            except _SourceChanged:
+                continue
+            self._collect(garbage)
+            return [ObjectInfo.from_record(r) for r in moved]
+        raise PreconditionFailed("the source changed during the rename; try again")
+
+    def _commit_renames(self: Store, bucket, sources, moved, pairs, no_replace, principal) -> list[dict[str, Any]]:
+        garbage: list[dict[str, Any]] = []
+        with self.index.write() as txn:
+            settings = self._bucket(txn, bucket)
+            for rec, (src, _dst) in zip(sources, pairs):
+                now = txn.get("objects", object_key(bucket, src))
+                if now is None or now["id"] != rec["id"] or now.get("gen") != rec.get("gen"):
+                    raise _SourceChanged()
+            for rec, new, (src, dst) in zip(sources, moved, pairs):
+                if src == dst:
+                    continue
+                dkey = object_key(bucket, dst)
+                existing = txn.get("objects", dkey)
+                if existing is not None and not existing.get("delete_marker"):
+                    if no_replace:
+                        raise KeyExists(f"{bucket}/{dst} exists already")
+                garbage += self._retire_current(txn, settings, existing, principal)
+                txn.delete("objects", object_key(bucket, src))
+                txn.put("objects", dkey, new)
+                for indexer in self.indexers:
+                    indexer.on_change(txn, rec, new)
+        return garbage
+
+    @audited("setattr")
+    def update_object(
+        self: Store,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        posix: dict[str, int] | None = None,
+        metadata: dict[str, str] | None = None,
+        xattrs: dict[str, bytes | None] | None = None,
+        tags: dict[str, str] | None = None,
+        principal: Principal | None = None,
+    ) -> ObjectInfo:
+        """Change attributes in the index only (no data moves): POSIX attributes
+        (merged), user xattrs (a None value removes one), tags (replaced),
+        metadata (replaced). Durable when it returns.
+
+        POSIX attributes of a WORM-locked version are frozen (as chattr +i
+        freezes them); tags and extended attributes may still change, as S3
+        allows for locked objects.
+        """
+        check_key(key)
+        with self.index.write() as txn:
+            self._bucket(txn, bucket)
+            record = self._find(txn, bucket, key, version_id)
+            if record.get("delete_marker"):
+                raise NoSuchKey(f"{bucket}/{key} does not exist")
+            if posix and lock_active(record, self.clock.now()):
+                raise ObjectLocked(f"{bucket}/{key} is locked: its attributes cannot change")
+            if posix:
+                record["posix"] = dict(record.get("posix") or {}, **posix)
+            if metadata is not None:
+                record["meta"] = dict(metadata)
+            if tags is not None:
+                record["tags"] = dict(tags)
+            if xattrs:
+                merged = dict(record.get("xattrs") or {})
+                for name, value in xattrs.items():
+                    if value is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = value
+                record["xattrs"] = merged
+            self._store_record(txn, record)
+        return ObjectInfo.from_record(record)
+
+    def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
+        """Write back a changed record where it lives (current or noncurrent)."""
+        okey = object_key(record["bucket"], record["key"])
+        current = txn.get("objects", okey)
+        if current is not None and current["id"] == record["id"]:
+            txn.put("objects", okey, record)
+        else:
+            txn.put("versions", version_key(record["bucket"], record["key"], record["seq"]), record)
+
+    # -- on-drive metadata ---------------------------------------------------------
+
+    def _meta_drives(self: Store, record: dict[str, Any]):
+        parts = record.get("parts") or []
+        if parts:
+            drives = [self.drive_by_id(x) for x in parts[0]["drives"]]
+            return [d for d in drives if d is not None and self.drive_healthy(d)]
+        # Records without data (delete markers) go where their id ranks highest.
+        tier = self.config.hot
+        ranked = [d for d in rendezvous_order(record["id"], self.drives[tier.name]) if self.drive_healthy(d)]
+        return ranked[: tier.m + 1]
+
+    def _write_meta_files(self: Store, record: dict[str, Any]) -> None:
+        """Durably record ``record`` beside its fragments, so the drives can rebuild the index."""
+        drives = self._meta_drives(record)
+        if not drives:
+            return
+        errors = 0
+        for drive in drives:
+            try:
+                write_meta(drive.meta_path(record["id"]), drive.tmp_dir, record)
+            except OSError:
+                errors += 1
+        if len(drives) - errors < 1:
+            raise DataLoss(f"could not record metadata of {record['bucket']}/{record['key']} on any drive")
+
+    def _delete_meta_files(self: Store, record: dict[str, Any]) -> None:
+        for drive in self._meta_drives(record):
+            try:
+                drive.meta_path(record["id"]).unlink()
+            except OSError:
+                pass
+
+
+class _SourceChanged(Exception):
+    """A concurrent change raced a rename; it is retried."""

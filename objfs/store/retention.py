@@ -1,0 +1,156 @@
+"""WORM: retention, legal holds and the bucket's default lock, enforced for every front.
+
+COMPLIANCE retention can only be extended, by anyone; nobody deletes or
+overwrites the version before it ends. GOVERNANCE retention can be
+shortened, removed or bypassed only by a principal holding the
+bypass-governance permission who asks for the bypass. A legal hold blocks
+deletion whatever the dates. Fragment files of a locked version are marked
+immutable on drives whose filesystem supports it, so even root's ``rm``
+fails until the engine lifts the flag.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .audit import audited
+from .errors import InvalidArgument, ObjectLocked, PreconditionFailed
+from .locks import lock_active
+from .objects import ObjectInfo
+
+if TYPE_CHECKING:
+    from .engine import Principal, Store
+
+MODES = ("GOVERNANCE", "COMPLIANCE")
+DAY = 86400
+YEAR = 365 * DAY  # S3 counts a retention year as 365 days
+
+
+class RetentionMixin:
+    """WORM operations of :class:`objfs.store.Store`."""
+
+    @audited("lock-config", target=lambda a, k, r: {"bucket": a[0]})
+    def put_lock_configuration(
+        self: Store,
+        bucket: str,
+        mode: str | None,
+        *,
+        days: int | None = None,
+        years: int | None = None,
+        principal: Principal | None = None,
+    ) -> dict[str, Any]:
+        """Set (or, with ``mode`` None, clear) the bucket's default retention for new versions.
+
+        Only buckets created with object lock accept one. Durable when it returns.
+        """
+        settings = self.head_bucket(bucket)
+        if not settings.get("object_lock"):
+            raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
+        if mode is None:
+            return self.update_bucket(bucket, lock_default=None)
+        if mode not in MODES:
+            raise InvalidArgument(f"retention mode must be GOVERNANCE or COMPLIANCE, not {mode!r}")
+        if (days is None) == (years is None):
+            raise InvalidArgument("a default retention has either Days or Years")
+        count = days if days is not None else years
+        if not isinstance(count, int) or count <= 0:
+            raise InvalidArgument("the default retention period must be a positive whole number")
+        seconds = count * DAY if days is not None else count * YEAR
+        return self.update_bucket(bucket, lock_default={"mode": mode, "seconds": seconds, "days": days, "years": years})
+
+    @audited("retention")
+    def set_retention(
+        self: Store,
+        bucket: str,
+        key: str,
+        mode: str | None,
+        until: float | None,
+        *,
+        version_id: str | None = None,
+        principal: Principal | None = None,
+        bypass_governance: bool = False,
+    ) -> ObjectInfo:
+        """Set, extend, shorten or remove the retention of one version, under the WORM rules.
+
+        COMPLIANCE: only an extension (same mode, later date) is accepted.
+        GOVERNANCE: extensions and a switch to COMPLIANCE are free; shortening
+        or removal needs a bypass-governance principal asking for the bypass.
+        The new retention is on the drives and in the index when this returns.
+        """
+        if mode is not None and mode not in MODES:
+            raise InvalidArgument(f"retention mode must be GOVERNANCE or COMPLIANCE, not {mode!r}")
+        if (mode is None) != (until is None):
+            raise InvalidArgument("a retention has both a mode and a date, or neither")
+        settings = self.head_bucket(bucket)
+        if not settings.get("object_lock"):
+            raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
+        now = self.clock.now()
+        if until is not None and until <= now:
+            raise InvalidArgument("the retain-until date must be in the future")
+
+        def rule(record: dict[str, Any]) -> None:
+            current = record.get("retention")
+            if not current or current["until"] <= now:
+                return
+            stricter = until is not None and until >= current["until"] and (mode == "COMPLIANCE" or current["mode"] == mode)
+            if stricter:
+                return
+            if current["mode"] == "COMPLIANCE":
+                raise ObjectLocked(f"{bucket}/{key}: COMPLIANCE retention can only be extended")
+            if not (bypass_governance and principal is not None and principal.bypass_governance):
+                raise ObjectLocked(f"{bucket}/{key}: shortening GOVERNANCE retention needs the bypass-governance permission")
+
+        retention = None if mode is None else {"mode": mode, "until": float(until)}
+        return self._change_lock(bucket, key, version_id, rule, {"retention": retention})
+
+    @audited("legal-hold")
+    def set_legal_hold(
+        self: Store, bucket: str, key: str, on: bool, *, version_id: str | None = None, principal: Principal | None = None
+    ) -> ObjectInfo:
+        """Place or lift a legal hold on one version. Durable when it returns."""
+        if not self.head_bucket(bucket).get("object_lock"):
+            raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
+        return self._change_lock(bucket, key, version_id, lambda record: None, {"legal_hold": bool(on)})
+
+    def _change_lock(self: Store, bucket: str, key: str, version_id: str | None, rule, change: dict[str, Any]) -> ObjectInfo:
+        for _attempt in range(5):
+            with self.index.read() as txn:
+                self._bucket(txn, bucket)
+                record = self._find(txn, bucket, key, version_id)
+            if record.get("delete_marker"):
+                raise InvalidArgument("a delete marker has no retention or legal hold")
+            rule(record)
+            new = dict(record, gen=time.time_ns(), **change)
+            # The drives learn the new lock before the index does (rebuild-index keeps it).
+            self._write_meta_files(new)
+
+            def commit(txn, record=record, new=new):
+                now = self._find(txn, bucket, key, record["version"])
+                if now["id"] != record["id"] or now.get("gen") != record.get("gen"):
+                    return False
+                self._store_record(txn, new)
+                return True
+
+            if self.index.commit(commit):
+                self._protect_files(new, lock_active(new, self.clock.now()))
+                return ObjectInfo.from_record(new)
+        raise PreconditionFailed("the version changed during the update; try again")
+
+    def lock_state(self: Store, info: ObjectInfo) -> str | None:
+        """Why the version cannot be changed now ("legal hold", "COMPLIANCE until ..."), or None."""
+        record = info.record
+        if record.get("legal_hold"):
+            return "legal hold"
+        retention = record.get("retention")
+        if retention and retention["until"] > self.clock.now():
+            return f"{retention['mode']} until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(retention['until']))}"
+        return None
+
+    def _protect_files(self: Store, record: dict[str, Any], on: bool) -> None:
+        """Mark (or unmark) the fragment files of a version immutable on the drives."""
+        for desc in record.get("parts", []):
+            for index, drive_id in enumerate(desc["drives"]):
+                drive = self.drive_by_id(drive_id)
+                if drive is not None:
+                    self.set_immutable(drive.fragment_path(desc["id"], index), on)
