@@ -7,7 +7,7 @@ MOUNT   ?= var/mnt
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: all system-deps install run test bench lint clean
+.PHONY: all system-deps install run test bench lint clean install-systemd
 
 all: install
 
@@ -37,3 +37,12 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Appliance install: the repo at /opt/objfs, units in /etc/systemd/system.
+install-systemd: install
+	test "$(CURDIR)" = /opt/objfs || { echo "clone the repo to /opt/objfs first"; exit 1; }
+	install -d -m 0755 /etc/objfs
+	test -e /etc/objfs/objfs.env || install -m 0644 systemd/objfs.env /etc/objfs/objfs.env
+	install -m 0644 systemd/*.service systemd/*.timer /etc/systemd/system/
+	systemctl daemon-reload
+	@echo "now: objfs init /srv/objfs --drive /srv/drives/d0 ... && systemctl enable --now objfs objfs-scrub.timer objfs-audit-verify.timer"
