@@ -147,6 +147,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replace_drive(args: argparse.Namespace) -> int:
+    from objfs.store.drives import format_drive
+
+    with Store.open(args.store) as store:
+        drive = store.drive_by_id(args.drive)
+        if drive is None:
+            print(f"objfs: no drive {args.drive!r}; drives: {', '.join(d.drive_id for d in store.all_drives())}", file=sys.stderr)
+            return 2
+        if store.drive_healthy(drive):
+            print(f"objfs: drive {args.drive} at {drive.path} is healthy; nothing to replace", file=sys.stderr)
+            return 2
+        if drive.path.exists() and any(drive.path.iterdir()):
+            print(f"objfs: {drive.path} is not empty; mount a new, empty disk there first", file=sys.stderr)
+            return 2
+        format_drive(drive.path, store.config.store_id, drive.drive_id)
+        print(f"formatted {drive.path} as drive {drive.drive_id}; healing its fragments")
+        report = store.scrub()
+    print(json.dumps(report.as_dict()))
+    return 1 if report.lost else 0
+
+
 def cmd_rebuild_index(args: argparse.Namespace) -> int:
     from objfs.store.rebuild import index_is_empty, move_index_aside, rebuild_index
 
@@ -223,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("replace-drive", help="format an empty replacement disk for a lost drive, then heal")
+    p.add_argument("store")
+    p.add_argument("drive", help="drive id, as objfs status shows it (e.g. hot-3)")
+    p.set_defaults(func=cmd_replace_drive)
 
     p = sub.add_parser("rebuild-index", help="recreate the index from the drives")
     p.add_argument("store")

@@ -19,7 +19,6 @@ import pytest
 
 from objfs.store import Store
 from objfs.store.errors import DataLoss, InsufficientDrives
-from objfs.store.rebuild import rebuild_index
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -253,3 +252,21 @@ def test_memory_stays_bounded_for_a_large_object(store_path: Path, tmp_path: Pat
     assert max_rss_kib < 200 * 1024, f"peak RSS {max_rss_kib} KiB"
     with open(source, "rb") as a, open(tmp_path / "back.bin", "rb") as b:
         assert hashlib.sha256(a.read()).digest() == hashlib.sha256(b.read()).digest()
+
+
+def test_replace_a_lost_drive_and_heal(store_path: Path, cli) -> None:
+    with Store.open(store_path) as store:
+        objects = fill(store, 10)
+    shutil.rmtree(store_path / "drives" / "d3")
+    status = json.loads(cli("status", str(store_path), "--json").stdout)
+    assert [d["healthy"] for d in status["drives"]].count(False) == 1
+    refused = cli("replace-drive", str(store_path), "hot-0", check=False)
+    assert refused.returncode == 2 and b"healthy" in refused.stderr
+    out = cli("replace-drive", str(store_path), "hot-3")
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["fragments_repaired"] > 0 and report["lost"] == []
+    shutil.rmtree(store_path / "drives" / "d0")
+    shutil.rmtree(store_path / "drives" / "d5")  # two more lost: the rebuilt drive must carry its share
+    with Store.open(store_path) as store:
+        for key, data in objects.items():
+            assert store.get_object_bytes("pacs", key) == data

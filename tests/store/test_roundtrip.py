@@ -10,6 +10,7 @@ import pytest
 
 from objfs.store import Store
 from objfs.store.errors import (
+    BadDigest,
     BucketAlreadyExists,
     BucketNotEmpty,
     IncompleteBody,
@@ -19,7 +20,6 @@ from objfs.store.errors import (
     KeyTooLong,
     NoSuchBucket,
     NoSuchKey,
-    BadDigest,
     PreconditionFailed,
 )
 
