@@ -60,9 +60,7 @@ class S3Error(Exception):
         **fields: object,
     ) -> None:
         self.message = message if message is not None else type(self).message
-        self.fields: dict[str, str] = {
-            k: str(v) for k, v in fields.items() if v is not None
-        }
+        self.fields: dict[str, str] = {k: str(v) for k, v in fields.items() if v is not None}
         self.headers: dict[str, str] = dict(headers or {})
         super().__init__(self.message)
 
@@ -96,156 +94,373 @@ class S3Error(Exception):
         return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode("utf-8")
 
 
-def _err(code: str, status: int, message: str, base: type[S3Error] = S3Error) -> type[S3Error]:
-    # Built programmatically because ~60 hand-written three-line classes add
-    # nothing but noise; names stay importable via module globals below.
-    return type(code, (base,), {"code": code, "status": status, "message": message,
-                                "__doc__": f"S3 ``{code}`` ({status}): {message}",
-                                "__module__": __name__})
+class AccessDenied(S3Error):
+    code = "AccessDenied"
+    status = 403
+    message = "Access Denied"
 
 
-AccessDenied = _err("AccessDenied", 403, "Access Denied")
-AccountProblem = _err(
-    "AccountProblem", 403,
-    "There is a problem with your AWS account that prevents the action from "
-    "completing successfully.")
-AuthorizationHeaderMalformed = _err(
-    "AuthorizationHeaderMalformed", 400, "The authorization header is malformed.")
-BadDigest = _err(
-    "BadDigest", 400, "The Content-MD5 you specified did not match what we received.")
-BadRequest = _err("BadRequest", 400, "Bad Request")
-BucketAlreadyExists = _err(
-    "BucketAlreadyExists", 409,
-    "The requested bucket name is not available. The bucket namespace is shared "
-    "by all users of the system. Please select a different name and try again.")
-BucketAlreadyOwnedByYou = _err(
-    "BucketAlreadyOwnedByYou", 409,
-    "Your previous request to create the named bucket succeeded and you already own it.")
-BucketNotEmpty = _err("BucketNotEmpty", 409, "The bucket you tried to delete is not empty")
-EntityTooLarge = _err(
-    "EntityTooLarge", 400, "Your proposed upload exceeds the maximum allowed size")
-EntityTooSmall = _err(
-    "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed size")
-ExpiredToken = _err("ExpiredToken", 400, "The provided token has expired.")
-IllegalLocationConstraintException = _err(
-    "IllegalLocationConstraintException", 400,
-    "The specified location-constraint is not valid.")
-IllegalVersioningConfigurationException = _err(
-    "IllegalVersioningConfigurationException", 400,
-    "The versioning configuration specified in the request is invalid.")
-IncompleteBody = _err(
-    "IncompleteBody", 400,
-    "You did not provide the number of bytes specified by the Content-Length HTTP header")
-InternalError = _err(
-    "InternalError", 500, "We encountered an internal error. Please try again.")
-InvalidAccessKeyId = _err(
-    "InvalidAccessKeyId", 403,
-    "The AWS Access Key Id you provided does not exist in our records.")
-InvalidArgument = _err("InvalidArgument", 400, "Invalid Argument")
-# AWS answers malformed presign parameters with this code; it subclasses
-# InvalidArgument so callers can treat both as "bad argument".
-AuthorizationQueryParametersError = _err(
-    "AuthorizationQueryParametersError", 400,
-    "Query-string authentication version 4 requires the X-Amz-Algorithm, "
-    "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
-    "and X-Amz-Expires parameters.", InvalidArgument)
-InvalidBucketName = _err("InvalidBucketName", 400, "The specified bucket is not valid.")
-InvalidBucketState = _err(
-    "InvalidBucketState", 409, "The request is not valid with the current state of the bucket.")
-InvalidChunkSizeError = _err(
-    "InvalidChunkSizeError", 403,
-    "Only the last chunk is allowed to have a size less than 8192 bytes")
-InvalidDigest = _err("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
-InvalidObjectState = _err(
-    "InvalidObjectState", 403, "The operation is not valid for the current state of the object.")
-InvalidPart = _err(
-    "InvalidPart", 400,
-    "One or more of the specified parts could not be found.  The part may not have "
-    "been uploaded, or the specified entity tag may not match the part's entity tag.")
-InvalidPartOrder = _err(
-    "InvalidPartOrder", 400,
-    "The list of parts was not in ascending order. The parts list must be "
-    "specified in order by part number.")
-InvalidRange = _err("InvalidRange", 416, "The requested range is not satisfiable")
-InvalidRequest = _err("InvalidRequest", 400, "Invalid Request")
-InvalidStorageClass = _err(
-    "InvalidStorageClass", 400, "The storage class you specified is not valid")
-InvalidTag = _err("InvalidTag", 400, "The TagValue you have provided is invalid")
-InvalidURI = _err("InvalidURI", 400, "Couldn't parse the specified URI.")
-KeyTooLongError = _err("KeyTooLongError", 400, "Your key is too long")
-MalformedPOSTRequest = _err(
-    "MalformedPOSTRequest", 400,
-    "The body of your POST request is not well-formed multipart/form-data.")
-MalformedTrailerError = _err(
-    "MalformedTrailerError", 400,
-    "The request contained trailing data that was not well-formed or did not "
-    "conform to our published schema.")
-MalformedXML = _err(
-    "MalformedXML", 400,
-    "The XML you provided was not well-formed or did not validate against our "
-    "published schema")
-MetadataTooLarge = _err(
-    "MetadataTooLarge", 400,
-    "Your metadata headers exceed the maximum allowed metadata size.")
-MethodNotAllowed = _err(
-    "MethodNotAllowed", 405, "The specified method is not allowed against this resource.")
-MissingContentLength = _err(
-    "MissingContentLength", 411, "You must provide the Content-Length HTTP header.")
-MissingRequestBodyError = _err("MissingRequestBodyError", 400, "Request Body is empty")
-MissingSecurityHeader = _err(
-    "MissingSecurityHeader", 400, "Your request was missing a required header")
-NoSuchBucket = _err("NoSuchBucket", 404, "The specified bucket does not exist")
-NoSuchKey = _err("NoSuchKey", 404, "The specified key does not exist.")
-NoSuchObjectLockConfiguration = _err(
-    "NoSuchObjectLockConfiguration", 404,
-    "The specified object does not have a ObjectLock configuration")
-NoSuchTagSet = _err("NoSuchTagSet", 404, "The TagSet does not exist")
-NoSuchUpload = _err(
-    "NoSuchUpload", 404,
-    "The specified multipart upload does not exist. The upload ID may be invalid, "
-    "or the upload may have been aborted or completed.")
-NoSuchVersion = _err(
-    "NoSuchVersion", 404,
-    "The specified version does not exist.")
-NotModified = _err("NotModified", 304, "Not Modified")
-NotModified.has_body = False
+class AccountProblem(S3Error):
+    code = "AccountProblem"
+    status = 403
+    message = "There is a problem with your AWS account that prevents the action from completing successfully."
+
+
+class AuthorizationHeaderMalformed(S3Error):
+    code = "AuthorizationHeaderMalformed"
+    status = 400
+    message = "The authorization header is malformed."
+
+
+class BadDigest(S3Error):
+    code = "BadDigest"
+    status = 400
+    message = "The Content-MD5 you specified did not match what we received."
+
+
+class BadRequest(S3Error):
+    code = "BadRequest"
+    status = 400
+    message = "Bad Request"
+
+
+class BucketAlreadyExists(S3Error):
+    code = "BucketAlreadyExists"
+    status = 409
+    message = (
+        "The requested bucket name is not available. The bucket namespace is "
+        "shared by all users of the system. Please select a different name and "
+        "try again."
+    )
+
+
+class BucketAlreadyOwnedByYou(S3Error):
+    code = "BucketAlreadyOwnedByYou"
+    status = 409
+    message = "Your previous request to create the named bucket succeeded and you already own it."
+
+
+class BucketNotEmpty(S3Error):
+    code = "BucketNotEmpty"
+    status = 409
+    message = "The bucket you tried to delete is not empty"
+
+
+class EntityTooLarge(S3Error):
+    code = "EntityTooLarge"
+    status = 400
+    message = "Your proposed upload exceeds the maximum allowed size"
+
+
+class EntityTooSmall(S3Error):
+    code = "EntityTooSmall"
+    status = 400
+    message = "Your proposed upload is smaller than the minimum allowed size"
+
+
+class ExpiredToken(S3Error):
+    code = "ExpiredToken"
+    status = 400
+    message = "The provided token has expired."
+
+
+class IllegalLocationConstraintException(S3Error):
+    code = "IllegalLocationConstraintException"
+    status = 400
+    message = "The specified location-constraint is not valid."
+
+
+class IllegalVersioningConfigurationException(S3Error):
+    code = "IllegalVersioningConfigurationException"
+    status = 400
+    message = "The versioning configuration specified in the request is invalid."
+
+
+class IncompleteBody(S3Error):
+    code = "IncompleteBody"
+    status = 400
+    message = "You did not provide the number of bytes specified by the Content-Length HTTP header"
+
+
+class InternalError(S3Error):
+    code = "InternalError"
+    status = 500
+    message = "We encountered an internal error. Please try again."
+
+
+class InvalidAccessKeyId(S3Error):
+    code = "InvalidAccessKeyId"
+    status = 403
+    message = "The AWS Access Key Id you provided does not exist in our records."
+
+
+class InvalidArgument(S3Error):
+    code = "InvalidArgument"
+    status = 400
+    message = "Invalid Argument"
+
+
+# AWS answers malformed presign parameters with this code; subclassing
+# InvalidArgument lets callers treat both as "bad argument".
+class AuthorizationQueryParametersError(InvalidArgument):
+    code = "AuthorizationQueryParametersError"
+    status = 400
+    message = (
+        "Query-string authentication version 4 requires the X-Amz-Algorithm, "
+        "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
+        "and X-Amz-Expires parameters."
+    )
+
+
+class InvalidBucketName(S3Error):
+    code = "InvalidBucketName"
+    status = 400
+    message = "The specified bucket is not valid."
+
+
+class InvalidBucketState(S3Error):
+    code = "InvalidBucketState"
+    status = 409
+    message = "The request is not valid with the current state of the bucket."
+
+
+class InvalidChunkSizeError(S3Error):
+    code = "InvalidChunkSizeError"
+    status = 403
+    message = "Only the last chunk is allowed to have a size less than 8192 bytes"
+
+
+class InvalidDigest(S3Error):
+    code = "InvalidDigest"
+    status = 400
+    message = "The Content-MD5 you specified is not valid."
+
+
+class InvalidObjectState(S3Error):
+    code = "InvalidObjectState"
+    status = 403
+    message = "The operation is not valid for the current state of the object."
+
+
+class InvalidPart(S3Error):
+    code = "InvalidPart"
+    status = 400
+    message = (
+        "One or more of the specified parts could not be found.  The part may "
+        "not have been uploaded, or the specified entity tag may not match the "
+        "part's entity tag."
+    )
+
+
+class InvalidPartOrder(S3Error):
+    code = "InvalidPartOrder"
+    status = 400
+    message = "The list of parts was not in ascending order. The parts list must be specified in order by part number."
+
+
+class InvalidRange(S3Error):
+    code = "InvalidRange"
+    status = 416
+    message = "The requested range is not satisfiable"
+
+
+class InvalidRequest(S3Error):
+    code = "InvalidRequest"
+    status = 400
+    message = "Invalid Request"
+
+
+class InvalidStorageClass(S3Error):
+    code = "InvalidStorageClass"
+    status = 400
+    message = "The storage class you specified is not valid"
+
+
+class InvalidTag(S3Error):
+    code = "InvalidTag"
+    status = 400
+    message = "The TagValue you have provided is invalid"
+
+
+class InvalidURI(S3Error):
+    code = "InvalidURI"
+    status = 400
+    message = "Couldn't parse the specified URI."
+
+
+class KeyTooLongError(S3Error):
+    code = "KeyTooLongError"
+    status = 400
+    message = "Your key is too long"
+
+
+class MalformedPOSTRequest(S3Error):
+    code = "MalformedPOSTRequest"
+    status = 400
+    message = "The body of your POST request is not well-formed multipart/form-data."
+
+
+class MalformedTrailerError(S3Error):
+    code = "MalformedTrailerError"
+    status = 400
+    message = "The request contained trailing data that was not well-formed or did not conform to our published schema."
+
+
+class MalformedXML(S3Error):
+    code = "MalformedXML"
+    status = 400
+    message = "The XML you provided was not well-formed or did not validate against our published schema"
+
+
+class MetadataTooLarge(S3Error):
+    code = "MetadataTooLarge"
+    status = 400
+    message = "Your metadata headers exceed the maximum allowed metadata size."
+
+
+class MethodNotAllowed(S3Error):
+    code = "MethodNotAllowed"
+    status = 405
+    message = "The specified method is not allowed against this resource."
+
+
+class MissingContentLength(S3Error):
+    code = "MissingContentLength"
+    status = 411
+    message = "You must provide the Content-Length HTTP header."
+
+
+class MissingRequestBodyError(S3Error):
+    code = "MissingRequestBodyError"
+    status = 400
+    message = "Request Body is empty"
+
+
+class MissingSecurityHeader(S3Error):
+    code = "MissingSecurityHeader"
+    status = 400
+    message = "Your request was missing a required header"
+
+
+class NoSuchBucket(S3Error):
+    code = "NoSuchBucket"
+    status = 404
+    message = "The specified bucket does not exist"
+
+
+class NoSuchKey(S3Error):
+    code = "NoSuchKey"
+    status = 404
+    message = "The specified key does not exist."
+
+
+class NoSuchObjectLockConfiguration(S3Error):
+    code = "NoSuchObjectLockConfiguration"
+    status = 404
+    message = "The specified object does not have a ObjectLock configuration"
+
+
+class NoSuchTagSet(S3Error):
+    code = "NoSuchTagSet"
+    status = 404
+    message = "The TagSet does not exist"
+
+
+class NoSuchUpload(S3Error):
+    code = "NoSuchUpload"
+    status = 404
+    message = (
+        "The specified multipart upload does not exist. The upload ID may be "
+        "invalid, or the upload may have been aborted or completed."
+    )
+
+
+class NoSuchVersion(S3Error):
+    code = "NoSuchVersion"
+    status = 404
+    message = "The specified version does not exist."
+
+
+class NotModified(S3Error):
+    code = "NotModified"
+    status = 304
+    message = "Not Modified"
+    has_body = False
+
+
 # Named S3NotImplemented so the builtin ``NotImplemented`` is never shadowed.
-S3NotImplemented = _err(
-    "NotImplemented", 501, "A header you provided implies functionality that is not implemented")
-S3NotImplemented.__name__ = S3NotImplemented.__qualname__ = "S3NotImplemented"
-ObjectLockConfigurationNotFoundError = _err(
-    "ObjectLockConfigurationNotFoundError", 404,
-    "Object Lock configuration does not exist for this bucket")
-OperationAborted = _err(
-    "OperationAborted", 409,
-    "A conflicting conditional operation is currently in progress against this "
-    "resource. Please try again.")
-PreconditionFailed = _err(
-    "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
-RequestHeaderSectionTooLarge = _err(
-    "RequestHeaderSectionTooLarge", 400,
-    "Your request header section exceeds the maximum allowed size.")
-RequestTimeTooSkewed = _err(
-    "RequestTimeTooSkewed", 403,
-    "The difference between the request time and the current time is too large.")
-RequestTimeout = _err(
-    "RequestTimeout", 400,
-    "Your socket connection to the server was not read from or written to within "
-    "the timeout period.")
-ServiceUnavailable = _err("ServiceUnavailable", 503, "Please reduce your request rate.")
-SignatureDoesNotMatch = _err(
-    "SignatureDoesNotMatch", 403,
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method.")
-SlowDown = _err("SlowDown", 503, "Please reduce your request rate.")
-XAmzContentSHA256Mismatch = _err(
-    "XAmzContentSHA256Mismatch", 400,
-    "The provided 'x-amz-content-sha256' header does not match what was computed.")
+class S3NotImplemented(S3Error):
+    code = "NotImplemented"
+    status = 501
+    message = "A header you provided implies functionality that is not implemented"
 
-# Expired presigned URL: AWS answers AccessDenied with this message (and the
+
+class ObjectLockConfigurationNotFoundError(S3Error):
+    code = "ObjectLockConfigurationNotFoundError"
+    status = 404
+    message = "Object Lock configuration does not exist for this bucket"
+
+
+class OperationAborted(S3Error):
+    code = "OperationAborted"
+    status = 409
+    message = "A conflicting conditional operation is currently in progress against this resource. Please try again."
+
+
+class PreconditionFailed(S3Error):
+    code = "PreconditionFailed"
+    status = 412
+    message = "At least one of the pre-conditions you specified did not hold"
+
+
+class RequestHeaderSectionTooLarge(S3Error):
+    code = "RequestHeaderSectionTooLarge"
+    status = 400
+    message = "Your request header section exceeds the maximum allowed size."
+
+
+class RequestTimeTooSkewed(S3Error):
+    code = "RequestTimeTooSkewed"
+    status = 403
+    message = "The difference between the request time and the current time is too large."
+
+
+class RequestTimeout(S3Error):
+    code = "RequestTimeout"
+    status = 400
+    message = "Your socket connection to the server was not read from or written to within the timeout period."
+
+
+class ServiceUnavailable(S3Error):
+    code = "ServiceUnavailable"
+    status = 503
+    message = "Please reduce your request rate."
+
+
+class SignatureDoesNotMatch(S3Error):
+    code = "SignatureDoesNotMatch"
+    status = 403
+    message = "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+
+
+class SlowDown(S3Error):
+    code = "SlowDown"
+    status = 503
+    message = "Please reduce your request rate."
+
+
+class XAmzContentSHA256Mismatch(S3Error):
+    code = "XAmzContentSHA256Mismatch"
+    status = 400
+    message = "The provided 'x-amz-content-sha256' header does not match what was computed."
+
+
+# Expired presigned URL: AWS answers AccessDenied with this message (plus
 # X-Amz-Expires / Expires / ServerTime fields), not ExpiredToken.
-RequestExpired = _err("AccessDenied", 403, "Request has expired", AccessDenied)
-RequestExpired.__name__ = RequestExpired.__qualname__ = "RequestExpired"
+class RequestExpired(AccessDenied):
+    code = "AccessDenied"
+    status = 403
+    message = "Request has expired"
 
 
 def _collect() -> dict[str, type[S3Error]]:

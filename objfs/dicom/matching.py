@@ -55,11 +55,23 @@ __all__ = [
 ]
 
 VR_OF: dict[str, str] = {
-    "PatientID": "LO", "PatientName": "PN", "PatientBirthDate": "DA", "PatientSex": "CS",
-    "StudyInstanceUID": "UI", "StudyDate": "DA", "StudyTime": "TM", "AccessionNumber": "SH",
-    "StudyDescription": "LO", "ReferringPhysicianName": "PN", "ModalitiesInStudy": "CS",
-    "SeriesInstanceUID": "UI", "Modality": "CS", "SeriesNumber": "IS",
-    "SeriesDescription": "LO", "SOPInstanceUID": "UI", "SOPClassUID": "UI",
+    "PatientID": "LO",
+    "PatientName": "PN",
+    "PatientBirthDate": "DA",
+    "PatientSex": "CS",
+    "StudyInstanceUID": "UI",
+    "StudyDate": "DA",
+    "StudyTime": "TM",
+    "AccessionNumber": "SH",
+    "StudyDescription": "LO",
+    "ReferringPhysicianName": "PN",
+    "ModalitiesInStudy": "CS",
+    "SeriesInstanceUID": "UI",
+    "Modality": "CS",
+    "SeriesNumber": "IS",
+    "SeriesDescription": "LO",
+    "SOPInstanceUID": "UI",
+    "SOPClassUID": "UI",
     "InstanceNumber": "IS",
 }
 
@@ -72,15 +84,21 @@ LEVEL_KEYS: dict[str, list[str]] = {
 }
 ATTRS_BY_LEVEL: dict[str, list[str]] = {
     "PATIENT": ["PatientID", "PatientName", "PatientBirthDate", "PatientSex"],
-    "STUDY": ["StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
-              "StudyDescription", "ReferringPhysicianName", "ModalitiesInStudy"],
+    "STUDY": [
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyDescription",
+        "ReferringPhysicianName",
+        "ModalitiesInStudy",
+    ],
     "SERIES": ["SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"],
     "IMAGE": ["SOPInstanceUID", "SOPClassUID", "InstanceNumber"],
 }
 #: Computed return keys added by :func:`aggregate`, per level.
 COUNT_KEYS: dict[str, list[str]] = {
-    "PATIENT": ["NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
-                "NumberOfPatientRelatedInstances"],
+    "PATIENT": ["NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances"],
     "STUDY": ["NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
     "SERIES": ["NumberOfSeriesRelatedInstances"],
     "IMAGE": [],
@@ -93,6 +111,7 @@ _NOT_MATCHED = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet"})
 
 
 # --------------------------------------------------------------------------- values
+
 
 def _as_text(value: Any) -> str:
     """DICOM string form of a query/stored value (multi-values joined by ``\\``)."""
@@ -282,6 +301,7 @@ def query_from_dataset(identifier: Dataset) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- aggregation
 
+
 def _level_attrs(level: str) -> list[str]:
     idx = LEVELS.index(level)
     return [kw for lv in LEVELS[: idx + 1] for kw in ATTRS_BY_LEVEL[lv]]
@@ -321,8 +341,7 @@ def aggregate(records: Iterable[Mapping[str, Any]], level: str) -> list[dict[str
         for kw in attrs:  # fill gaps left by an earlier, sparser record
             if kw not in entry and rec.get(kw) not in (None, "", []):
                 entry[kw] = rec[kw]
-        for uid_kw, bucket in (("StudyInstanceUID", studies), ("SeriesInstanceUID", series),
-                               ("SOPInstanceUID", instances)):
+        for uid_kw, bucket in (("StudyInstanceUID", studies), ("SeriesInstanceUID", series), ("SOPInstanceUID", instances)):
             if rec.get(uid_kw):
                 bucket[key].add(str(rec[uid_kw]))
         if rec.get("Modality"):
@@ -345,6 +364,7 @@ def aggregate(records: Iterable[Mapping[str, Any]], level: str) -> list[dict[str
 
 
 # --------------------------------------------------------------------------- responses
+
 
 def _is_ascii(value: Any) -> bool:
     return all(str(v).isascii() for v in (value if isinstance(value, list) else [value]))

@@ -46,11 +46,24 @@ __all__ = [
 #: Keywords read from the dataset (TransferSyntaxUID comes from file meta).
 INDEXED_TAGS: tuple[str, ...] = (
     "SpecificCharacterSet",
-    "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
-    "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
-    "StudyDescription", "ReferringPhysicianName", "ModalitiesInStudy",
-    "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
-    "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "ModalitiesInStudy",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "InstanceNumber",
     "TransferSyntaxUID",
 )
 REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -73,10 +86,8 @@ _MAX_INFLATE = 16 * 1024 * 1024
 _MAX_DEPTH = 32
 
 _VRS = frozenset(
-    v.encode() for v in (
-        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OW OV PN SH SL SQ SS "
-        "ST SV TM UC UI UL UN UR US UT UV"
-    ).split()
+    v.encode()
+    for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OW OV PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV").split()
 )
 # Explicit-VR elements whose header carries a 4-byte length (PS3.5 7.1.2).
 _LONG_VRS = frozenset(v.encode() for v in "OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
@@ -88,6 +99,7 @@ _S3_BAD = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 
 
 # --------------------------------------------------------------------------- sniffing
+
 
 def _raw_dataset_start(head: bytes) -> bool:
     """Conservatively recognise a preamble-less LE dataset.
@@ -106,7 +118,7 @@ def _raw_dataset_start(head: bytes) -> bool:
         return False  # file meta is always explicit VR LE
     pos, prev = 0, -1
     for _ in range(2):
-        hdr = _parse_header(head[pos:pos + 12], not explicit, True)
+        hdr = _parse_header(head[pos : pos + 12], not explicit, True)
         if hdr is None:
             return False
         tag, vr, length, hlen = hdr
@@ -131,19 +143,20 @@ def looks_like_dicom(head: bytes) -> bool:
 
 # --------------------------------------------------------------------------- extraction
 
+
 def _meta_end_and_ts(head: bytes) -> tuple[int, str | None]:
     """Return (offset after file meta, TransferSyntaxUID) by walking group 0002."""
     pos = 132 if head[128:132] == b"DICM" else 0
     ts = None
     while True:
-        hdr = _parse_header(head[pos:pos + 12], False, True)
+        hdr = _parse_header(head[pos : pos + 12], False, True)
         if hdr is None or hdr[0] >> 16 != 0x0002:
             return pos, ts
         tag, _vr, length, hlen = hdr
         if length == _UNDEFINED:
             return pos, ts
         if tag == 0x00020010:
-            ts = head[pos + hlen:pos + hlen + length].decode("ascii", "replace").strip(" \0")
+            ts = head[pos + hlen : pos + hlen + length].decode("ascii", "replace").strip(" \0")
         pos += hlen + length
 
 
@@ -194,15 +207,14 @@ def _parse_head(head: bytes) -> tuple[pydicom.Dataset, str]:
         # stream-inflate with a cap: the head is usually a truncated stream
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         body, start = inflater.decompress(head[meta_end:], _MAX_INFLATE), 0
-    implicit, little = _encoding(ts, body[start:start + 6])
+    implicit, little = _encoding(ts, body[start : start + 6])
     walker = _Walker(io.BytesIO(body), len(body), little, stop_after=_LAST_INDEXED_TAG)
     try:
         walker.dataset(start, implicit, 0, in_item=False)
     except _Incomplete:
         pass  # elements before the damage are complete and usable
     wanted = [walker.top[t] for t in sorted(walker.top) if t in _SPECIFIC_SET]
-    picked = b"".join(body[hpos:vpos + length] for hpos, vpos, length, _vr, _n in wanted
-                      if length != _UNDEFINED)
+    picked = b"".join(body[hpos : vpos + length] for hpos, vpos, length, _vr, _n in wanted if length != _UNDEFINED)
     ds = read_dataset(io.BytesIO(picked), implicit, little)
     if not ts:
         # no meta: record the encoding found, so a C-GET knows what is stored
@@ -269,6 +281,7 @@ def s3_tags(tags: dict[str, Any] | None) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- walking
+
 
 class _Incomplete(Exception):
     """The structure runs past EOF or is not parseable as DICOM."""
@@ -345,7 +358,8 @@ class _Walker:
                 if end > self.size:
                     raise _Incomplete(
                         f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes "
-                        f"at offset {vpos} but file has {self.size - vpos}")
+                        f"at offset {vpos} but file has {self.size - vpos}"
+                    )
             if depth == 0:
                 self.top[tag] = (pos, vpos, length, vr, items)
             pos = end

@@ -174,7 +174,7 @@ def test_sigkill_during_puts_loses_nothing_acknowledged(store_path: Path) -> Non
     for _round in range(4):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(store_path), str(start)], stdout=subprocess.PIPE, env=env)
         lines: list[int] = []
-        reader = threading.Thread(target=lambda: lines.extend(int(x) for x in proc.stdout))
+        reader = threading.Thread(target=lambda lines=lines, proc=proc: lines.extend(int(x) for x in proc.stdout))
         reader.start()
         time.sleep(0.6 + rng.random() * 0.8)
         proc.send_signal(signal.SIGKILL)
