@@ -1,0 +1,155 @@
+"""The FUSE mount against a plain directory and a passthrough FUSE filesystem, in one run.
+
+Three targets on the same disk: a plain directory, ``bench/passthrough.py``
+(pyfuse3 on trio over a directory: what FUSE itself costs), and an objfs
+mount (EC 4+2 on six directory drives). For each:
+
+* sequential write of one large file (1 GiB), then fsync and close;
+* sequential read of it, page cache dropped first;
+* a CT study of 500 files of 512 KiB, each written, fsynced and closed
+  (a PACS acknowledges an image only once it is durable; on objfs close
+  alone already is), then ``ls -l``, then read back with the cache dropped.
+
+Targets: large-file read >= 0.7x the passthrough, study write >= 0.5x.
+``--quick`` uses 128 MiB and 100 files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from objfs.store import init_store
+
+from .common import drop_caches, mbps, table
+
+MIB = 1 << 20
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _wait_mounted(path: Path, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not os.path.ismount(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not mount at {path}")
+        time.sleep(0.05)
+
+
+def _unmount(path: Path, proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if os.path.ismount(path):
+        subprocess.run(["fusermount3", "-uz", str(path)], check=False)
+
+
+def write_large(path: Path, size: int, chunk: bytes) -> float:
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+        os.fsync(f.fileno())
+    return time.perf_counter() - start
+
+
+def read_all(paths: list[Path]) -> float:
+    drop_caches()
+    start = time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(MIB):
+                pass
+    return time.perf_counter() - start
+
+
+def write_study(study: Path, count: int, size: int) -> float:
+    study.mkdir(parents=True)
+    images = [os.urandom(size) for _ in range(8)]
+    start = time.perf_counter()
+    for i in range(count):
+        with open(study / f"IM{i:05d}.dcm", "wb", buffering=0) as f:
+            f.write(images[i % len(images)])
+            os.fsync(f.fileno())
+    return time.perf_counter() - start
+
+
+def ls_l(study: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["ls", "-l", str(study)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def measure(root: Path, large: int, count: int, size: int) -> dict[str, float]:
+    chunk = os.urandom(MIB)
+    big = root / "large.bin"
+    out = {"large write": mbps(large, write_large(big, large, chunk))}
+    out["large read"] = mbps(large, read_all([big]))
+    study = root / "study" / "ST1"
+    out["study write"] = mbps(count * size, write_study(study, count, size))
+    out["ls -l (s)"] = ls_l(study)
+    out["study read"] = mbps(count * size, read_all(sorted(study.iterdir())))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fuse_bench")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one under /var/tmp)")
+    args = parser.parse_args(argv)
+    large, count, size = (128 * MIB, 100, 512 * 1024) if args.quick else (1024 * MIB, 500, 512 * 1024)
+    work = Path(tempfile.mkdtemp(prefix="objfs-fuse-bench-", dir=args.dir or "/var/tmp"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs: list[tuple[Path, subprocess.Popen]] = []
+    try:
+        plain = work / "plain"
+        plain.mkdir()
+        (work / "pt-src").mkdir()
+        (work / "pt").mkdir()
+        pt = subprocess.Popen([sys.executable, "-m", "bench.passthrough", str(work / "pt-src"), str(work / "pt")], env=env)
+        procs.append((work / "pt", pt))
+        _wait_mounted(work / "pt", pt, "the passthrough")
+        init_store(work / "store").close()
+        (work / "objfs").mkdir()
+        objfs = subprocess.Popen(
+            [sys.executable, "-m", "objfs.cli", "mount", str(work / "store"), str(work / "objfs"), "--foreground"], env=env
+        )
+        procs.append((work / "objfs", objfs))
+        _wait_mounted(work / "objfs", objfs, "objfs")
+        (work / "objfs" / "bench").mkdir()
+        results = {
+            "plain dir": measure(plain, large, count, size),
+            "passthrough": measure(work / "pt", large, count, size),
+            "objfs": measure(work / "objfs" / "bench", large, count, size),
+        }
+    finally:
+        for path, proc in procs:
+            _unmount(path, proc)
+        shutil.rmtree(work, ignore_errors=True)
+    metrics = list(results["plain dir"])
+    rows = []
+    for metric in metrics:
+        plain_v, pt_v, obj_v = (results[t][metric] for t in ("plain dir", "passthrough", "objfs"))
+        if metric.endswith("(s)"):
+            rows.append([metric, plain_v, pt_v, obj_v, pt_v / obj_v, plain_v / obj_v])
+        else:
+            rows.append([metric, plain_v, pt_v, obj_v, obj_v / pt_v, obj_v / plain_v])
+    title = (
+        f"FUSE: {large // MIB} MiB file, study of {count} x {size // 1024} KiB "
+        "(MB/s; ls -l in seconds; ratios: objfs vs target, higher is better)"
+    )
+    print(table(title, ["metric", "plain dir", "passthrough", "objfs", "x passthrough", "x plain"], rows))
+    for metric, target in (("large read", 0.7), ("study write", 0.5)):
+        ratio = results["objfs"][metric] / results["passthrough"][metric]
+        print(f"target {metric} >= {target}x passthrough: {ratio:.2f}x {'MET' if ratio >= target else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,186 @@
+"""Spool files: the pending content of files open for write on the mount.
+
+One :class:`Spool` per inode open for write, shared by every handle open on
+that inode, lives under ``STORE/spool``. Writes land in it (random writes,
+overwrites, appends, truncation); nothing reaches the store until
+:meth:`Spool.commit` stores the whole file as the new object with
+``store.put_object`` -- called on flush (what ``close()`` returns), fsync and
+the last release. So other fronts see either the previous object or the new
+one, never a partial file (close-to-open consistency, as NFS), and a crash
+of the mount loses only what no close or fsync acknowledged.
+
+The spool of an existing object is filled lazily (:meth:`Spool.load`) on
+the first write that needs the old bytes; ``O_TRUNC`` never reads them.
+Files larger than RAM stream through the spool: memory use is one segment.
+
+A spool is only ever deleted when its content is committed and every handle
+is closed, or when its inode is unlinked and forgotten (the file is gone).
+A failed commit keeps the spool, so a later flush, fsync or close retries.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from objfs.store import NoSuchKey, ObjectInfo, Store
+
+COPY_CHUNK = 4 << 20
+
+
+class _SpoolStream:
+    """A read-only stream over the first ``length`` bytes of a spool (for put_object).
+
+    Uses pread, so the writers' handles may keep writing while a commit reads.
+    """
+
+    def __init__(self, fd: int, length: int) -> None:
+        self._fd = fd
+        self._pos = 0
+        self._length = length
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._length - self._pos
+        if size < 0 or size > remaining:
+            size = remaining
+        if size <= 0:
+            return b""
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        return data
+
+
+class Spool:
+    """Pending content and attributes of one inode open for write."""
+
+    def __init__(self, spool_dir: Path, ino: int, *, base: ObjectInfo | None, posix: dict[str, int]) -> None:
+        self.path = spool_dir / f"fuse-{os.getpid()}-{ino}-{secrets.token_hex(4)}"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        #: The committed object this spool starts from; None for a new file.
+        self.base = base
+        #: Whether the spool file holds the file's bytes (False until load() for an existing object).
+        self.loaded = base is None
+        self.size = base.size if base is not None else 0
+        #: Content or attributes changed since the last successful commit.
+        self.dirty = base is None
+        #: A failed commit was reported to a caller for the current content.
+        self.failed = False
+        self.posix = dict(posix)
+        #: xattr changes made while the file exists only here (a None value removes one).
+        self.xattrs: dict[str, bytes | None] = {}
+        self.handles = 0
+        # Serialises load and commit: a commit never reads a half-loaded spool.
+        self.lock = trio.Lock()
+
+    # -- content ---------------------------------------------------------------
+
+    def load(self, store: Store) -> None:
+        """Copy the base object into the spool (blocking; run in a worker thread)."""
+        if self.loaded:
+            return
+        assert self.base is not None
+        pos = 0
+        with store.open_record(self.base.record) as reader:
+            for chunk in reader.iter_range(0, self.base.size):
+                view = memoryview(chunk)
+                while view:
+                    n = os.pwrite(self.fd, view, pos)
+                    view, pos = view[n:], pos + n
+        self.loaded = True
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, min(size, max(0, self.size - offset)), offset)
+
+    def write(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` (the spool must be loaded); returns the count written."""
+        view = memoryview(data)
+        pos = offset
+        while view:
+            n = os.pwrite(self.fd, view, pos)
+            view, pos = view[n:], pos + n
+        self.size = max(self.size, pos)
+        self._touch()
+        return len(data)
+
+    def truncate(self, size: int) -> None:
+        """Cut or extend to ``size``; a cut to 0 needs no load."""
+        if size == 0:
+            self.loaded = True
+        os.ftruncate(self.fd, size)
+        self.size = size
+        self._touch()
+
+    def _touch(self) -> None:
+        now = time.time_ns()
+        self.posix["mtime_ns"] = now
+        self.posix["ctime_ns"] = now
+        self.dirty = True
+        self.failed = False
+
+    # -- commit ------------------------------------------------------------------
+
+    def commit(self, store: Store, bucket: str, key: str, length: int) -> ObjectInfo:
+        """Store the first ``length`` bytes as ``bucket/key`` (blocking; worker thread).
+
+        Durable when it returns (see ``Store.put_object``). The S3 metadata,
+        content type and xattrs of the object being replaced are kept: an
+        edit through the mount changes the bytes, not what other fronts said
+        about the object.
+        """
+        try:
+            old = store.head_object(bucket, key)
+        except NoSuchKey:
+            old = None
+        xattrs: dict[str, bytes] = dict(old.xattrs) if old is not None else {}
+        for name, value in self.xattrs.items():
+            if value is None:
+                xattrs.pop(name, None)
+            else:
+                xattrs[name] = value
+        posix = dict(self.posix)
+        posix["mode"] = stat.S_IFREG | stat.S_IMODE(posix.get("mode", 0o644))
+        info = store.put_object(
+            bucket,
+            key,
+            _SpoolStream(self.fd, length),
+            length=length,
+            posix=posix,
+            xattrs=xattrs,
+            content_type=old.content_type if old is not None else None,
+            metadata=old.metadata if old is not None else None,
+            headers=old.headers if old is not None else None,
+        )
+        self.base = info
+        self.xattrs.clear()
+        return info
+
+    def close(self) -> None:
+        """Delete the spool file: its content is committed or no longer wanted."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def attrs_of(posix: dict[str, Any]) -> dict[str, int]:
+    """The POSIX attributes the mount persists, from a record's ``posix`` (defaults filled)."""
+    now = time.time_ns()
+    mtime = int(posix.get("mtime_ns", now))
+    return {
+        "mode": int(posix.get("mode", stat.S_IFREG | 0o644)),
+        "uid": int(posix.get("uid", 0)),
+        "gid": int(posix.get("gid", 0)),
+        "mtime_ns": mtime,
+        "atime_ns": int(posix.get("atime_ns", mtime)),
+        "ctime_ns": int(posix.get("ctime_ns", mtime)),
+    }
