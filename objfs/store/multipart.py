@@ -24,7 +24,7 @@ from .errors import (
 )
 from .index import Txn
 from .names import check_key
-from .objects import HEAD_BYTES, ObjectInfo
+from .objects import HEAD_BYTES, ObjectInfo, merge_indexed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -230,9 +230,7 @@ class MultipartMixin:
         record["legal_hold"] = bool(upload.get("legal_hold"))
         head = self._head_bytes(record)
         for indexer in self.indexers:
-            extra = indexer.extract(head, record["key"])
-            if extra:
-                record.update(extra)
+            merge_indexed(record, indexer.extract(head, record["key"]))
         record["seq"] = time.time_ns()
         self._write_meta_files(record)
         unused = [p["blob"] for n, p in stored.items() if n not in set(numbers)]

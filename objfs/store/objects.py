@@ -181,6 +181,22 @@ class IterStream(io.RawIOBase):
         return out
 
 
+def merge_indexed(record: dict[str, Any], extra: dict[str, Any] | None) -> None:
+    """Add an indexer's fields to a new record.
+
+    Its ``tags`` (S3 object tags derived from the body, e.g. DICOM PatientID)
+    are merged into the record's tags instead of replacing them; tags the
+    caller gave explicitly win on a clash.
+    """
+    if not extra:
+        return
+    extra = dict(extra)
+    derived = extra.pop("tags", None)
+    record.update(extra)
+    if derived:
+        record["tags"] = {**derived, **(record.get("tags") or {})}
+
+
 class ObjectsMixin:
     """Object operations of :class:`objfs.store.Store`."""
 
@@ -269,9 +285,7 @@ class ObjectsMixin:
             if settings.get("versioning") == "Enabled":
                 record["version"] = object_id
             for indexer in self.indexers:
-                extra = indexer.extract(bytes(head), key)
-                if extra:
-                    record.update(extra)
+                merge_indexed(record, indexer.extract(bytes(head), key))
             desc = writer.finish(record)
         except BaseException:
             writer.discard()

@@ -1,0 +1,87 @@
+"""``objfs dicom`` (the gateway) and ``objfs migrate`` (copy in a legacy share)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from objfs.store import Store
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``dicom`` and ``migrate`` subcommands to the ``objfs`` parser."""
+    p = subparsers.add_parser("dicom", help="run the DICOM gateway (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)")
+    p.add_argument("store")
+    p.add_argument("--port", type=int, help="listening port (default: objfs.toml [dicom] port, 11112)")
+    p.add_argument("--aet", help="our AE title (default: objfs.toml, OBJFS)")
+    p.add_argument("--bucket", help="bucket of received studies (default: objfs.toml, pacs)")
+    p.add_argument("--host", default="", help="listening address (default: all interfaces)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every association")
+    p.set_defaults(func=cmd_dicom)
+
+    p = subparsers.add_parser("migrate", help="copy a legacy share into a bucket (resumable, incremental)")
+    p.add_argument("store")
+    p.add_argument("source", metavar="SOURCE_DIR")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--verify", action="store_true", help="compare the sha256 of every source file with its object")
+    p.add_argument("--report", metavar="FILE", help="write the JSON report here (default: stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_migrate)
+
+
+def cmd_dicom(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="objfs dicom: %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    from .server import serve_dicom
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ready = threading.Event()
+    with Store.open(args.store) as store:
+        cfg = store.config.dicom
+        thread = threading.Thread(
+            target=serve_dicom,
+            args=(store,),
+            kwargs={"port": args.port, "aet": args.aet, "bucket": args.bucket, "host": args.host,
+                    "ready_event": ready, "stop_event": stop},
+            name="objfs-dicom",
+            daemon=True,
+        )
+        thread.start()
+        while not ready.wait(0.1):
+            if not thread.is_alive():
+                return 1
+        print(
+            f"objfs dicom: {args.aet or cfg.aet} listening on port {args.port or cfg.port}, bucket {args.bucket or cfg.bucket}",
+            flush=True,
+        )
+        # The main thread only waits, so signals are handled promptly.
+        while thread.is_alive() and not stop.wait(0.5):
+            pass
+        thread.join(timeout=30)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate
+
+    with Store.open(args.store) as store:
+        report = migrate(
+            store, args.source, args.bucket, workers=args.workers, verify=args.verify,
+            progress_out=None if args.quiet else sys.stderr,
+        )
+    text = json.dumps(report, indent=2)
+    if args.report:
+        with open(args.report, "w") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0 if report["complete"] else 3

@@ -1,0 +1,253 @@
+"""Query/Retrieve SCP: C-FIND, C-MOVE and C-GET over the DICOM index.
+
+Patient Root and Study Root information models, PATIENT/STUDY/SERIES/IMAGE
+levels (Study Root refuses PATIENT with 0xA900). Matching is PS3.4
+C.2.2.2 (:mod:`objfs.dicom.matching`); lookups go through
+:func:`objfs.dicom.index.find` / :func:`~objfs.dicom.index.find_instances`.
+
+Retrieval is bit-exact: pynetdicom would re-encode a yielded ``Dataset``
+(and deflate would differ), so each instance is streamed from the engine to
+a spool file and sent from that file unchanged
+(``STORE_SEND_CHUNKED_DATASET``; see :func:`install_send_patch`). Files are
+prepared a few instances ahead in a thread, so decoding overlaps sending;
+memory stays bounded by the engine's segment size whatever the instance size.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from objfs.store import Store
+from objfs.store.errors import StoreError
+
+from .index import find, find_instances
+from .matching import LEVEL_KEYS, build_response, query_from_dataset
+from .storage import file_meta_bytes
+
+__all__ = ["QueryRetrieve", "StoredInstance", "install_send_patch"]
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 3  # instances prepared ahead of the one being sent
+_STUDY_ROOT = {
+    str(StudyRootQueryRetrieveInformationModelFind),
+    str(StudyRootQueryRetrieveInformationModelMove),
+    str(StudyRootQueryRetrieveInformationModelGet),
+}
+_MAX_CONTEXTS = 128
+
+
+class StoredInstance(Dataset):
+    """A placeholder yielded to pynetdicom: sent from ``objfs_path`` as stored."""
+
+    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+        super().__init__()
+        self.SOPClassUID = sop_class
+        self.SOPInstanceUID = sop_instance
+        self._objfs_path = path
+
+
+def install_send_patch() -> None:
+    """Make ``Association.send_c_store`` send a :class:`StoredInstance` from its file.
+
+    pynetdicom's Move/Get service classes only accept ``Dataset`` yields and
+    re-encode them; passing the file path instead (with
+    ``STORE_SEND_CHUNKED_DATASET``) sends the stored bytes unchanged. Other
+    datasets are passed through untouched. Idempotent.
+    """
+    from pynetdicom import _config
+
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    if getattr(Association.send_c_store, "_objfs", False):
+        return
+    original = Association.send_c_store
+
+    @functools.wraps(original)
+    def send_c_store(self: Association, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        if not isinstance(dataset, StoredInstance):
+            return original(self, dataset, *args, **kwargs)
+        try:
+            return original(self, dataset._objfs_path, *args, **kwargs)
+        except ValueError:
+            # The peer accepted no context with the stored transfer syntax.
+            # pynetdicom converts between the uncompressed ones when given a
+            # decoded dataset: content-equal, not bit-exact, and only then.
+            return original(self, dcmread(dataset._objfs_path), *args, **kwargs)
+
+    send_c_store._objfs = True  # type: ignore[attr-defined]
+    Association.send_c_store = send_c_store  # type: ignore[method-assign]
+
+
+def _level(identifier: Dataset, model: str) -> str | None:
+    level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if level not in LEVEL_KEYS:
+        return None
+    if level == "PATIENT" and model in _STUDY_ROOT:
+        return None
+    return level
+
+
+class QueryRetrieve:
+    """C-FIND/C-MOVE/C-GET handlers bound to one store and bucket."""
+
+    def __init__(self, store: Store, bucket: str, aet: str, destinations: dict[str, tuple[str, int]], conn_handlers: list) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.aet = aet
+        self.destinations = {k.strip(): v for k, v in destinations.items()}
+        self.conn_handlers = conn_handlers
+        self.spool = store.spool_dir / "dicom-send"
+        self.spool.mkdir(parents=True, exist_ok=True)
+        install_send_patch()
+
+    # -- C-FIND ---------------------------------------------------------------------
+
+    def on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        identifier = event.identifier
+        level = _level(identifier, str(event.request.AffectedSOPClassUID))
+        if level is None:
+            yield 0xA900, None
+            return
+        query = query_from_dataset(identifier)
+        try:
+            entries = find(self.store, query, level, bucket=self.bucket)
+        except StoreError as exc:
+            log.error("C-FIND failed: %s", exc)
+            yield 0xA700, None
+            return
+        for entry in entries:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            entry.setdefault("RetrieveAETitle", self.aet)
+            entry.setdefault("InstanceAvailability", "ONLINE")
+            yield 0xFF00, build_response(identifier, entry, level)
+
+    # -- C-MOVE / C-GET ------------------------------------------------------------
+
+    def _matches(self, event: Any) -> list[dict[str, Any]] | None:
+        identifier = event.identifier
+        level = _level(identifier, str(event.request.AffectedSOPClassUID))
+        if level is None:
+            return None
+        return find_instances(self.store, query_from_dataset(identifier), level, bucket=self.bucket)
+
+    def on_move(self, event: Any) -> Iterator[Any]:
+        destination = self.destinations.get(str(event.move_destination).strip())
+        if destination is None:
+            log.info("C-MOVE to unknown destination %r refused", event.move_destination)
+            yield None, None
+            return
+        instances = self._matches(event)
+        if instances is None:  # pynetdicom wants the destination and a count before any status
+            yield destination[0], destination[1], {"evt_handlers": self.conn_handlers}
+            yield 1
+            yield 0xA900, None
+            return
+        contexts = _move_contexts(instances)
+        yield destination[0], destination[1], {"contexts": contexts or None, "evt_handlers": self.conn_handlers}
+        yield len(instances)
+        yield from self._send(event, instances)
+
+    def on_get(self, event: Any) -> Iterator[Any]:
+        instances = self._matches(event)
+        if instances is None:  # a count comes before any status
+            yield 1
+            yield 0xA900, None
+            return
+        yield len(instances)
+        yield from self._send(event, instances)
+
+    def _send(self, event: Any, instances: list[dict[str, Any]]) -> Iterator[tuple[int, Dataset | None]]:
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="objfs-dicom-prep")
+        pending: list[Future[StoredInstance | None]] = []
+        sent: StoredInstance | None = None
+        try:
+            todo = iter(instances)
+            for item in todo:
+                pending.append(pool.submit(self._prepare, item))
+                if len(pending) > PREFETCH:
+                    break
+            while pending:
+                prepared = pending.pop(0).result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(self._prepare, nxt))
+                _unlink(sent)
+                sent = None
+                if event.is_cancelled:
+                    yield 0xFE00, None
+                    return
+                if prepared is None:  # unreadable: counted as a failed sub-operation
+                    yield 0xFF00, Dataset()
+                    continue
+                sent = prepared
+                yield 0xFF00, prepared
+        finally:
+            _unlink(sent)
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+            for fut in pending:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    _unlink(fut.result())
+
+    def _prepare(self, item: dict[str, Any]) -> StoredInstance | None:
+        """Stream one object to a spool file; a meta header is added only to raw datasets."""
+        tags = item["tags"]
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.spool)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, self.store.open_object(item["bucket"], item["key"], item["version"]) as reader:
+                chunks = reader.iter_range()
+                first = next(chunks, b"")
+                if first[128:132] != b"DICM":
+                    out.write(file_meta_bytes(tags["SOPClassUID"], tags["SOPInstanceUID"], tags["TransferSyntaxUID"]))
+                out.write(first)
+                for chunk in chunks:
+                    out.write(chunk)
+            return StoredInstance(path, tags["SOPClassUID"], tags["SOPInstanceUID"])
+        except (StoreError, OSError, KeyError) as exc:
+            log.error("cannot read %s/%s for retrieval: %s", item["bucket"], item["key"], exc)
+            path.unlink(missing_ok=True)
+            return None
+
+
+def _move_contexts(instances: list[dict[str, Any]]) -> list[Any]:
+    """Contexts for a C-MOVE sub-association: each SOP class with each stored
+    transfer syntax (sent unchanged), plus one uncompressed fallback context
+    per SOP class, at most 128 in all."""
+    exact: dict[tuple[str, str], None] = {}
+    classes: dict[str, None] = {}
+    for item in instances:
+        sop_class, ts = item["tags"].get("SOPClassUID"), item["tags"].get("TransferSyntaxUID")
+        if sop_class and ts:
+            exact[(sop_class, ts)] = None
+            classes[sop_class] = None
+    contexts = [build_context(sc, [ts]) for sc, ts in exact]
+    contexts += [build_context(sc, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for sc in classes]
+    return contexts[:_MAX_CONTEXTS]
+
+
+def _unlink(instance: StoredInstance | None) -> None:
+    if instance is not None:
+        Path(instance._objfs_path).unlink(missing_ok=True)
+

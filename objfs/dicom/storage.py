@@ -1,0 +1,193 @@
+"""Storage SCP: one received C-STORE dataset -> one durable object.
+
+pynetdicom (with ``STORE_RECV_CHUNKED_DATASET``) streams the incoming
+P-DATA into a spool file, so an instance of several GiB is never held in
+memory. :class:`StoreHandler` checks that file, then streams it into the
+engine as ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``:
+a File Meta Information header of ours (recording the calling AE) followed
+by the dataset bytes exactly as received. The response is sent only after
+``put_object`` returned, i.e. after the durable commit.
+
+Statuses (PS3.4 B.2.3, PS3.7 C):
+
+=========  ===============================================================
+0x0000     stored (or, with ``duplicates = "keep"``, already held: the old
+           instance is kept and the sender is told it is archived)
+0x0111     duplicate SOP instance refused (``duplicates = "reject"``), or a
+           ``replace`` refused because the held instance is WORM-locked
+0xA700     out of resources: a drive is full
+0xA701     out of resources: too few healthy drives to write
+0xA900     the dataset's SOP Class UID differs from the request's
+0xC001     truncated or malformed dataset (nothing stored)
+0xC002     not DICOM, or Study/Series/SOP Instance UID missing or invalid
+0xC003     the dataset's SOP Instance UID differs from the request's
+0xC0FF     any other failure to store (logged)
+=========  ===============================================================
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+
+from objfs.store import Principal, Store
+from objfs.store.errors import InsufficientDrives, NoSpace, ObjectLocked, PreconditionFailed, StoreError
+
+from .index import canonical_key, sop_locations
+from .tags import complete_file_check, extract_tags
+
+log = logging.getLogger(__name__)
+
+HEAD_BYTES = 2 << 20
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.77.1"  # under pydicom's root; objfs 0.1
+IMPLEMENTATION_VERSION = "OBJFS_01"
+
+
+def status(code: int, comment: str | None = None) -> Dataset:
+    """A C-STORE response status dataset with an optional (<= 64 chars) ErrorComment."""
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+def file_meta_bytes(sop_class: str, sop_instance: str, transfer_syntax: str, source_aet: str | None = None) -> bytes:
+    """Preamble, ``DICM`` and a File Meta Information group naming objfs."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    if source_aet:
+        meta.SourceApplicationEntityTitle = source_aet.strip()[:16]
+    buf = io.BytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    return buf.getvalue()
+
+
+def dataset_offset(fp: BinaryIO) -> int:
+    """Offset of the dataset in a Part-10 file whose meta starts with its group length.
+
+    pynetdicom's spool files always do (``write_file_meta_info`` writes
+    (0002,0000) first); raises ValueError otherwise.
+    """
+    fp.seek(128)
+    head = fp.read(16)
+    if head[:4] != b"DICM" or head[4:10] != b"\x02\x00\x00\x00UL":
+        raise ValueError("no File Meta Information group length")
+    (group_length,) = struct.unpack("<I", head[12:16])
+    return 144 + group_length
+
+
+class _Chain(io.RawIOBase):
+    """Reads ``prefix`` then ``fp`` from its current position: the object body."""
+
+    def __init__(self, prefix: bytes, fp: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._fp = fp
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            n = len(self._prefix) if size < 0 else min(size, len(self._prefix))
+            out = bytes(self._prefix[:n])
+            self._prefix = self._prefix[n:]
+            if size < 0 or n < size:
+                out += self._fp.read(-1 if size < 0 else size - n)
+            return out
+        return self._fp.read(size)
+
+
+class StoreHandler:
+    """The ``EVT_C_STORE`` handler of the gateway (thread-safe; one per AE)."""
+
+    def __init__(self, store: Store, bucket: str, duplicates: str = "keep") -> None:
+        if duplicates not in ("keep", "replace", "reject"):
+            raise ValueError(f"duplicates must be keep, replace or reject, not {duplicates!r}")
+        self.store = store
+        self.bucket = bucket
+        self.duplicates = duplicates
+
+    def __call__(self, event: Any) -> Dataset:
+        req = event.request
+        calling = event.assoc.requestor.ae_title
+        try:
+            return self.store_file(
+                Path(event.dataset_path), str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), calling
+            )
+        except Exception as exc:  # the SCU gets a failure status, never a dropped association
+            log.error("C-STORE of %s from %s failed: %s", req.AffectedSOPInstanceUID, calling, exc, exc_info=True)
+            return status(0xC0FF, f"{type(exc).__name__}: {exc}")
+
+    def store_file(self, path: Path, sop_class: str, sop_instance: str, calling_aet: str = "") -> Dataset:
+        """Check the spooled Part-10 file at ``path`` and store it; returns the status."""
+        problem = complete_file_check(path)
+        if problem is not None:
+            log.info("refused %s from %s: %s", sop_instance, calling_aet, problem)
+            return status(0xC001, problem)
+        with open(path, "rb") as fp:
+            tags = extract_tags(fp.read(HEAD_BYTES))
+            if tags is None:
+                return status(0xC002, "not DICOM or Study/Series/SOP Instance UID missing")
+            if tags.get("SOPClassUID") != sop_class:
+                return status(0xA900, f"SOP Class UID in dataset is {tags.get('SOPClassUID')}")
+            if tags["SOPInstanceUID"] != sop_instance:
+                return status(0xC003, "SOP Instance UID in dataset differs from request")
+            offset = dataset_offset(fp)
+            size = os.fstat(fp.fileno()).st_size
+            meta = file_meta_bytes(sop_class, sop_instance, str(tags["TransferSyntaxUID"]), calling_aet)
+            key = canonical_key(tags)
+            held = sop_locations(self.store, self.bucket, sop_instance)
+            if held and self.duplicates == "keep":
+                log.info("kept the held copy of duplicate %s from %s", sop_instance, calling_aet)
+                return status(0x0000)
+            if held and self.duplicates == "reject":
+                return status(0x0111, "SOP instance already stored")
+            fp.seek(offset)
+            try:
+                self.store.put_object(
+                    self.bucket,
+                    key,
+                    _Chain(meta, fp),
+                    length=len(meta) + size - offset,
+                    content_type="application/dicom",
+                    if_none_match=self.duplicates != "replace",
+                    principal=Principal(f"dicom:{calling_aet}"),
+                )
+            except PreconditionFailed:  # a concurrent association stored it first
+                return status(0x0000) if self.duplicates == "keep" else status(0x0111, "SOP instance already stored")
+            except ObjectLocked as exc:
+                return status(0x0111, f"held instance is locked: {exc}")
+            except NoSpace:
+                return status(0xA700, "out of space")
+            except InsufficientDrives:
+                return status(0xA701, "too few healthy drives")
+            except StoreError as exc:
+                log.error("storing %s failed: %s", key, exc)
+                return status(0xC0FF, str(exc))
+        if held and self.duplicates == "replace":
+            self._drop_replaced(held, key)
+        return status(0x0000)
+
+    def _drop_replaced(self, held: list[dict[str, Any]], key: str) -> None:
+        """After a replace, remove gateway copies of the SOP instance under other names
+        (its study or series changed). Legacy-path copies (migration, mount) stay:
+        another system may still address them by path."""
+        for loc in held:
+            if loc["key"] != key and loc["key"] == canonical_key(loc["tags"]):
+                try:
+                    self.store.delete_object(loc["bucket"], loc["key"])
+                except StoreError as exc:
+                    log.warning("could not remove replaced copy %s/%s: %s", loc["bucket"], loc["key"], exc)
