@@ -1,0 +1,175 @@
+"""``objfs serve``: the whole appliance in one trio process.
+
+One :class:`~objfs.store.Store` (LMDB must be opened once per process) is
+shared by the S3 sidecar, the FUSE mount, the DICOM gateway (pynetdicom runs
+its own threads) and a background loop that heals queued objects and
+finishes interrupted garbage collection. SIGTERM or SIGINT stops everything
+and unmounts cleanly; if any front stops on its own, the others are stopped
+too, so a service manager sees the failure and restarts the whole appliance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from objfs.store import Store
+
+log = logging.getLogger("objfs.serve")
+HEAL_INTERVAL = 30.0
+
+
+async def _heal_loop(store: Store, limiter: trio.CapacityLimiter) -> None:
+    """Heal what reads found damaged and delete what deletes left behind."""
+    while True:
+        await trio.sleep(HEAL_INTERVAL)
+        try:
+            await trio.to_thread.run_sync(store.finish_gc, limiter=limiter)
+            report = await trio.to_thread.run_sync(store.process_heal_queue, limiter=limiter)
+            if report.fragments_repaired or report.lost:
+                log.info("healed %d fragments; %d objects beyond repair", report.fragments_repaired, len(report.lost))
+        except Exception:  # noqa: BLE001 - the loop must outlive one bad object
+            log.exception("healing pass failed")
+
+
+async def _until_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def _run_then_stop(stop: trio.Event, fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        await fn(*args, **kwargs)
+    finally:
+        stop.set()
+
+
+async def serve(
+    store_path: Path,
+    *,
+    mount: Path | None = None,
+    allow_other: bool = False,
+    host: str | None = None,
+    port: int | None = None,
+    dicom: bool = True,
+    dicom_port: int | None = None,
+    on_ready: Any = None,
+) -> None:
+    """Run every front until a signal or until one of them stops."""
+    store = Store.open(store_path)
+    stop = trio.Event()
+    dicom_stop = threading.Event()
+    limiter = trio.CapacityLimiter(2)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_signal, stop)
+            from s3sidecar.server import serve_s3
+
+            s3_host = host or store.config.s3.host
+            s3_port = store.config.s3.port if port is None else port
+            addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, shutdown_trigger=stop.wait))
+            mounted = None
+            if mount is not None:
+                from objfs.fuse.mount import run_mount
+
+                ready = trio.Event()
+                nursery.start_soon(partial(_run_then_stop, stop, run_mount, store, mount, allow_other=allow_other, ready=ready))
+                with trio.move_on_after(30):
+                    await ready.wait()
+                if not ready.is_set():
+                    raise RuntimeError(f"the FUSE mount at {mount} did not come up")
+                mounted = mount
+            if dicom:
+                from objfs.dicom.server import serve_dicom
+
+                dicom_ready = threading.Event()
+                nursery.start_soon(
+                    partial(
+                        _run_then_stop,
+                        stop,
+                        trio.to_thread.run_sync,
+                        partial(serve_dicom, store, port=dicom_port, ready_event=dicom_ready, stop_event=dicom_stop),
+                        abandon_on_cancel=True,
+                    )
+                )
+                await trio.to_thread.run_sync(dicom_ready.wait, 30)
+                if not dicom_ready.is_set():
+                    raise RuntimeError("the DICOM gateway did not come up")
+                dicom_port = dicom_port or store.config.dicom.port
+            nursery.start_soon(_heal_loop, store, limiter)
+            banner = {
+                "s3": addresses,
+                "mount": str(mounted) if mounted else None,
+                "dicom_port": dicom_port if dicom else None,
+                "aet": store.config.dicom.aet,
+            }
+            if on_ready is not None:
+                on_ready(banner)
+            await stop.wait()
+            dicom_stop.set()
+            if mounted is not None:
+                import pyfuse3
+
+                pyfuse3.terminate()
+            with trio.move_on_after(60):
+                await trio.sleep(0)  # let the fronts finish their shutdown
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: bool = False, **kwargs: Any) -> int:
+    """Blocking entry point (``objfs serve``, ``make run``); prints where each front listens."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def announce(banner: dict[str, Any]) -> None:
+        print(f"objfs: S3 at {', '.join(banner['s3'])}", flush=True)
+        if banner["mount"]:
+            print(f"objfs: FUSE mount at {banner['mount']}", flush=True)
+        if banner["dicom_port"]:
+            print(f"objfs: DICOM gateway on port {banner['dicom_port']} (AE title {banner['aet']})", flush=True)
+        print("objfs: ready; Ctrl-C or SIGTERM stops and unmounts", flush=True)
+
+    if mount is not None:
+        mount.mkdir(parents=True, exist_ok=True)
+    trio.run(partial(serve, store_path, mount=mount, allow_other=allow_other, on_ready=announce, **kwargs))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return serve_forever(
+        Path(args.store).resolve(),
+        mount=Path(args.mount).resolve() if args.mount else None,
+        allow_other=args.allow_other,
+        host=args.host,
+        port=args.port,
+        dicom=not args.no_dicom,
+        dicom_port=args.dicom_port,
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the S3 sidecar, the FUSE mount and the DICOM gateway in one process")
+    p.add_argument("store")
+    p.add_argument("--mount", help="mount point for the FUSE front")
+    p.add_argument("--allow-other", action="store_true", help="let other users (the PACS service user) use the mount")
+    p.add_argument("--host", help="S3 listen address (default from objfs.toml)")
+    p.add_argument("--port", type=int, help="S3 port (default from objfs.toml)")
+    p.add_argument("--dicom-port", type=int, help="DICOM port (default from objfs.toml)")
+    p.add_argument("--no-dicom", action="store_true", help="do not start the DICOM gateway")
+    p.set_defaults(func=cmd_serve)
+
+
+if __name__ == "__main__":
+    sys.exit(0)
