@@ -1,0 +1,216 @@
+"""Request bodies: from the ASGI receive channel to the engine, verified, in bounded memory.
+
+Three layers:
+
+* :class:`BodySource` (async) pulls raw ``http.request`` messages, with a
+  per-message deadline (RequestTimeout) and a disconnect check.
+* :class:`Payload` (sans-IO) turns raw bytes into payload bytes: it decodes
+  aws-chunked framing (chunk and trailer signatures verified by
+  :class:`s3sidecar.sigv4.ChunkedDecoder`), hashes for ``x-amz-content-sha256``
+  and the ``x-amz-checksum-*`` value (header or trailer), and enforces the
+  declared length and the size limit.
+* :class:`BlockingBody` is the file-like the engine reads in its worker
+  thread; each refill is one ``trio.from_thread.run`` hop back to the event
+  loop, so at most one ASGI message (<= 64 KiB) plus one engine read
+  (one segment) are in memory per upload.
+
+Guarantee: :meth:`Payload.finish` (passed to the engine as ``verify``) raises
+before the engine commits if any signature, digest or checksum fails, so a
+rejected body leaves nothing stored.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import trio
+from starlette.datastructures import Headers
+
+from . import checksums
+from . import errors as S3
+from .sigv4 import ChunkedDecoder, SignedRequest
+
+CHECKSUM_PREFIX = "x-amz-checksum-"
+_NOT_CHECKSUMS = {"x-amz-checksum-algorithm", "x-amz-checksum-mode", "x-amz-checksum-type"}
+
+
+class BodySource:
+    """The async side of one request body."""
+
+    def __init__(self, receive: Any, timeout: float) -> None:
+        self._receive = receive
+        self._timeout = timeout
+        self.ended = False
+
+    async def next(self) -> bytes:
+        """The next raw bytes; ``b""`` once the body has ended."""
+        while not self.ended:
+            with trio.move_on_after(self._timeout) as scope:
+                message = await self._receive()
+            if scope.cancelled_caught:
+                raise S3.RequestTimeout()
+            if message["type"] == "http.disconnect":
+                raise S3.IncompleteBody("The client went away before sending the whole body")
+            self.ended = not message.get("more_body", False)
+            data = message.get("body", b"")
+            if data:
+                return data
+        return b""
+
+
+def _checksum_headers(headers: Headers) -> dict[str, str]:
+    found = {}
+    for name, value in headers.items():
+        if name.startswith(CHECKSUM_PREFIX) and name not in _NOT_CHECKSUMS:
+            found[name] = value
+    return found
+
+
+class Payload:
+    """Raw body bytes in, verified payload bytes out (no I/O of its own).
+
+    ``declared`` is the payload length the client announced (Content-Length,
+    or x-amz-decoded-content-length for aws-chunked); ``limit`` the largest
+    payload accepted. After :meth:`finish`, :attr:`checksums` holds the
+    verified ``x-amz-checksum-*`` values (header name -> base64), also for an
+    algorithm the client only named, which the sidecar then computed.
+    """
+
+    def __init__(self, signed: SignedRequest, headers: Headers, *, declared: int | None, limit: int) -> None:
+        self.declared = declared
+        self.limit = limit
+        self.length = 0
+        self._sha = signed.payload_hasher()
+        trailer_names = [t.strip().lower() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()]
+        self._decoder: ChunkedDecoder | None = None
+        if signed.is_streaming:
+            self._decoder = signed.chunk_decoder(expected_trailers=trailer_names, decoded_length=declared)
+        elif trailer_names:
+            raise S3.InvalidRequest("x-amz-trailer needs an aws-chunked body")
+        given = _checksum_headers(headers)
+        if len(given) + len([t for t in trailer_names if t.startswith(CHECKSUM_PREFIX)]) > 1:
+            raise S3.InvalidRequest("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")
+        self._expected: str | None = None
+        self._trailer_checksum: str | None = None
+        algorithm: str | None = None
+        if given:
+            name, self._expected = next(iter(given.items()))
+            algorithm = name
+        elif trailer_names and trailer_names[0].startswith(CHECKSUM_PREFIX):
+            algorithm = self._trailer_checksum = trailer_names[0]
+        else:
+            named = headers.get("x-amz-sdk-checksum-algorithm") or headers.get("x-amz-checksum-algorithm")
+            algorithm = named or None
+        self._checksum = checksums.make_checksum(algorithm) if algorithm else None
+        self.checksums: dict[str, str] = {}
+
+    def feed(self, raw: bytes) -> bytes:
+        data = self._decoder.feed(raw) if self._decoder is not None else raw
+        if data:
+            self.length += len(data)
+            if self.length > self.limit:
+                raise S3.EntityTooLarge(MaxSizeAllowed=self.limit)
+            if self._sha is not None:
+                self._sha.update(data)
+            if self._checksum is not None:
+                self._checksum.update(data)
+        return data
+
+    def finish(self) -> None:
+        """Raise unless the whole body arrived intact and matches every digest."""
+        if self._decoder is not None:
+            self._decoder.finish()
+        if self.declared is not None and self.length != self.declared:
+            raise S3.IncompleteBody()
+        if self._sha is not None:
+            self._sha.verify()
+        if self._checksum is not None:
+            header = CHECKSUM_PREFIX + self._checksum.algorithm
+            expected = self._expected
+            if self._trailer_checksum is not None:
+                assert self._decoder is not None
+                expected = self._decoder.trailers.get(self._trailer_checksum)
+                if expected is None:
+                    raise S3.MalformedTrailerError()
+            if expected is not None:
+                self._checksum.verify(expected)
+            self.checksums[header] = self._checksum.b64digest()
+
+
+class BlockingBody(io.RawIOBase):
+    """A blocking, read-only file over a request body, for the engine's worker thread.
+
+    Must be read from a thread started by ``trio.to_thread.run_sync`` (it
+    calls back into the event loop with ``trio.from_thread.run``).
+    """
+
+    def __init__(self, source: BodySource, payload: Payload) -> None:
+        self._source = source
+        self._payload = payload
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        while self._buffered < want and not self._eof:
+            raw = trio.from_thread.run(self._source.next)
+            if not raw:
+                self._eof = True
+                break
+            data = self._payload.feed(raw)
+            if data:
+                self._chunks.append(data)
+                self._buffered += len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            self._fill(1 << 62)
+            size = self._buffered
+        else:
+            self._fill(size)
+        if not self._chunks or size == 0:
+            return b""
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        out, rest = data[:size], data[size:]
+        self._chunks = [rest] if rest else []
+        self._buffered = len(rest)
+        return out
+
+    def finish(self) -> None:
+        """Drain what the engine did not read and verify the whole body (the engine's ``verify``)."""
+        self._fill(1 << 62)
+        if self._buffered:
+            raise S3.IncompleteBody("The body is longer than its declared length")
+        self._payload.finish()
+
+
+async def read_small_body(source: BodySource, payload: Payload, limit: int) -> bytes:
+    """A whole small body (XML documents), verified; more than ``limit`` bytes -> MalformedXML."""
+    out = bytearray()
+    while True:
+        raw = await source.next()
+        if not raw:
+            break
+        out += payload.feed(raw)
+        if len(out) > limit:
+            raise S3.MalformedXML("The XML you provided was larger than the maximum allowed size")
+    payload.finish()
+    return bytes(out)
+
+
+async def drain(source: BodySource, limit: int = 16 << 20) -> bool:
+    """Read and drop the rest of a body so the client can read our answer; False if it is too long or broken."""
+    seen = 0
+    try:
+        while seen <= limit:
+            data = await source.next()
+            if not data:
+                return True
+            seen += len(data)
+    except S3.S3Error:
+        pass
+    return False

@@ -1,0 +1,105 @@
+"""The only way the S3 layer reaches the engine.
+
+Every engine call runs in a worker thread (the engine is synchronous and
+thread-safe) under a :class:`trio.CapacityLimiter`, and every engine error
+leaves this module as the S3 error of :data:`ENGINE_ERRORS` - the one table
+mapping the engine's vocabulary to S3's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from objfs.store import Store
+from objfs.store import errors as E
+
+from . import errors as S3
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Most specific first does not matter: lookup walks the exception's MRO.
+ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
+    E.InvalidBucketName: S3.InvalidBucketName,
+    # AWS has no code for a key that is not a valid path (empty, "." or ".."
+    # segment, NUL): InvalidArgument is the closest it uses for bad input.
+    E.InvalidKey: S3.InvalidArgument,
+    E.KeyTooLong: S3.KeyTooLongError,
+    E.NoSuchBucket: S3.NoSuchBucket,
+    # One tenant owns every bucket of a store, so an existing name is always "yours".
+    E.BucketAlreadyExists: S3.BucketAlreadyOwnedByYou,
+    E.BucketNotEmpty: S3.BucketNotEmpty,
+    E.NoSuchKey: S3.NoSuchKey,
+    E.NoSuchVersion: S3.NoSuchVersion,
+    E.KeyExists: S3.PreconditionFailed,
+    E.NoSuchUpload: S3.NoSuchUpload,
+    E.InvalidPart: S3.InvalidPart,
+    E.InvalidPartOrder: S3.InvalidPartOrder,
+    E.EntityTooSmall: S3.EntityTooSmall,
+    E.BadDigest: S3.BadDigest,
+    E.IncompleteBody: S3.IncompleteBody,
+    E.PreconditionFailed: S3.PreconditionFailed,
+    E.InvalidRange: S3.InvalidRange,
+    # Too few drives or a full drive: the client should retry later, as for S3's 503s.
+    E.InsufficientDrives: S3.ServiceUnavailable,
+    E.NoSpace: S3.ServiceUnavailable,
+    E.DataLoss: S3.InternalError,
+    # S3 answers a write to a WORM-locked version with AccessDenied.
+    E.ObjectLocked: S3.AccessDenied,
+    E.AccessDenied: S3.AccessDenied,
+    E.InvalidArgument: S3.InvalidArgument,
+    E.ConfigError: S3.InternalError,
+}
+
+
+def s3_error_for(exc: E.StoreError) -> S3.S3Error:
+    """The S3 error for an engine error (InternalError for anything unmapped)."""
+    for cls in type(exc).__mro__:
+        target = ENGINE_ERRORS.get(cls)  # type: ignore[arg-type]
+        if target is not None:
+            if target is S3.InternalError:
+                log.error("engine error: %s: %s", type(exc).__name__, exc)
+                return target()
+            return target(str(exc) or None)
+    log.error("unmapped engine error: %s: %s", type(exc).__name__, exc)
+    return S3.InternalError()
+
+
+class Engine:
+    """An open store plus the thread limiters the sidecar calls it through.
+
+    ``run`` is for calls that finish on their own (metadata, one segment);
+    ``run_upload`` for calls that wait on the client's body, so a crowd of
+    slow uploaders cannot starve reads of threads.
+    """
+
+    def __init__(self, store: Store, settings: Settings, *, owns_store: bool = False) -> None:
+        self.store = store
+        self.settings = settings
+        self.owns_store = owns_store
+        self.limiter = trio.CapacityLimiter(settings.engine_threads)
+        self.upload_limiter = trio.CapacityLimiter(settings.upload_threads)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread; engine errors become S3 errors."""
+        return await self._call(self.limiter, fn, args)
+
+    async def run_upload(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._call(self.upload_limiter, fn, args)
+
+    async def _call(self, limiter: trio.CapacityLimiter, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            # Not abandoned on cancel: a thread mid-write must finish (or discard)
+            # before its request is considered over.
+            return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+        except E.StoreError as exc:
+            raise s3_error_for(exc) from exc
+
+    def close(self) -> None:
+        if self.owns_store:
+            self.store.close()

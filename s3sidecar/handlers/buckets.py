@@ -1,0 +1,141 @@
+"""The bucket resource: Create/Delete/HeadBucket, GetBucketLocation, ListObjects V1 and V2."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from html import escape
+from typing import Any
+
+from starlette.responses import Response
+
+from .. import errors as S3
+from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
+from ..xmlio import S3_NS, build, iso8601, parse_create_bucket
+from .service import owner_of
+
+MAX_KEYS = 1000
+
+
+async def create_bucket(req: S3Request) -> Response:
+    location = parse_create_bucket(await req.small_body())
+    if location not in (None, req.settings.region):
+        raise S3.IllegalLocationConstraintException(
+            f"The {location} location constraint is incompatible for the region specific endpoint this request was sent to."
+        )
+    lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
+    await req.engine.run(lambda: req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name))
+    return empty_response(200, {"location": f"/{req.bucket}"})
+
+
+async def delete_bucket(req: S3Request) -> Response:
+    await req.engine.run(req.store.delete_bucket, req.bucket)
+    return empty_response(204)
+
+
+async def head_bucket(req: S3Request) -> Response:
+    await req.engine.run(req.store.head_bucket, req.bucket)
+    return empty_response(200, {"x-amz-bucket-region": req.settings.region})
+
+
+async def get_location(req: S3Request) -> Response:
+    await req.engine.run(req.store.head_bucket, req.bucket)
+    # S3 reports us-east-1 as an empty constraint.
+    location = "" if req.settings.region == "us-east-1" else escape(req.settings.region)
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint xmlns="{S3_NS}">{location}</LocationConstraint>'
+    return xml_response(body.encode())
+
+
+def _max_keys(req: S3Request, name: str = "max-keys") -> int:
+    text = req.query.get(name)
+    if text is None:
+        return MAX_KEYS
+    if not text.isdigit():
+        raise S3.InvalidArgument(
+            "Provided max-keys not an integer or within integer range", ArgumentName=name, ArgumentValue=text
+        )
+    return min(int(text), MAX_KEYS)
+
+
+def _encoding(req: S3Request) -> str | None:
+    encoding = req.query.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3.InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
+    return encoding
+
+
+def _contents(req: S3Request, listing: Any, encoding: str | None, owner: bool) -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for info in listing.objects:
+        entry: dict[str, Any] = {
+            "Key": url_encode(info.key, encoding),
+            "LastModified": iso8601(info.modified),
+            "ETag": quote_etag(info.etag),
+            "Size": info.size,
+            "StorageClass": "STANDARD",
+        }
+        if owner:
+            entry["Owner"] = owner_of(req)
+        items.append(("Contents", entry))
+    for prefix in listing.common_prefixes:
+        items.append(("CommonPrefixes", {"Prefix": url_encode(prefix, encoding)}))
+    return items
+
+
+def encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(marker.encode("utf-8")).decode("ascii")
+
+
+def decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeError):
+        raise S3.InvalidArgument(
+            "The continuation token provided is incorrect", ArgumentName="continuation-token", ArgumentValue=token
+        ) from None
+
+
+async def list_objects_v2(req: S3Request) -> Response:
+    prefix = req.query.get("prefix", "")
+    delimiter = req.query.get("delimiter", "")
+    encoding = _encoding(req)
+    max_keys = _max_keys(req)
+    token = req.query.get("continuation-token")
+    start_after = req.query.get("start-after", "")
+    marker = max(start_after, decode_token(token)) if token is not None else start_after
+    listing = await req.engine.run(req.store.list_objects, req.bucket, prefix, delimiter, marker, max_keys)
+    fields: list[tuple[str, Any]] = [
+        ("Name", req.bucket),
+        ("Prefix", url_encode(prefix, encoding)),
+        ("Delimiter", url_encode(delimiter, encoding) if delimiter else None),
+        ("MaxKeys", max_keys),
+        ("EncodingType", encoding),
+        ("KeyCount", len(listing.objects) + len(listing.common_prefixes)),
+        ("IsTruncated", listing.truncated),
+        ("ContinuationToken", token),
+        ("NextContinuationToken", encode_token(listing.next_marker) if listing.truncated and listing.next_marker else None),
+        ("StartAfter", url_encode(start_after, encoding) if start_after else None),
+    ]
+    fields += _contents(req, listing, encoding, owner=req.query.get("fetch-owner") == "true")
+    return xml_response(build("ListBucketResult", fields))
+
+
+async def list_objects_v1(req: S3Request) -> Response:
+    prefix = req.query.get("prefix", "")
+    delimiter = req.query.get("delimiter", "")
+    encoding = _encoding(req)
+    max_keys = _max_keys(req)
+    marker = req.query.get("marker", "")
+    listing = await req.engine.run(req.store.list_objects, req.bucket, prefix, delimiter, marker, max_keys)
+    fields: list[tuple[str, Any]] = [
+        ("Name", req.bucket),
+        ("Prefix", url_encode(prefix, encoding)),
+        ("Marker", url_encode(marker, encoding)),
+        ("NextMarker", url_encode(listing.next_marker, encoding) if listing.truncated and listing.next_marker else None),
+        ("MaxKeys", max_keys),
+        ("Delimiter", url_encode(delimiter, encoding) if delimiter else None),
+        ("IsTruncated", listing.truncated),
+        ("EncodingType", encoding),
+    ]
+    fields += _contents(req, listing, encoding, owner=True)
+    return xml_response(build("ListBucketResult", fields))

@@ -1,0 +1,340 @@
+"""The object resource: Put/Get/Head/Delete/CopyObject and DeleteObjects.
+
+Bodies stream both ways: PUT feeds the engine from the receive channel
+(:mod:`s3sidecar.bodies`) and GET sends segment by segment, each read in a
+worker thread, so memory per request is a few segments whatever the size.
+Objects up to ``Settings.inline_get_bytes`` are opened and read in a single
+engine call, which keeps small GETs to one thread hop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import trio
+from starlette.responses import Response
+
+from objfs.store import ObjectInfo, Store
+from objfs.store import errors as E
+
+from .. import errors as S3
+from ..bridge import Engine, s3_error_for
+from ..conditional import check_read_conditions, parse_range
+from ..context import S3Request, decode_copy_source, empty_response, quote_etag, xml_response
+from ..xmlio import build, http_date, iso8601, parse_delete_objects
+
+CHECKSUM_PREFIX = "x-amz-checksum-"
+RESPONSE_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+
+
+def header_value(value: str) -> str:
+    """A header value HTTP can carry: non-Latin-1 text is sent RFC 2047-encoded, as S3 does."""
+    try:
+        value.encode("latin-1")
+        return value
+    except UnicodeEncodeError:
+        import base64
+
+        return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+
+
+def object_headers(info: ObjectInfo, *, checksums: bool) -> dict[str, str]:
+    """Response headers describing an object (GET and HEAD)."""
+    headers = {
+        "etag": quote_etag(info.etag),
+        "last-modified": http_date(info.modified),
+        "content-type": header_value(info.content_type),
+        "accept-ranges": "bytes",
+    }
+    for name, value in info.headers.items():
+        if name.startswith(CHECKSUM_PREFIX):
+            if checksums:
+                headers[name] = value
+                headers["x-amz-checksum-type"] = "FULL_OBJECT"
+        else:
+            headers[name] = header_value(value)
+    for name, value in info.metadata.items():
+        headers["x-amz-meta-" + name] = header_value(value)
+    if info.tags:
+        headers["x-amz-tagging-count"] = str(len(info.tags))
+    if info.version_id != "null":
+        headers["x-amz-version-id"] = info.version_id
+    if info.parts_count:
+        headers["x-amz-mp-parts-count"] = str(info.parts_count)
+    return headers
+
+
+class _Read:
+    """What a GET/HEAD resolved to: the object, the range, and the bytes or an open reader."""
+
+    def __init__(self, info: ObjectInfo, span: tuple[int, int] | None, data: bytes | None, reader: Any) -> None:
+        self.info = info
+        self.span = span
+        self.data = data
+        self.reader = reader
+
+
+def _open_for_read(req: S3Request, body: bool) -> _Read:
+    """In a worker thread: open, check conditions and range, and read small bodies at once."""
+    store: Store = req.store
+    version = req.query.get("versionId")
+    h = req.headers
+    reader = store.open_object(req.bucket, req.key, version) if body else None
+    try:
+        info = reader.info if reader is not None else store.head_object(req.bucket, req.key, version)
+        check_read_conditions(
+            info,
+            h.get("if-match"),
+            h.get("if-none-match"),
+            req.http_date_header("if-modified-since"),
+            req.http_date_header("if-unmodified-since"),
+        )
+        span = parse_range(h.get("range"), info.size)
+        data = None
+        if reader is not None:
+            start, end = span if span is not None else (0, info.size)
+            if end - start <= req.settings.inline_get_bytes:
+                data = b"".join(reader.iter_range(start, end))
+                reader.close()
+                reader = None
+        return _Read(info, span, data, reader)
+    except BaseException:
+        if reader is not None:
+            reader.close()
+        raise
+
+
+def _not_found(req: S3Request, exc: S3.S3Error) -> S3.S3Error:
+    cause = exc.__cause__
+    if isinstance(cause, E.NoSuchKey) and getattr(cause, "delete_marker", False):
+        exc.headers["x-amz-delete-marker"] = "true"
+    exc.fields.setdefault("Key", req.key or "")
+    return exc
+
+
+async def _resolve(req: S3Request, body: bool) -> _Read:
+    try:
+        return await req.engine.run(_open_for_read, req, body)
+    except (S3.NoSuchKey, S3.NoSuchVersion) as exc:
+        raise _not_found(req, exc) from exc.__cause__
+
+
+def _response_headers(req: S3Request, read: _Read) -> tuple[int, dict[str, str]]:
+    info = read.info
+    full = read.span is None
+    checksums = full and req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+    headers = object_headers(info, checksums=checksums)
+    start, end = read.span if read.span is not None else (0, info.size)
+    headers["content-length"] = str(end - start)
+    status = 200
+    if not full:
+        status = 206
+        headers["content-range"] = f"bytes {start}-{end - 1}/{info.size}"
+    for param, name in RESPONSE_OVERRIDES.items():
+        if param in req.query:
+            headers[name] = header_value(req.query[param])
+    return status, headers
+
+
+async def get_object(req: S3Request) -> Response:
+    read = await _resolve(req, body=True)
+    status, headers = _response_headers(req, read)
+    if read.data is not None:
+        return Response(read.data, status_code=status, headers=headers)
+    start, end = read.span if read.span is not None else (0, read.info.size)
+    return EngineStream(req.engine, read.reader, start, end, status, headers)
+
+
+async def head_object(req: S3Request) -> Response:
+    read = await _resolve(req, body=False)
+    status, headers = _response_headers(req, read)
+    return Response(b"", status_code=status, headers=headers)
+
+
+class EngineStream(Response):
+    """Sends ``reader``'s bytes ``[start, end)`` segment by segment; closes the reader whatever happens.
+
+    A read error mid-body (DataLoss) aborts the connection: the client sees a
+    short body, never wrong bytes.
+    """
+
+    def __init__(self, engine: Engine, reader: Any, start: int, end: int, status: int, headers: dict[str, str]) -> None:
+        self.engine = engine
+        self.reader = reader
+        self.start, self.end = start, end
+        self.status_code = status
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        chunks: Iterator[bytes] = self.reader.iter_range(self.start, self.end)
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if scope["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            while True:
+                chunk = await self.engine.run(next, chunks, None)
+                if chunk is None:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.engine.run(self.reader.close)
+
+
+def _put_args(req: S3Request) -> dict[str, Any]:
+    """Metadata of a new object from the request headers (PutObject, CreateMultipartUpload)."""
+    if_none_match = req.headers.get("if-none-match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3.S3NotImplemented("If-None-Match on writes supports only '*'")
+    return {
+        "content_type": req.headers.get("content-type") or None,
+        "metadata": req.user_metadata(),
+        "headers": req.standard_headers(),
+        "tags": req.tagging_header(),
+    }
+
+
+async def put_object(req: S3Request) -> Response:
+    args = _put_args(req)
+    md5 = req.content_md5()
+    body, payload, length = req.stream_body()
+    headers: dict[str, str] = args["headers"]
+
+    def verify() -> None:
+        body.finish()
+        # The engine builds the record after verify(): checksums land in its headers.
+        headers.update(payload.checksums)
+
+    def put() -> ObjectInfo:
+        return req.store.put_object(
+            req.bucket,
+            req.key,
+            body,
+            length=length,
+            content_md5=md5,
+            if_match=req.headers.get("if-match"),
+            if_none_match=req.headers.get("if-none-match") is not None,
+            principal=req.principal,
+            verify=verify,
+            **args,
+        )
+
+    info = await req.engine.run_upload(put)
+    out = {"etag": quote_etag(info.etag), **payload.checksums}
+    if info.version_id != "null":
+        out["x-amz-version-id"] = info.version_id
+    return empty_response(200, out)
+
+
+async def delete_object(req: S3Request) -> Response:
+    version = req.query.get("versionId")
+    try:
+        result = await req.engine.run(lambda: req.store.delete_object(req.bucket, req.key, version, principal=req.principal))
+    except S3.NoSuchKey:
+        return empty_response(204)  # S3 deletes are idempotent
+    headers = {}
+    if result.get("delete_marker"):
+        headers["x-amz-delete-marker"] = "true"
+    if result.get("version_id"):
+        headers["x-amz-version-id"] = result["version_id"]
+    return empty_response(204, headers)
+
+
+def _delete_many(req: S3Request, keys: list[tuple[str, str | None]]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    store: Store = req.store
+    for key, version in keys:
+        try:
+            result = store.delete_object(req.bucket, key, version, principal=req.principal)
+        except E.NoSuchKey:
+            result = {"version_id": None, "delete_marker": False}
+        except E.StoreError as exc:
+            err = s3_error_for(exc)
+            out.append(("Error", {"Key": key, "VersionId": version, "Code": err.code, "Message": err.message}))
+            continue
+        entry: dict[str, Any] = {"Key": key, "VersionId": version}
+        if result.get("delete_marker"):
+            entry["DeleteMarker"] = True
+            entry["DeleteMarkerVersionId"] = result.get("version_id")
+        out.append(("Deleted", entry))
+    return out
+
+
+async def delete_objects(req: S3Request) -> Response:
+    keys, quiet = parse_delete_objects(await req.small_body())
+    results = await req.engine.run(_delete_many, req, keys)
+    if quiet:
+        results = [(tag, value) for tag, value in results if tag == "Error"]
+    return xml_response(build("DeleteResult", results))
+
+
+def _directive(req: S3Request, name: str) -> str:
+    value = req.headers.get(name, "COPY").upper()
+    if value not in ("COPY", "REPLACE"):
+        raise S3.InvalidArgument(f"Unknown {name}", ArgumentName=name, ArgumentValue=value)
+    return value
+
+
+def copy_source(req: S3Request) -> tuple[str, str, str | None]:
+    """The copy source, after checking the key may read its bucket."""
+    bucket, key, version = decode_copy_source(req.headers["x-amz-copy-source"])
+    if not req.access.may_access(bucket):
+        raise S3.AccessDenied(f"This access key may not access bucket {bucket}")
+    return bucket, key, version
+
+
+async def copy_object(req: S3Request) -> Response:
+    src_bucket, src_key, src_version = copy_source(req)
+    replace = _directive(req, "x-amz-metadata-directive") == "REPLACE"
+    replace_tags = _directive(req, "x-amz-tagging-directive") == "REPLACE"
+    args = _put_args(req) if replace else {}
+    tags = (req.tagging_header() or {}) if replace_tags else None
+    if (src_bucket, src_key) == (req.bucket, req.key) and not replace and not replace_tags and src_version is None:
+        raise S3.InvalidRequest(
+            "This copy request is illegal because it is trying to copy an object to itself without changing the "
+            "object's metadata, storage class, website redirect location or encryption attributes."
+        )
+    h = req.headers
+    store: Store = req.store
+
+    def copy() -> ObjectInfo:
+        headers = args.get("headers")
+        if replace:
+            # The bytes do not change, so their checksum still holds.
+            src = store.head_object(src_bucket, src_key, src_version)
+            headers = {**{k: v for k, v in src.headers.items() if k.startswith(CHECKSUM_PREFIX)}, **(headers or {})}
+        return store.copy_object(
+            src_bucket,
+            src_key,
+            req.bucket,
+            req.key,
+            version_id=src_version,
+            replace_metadata=replace,
+            content_type=args.get("content_type"),
+            metadata=args.get("metadata"),
+            headers=headers,
+            tags=tags,
+            if_match=h.get("x-amz-copy-source-if-match"),
+            if_none_match=h.get("x-amz-copy-source-if-none-match"),
+            if_modified_since=req.http_date_header("x-amz-copy-source-if-modified-since"),
+            if_unmodified_since=req.http_date_header("x-amz-copy-source-if-unmodified-since"),
+            principal=req.principal,
+        )
+
+    info = await req.engine.run_upload(copy)
+    body = build("CopyObjectResult", {"LastModified": iso8601(info.modified), "ETag": quote_etag(info.etag)})
+    headers = {}
+    if src_version:
+        headers["x-amz-copy-source-version-id"] = src_version
+    return xml_response(body, headers=headers)
