@@ -576,12 +576,16 @@ class ObjectsMixin:
         if_none_match: str | None = None,
         if_modified_since: float | None = None,
         if_unmodified_since: float | None = None,
+        retention: dict[str, Any] | None = None,
+        legal_hold: bool = False,
         principal: Principal | None = None,
     ) -> ObjectInfo:
         """Copy an object's bytes into a new object (streamed, re-encoded).
 
         Metadata, content type and standard headers are copied unless
         ``replace_metadata``; the copy-source conditions are checked first.
+        ``retention`` and ``legal_hold`` apply to the new version as in
+        :meth:`put_object` (the source's lock is never copied, as in S3).
         """
         with self.open_object(src_bucket, src_key, version_id) as reader:
             src = reader.info
@@ -607,5 +611,7 @@ class ObjectsMixin:
                 tags=src.tags if tags is None else tags,
                 posix=src.posix if not replace_metadata else None,
                 xattrs=src.xattrs,
+                retention=retention,
+                legal_hold=legal_hold,
                 principal=principal,
             )

@@ -240,6 +240,7 @@ def test_memory_stays_bounded_for_a_large_object(store_path: Path, tmp_path: Pat
         import resource, sys
         from objfs.cli import main
         main(["put", sys.argv[1], "pacs/big", sys.argv[2]])
+        print("after put", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         main(["get", sys.argv[1], "pacs/big", sys.argv[3]])
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         """
@@ -249,7 +250,7 @@ def test_memory_stays_bounded_for_a_large_object(store_path: Path, tmp_path: Pat
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", script, str(store_path), str(source), str(tmp_path / "back.bin")], env=env, capture_output=True, check=True)
     max_rss_kib = int(out.stdout.split()[-1])
-    assert max_rss_kib < 200 * 1024, f"peak RSS {max_rss_kib} KiB"
+    assert max_rss_kib < 200 * 1024, f"peak RSS {max_rss_kib} KiB ({out.stdout.decode().strip()})"
     with open(source, "rb") as a, open(tmp_path / "back.bin", "rb") as b:
         assert hashlib.sha256(a.read()).digest() == hashlib.sha256(b.read()).digest()
 
