@@ -15,6 +15,7 @@ worker threads. Engine errors propagate; the caller maps them to errno.
 from __future__ import annotations
 
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +125,19 @@ def meta_xattrs(info: ObjectInfo) -> dict[str, bytes]:
         if isinstance(value, (str, int, float)):
             out[f"{META_XATTR}dicom.{name}"] = str(value).encode()
     if info.retention:
-        out[META_XATTR + "retention"] = f"{info.retention.get('mode')} {info.retention.get('until')}".encode()
+        out[META_XATTR + "retention"] = retention_text(info.retention).encode()
     if info.legal_hold:
-        out[META_XATTR + "legal_hold"] = b"ON"
+        out[META_XATTR + "legal_hold"] = b"ON"  # absent when there is no hold
     return out
+
+
+def retention_text(retention: dict[str, Any]) -> str:
+    """A retention as ``MODE YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds), e.g. ``COMPLIANCE 2033-11-28T23:59:59Z``.
+
+    Stable for a given retention, whatever the mount's time zone, so scripts
+    may compare it; the date is the stored retain-until cut to the second,
+    shown as set even after it has passed (the record's history, not a
+    verdict: whether the file is locked now is what EPERM says).
+    """
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(retention["until"])))
+    return f"{retention['mode']} {until}"

@@ -6,6 +6,15 @@ writes in :mod:`.spool`, inode numbers in :mod:`.inodes`, errno in
 (``trio.to_thread.run_sync`` under one CapacityLimiter) and every engine
 error becomes a ``FUSEError`` here, at the edge.
 
+WORM and audit: every engine call made for a request carries the
+requesting process as its :class:`~objfs.store.Principal`
+(``fuse:uid=U,pid=P``), so the engine's audit trail names who wrote,
+renamed, deleted or opened a file. A retained or held version refuses every
+change that would alter or hide it (unlink, rename, truncate, open for
+writing, attribute and xattr changes) with EPERM, decided by the engine's
+clock (:meth:`Store.lock_state`), and each refusal is an audit line
+(outcome ``denied``). Reads are audited once per open, never per read().
+
 Consistency: attributes and entries are cached by the kernel for at most
 :data:`TIMEOUT` seconds and file pages are dropped at every open, so what
 another front writes is visible here within a second; what is written here
@@ -28,12 +37,13 @@ from typing import Any
 import pyfuse3
 import trio
 
-from objfs.store import ObjectReader, PreconditionFailed, Store
+from objfs.store import ObjectInfo, ObjectReader, PreconditionFailed, Principal, Store
 from objfs.store.names import check_key
 
 from . import namespace as ns
 from .errors import fuse_error
 from .inodes import DIR, FILE, LINK, ROOT_INODE, Inode, InodeTable, join_path, split_path
+from .principal import principal_of
 from .spool import Spool, attrs_of
 from .xattrs import XattrOps
 
@@ -55,6 +65,8 @@ class Handle:
     inode: Inode
     writable: bool
     append: bool
+    #: The process that opened it: its commits (flush, fsync, last close) are in its name.
+    principal: Principal
     reader: ObjectReader | None = None
     cache: tuple[int, bytes] = (0, b"")
     lock: trio.Lock = field(default_factory=trio.Lock)
@@ -232,6 +244,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         node = self.inodes.get(inode)
         st = await self._stat_inode(node)
+        principal = principal_of(ctx)
         now = time.time_ns()
         change: dict[str, int] = {}
         if fields.update_mode:
@@ -246,16 +259,19 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             change["atime_ns"] = attr.st_atime_ns
         if change or fields.update_size:
             change["ctime_ns"] = now
+            # Checked before anything changes, so a refused chmod leaves no trace in an open
+            # spool either (POSIX attributes of a locked version are frozen, as by chattr +i).
+            await self._refuse_if_locked(st.info, "write" if fields.update_size else "setattr", principal)
         if fields.update_size:
             if node.kind != FILE:
                 raise pyfuse3.FUSEError(errno.EISDIR if node.kind == DIR else errno.EINVAL)
-            await self._truncate(node, st, attr.st_size)
+            await self._truncate(node, st, attr.st_size, principal)
         if change:
-            await self._set_posix(node, st, change)
+            await self._set_posix(node, st, change, principal)
         return await self.getattr(inode, ctx)
 
-    async def _truncate(self, node: Inode, st: ns.Stat, size: int) -> None:
-        self._check_writable(st)
+    async def _truncate(self, node: Inode, st: ns.Stat, size: int, principal: Principal) -> None:
+        """Cut or extend the file; a file nobody has open is committed at once. Lock checked by the caller."""
         spool = self.spools.get(node.ino)
         if spool is not None:
             async with spool.lock:
@@ -270,12 +286,12 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             if size:
                 await self._run(spool.load, self.store)
             spool.truncate(size)
-            await self._commit(node)
+            await self._commit(node, principal)
         finally:
             self.spools.pop(node.ino, None)
             spool.close()
 
-    async def _set_posix(self, node: Inode, st: ns.Stat, change: dict[str, int]) -> None:
+    async def _set_posix(self, node: Inode, st: ns.Stat, change: dict[str, int], principal: Principal) -> None:
         spool = self.spools.get(node.ino)
         if spool is not None:
             spool.posix.update(change)
@@ -288,12 +304,12 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             return  # buckets and the root carry no POSIX attributes: accept, as rsync -a expects
         if node.kind == DIR:
             if st.explicit:
-                await self._run(self.store.update_object, bucket, key + "/", posix=change)
+                await self._run(self.store.update_object, bucket, key + "/", posix=change, principal=principal)
             else:
                 posix = dict(attrs_of(st.posix), **change)
-                await self._run(self.store.put_object, bucket, key + "/", b"", posix=posix)
+                await self._run(self.store.put_object, bucket, key + "/", b"", posix=posix, principal=principal)
             return
-        await self._run(self.store.update_object, bucket, key, posix=change)
+        await self._run(self.store.update_object, bucket, key, posix=change, principal=principal)
 
     # -- directories ----------------------------------------------------------------
 
@@ -350,15 +366,18 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         path = self._child(parent_inode, name)
         bucket, key = split_path(path)
+        principal = principal_of(ctx)
         if not key:
-            await self._run(self.store.create_bucket, bucket, owner=str(ctx.uid))
+            await self._run(self.store.create_bucket, bucket, owner=str(ctx.uid), principal=principal)
         else:
             if await self._stat(path) is not None:
                 raise pyfuse3.FUSEError(errno.EEXIST)
             posix = {"mode": stat.S_IFDIR | stat.S_IMODE(mode), "uid": ctx.uid, "gid": ctx.gid}
             try:
                 await trio.to_thread.run_sync(
-                    functools.partial(self.store.put_object, bucket, key + "/", b"", posix=posix, if_none_match=True),
+                    functools.partial(
+                        self.store.put_object, bucket, key + "/", b"", posix=posix, if_none_match=True, principal=principal
+                    ),
                     limiter=self.limiter,
                 )
             except PreconditionFailed:
@@ -370,10 +389,11 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         path = self._child(parent_inode, name)
         bucket, key = split_path(path)
+        principal = principal_of(ctx)
         if any(self._pending(i) for i in self.inodes.under(path)):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         if not key:
-            await self._run(self.store.delete_bucket, bucket)
+            await self._run(self.store.delete_bucket, bucket, principal=principal)
         else:
             st = await self._stat(path)
             if st is None:
@@ -383,7 +403,9 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             if await self._run(ns.has_children, self.store, path):
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
             if st.explicit:
-                await self._run(self.store.delete_object, bucket, key + "/")
+                # A marker made in a bucket with default retention is a retained object too.
+                await self._refuse_if_locked(st.info, "delete", principal)
+                await self._run(self.store.delete_object, bucket, key + "/", principal=principal)
         self._free(self.inodes.unlink(path))
 
     # -- names ----------------------------------------------------------------------
@@ -393,6 +415,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         bucket, key = split_path(path)
         if not key:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        principal = principal_of(ctx)
         inode = self.inodes.find(path)
         if self._pending(inode) is None:
             st = await self._stat(path)
@@ -400,7 +423,10 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOENT)
             if st.kind == DIR:
                 raise pyfuse3.FUSEError(errno.EISDIR)
-            self._check_writable(st)
+            # The engine would accept this delete in a locked (hence versioned) bucket as a
+            # delete marker, keeping the version; the file would still vanish from the
+            # mount, which WORM on a filesystem forbids. So the mount refuses it itself.
+            await self._refuse_if_locked(st.info, "delete", principal)
             if inode is not None and inode.opens and inode.kind == FILE:
                 # Still open: keep the bytes in the spool so the handles outlive the name.
                 spool = self.spools.get(inode.ino)
@@ -410,7 +436,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
                     )
                 async with spool.lock:
                     await self._run(spool.load, self.store)
-            await self._run(self.store.delete_object, bucket, key)
+            await self._run(self.store.delete_object, bucket, key, principal=principal)
         self._free(self.inodes.unlink(path))
 
     async def rename(
@@ -430,13 +456,19 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         (bucket, src), (dst_bucket, dst) = split_path(old), split_path(new)
         if bucket != dst_bucket or not src or not dst:
             raise pyfuse3.FUSEError(errno.EXDEV)  # buckets are separate filesystems to mv
+        principal = principal_of(ctx)
         st = await self._stat(old)
         if st is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        self._check_writable(st)
+        if st.kind != DIR:
+            # A directory's locked members (and its marker) are refused by the engine's
+            # rename_prefix, in one transaction: nothing moves unless everything may.
+            await self._refuse_if_locked(st.info, "rename", principal)
         target = await self._stat(new)
         if target is not None and no_replace:
             raise pyfuse3.FUSEError(errno.EEXIST)
+        if target is not None and target.kind != DIR:
+            await self._refuse_if_locked(target.info, "rename", principal)  # replacing it would hide it
         if st.kind == DIR:
             if target is not None:
                 if target.kind != DIR:
@@ -444,16 +476,17 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
                 if await self._run(ns.has_children, self.store, new):
                     raise pyfuse3.FUSEError(errno.ENOTEMPTY)
                 if target.explicit:
-                    await self._run(self.store.delete_object, bucket, dst + "/")
-            await self._run(self.store.rename_prefix, bucket, src + "/", dst + "/")
+                    await self._refuse_if_locked(target.info, "rename", principal)
+                    await self._run(self.store.delete_object, bucket, dst + "/", principal=principal)
+            await self._run(self.store.rename_prefix, bucket, src + "/", dst + "/", principal=principal)
         else:
             if target is not None and target.kind == DIR:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             if self._pending(self.inodes.find(old)) is not None:
                 if target is not None and self._pending(self.inodes.find(new)) is None:
-                    await self._run(self.store.delete_object, bucket, dst)  # the rename replaces it
+                    await self._run(self.store.delete_object, bucket, dst, principal=principal)  # the rename replaces it
             else:
-                await self._run(self.store.rename_object, bucket, src, dst, no_replace=no_replace)
+                await self._run(self.store.rename_object, bucket, src, dst, no_replace=no_replace, principal=principal)
         for gone in self.inodes.rename(old, new, directory=st.kind == DIR):
             self._free(gone)
 
@@ -467,7 +500,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         if await self._stat(path) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
         posix = {"mode": stat.S_IFLNK | 0o777, "uid": ctx.uid, "gid": ctx.gid}
-        await self._run(self.store.put_object, bucket, key, bytes(target), posix=posix)
+        await self._run(self.store.put_object, bucket, key, bytes(target), posix=posix, principal=principal_of(ctx))
         return await self.lookup(parent_inode, name, ctx)
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -478,15 +511,42 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
 
     # -- files ------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_writable(st: ns.Stat) -> None:
-        """WORM: a retained or held object refuses writes, truncation, rename and unlink."""
-        info = st.info
+    async def _refuse_if_locked(self, info: ObjectInfo | None, action: str, principal: Principal) -> None:
+        """WORM: raise EPERM if ``info``'s version is retained or held now, after auditing the refusal.
+
+        The engine decides (:meth:`Store.lock_state`, on the engine's clock,
+        which is the one the WORM rules and tests move), so the mount can
+        never release a file earlier or later than S3 or the CLI would.
+        ``info`` is None for a file that exists only on this mount (nothing
+        committed, nothing retained). The refusal is a durable ``denied``
+        audit line, as the engine writes for the refusals it makes itself;
+        if the audit log cannot be written the request is refused all the same.
+        """
         if info is None:
             return
-        retention = info.retention
-        if info.legal_hold or (retention and retention.get("until", 0) > time.time()):
-            raise pyfuse3.FUSEError(errno.EPERM)
+        reason = self.store.lock_state(info)  # no I/O: a look at the record and the clock
+        if reason is None:
+            return
+        try:
+            await self._run(
+                self.store.record_audit,
+                action,
+                principal,
+                "denied",
+                True,
+                bucket=info.bucket,
+                key=info.key,
+                version=info.version_id,
+                detail=f"{info.bucket}/{info.key} is locked ({reason})",
+            )
+        except pyfuse3.FUSEError as exc:
+            log.error("could not audit a refused %s of %s/%s: %s", action, info.bucket, info.key, os.strerror(exc.errno))
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    async def _audit_read(self, path: str, version: str | None, principal: Principal) -> None:
+        """One non-durable ``read`` audit line, for opens that do not go through ``open_object``."""
+        bucket, key = split_path(path)
+        await self._run(self.store.record_audit, "read", principal, "ok", False, bucket=bucket, key=key, version=version)
 
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
@@ -510,12 +570,12 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             old.close()
         self.spools[inode.ino] = spool = Spool(self.store.spool_dir, inode.ino, base=None, posix=posix)
         inode.lookups += 1
-        info = self._open_handle(inode, flags, spool)
+        info = self._open_handle(inode, flags, spool, principal_of(ctx))
         return info, self._attrs(inode, self._spool_stat(spool))
 
-    def _open_handle(self, inode: Inode, flags: int, spool: Spool | None) -> pyfuse3.FileInfo:
+    def _open_handle(self, inode: Inode, flags: int, spool: Spool | None, principal: Principal) -> pyfuse3.FileInfo:
         writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
-        handle = Handle(inode, writable, bool(flags & os.O_APPEND))
+        handle = Handle(inode, writable, bool(flags & os.O_APPEND), principal)
         if writable and spool is not None:
             spool.handles += 1
         inode.opens += 1
@@ -525,28 +585,53 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        """Open a file; a read of a stored object is one ``read`` audit line naming the caller.
+
+        Opening for writing (O_WRONLY, O_RDWR; O_TRUNC and O_APPEND imply
+        it) a retained or held version is EPERM, checked against the
+        current version in the store, not a cached one.
+        """
         node = self.inodes.get(inode)
         if node.kind != FILE:
             raise pyfuse3.FUSEError(errno.EISDIR if node.kind == DIR else errno.ELOOP)
-        writable = flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+        principal = principal_of(ctx)
+        access = flags & os.O_ACCMODE
+        writable = access in (os.O_WRONLY, os.O_RDWR)
         spool = self.spools.get(node.ino)
         reader = None
-        if spool is None and not node.unlinked:
+        if node.unlinked:
+            if spool is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+        elif writable:
             assert node.path is not None
             st = await self._stat(node.path)
-            if st is None or st.kind != FILE or st.info is None:
+            if spool is None and (st is None or st.kind != FILE or st.info is None):
                 raise pyfuse3.FUSEError(errno.ENOENT)
-            if writable:
-                self._check_writable(st)
+            if st is not None and st.kind == FILE:
+                # Also when another handle already writes here: that one opened before the
+                # lock was placed, a new writer may not.
+                await self._refuse_if_locked(st.info, "write", principal)
+            if spool is None:
+                assert st is not None
                 spool = self.spools[node.ino] = Spool(self.store.spool_dir, node.ino, base=st.info, posix=attrs_of(st.posix))
-            else:
-                reader = await self._run(self.store.open_record, st.info.record)
-        if spool is None and reader is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            if access == os.O_RDWR:
+                await self._audit_read(node.path, st.info.version_id if st and st.info else None, principal)
+        elif spool is None:
+            assert node.path is not None
+            # The engine's audited open: one head, one audit line, the reader the handle keeps.
+            reader = await self._run(self.store.open_object, *split_path(node.path), principal=principal)
+            if ns.stat_of_info(reader.info).kind != FILE:  # replaced by a symlink meanwhile
+                await self._run(reader.close)
+                raise pyfuse3.FUSEError(errno.ENOENT)
+        else:
+            # Being written on this mount: reads come from the spool (or its base), not open_object.
+            assert node.path is not None
+            base = spool.base
+            await self._audit_read(node.path, base.version_id if base is not None else None, principal)
         if writable and flags & os.O_TRUNC and spool is not None:
             async with spool.lock:
                 spool.truncate(0)
-        info = self._open_handle(node, flags, spool if writable else None)
+        info = self._open_handle(node, flags, spool if writable else None, principal)
         self.handles[info.fh].reader = reader
         return info
 
@@ -603,8 +688,12 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
                 await self._run(spool.load, self.store)
         return spool.write(spool.size if handle.append else off, buf)
 
-    async def _commit(self, inode: Inode) -> None:
-        """Store the inode's spool as its object if it changed. Durable when it returns."""
+    async def _commit(self, inode: Inode, principal: Principal) -> None:
+        """Store the inode's spool as its object if it changed. Durable when it returns.
+
+        ``principal`` is the process that opened the handle being flushed,
+        fsynced or closed: the audit line of the write names it.
+        """
         spool = self.spools.get(inode.ino)
         if spool is None or inode.unlinked or inode.path is None:
             return
@@ -616,7 +705,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             bucket, key = split_path(inode.path)
             spool.dirty = False
             try:
-                await self._run(spool.commit, self.store, bucket, key, spool.size)
+                await self._run(spool.commit, self.store, bucket, key, spool.size, principal=principal)
             except BaseException:
                 spool.dirty = spool.failed = True
                 raise
@@ -625,12 +714,12 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         # close() returns what flush returns: a failed commit must surface here.
         handle = self.handles[fh]
         if handle.writable:
-            await self._commit(handle.inode)
+            await self._commit(handle.inode, handle.principal)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self.handles[fh]
         if handle.writable:
-            await self._commit(handle.inode)
+            await self._commit(handle.inode, handle.principal)
 
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)
@@ -643,7 +732,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
             if spool.handles == 0 and not inode.unlinked:
                 if spool.dirty and not spool.failed:
                     try:
-                        await self._commit(inode)
+                        await self._commit(inode, handle.principal)
                     except pyfuse3.FUSEError as exc:
                         log.error("commit of %s on last close failed: %s", inode.path, os.strerror(exc.errno))
                 if not spool.dirty or spool.failed:

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from objfs.store import NoSuchKey, ObjectInfo, Store
+from objfs.store import NoSuchKey, ObjectInfo, Principal, Store
 
 COPY_CHUNK = 4 << 20
 
@@ -125,10 +125,12 @@ class Spool:
 
     # -- commit ------------------------------------------------------------------
 
-    def commit(self, store: Store, bucket: str, key: str, length: int) -> ObjectInfo:
+    def commit(self, store: Store, bucket: str, key: str, length: int, *, principal: Principal | None = None) -> ObjectInfo:
         """Store the first ``length`` bytes as ``bucket/key`` (blocking; worker thread).
 
-        Durable when it returns (see ``Store.put_object``). The S3 metadata,
+        Durable when it returns (see ``Store.put_object``); the write is
+        audited in the name of ``principal``. A bucket's default retention
+        applies to the new version as to any other put. The S3 metadata,
         content type and xattrs of the object being replaced are kept: an
         edit through the mount changes the bytes, not what other fronts said
         about the object.
@@ -155,6 +157,7 @@ class Spool:
             content_type=old.content_type if old is not None else None,
             metadata=old.metadata if old is not None else None,
             headers=old.headers if old is not None else None,
+            principal=principal,
         )
         self.base = info
         self.xattrs.clear()

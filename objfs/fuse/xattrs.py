@@ -5,7 +5,10 @@ index only). The object's own metadata -- ETag, version, content type, S3
 user metadata, DICOM tags, retention -- is readable under ``user.objfs.``
 and read-only there (EPERM): FUSE passes every namespace through, but
 ``user.`` is the one tools such as ``getfattr -d`` and ``rsync -X`` show
-and copy. Other namespaces (``security.``, ``trusted.``, ``system.``) are
+and copy. Changing a ``user.*`` attribute of a retained or held version is
+EPERM on the mount (the engine itself would accept it, as S3 does for
+tags), because on a filesystem an xattr is part of the file that WORM
+freezes. Other namespaces (``security.``, ``trusted.``, ``system.``) are
 not stored: ENOATTR on read, ENOTSUP on write.
 """
 
@@ -15,8 +18,11 @@ import errno
 
 import pyfuse3
 
+from objfs.store import Principal
+
 from . import namespace as ns
 from .inodes import DIR, Inode, split_path
+from .principal import principal_of
 from .spool import attrs_of
 
 ENOATTR = pyfuse3.ENOATTR
@@ -63,21 +69,22 @@ class XattrOps:
         return [name.encode() for name in await self._xattrs(self.inodes.get(inode))]
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._change_xattr(self.inodes.get(inode), name, bytes(value))
+        await self._change_xattr(self.inodes.get(inode), name, bytes(value), principal_of(ctx))
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         node = self.inodes.get(inode)
         if name.decode("utf-8", "surrogateescape") not in await self._xattrs(node):
             raise pyfuse3.FUSEError(ENOATTR)
-        await self._change_xattr(node, name, None)
+        await self._change_xattr(node, name, None, principal_of(ctx))
 
-    async def _change_xattr(self, node: Inode, raw: bytes, value: bytes | None) -> None:
+    async def _change_xattr(self, node: Inode, raw: bytes, value: bytes | None, principal: Principal) -> None:
         name = raw.decode("utf-8", "surrogateescape")
         if name.startswith(ns.META_XATTR):
             raise pyfuse3.FUSEError(errno.EPERM)  # object metadata is read-only here
         if not name.startswith("user."):
             raise pyfuse3.FUSEError(errno.ENOTSUP)
         st = await self._stat_inode(node)
+        await self._refuse_if_locked(st.info, "setattr", principal)  # before the spool records it
         spool = self.spools.get(node.ino)
         if spool is not None:
             spool.xattrs[name] = value
@@ -87,5 +94,5 @@ class XattrOps:
         if target is None:
             raise pyfuse3.FUSEError(errno.ENOTSUP)
         if node.kind == DIR and not st.explicit:
-            await self._run(self.store.put_object, *target, b"", posix=attrs_of(dict(st.posix)))
-        await self._run(self.store.update_object, *target, xattrs={name: value})
+            await self._run(self.store.put_object, *target, b"", posix=attrs_of(dict(st.posix)), principal=principal)
+        await self._run(self.store.update_object, *target, xattrs={name: value}, principal=principal)

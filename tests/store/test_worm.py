@@ -191,3 +191,9 @@ def test_lock_headers_need_an_object_lock_bucket(store: Store) -> None:
     with pytest.raises(InvalidArgument):
         store.put_object("plain", "k", b"x", legal_hold=True)
     assert store.list_objects("plain").objects == []
+
+
+def test_directory_markers_do_not_take_the_default_retention(locked: Store) -> None:
+    locked.put_lock_configuration("worm", "COMPLIANCE", days=1, principal=ADMIN)
+    assert locked.put_object("worm", "study/", b"").retention is None
+    assert locked.put_object("worm", "study/1.dcm", b"x").retention is not None
