@@ -37,7 +37,7 @@ from .auth import Authenticator, authorize, principal_of
 from .bodies import BodySource, drain
 from .bridge import Engine
 from .context import XML, S3Request
-from .handlers import buckets, multipart, objects, service, tagging
+from .handlers import buckets, lock, multipart, objects, service, tagging, versioning
 from .settings import STORE_ENV, Settings
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,14 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate acl analytics attributes cors encryption intelligent-tiering inventory legal-hold lifecycle logging "
-    "metrics notification object-lock ownershipControls policy policyStatus publicAccessBlock replication "
-    "requestPayment restore retention select torrent versioning versions website".split()
+    "accelerate acl analytics attributes cors encryption intelligent-tiering inventory lifecycle logging "
+    "metrics notification ownershipControls policy policyStatus publicAccessBlock replication "
+    "requestPayment restore select torrent website".split()
 )
+# Subresources of one level only: on the other level they would otherwise
+# fall through to a different operation (PUT /bucket?retention is not CreateBucket).
+BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock"))
+OBJECT_ONLY = frozenset(("retention", "legal-hold"))
 
 METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
 
@@ -73,7 +77,15 @@ def resolve(method: str, bucket: str | None, key: str | None, query: dict[str, s
             return Operation("ListBuckets", service.list_buckets)
         raise S3.MethodNotAllowed()
     if key is None:
+        if OBJECT_ONLY.intersection(query):
+            raise S3.MethodNotAllowed()
         if method == "GET":
+            if "versioning" in query:
+                return Operation("GetBucketVersioning", versioning.get_versioning)
+            if "versions" in query:
+                return Operation("ListObjectVersions", versioning.list_versions)
+            if "object-lock" in query:
+                return Operation("GetObjectLockConfiguration", lock.get_lock_configuration)
             if "location" in query:
                 return Operation("GetBucketLocation", buckets.get_location)
             if "uploads" in query:
@@ -84,14 +96,24 @@ def resolve(method: str, bucket: str | None, key: str | None, query: dict[str, s
         if method == "HEAD":
             return Operation("HeadBucket", buckets.head_bucket)
         if method == "PUT":
+            if "versioning" in query:
+                return Operation("PutBucketVersioning", versioning.put_versioning, write=True)
+            if "object-lock" in query:
+                return Operation("PutObjectLockConfiguration", lock.put_lock_configuration, write=True)
             return Operation("CreateBucket", buckets.create_bucket, write=True)
         if method == "DELETE":
             return Operation("DeleteBucket", buckets.delete_bucket, write=True)
         if method == "POST" and "delete" in query:
             return Operation("DeleteObjects", objects.delete_objects, write=True)
         raise S3.MethodNotAllowed()
+    if BUCKET_ONLY.intersection(query):
+        raise S3.MethodNotAllowed()
     copy = "x-amz-copy-source" in headers
     if method == "GET":
+        if "retention" in query:
+            return Operation("GetObjectRetention", lock.get_retention)
+        if "legal-hold" in query:
+            return Operation("GetObjectLegalHold", lock.get_legal_hold)
         if "tagging" in query:
             return Operation("GetObjectTagging", tagging.get_tagging)
         if "uploadId" in query:
@@ -100,6 +122,10 @@ def resolve(method: str, bucket: str | None, key: str | None, query: dict[str, s
     if method == "HEAD":
         return Operation("HeadObject", objects.head_object)
     if method == "PUT":
+        if "retention" in query:
+            return Operation("PutObjectRetention", lock.put_retention, write=True)
+        if "legal-hold" in query:
+            return Operation("PutObjectLegalHold", lock.put_legal_hold, write=True)
         if "tagging" in query:
             return Operation("PutObjectTagging", tagging.put_tagging, write=True)
         if "uploadId" in query or "partNumber" in query:

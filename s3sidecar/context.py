@@ -56,6 +56,21 @@ class S3Request:
     def store(self) -> Any:
         return self.engine.store
 
+    def version_id(self) -> str | None:
+        """The ``versionId`` query parameter; None when absent, InvalidArgument when empty (as S3)."""
+        version = self.query.get("versionId")
+        if version == "":
+            raise S3.InvalidArgument("Version id cannot be the empty string", ArgumentName="versionId", ArgumentValue="")
+        return version
+
+    def bypass_governance(self) -> bool:
+        """Whether the client asks to bypass GOVERNANCE retention.
+
+        Only a request, not a right: the engine honours it only for keys
+        created with the bypass-governance permission.
+        """
+        return self.headers.get("x-amz-bypass-governance-retention", "").strip().lower() == "true"
+
     # -- bodies ---------------------------------------------------------------
 
     def declared_length(self, *, required: bool) -> int | None:

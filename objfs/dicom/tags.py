@@ -33,6 +33,8 @@ from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from .matching import ATTRS_BY_LEVEL, LEVELS
+
 __all__ = [
     "INDEXED_TAGS",
     "REQUIRED_UIDS",
@@ -46,24 +48,7 @@ __all__ = [
 #: Keywords read from the dataset (TransferSyntaxUID comes from file meta).
 INDEXED_TAGS: tuple[str, ...] = (
     "SpecificCharacterSet",
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "StudyDescription",
-    "ReferringPhysicianName",
-    "ModalitiesInStudy",
-    "SeriesInstanceUID",
-    "Modality",
-    "SeriesNumber",
-    "SeriesDescription",
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "InstanceNumber",
+    *(keyword for level in LEVELS for keyword in ATTRS_BY_LEVEL[level]),
     "TransferSyntaxUID",
 )
 REQUIRED_UIDS: tuple[str, ...] = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")

@@ -10,6 +10,7 @@ rebuilding from parity when up to m frames of a segment are lost or corrupt.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .codec import get_codec
 from .drives import Drive, rendezvous_order
-from .errors import DataLoss, InsufficientDrives, NoSpace
+from .errors import BadDigest, DataLoss, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, read_frame
 
 if TYPE_CHECKING:
@@ -123,17 +124,49 @@ class BlobWriter:
             self._encode(bytes(self._buffer[:seg]))
             del self._buffer[:seg]
 
-    def write_from(self, source: BinaryIO, limit: int | None = None) -> None:
-        """Copy a stream in, reading one segment at a time (bounded memory)."""
-        remaining = limit
+    def ingest(
+        self,
+        source: BinaryIO,
+        length: int | None = None,
+        *,
+        content_md5: bytes | None = None,
+        verify: Any = None,
+        head_bytes: int = 0,
+    ) -> tuple[str, bytes]:
+        """Stream ``source`` in one segment at a time (bounded memory) and encode all of it.
+
+        The MD5 of each chunk is computed in the I/O pool while the chunk is
+        encoded. Returns (MD5 hex, the first ``head_bytes`` bytes). Raises
+        IncompleteBody when the stream ends short of ``length``, BadDigest when
+        ``content_md5`` differs, and whatever ``verify()`` raises; nothing is
+        durable until :meth:`finish`.
+        """
+        md5 = hashlib.md5()
+        head = bytearray()
+        hashing = None
+        remaining = length
         while remaining is None or remaining > 0:
-            want = self.segment_size if remaining is None else min(self.segment_size, remaining)
-            chunk = source.read(want)
+            chunk = source.read(self.segment_size if remaining is None else min(self.segment_size, remaining))
             if not chunk:
                 break
+            if hashing is not None:
+                hashing.result()
+            hashing = self.store.io_pool.submit(md5.update, chunk)
+            if len(head) < head_bytes:
+                head += chunk[: head_bytes - len(head)]
             self.write(chunk)
             if remaining is not None:
                 remaining -= len(chunk)
+        if hashing is not None:
+            hashing.result()
+        if remaining:
+            raise IncompleteBody(f"the body ended {remaining} bytes short of its declared length")
+        if content_md5 is not None and md5.digest() != content_md5:
+            raise BadDigest("the Content-MD5 does not match the body")
+        if verify is not None:
+            verify()
+        self.end_data()
+        return md5.hexdigest(), bytes(head)
 
     def end_data(self) -> None:
         """Encode the last, partial segment: :attr:`size` is final afterwards."""

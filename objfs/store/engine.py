@@ -31,7 +31,6 @@ from .index import Index, Txn, bucket_prefix
 from .listing import ListingMixin
 from .multipart import MultipartMixin
 from .names import check_bucket_name
-from .memory import bound_malloc
 from .objects import ObjectsMixin
 from .rebuild import BUCKETS_DIR
 from .renames import RenamesMixin
@@ -71,7 +70,6 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
     """An open objfs store."""
 
     def __init__(self, config: StoreConfig, *, io_threads: int = 32) -> None:
-        bound_malloc()
         self.config = config
         self.root = config.root
         self.clock = Clock()

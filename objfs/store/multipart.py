@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .audit import audited
 from .blobs import BlobReader, BlobWriter, new_id
 from .errors import (
-    BadDigest,
     EntityTooSmall,
-    IncompleteBody,
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
@@ -108,28 +106,12 @@ class MultipartMixin:
         self.get_upload(upload_id)
         writer = BlobWriter(self, self.config.hot.name)
         try:
-            md5 = hashlib.md5()
-            remaining = length
-            while remaining is None or remaining > 0:
-                chunk = body.read(writer.segment_size if remaining is None else min(writer.segment_size, remaining))
-                if not chunk:
-                    break
-                md5.update(chunk)
-                writer.write(chunk)
-                if remaining is not None:
-                    remaining -= len(chunk)
-            if remaining:
-                raise IncompleteBody(f"the part ended {remaining} bytes short of its declared length")
-            if content_md5 is not None and md5.digest() != content_md5:
-                raise BadDigest("the Content-MD5 does not match the part")
-            if verify is not None:
-                verify()
-            writer.end_data()
+            etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
             desc = writer.finish({"upload": upload_id, "part": number})
         except BaseException:
             writer.discard()
             raise
-        part = {"number": number, "etag": md5.hexdigest(), "size": desc["size"], "blob": desc, "created": self.clock.now()}
+        part = {"number": number, "etag": etag, "size": desc["size"], "blob": desc, "created": self.clock.now()}
         old = None
         try:
             with self.index.write() as txn:

@@ -7,7 +7,6 @@ holding its bytes. Records are built here and nowhere else.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 from collections.abc import Iterator
@@ -17,8 +16,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .audit import audited
 from .blobs import BlobReader, BlobWriter, delete_blob_files, new_id
 from .errors import (
-    BadDigest,
-    IncompleteBody,
     InvalidArgument,
     NoSuchBucket,
     NoSuchKey,
@@ -245,37 +242,13 @@ class ObjectsMixin:
             raise InvalidArgument("retention mode must be GOVERNANCE or COMPLIANCE")
         writer = BlobWriter(self, self.config.hot.name)
         try:
-            md5 = hashlib.md5()
-            head = bytearray()
-            hashing = None  # MD5 of the previous chunk runs in another thread while this one is encoded
-            remaining = length
-            while remaining is None or remaining > 0:
-                want = writer.segment_size if remaining is None else min(writer.segment_size, remaining)
-                chunk = body.read(want)
-                if not chunk:
-                    break
-                if hashing is not None:
-                    hashing.result()
-                hashing = self.io_pool.submit(md5.update, chunk)
-                if len(head) < HEAD_BYTES:
-                    head += chunk[: HEAD_BYTES - len(head)]
-                writer.write(chunk)
-                if remaining is not None:
-                    remaining -= len(chunk)
-            if hashing is not None:
-                hashing.result()
-            if remaining:
-                raise IncompleteBody(f"the body ended {remaining} bytes short of its declared length")
-            if content_md5 is not None and md5.digest() != content_md5:
-                raise BadDigest("the Content-MD5 does not match the body")
-            if verify is not None:
-                verify()
-            writer.end_data()
+            etag, head = writer.ingest(body, length, content_md5=content_md5, verify=verify, head_bytes=HEAD_BYTES)
             object_id = writer.blob_id
             record = self._new_record(
-                bucket, key, object_id, writer.size, md5.hexdigest(), content_type, metadata, headers, posix, xattrs, tags
+                bucket, key, object_id, writer.size, etag, content_type, metadata, headers, posix, xattrs, tags
             )
-            if retention is None and settings.get("object_lock") and settings.get("lock_default"):
+            # A directory marker is not a study: locking it would freeze the tree's shape (rsync -a).
+            if retention is None and settings.get("object_lock") and settings.get("lock_default") and not key.endswith("/"):
                 default = settings["lock_default"]
                 retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"]}
             record["retention"] = retention
@@ -285,7 +258,7 @@ class ObjectsMixin:
             if settings.get("versioning") == "Enabled":
                 record["version"] = object_id
             for indexer in self.indexers:
-                merge_indexed(record, indexer.extract(bytes(head), key))
+                merge_indexed(record, indexer.extract(head, key))
             desc = writer.finish(record)
         except BaseException:
             writer.discard()

@@ -24,12 +24,14 @@ async def create_bucket(req: S3Request) -> Response:
             f"The {location} location constraint is incompatible for the region specific endpoint this request was sent to."
         )
     lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
-    await req.engine.run(lambda: req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name))
+    await req.engine.run(
+        lambda: req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name, principal=req.principal)
+    )
     return empty_response(200, {"location": f"/{req.bucket}"})
 
 
 async def delete_bucket(req: S3Request) -> Response:
-    await req.engine.run(req.store.delete_bucket, req.bucket)
+    await req.engine.run(lambda: req.store.delete_bucket(req.bucket, principal=req.principal))
     return empty_response(204)
 
 
@@ -46,7 +48,8 @@ async def get_location(req: S3Request) -> Response:
     return xml_response(body.encode())
 
 
-def _max_keys(req: S3Request, name: str = "max-keys") -> int:
+def max_keys_of(req: S3Request, name: str = "max-keys") -> int:
+    """The ``max-keys`` parameter, capped at 1000 as S3 caps it; InvalidArgument if not a number."""
     text = req.query.get(name)
     if text is None:
         return MAX_KEYS
@@ -57,7 +60,8 @@ def _max_keys(req: S3Request, name: str = "max-keys") -> int:
     return min(int(text), MAX_KEYS)
 
 
-def _encoding(req: S3Request) -> str | None:
+def encoding_of(req: S3Request) -> str | None:
+    """The ``encoding-type`` parameter: None or ``"url"``; InvalidArgument otherwise."""
     encoding = req.query.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3.InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
@@ -98,8 +102,8 @@ def decode_token(token: str) -> str:
 async def list_objects_v2(req: S3Request) -> Response:
     prefix = req.query.get("prefix", "")
     delimiter = req.query.get("delimiter", "")
-    encoding = _encoding(req)
-    max_keys = _max_keys(req)
+    encoding = encoding_of(req)
+    max_keys = max_keys_of(req)
     token = req.query.get("continuation-token")
     start_after = req.query.get("start-after", "")
     marker = max(start_after, decode_token(token)) if token is not None else start_after
@@ -123,8 +127,8 @@ async def list_objects_v2(req: S3Request) -> Response:
 async def list_objects_v1(req: S3Request) -> Response:
     prefix = req.query.get("prefix", "")
     delimiter = req.query.get("delimiter", "")
-    encoding = _encoding(req)
-    max_keys = _max_keys(req)
+    encoding = encoding_of(req)
+    max_keys = max_keys_of(req)
     marker = req.query.get("marker", "")
     listing = await req.engine.run(req.store.list_objects, req.bucket, prefix, delimiter, marker, max_keys)
     fields: list[tuple[str, Any]] = [

@@ -20,6 +20,7 @@ from .. import errors as S3
 from ..conditional import check_read_conditions, parse_copy_range
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import build, iso8601, parse_complete_multipart
+from .lock import lock_headers_of, require_object_lock
 from .objects import _put_args, copy_source
 from .service import owner_of
 
@@ -53,8 +54,16 @@ def _part_number(req: S3Request) -> int:
 
 async def create(req: S3Request) -> Response:
     args = _put_args(req)
+    lock = lock_headers_of(req)
     store: Store = req.store
-    upload_id = await req.engine.run(lambda: store.create_multipart(req.bucket, req.key, **args))
+
+    def start() -> str:
+        if lock.present:
+            # Refused now rather than at completion, after every part was sent.
+            require_object_lock(store, req.bucket)
+        return store.create_multipart(req.bucket, req.key, **args, **lock.engine_args())
+
+    upload_id = await req.engine.run(start)
     body = build("InitiateMultipartUploadResult", {"Bucket": req.bucket, "Key": req.key, "UploadId": upload_id})
     headers = {}
     algorithm = req.headers.get("x-amz-checksum-algorithm")
@@ -86,7 +95,8 @@ async def upload_part_copy(req: S3Request) -> Response:
 
     def copy() -> tuple[dict[str, Any], float]:
         _check_upload(req, upload_id)
-        with store.open_object(src_bucket, src_key, src_version) as reader:
+        # As the principal, so the engine audits the read of the source.
+        with store.open_object(src_bucket, src_key, src_version, principal=req.principal) as reader:
             info = reader.info
             try:
                 check_read_conditions(

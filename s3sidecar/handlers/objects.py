@@ -5,6 +5,11 @@ Bodies stream both ways: PUT feeds the engine from the receive channel
 worker thread, so memory per request is a few segments whatever the size.
 Objects up to ``Settings.inline_get_bytes`` are opened and read in a single
 engine call, which keeps small GETs to one thread hop.
+
+Every GET and HEAD opens the object as ``req.principal``, so the engine's
+audit trail records who read what (``objfs audit show --reads-only``).
+Writes and deletes pass the principal too, and the ``x-amz-object-lock-*``
+and bypass headers are translated by :mod:`.lock`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..bridge import Engine, s3_error_for
 from ..conditional import check_read_conditions, parse_range
 from ..context import S3Request, decode_copy_source, empty_response, quote_etag, xml_response
 from ..xmlio import build, http_date, iso8601, parse_delete_objects
+from .lock import lock_headers_of, refuse_delete_marker, require_object_lock, response_lock_headers
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
 RESPONSE_OVERRIDES = {
@@ -69,6 +75,7 @@ def object_headers(info: ObjectInfo, *, checksums: bool) -> dict[str, str]:
         headers["x-amz-version-id"] = info.version_id
     if info.parts_count:
         headers["x-amz-mp-parts-count"] = str(info.parts_count)
+    headers.update(response_lock_headers(info))
     return headers
 
 
@@ -83,13 +90,24 @@ class _Read:
 
 
 def _open_for_read(req: S3Request, body: bool) -> _Read:
-    """In a worker thread: open, check conditions and range, and read small bodies at once."""
+    """In a worker thread: open, check conditions and range, and read small bodies at once.
+
+    HEAD opens the object too: opening touches no fragment file (readers open
+    them on the first read), and it is the engine call that audits a read by
+    ``req.principal``, which HEAD is as much as GET (it discloses the metadata).
+    """
     store: Store = req.store
-    version = req.query.get("versionId")
+    version = req.version_id()
     h = req.headers
-    reader = store.open_object(req.bucket, req.key, version) if body else None
+    if version is not None:
+        # A delete marker has a version id but no body: S3 answers 405, not 404.
+        refuse_delete_marker(store.head_object(req.bucket, req.key, version))
+    reader = store.open_object(req.bucket, req.key, version, principal=req.principal)
     try:
-        info = reader.info if reader is not None else store.head_object(req.bucket, req.key, version)
+        info = reader.info
+        if not body:
+            reader.close()
+            reader = None
         check_read_conditions(
             info,
             h.get("if-match"),
@@ -207,6 +225,7 @@ def _put_args(req: S3Request) -> dict[str, Any]:
 
 async def put_object(req: S3Request) -> Response:
     args = _put_args(req)
+    lock = lock_headers_of(req)
     md5 = req.content_md5()
     body, payload, length = req.stream_body()
     headers: dict[str, str] = args["headers"]
@@ -228,8 +247,12 @@ async def put_object(req: S3Request) -> Response:
             principal=req.principal,
             verify=verify,
             **args,
+            **lock.engine_args(),
         )
 
+    if lock.present:
+        # Checked before the body is read, so a refused upload stores nothing.
+        await req.engine.run(require_object_lock, req.store, req.bucket)
     info = await req.engine.run_upload(put)
     out = {"etag": quote_etag(info.etag), **payload.checksums}
     if info.version_id != "null":
@@ -238,11 +261,17 @@ async def put_object(req: S3Request) -> Response:
 
 
 async def delete_object(req: S3Request) -> Response:
-    version = req.query.get("versionId")
+    version = req.version_id()
+    bypass = req.bypass_governance()
     try:
-        result = await req.engine.run(lambda: req.store.delete_object(req.bucket, req.key, version, principal=req.principal))
+        result = await req.engine.run(
+            lambda: req.store.delete_object(req.bucket, req.key, version, principal=req.principal, bypass_governance=bypass)
+        )
     except S3.NoSuchKey:
         return empty_response(204)  # S3 deletes are idempotent
+    except S3.NoSuchVersion:
+        # Deleting a version that is not (or no longer) there succeeds in S3 as well.
+        return empty_response(204, {"x-amz-version-id": version} if version else None)
     headers = {}
     if result.get("delete_marker"):
         headers["x-amz-delete-marker"] = "true"
@@ -251,13 +280,14 @@ async def delete_object(req: S3Request) -> Response:
     return empty_response(204, headers)
 
 
-def _delete_many(req: S3Request, keys: list[tuple[str, str | None]]) -> list[tuple[str, Any]]:
+def _delete_many(req: S3Request, keys: list[tuple[str, str | None]], bypass: bool) -> list[tuple[str, Any]]:
+    """In a worker thread: delete each key (or version); one failure does not stop the others."""
     out: list[tuple[str, Any]] = []
     store: Store = req.store
     for key, version in keys:
         try:
-            result = store.delete_object(req.bucket, key, version, principal=req.principal)
-        except E.NoSuchKey:
+            result = store.delete_object(req.bucket, key, version, principal=req.principal, bypass_governance=bypass)
+        except (E.NoSuchKey, E.NoSuchVersion):
             result = {"version_id": None, "delete_marker": False}
         except E.StoreError as exc:
             err = s3_error_for(exc)
@@ -273,7 +303,7 @@ def _delete_many(req: S3Request, keys: list[tuple[str, str | None]]) -> list[tup
 
 async def delete_objects(req: S3Request) -> Response:
     keys, quiet = parse_delete_objects(await req.small_body())
-    results = await req.engine.run(_delete_many, req, keys)
+    results = await req.engine.run(_delete_many, req, keys, req.bypass_governance())
     if quiet:
         results = [(tag, value) for tag, value in results if tag == "Error"]
     return xml_response(build("DeleteResult", results))
@@ -300,6 +330,7 @@ async def copy_object(req: S3Request) -> Response:
     replace_tags = _directive(req, "x-amz-tagging-directive") == "REPLACE"
     args = _put_args(req) if replace else {}
     tags = (req.tagging_header() or {}) if replace_tags else None
+    lock = lock_headers_of(req)
     if (src_bucket, src_key) == (req.bucket, req.key) and not replace and not replace_tags and src_version is None:
         raise S3.InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without changing the "
@@ -308,18 +339,25 @@ async def copy_object(req: S3Request) -> Response:
     h = req.headers
     store: Store = req.store
 
-    def copy() -> ObjectInfo:
+    def copy() -> tuple[ObjectInfo, ObjectInfo]:
+        src = store.head_object(src_bucket, src_key, src_version)
+        if src.delete_marker:
+            raise S3.InvalidRequest("The source of a copy request may not specifically refer to a delete marker by version id.")
+        if lock.present:
+            require_object_lock(store, req.bucket)
         headers = args.get("headers")
         if replace:
             # The bytes do not change, so their checksum still holds.
-            src = store.head_object(src_bucket, src_key, src_version)
             headers = {**{k: v for k, v in src.headers.items() if k.startswith(CHECKSUM_PREFIX)}, **(headers or {})}
-        return store.copy_object(
+        info = store.copy_object(
             src_bucket,
             src_key,
             req.bucket,
             req.key,
-            version_id=src_version,
+            # Pinned to the version just looked at, so the copy and the
+            # x-amz-copy-source-version-id reported agree even if the source
+            # is overwritten meanwhile.
+            version_id=src.version_id,
             replace_metadata=replace,
             content_type=args.get("content_type"),
             metadata=args.get("metadata"),
@@ -330,11 +368,15 @@ async def copy_object(req: S3Request) -> Response:
             if_modified_since=req.http_date_header("x-amz-copy-source-if-modified-since"),
             if_unmodified_since=req.http_date_header("x-amz-copy-source-if-unmodified-since"),
             principal=req.principal,
+            **lock.engine_args(),
         )
+        return src, info
 
-    info = await req.engine.run_upload(copy)
+    src, info = await req.engine.run_upload(copy)
     body = build("CopyObjectResult", {"LastModified": iso8601(info.modified), "ETag": quote_etag(info.etag)})
     headers = {}
-    if src_version:
-        headers["x-amz-copy-source-version-id"] = src_version
+    if src.version_id != "null":
+        headers["x-amz-copy-source-version-id"] = src.version_id
+    if info.version_id != "null":
+        headers["x-amz-version-id"] = info.version_id
     return xml_response(body, headers=headers)

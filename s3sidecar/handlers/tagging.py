@@ -38,7 +38,7 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
 
 
 async def get_tagging(req: S3Request) -> Response:
-    version = req.query.get("versionId")
+    version = req.version_id()
     info = await req.engine.run(req.store.head_object, req.bucket, req.key, version)
     tag_set = [("Tag", {"Key": k, "Value": v}) for k, v in info.tags.items()]
     headers = {"x-amz-version-id": info.version_id} if info.version_id != "null" else {}
@@ -47,14 +47,18 @@ async def get_tagging(req: S3Request) -> Response:
 
 async def put_tagging(req: S3Request) -> Response:
     tags = parse_tagging(await req.small_body())
-    version = req.query.get("versionId")
-    info = await req.engine.run(lambda: req.store.update_object(req.bucket, req.key, version_id=version, tags=tags))
+    version = req.version_id()
+    info = await req.engine.run(
+        lambda: req.store.update_object(req.bucket, req.key, version_id=version, tags=tags, principal=req.principal)
+    )
     headers = {"x-amz-version-id": info.version_id} if info.version_id != "null" else {}
     return empty_response(200, headers)
 
 
 async def delete_tagging(req: S3Request) -> Response:
-    version = req.query.get("versionId")
-    info = await req.engine.run(lambda: req.store.update_object(req.bucket, req.key, version_id=version, tags={}))
+    version = req.version_id()
+    info = await req.engine.run(
+        lambda: req.store.update_object(req.bucket, req.key, version_id=version, tags={}, principal=req.principal)
+    )
     headers = {"x-amz-version-id": info.version_id} if info.version_id != "null" else {}
     return empty_response(204, headers)
