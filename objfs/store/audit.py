@@ -32,6 +32,7 @@ from typing import Any
 GENESIS = "0" * 64
 LOG_NAME = "audit.log"
 HEAD_NAME = "head"
+HEAD_WIDTH = 128
 
 
 def _digest(entry: dict[str, Any]) -> str:
@@ -82,13 +83,18 @@ class AuditLog:
             return -1, "damaged"
 
     def _write_head(self, seq: int, digest: str, durable: bool) -> None:
-        tmp = self.directory / f"{HEAD_NAME}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"seq": seq, "hash": digest}, f)
+        """Pin the chain's newest line (under the log's lock), so cutting lines off the end shows.
+
+        One fixed-width write in place: cheap enough for every read.
+        """
+        body = json.dumps({"seq": seq, "hash": digest}).ljust(HEAD_WIDTH).encode()
+        fd = os.open(self.directory / HEAD_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.pwrite(fd, body, 0)
             if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.rename(tmp, self.directory / HEAD_NAME)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def entries(self) -> Iterator[dict[str, Any]]:
         try:
@@ -105,6 +111,7 @@ class AuditLog:
         """(problems, head). No problems means no line was edited, removed or reordered."""
         problems: list[str] = []
         prev, expected_seq, count = GENESIS, 1, 0
+        hashes: dict[int, str] = {}
         for lineno, entry in enumerate(self.entries(), start=1):
             count += 1
             if "unparseable" in entry:
@@ -112,24 +119,25 @@ class AuditLog:
                 prev, expected_seq = "damaged", expected_seq + 1
                 continue
             if entry.get("seq") != expected_seq:
-                problems.append(
-                    f"line {lineno}: sequence {entry.get('seq')} where {expected_seq} was expected (a line was removed or reordered)"
-                )
+                problems.append(f"line {lineno}: sequence {entry.get('seq')} where {expected_seq} was expected (a line was removed or reordered)")
             if entry.get("prev") != prev:
                 problems.append(f"line {lineno}: does not chain to the line before it (a line was removed, reordered or edited)")
             if _digest(entry) != entry.get("hash"):
                 problems.append(f"line {lineno}: its content does not match its hash (the line was edited)")
             prev = entry.get("hash", "")
+            if isinstance(entry.get("seq"), int):
+                hashes[entry["seq"]] = prev
             expected_seq = (entry.get("seq") or expected_seq) + 1
         head: dict[str, Any] = {"seq": expected_seq - 1, "hash": prev, "lines": count}
         try:
-            recorded = json.loads((self.directory / HEAD_NAME).read_text())
+            pinned = json.loads((self.directory / HEAD_NAME).read_text())
         except (OSError, ValueError):
-            recorded = None
-        if recorded is not None and (recorded.get("seq"), recorded.get("hash")) != (head["seq"], head["hash"]):
-            problems.append(
-                f"the log ends at seq {head['seq']} but its head records seq {recorded.get('seq')}: lines were cut off the end"
-            )
+            pinned = None
+        if pinned is not None:
+            if pinned.get("seq") not in hashes:
+                problems.append(f"the log ends at seq {head['seq']} but a change was recorded at seq {pinned.get('seq')}: lines were cut off the end")
+            elif hashes[pinned["seq"]] != pinned.get("hash"):
+                problems.append(f"line with seq {pinned['seq']} differs from the one recorded when it was written")
         return problems, head
 
     def show(

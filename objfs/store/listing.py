@@ -127,6 +127,7 @@ def list_object_versions(
     """Every version and delete marker under ``prefix``, in key order, newest first per key."""
     check_prefix(prefix)
     entries: list[ObjectInfo] = []
+    last_added: tuple[str | None, str | None] = (None, None)  # what the next page starts after
     latest: set[str] = set()
     prefixes: list[str] = []
     truncated = False
@@ -147,6 +148,7 @@ def list_object_versions(
                         truncated = True
                         break
                     prefixes.append(common)
+                    last_added = (common, None)
                 positioned = _skip_prefix(cursor, bucket, common)
                 continue
             if key_marker and (key < key_marker or (key == key_marker and not version_id_marker)):
@@ -161,15 +163,15 @@ def list_object_versions(
                     truncated = True
                     break
                 entries.append(ObjectInfo.from_record(record))
+                last_added = (key, record["version"])
                 if record["id"] == current["id"]:
                     latest.add(record["id"])
             positioned = cursor.next()
-    last = entries[-1] if entries else None
     return VersionListing(
         entries,
         latest,
         prefixes,
         truncated,
-        (last.key if last else (prefixes[-1] if prefixes else None)) if truncated else None,
-        (last.version_id if last else None) if truncated else None,
+        last_added[0] if truncated else None,
+        last_added[1] if truncated else None,
     )

@@ -197,3 +197,19 @@ def test_directory_markers_do_not_take_the_default_retention(locked: Store) -> N
     locked.put_lock_configuration("worm", "COMPLIANCE", days=1, principal=ADMIN)
     assert locked.put_object("worm", "study/", b"").retention is None
     assert locked.put_object("worm", "study/1.dcm", b"x").retention is not None
+
+
+def test_version_listing_pages_through_prefixes_and_versions(store: Store) -> None:
+    store.create_bucket("ver")
+    store.update_bucket("ver", versioning="Enabled", principal=ADMIN)
+    for key in ["a/1", "a/2", "b", "c/1"]:
+        store.put_object("ver", key, b"1")
+        store.put_object("ver", key, b"2")
+    seen, key_marker, version_marker = [], "", ""
+    while True:
+        page = store.list_object_versions("ver", delimiter="/", key_marker=key_marker, version_id_marker=version_marker, max_keys=1)
+        seen += page.common_prefixes + [f"{e.key}@{e.version_id}" for e in page.versions]
+        if not page.truncated:
+            break
+        key_marker, version_marker = page.next_key_marker, page.next_version_id_marker or ""
+    assert seen[0] == "a/" and seen[-1] == "c/" and len(seen) == 4 and seen[1].startswith("b@") and seen[2].startswith("b@")
