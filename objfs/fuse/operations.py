@@ -468,7 +468,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         if target is not None and no_replace:
             raise pyfuse3.FUSEError(errno.EEXIST)
         if target is not None and target.kind != DIR:
-            await self._refuse_if_locked(target.info, "rename", principal)  # replacing it would hide it
+            await self._refuse_if_locked(target.info, "replace", principal)  # replacing it would hide it
         if st.kind == DIR:
             if target is not None:
                 if target.kind != DIR:
@@ -476,7 +476,7 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
                 if await self._run(ns.has_children, self.store, new):
                     raise pyfuse3.FUSEError(errno.ENOTEMPTY)
                 if target.explicit:
-                    await self._refuse_if_locked(target.info, "rename", principal)
+                    await self._refuse_if_locked(target.info, "replace", principal)
                     await self._run(self.store.delete_object, bucket, dst + "/", principal=principal)
             await self._run(self.store.rename_prefix, bucket, src + "/", dst + "/", principal=principal)
         else:
@@ -524,7 +524,9 @@ class ObjfsOperations(XattrOps, pyfuse3.Operations):
         """
         if info is None:
             return
-        reason = self.store.lock_state(info)  # no I/O: a look at the record and the clock
+        # No I/O: a look at the record and the clock. Renames and attribute changes
+        # honour the engine's commit grace (write-to-temp-then-rename on WORM buckets).
+        reason = self.store.lock_state(info, action=action)
         if reason is None:
             return
         try:

@@ -64,6 +64,11 @@ class StoreConfig:
     tiers: tuple[TierConfig, ...]
     s3: S3Config
     dicom: DicomConfig
+    #: Seconds after a write during which a version that took its bucket's
+    #: default retention may still be renamed and get its POSIX attributes
+    #: set (write-to-temp-then-rename, as rsync and many PACS do). Its
+    #: content can never change, nor can it be deleted, from the first commit.
+    worm_commit_grace: float = 120.0
 
     @property
     def hot(self) -> TierConfig:
@@ -121,7 +126,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom"}
+    known = {"store", "tiers", "s3", "dicom", "worm"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -186,7 +191,13 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         duplicates=dup,
         destinations=dests,
     )
-    return StoreConfig(root=root, store_id=store_id, segment_size=segment_size, tiers=tuple(tiers), s3=s3, dicom=dicom)
+    worm = _optional(data, "worm", dict, {}, where)
+    grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
+    if not 0 <= grace <= 3600:
+        raise ConfigError(f"{where} [worm]: commit_grace_seconds must be between 0 and 3600")
+    return StoreConfig(
+        root=root, store_id=store_id, segment_size=segment_size, tiers=tuple(tiers), s3=s3, dicom=dicom, worm_commit_grace=float(grace)
+    )
 
 
 def render_config(drives: list[str], k: int, m: int, *, segment_size: int = 1 << 20, backend: str = DEFAULT_BACKEND) -> str:
@@ -221,6 +232,12 @@ allowed_aets = []
 duplicates = "keep"
 # C-MOVE destinations: AE title = "host:port"
 [dicom.destinations]
+
+[worm]
+# A file that takes its bucket's default retention may still be renamed (and
+# its times and mode set) for this many seconds after it is written, so
+# write-to-temp-then-rename works; it can never be altered or deleted.
+commit_grace_seconds = 120
 """
 
 

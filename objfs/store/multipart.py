@@ -207,7 +207,7 @@ class MultipartMixin:
         retention = upload.get("retention")
         if retention is None and settings.get("object_lock") and settings.get("lock_default"):
             default = settings["lock_default"]
-            retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"]}
+            retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
         record["retention"] = retention
         record["legal_hold"] = bool(upload.get("legal_hold"))
         head = self._head_bytes(record)

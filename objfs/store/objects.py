@@ -250,7 +250,7 @@ class ObjectsMixin:
             # A directory marker is not a study: locking it would freeze the tree's shape (rsync -a).
             if retention is None and settings.get("object_lock") and settings.get("lock_default") and not key.endswith("/"):
                 default = settings["lock_default"]
-                retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"]}
+                retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
             record["retention"] = retention
             record["legal_hold"] = bool(legal_hold)
             # Known before the commit so the footer (rebuild-index) carries them too.

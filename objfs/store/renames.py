@@ -14,7 +14,7 @@ from .drives import rendezvous_order
 from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
 from .fragments import write_meta
 from .index import Txn, object_key, version_key
-from .locks import check_lock, lock_active
+from .locks import check_lock, in_commit_grace, lock_active
 from .names import check_key
 from .objects import ObjectInfo
 
@@ -64,7 +64,7 @@ class RenamesMixin:
                     rec = txn.get("objects", object_key(bucket, src))
                     if rec is None or rec.get("delete_marker"):
                         raise NoSuchKey(f"{bucket}/{src} does not exist")
-                    check_lock(rec, self.clock.now(), principal, False)
+                    check_lock(rec, self.clock.now(), principal, False, grace=self.config.worm_commit_grace)
                     sources.append(rec)
             moved = []
             for rec, (src, dst) in zip(sources, pairs):
@@ -131,7 +131,8 @@ class RenamesMixin:
             record = self._find(txn, bucket, key, version_id)
             if record.get("delete_marker"):
                 raise NoSuchKey(f"{bucket}/{key} does not exist")
-            if posix and lock_active(record, self.clock.now()):
+            now = self.clock.now()
+            if posix and lock_active(record, now) and not in_commit_grace(record, now, self.config.worm_commit_grace):
                 raise ObjectLocked(f"{bucket}/{key} is locked: its attributes cannot change")
             if posix:
                 record["posix"] = dict(record.get("posix") or {}, **posix)

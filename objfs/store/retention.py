@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .audit import audited
 from .errors import InvalidArgument, ObjectLocked, PreconditionFailed
-from .locks import lock_active
+from .locks import in_commit_grace, lock_active
 from .objects import ObjectInfo
 
 if TYPE_CHECKING:
@@ -137,9 +137,15 @@ class RetentionMixin:
                 return ObjectInfo.from_record(new)
         raise PreconditionFailed("the version changed during the update; try again")
 
-    def lock_state(self: Store, info: ObjectInfo) -> str | None:
-        """Why the version cannot be changed now ("legal hold", "COMPLIANCE until ..."), or None."""
+    def lock_state(self: Store, info: ObjectInfo, *, action: str = "write") -> str | None:
+        """Why the version cannot be changed now ("legal hold", "COMPLIANCE until ..."), or None.
+
+        ``action`` "rename" or "setattr" honours the commit grace of versions
+        that took their bucket's default retention (see ``[worm]`` in objfs.toml).
+        """
         record = info.record
+        if action in ("rename", "setattr") and in_commit_grace(record, self.clock.now(), self.config.worm_commit_grace):
+            return None
         if record.get("legal_hold"):
             return "legal hold"
         retention = record.get("retention")

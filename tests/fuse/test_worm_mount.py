@@ -225,3 +225,21 @@ def test_overwrite_in_a_versioned_bucket_keeps_the_old_version(mount) -> None:
         assert len(versions) == 2
         bodies = [store.get_object_bytes("ver", "report.txt", v.version_id) for v in versions]
     assert bodies == [b"second, longer", b"first"]  # newest first
+
+
+def test_rsync_into_a_worm_bucket_with_default_retention(mount, tmp_path: Path) -> None:
+    """rsync writes a temp file, sets its times, then renames it: the commit grace allows exactly that."""
+    with Store.open(mount.store) as store:
+        store.create_bucket("wormr", object_lock=True)
+        store.put_lock_configuration("wormr", "COMPLIANCE", days=1)
+    source = tmp_path / "study"
+    (source / "series1").mkdir(parents=True)
+    for i in range(3):
+        (source / "series1" / f"{i}.dcm").write_bytes(DATA[: 1000 + i])
+    done = sh("rsync", "-a", f"{source}/", mount.path / "wormr" / "study")
+    assert done.returncode == 0, done.stderr
+    assert sh("diff", "-r", source, mount.path / "wormr" / "study").returncode == 0
+    locked = mount.path / "wormr" / "study" / "series1" / "0.dcm"
+    assert_eperm(lambda: os.unlink(locked))
+    assert_eperm(lambda: open(locked, "ab"))
+    assert sorted(os.listdir(mount.path / "wormr" / "study" / "series1")) == ["0.dcm", "1.dcm", "2.dcm"]

@@ -213,3 +213,23 @@ def test_version_listing_pages_through_prefixes_and_versions(store: Store) -> No
             break
         key_marker, version_marker = page.next_key_marker, page.next_version_id_marker or ""
     assert seen[0] == "a/" and seen[-1] == "c/" and len(seen) == 4 and seen[1].startswith("b@") and seen[2].startswith("b@")
+
+
+def test_commit_grace_lets_a_fresh_default_retained_file_be_renamed_not_changed(locked: Store) -> None:
+    locked.put_lock_configuration("worm", "COMPLIANCE", days=1, principal=ADMIN)
+    tmp = locked.put_object("worm", "study/.1.dcm.tmp", b"slice", principal=ADMIN)
+    assert tmp.retention["source"] == "default"
+    with pytest.raises(ObjectLocked):
+        locked.delete_object("worm", "study/.1.dcm.tmp", tmp.version_id, principal=ADMIN)
+    locked.update_object("worm", "study/.1.dcm.tmp", posix={"mtime_ns": 1}, principal=ADMIN)  # rsync sets times
+    moved = locked.rename_object("worm", "study/.1.dcm.tmp", "study/1.dcm", principal=ADMIN)
+    assert moved.retention["mode"] == "COMPLIANCE" and locked.get_object_bytes("worm", "study/1.dcm") == b"slice"
+    locked.clock.advance(locked.config.worm_commit_grace + 1)
+    with pytest.raises(ObjectLocked):
+        locked.rename_object("worm", "study/1.dcm", "study/2.dcm", principal=ADMIN)
+    with pytest.raises(ObjectLocked):
+        locked.update_object("worm", "study/1.dcm", posix={"mtime_ns": 2}, principal=ADMIN)
+    explicit = locked.put_object("worm", "x", b"x", retention={"mode": "COMPLIANCE", "until": locked.clock.now() + DAY})
+    assert explicit.retention.get("source") is None
+    with pytest.raises(ObjectLocked):
+        locked.rename_object("worm", "x", "y", principal=ADMIN)  # explicit retention has no grace
