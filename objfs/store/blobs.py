@@ -9,10 +9,12 @@ rebuilding from parity when up to m frames of a segment are lost or corrupt.
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import os
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -24,6 +26,9 @@ from .fragments import FragmentWriter, read_frame
 
 if TYPE_CHECKING:
     from .engine import Store
+
+
+PREFETCH_DEPTH = 3  # segments read ahead by a long sequential read
 
 
 def new_id() -> str:
@@ -240,6 +245,7 @@ class BlobReader:
         self.codec = get_codec(desc["k"], desc["m"], desc["ec"])
         self.drives: list[Drive | None] = [store.drive_by_id(d) for d in desc["drives"]]
         self._files: dict[int, Any] = {}
+        self._open_lock = threading.Lock()
         self.bad: set[int] = set()  # fragment indexes found missing or corrupt
 
     def segment_length(self, segment: int) -> int:
@@ -252,6 +258,12 @@ class BlobReader:
     def _open(self, index: int):
         if index in self._files:
             return self._files[index]
+        with self._open_lock:  # prefetches of several segments may open the same fragment
+            if index in self._files:
+                return self._files[index]
+            return self._open_locked(index)
+
+    def _open_locked(self, index: int):
         drive = self.drives[index]
         handle = None
         if drive is not None:
@@ -313,26 +325,37 @@ class BlobReader:
         return self.codec.decode(fragments, length)
 
     def iter_range(self, start: int, end: int, prefetch: bool = True):
-        """Yield the bytes ``[start, end)`` of the blob, a segment at a time."""
+        """Yield the bytes ``[start, end)`` of the blob, a segment at a time.
+
+        With ``prefetch``, the next segments are read from the drives while
+        the caller consumes this one: one ahead for short ranges, up to
+        :data:`PREFETCH_DEPTH` for long sequential reads (more I/O in flight on
+        cold disks; memory stays bounded at that many segments per stream).
+        """
         seg = self.desc["seg"]
         if end <= start:
             return
         first, last = start // seg, (end - 1) // seg
         pool: ThreadPoolExecutor = self.store.prefetch_pool
-        pending = None
+        depth = (PREFETCH_DEPTH if last - first >= 2 * PREFETCH_DEPTH else 1) if prefetch else 0
+        ahead: collections.deque = collections.deque()  # (segment, future), in order
+        next_segment = first
         try:
             for segment in range(first, last + 1):
-                data = pending.result() if pending is not None else self.read_segment(segment)
-                pending = None
-                if prefetch and segment < last:
-                    # Read the next segment from the drives while the caller consumes this one.
-                    pending = pool.submit(self.read_segment, segment + 1)
+                if ahead and ahead[0][0] == segment:
+                    data = ahead.popleft()[1].result()
+                else:
+                    data = self.read_segment(segment)
+                    next_segment = max(next_segment, segment + 1)
+                while depth and next_segment <= min(last, segment + depth):
+                    ahead.append((next_segment, pool.submit(self.read_segment, next_segment)))
+                    next_segment += 1
                 lo = start - segment * seg if segment == first else 0
                 hi = end - segment * seg if segment == last else len(data)
                 yield data[lo:hi] if (lo, hi) != (0, len(data)) else data
         finally:
-            if pending is not None:
-                pending.cancel() or pending.exception()  # never close files under a running prefetch
+            for _, future in ahead:
+                future.cancel() or future.exception()  # never close files under a running prefetch
 
     def close(self) -> None:
         for handle in self._files.values():
