@@ -48,10 +48,12 @@ async def _until_signal(stop: trio.Event) -> None:
             return
 
 
-async def _run_then_stop(stop: trio.Event, fn: Any, *args: Any, **kwargs: Any) -> None:
+async def _run_then_stop(stop: trio.Event, fn: Any, *args: Any, done: trio.Event | None = None, **kwargs: Any) -> None:
     try:
         await fn(*args, **kwargs)
     finally:
+        if done is not None:
+            done.set()
         stop.set()
 
 
@@ -73,7 +75,10 @@ async def serve(
     limiter = trio.CapacityLimiter(2)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_until_signal, stop)
+            # The signal watcher and the heal loop run in a nursery of their own,
+            # cancelled at shutdown; the fronts each stop through their own door.
+            background = await nursery.start(_background_nursery)
+            background.start_soon(_until_signal, stop)
             from s3sidecar.server import serve_s3
 
             s3_host = host or store.config.s3.host
@@ -84,7 +89,10 @@ async def serve(
                 from objfs.fuse.mount import run_mount
 
                 ready = trio.Event()
-                nursery.start_soon(partial(_run_then_stop, stop, run_mount, store, mount, allow_other=allow_other, ready=ready))
+                mount_done = trio.Event()
+                nursery.start_soon(
+                    partial(_run_then_stop, stop, run_mount, store, mount, allow_other=allow_other, ready=ready, done=mount_done)
+                )
                 with trio.move_on_after(30):
                     await ready.wait()
                 if not ready.is_set():
@@ -94,20 +102,15 @@ async def serve(
                 from objfs.dicom.server import serve_dicom
 
                 dicom_ready = threading.Event()
-                nursery.start_soon(
-                    partial(
-                        _run_then_stop,
-                        stop,
-                        trio.to_thread.run_sync,
-                        partial(serve_dicom, store, port=dicom_port, ready_event=dicom_ready, stop_event=dicom_stop),
-                        abandon_on_cancel=True,
-                    )
-                )
+                # Not abandoned on cancel: the gateway's threads use the store, which
+                # is closed only after they have all returned.
+                run_gateway = partial(serve_dicom, store, port=dicom_port, ready_event=dicom_ready, stop_event=dicom_stop)
+                nursery.start_soon(partial(_run_then_stop, stop, trio.to_thread.run_sync, run_gateway))
                 await trio.to_thread.run_sync(dicom_ready.wait, 30)
                 if not dicom_ready.is_set():
                     raise RuntimeError("the DICOM gateway did not come up")
                 dicom_port = dicom_port or store.config.dicom.port
-            nursery.start_soon(_heal_loop, store, limiter)
+            background.start_soon(_heal_loop, store, limiter)
             banner = {
                 "s3": addresses,
                 "mount": str(mounted) if mounted else None,
@@ -117,16 +120,26 @@ async def serve(
             if on_ready is not None:
                 on_ready(banner)
             await stop.wait()
+            # Each front stops through its own door: S3 on its shutdown trigger
+            # (in-flight requests finish), the mount on terminate (unmounted),
+            # the gateway on its event (associations end). Then the nursery ends.
+            background.cancel_scope.cancel()
             dicom_stop.set()
-            if mounted is not None:
+            if mounted is not None and not mount_done.is_set():
+                # The mount may have stopped on the signal itself; terminating a
+                # closed pyfuse3 session crashes the process, so only a live one.
                 import pyfuse3
 
                 pyfuse3.terminate()
-            with trio.move_on_after(60):
-                await trio.sleep(0)  # let the fronts finish their shutdown
-            nursery.cancel_scope.cancel()
     finally:
+        dicom_stop.set()
         store.close()
+
+
+async def _background_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
 
 
 def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: bool = False, **kwargs: Any) -> int:
