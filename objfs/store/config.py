@@ -109,6 +109,14 @@ def _optional(table: dict[str, Any], key: str, kind: type, default: Any, where: 
     return _require(table, key, kind, where)
 
 
+def _only(table: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
+    """Refuse settings objfs does not know: a typo must not be silently ignored."""
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {sorted(unknown)}")
+    return table
+
+
 def _port(value: int, where: str) -> int:
     if not 0 <= value <= 65535:
         raise ConfigError(f"{where}: port {value} is out of range")
@@ -130,7 +138,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
-    store = _require(data, "store", dict, where)
+    store = _only(_require(data, "store", dict, where), {"id", "segment_size"}, where + " [store]")
     store_id = _require(store, "id", str, where + " [store]")
     segment_size = _optional(store, "segment_size", int, 1 << 20, where + " [store]")
     if not 64 * 1024 <= segment_size <= 64 << 20:
@@ -142,6 +150,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     names = set()
     for i, raw in enumerate(tiers_raw):
         tw = f"{where} [[tiers]] #{i + 1}"
+        _only(raw, {"name", "ec", "backend", "drives"}, tw)
         name = _require(raw, "name", str, tw)
         if name in names:
             raise ConfigError(f"{tw}: duplicate tier name {name!r}")
@@ -161,7 +170,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         if len(drives) < k + m:
             raise ConfigError(f"{tw}: EC {k}+{m} needs at least {k + m} drives, {len(drives)} given")
         tiers.append(TierConfig(name=name, k=k, m=m, drives=drives, backend=backend))
-    s3raw = _optional(data, "s3", dict, {}, where)
+    s3raw = _only(_optional(data, "s3", dict, {}, where), {"host", "port", "region", "max_body_bytes", "max_connections"}, where + " [s3]")
     s3 = S3Config(
         host=_optional(s3raw, "host", str, "127.0.0.1", where + " [s3]"),
         port=_port(_optional(s3raw, "port", int, 9000, where + " [s3]"), where + " [s3]"),
@@ -169,8 +178,8 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         max_body_bytes=_optional(s3raw, "max_body_bytes", int, 5 * 1024**3, where + " [s3]"),
         max_connections=_optional(s3raw, "max_connections", int, 256, where + " [s3]"),
     )
-    draw = _optional(data, "dicom", dict, {}, where)
     dw = where + " [dicom]"
+    draw = _only(_optional(data, "dicom", dict, {}, where), {"port", "aet", "bucket", "allowed_aets", "duplicates", "destinations"}, dw)
     dup = _optional(draw, "duplicates", str, "keep", dw)
     if dup not in ("keep", "replace", "reject"):
         raise ConfigError(f"{dw}: duplicates must be keep, replace or reject, not {dup!r}")
@@ -191,7 +200,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         duplicates=dup,
         destinations=dests,
     )
-    worm = _optional(data, "worm", dict, {}, where)
+    worm = _only(_optional(data, "worm", dict, {}, where), {"commit_grace_seconds"}, where + " [worm]")
     grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
     if not 0 <= grace <= 3600:
         raise ConfigError(f"{where} [worm]: commit_grace_seconds must be between 0 and 3600")
@@ -222,6 +231,12 @@ host = "127.0.0.1"
 port = 9000
 region = "us-east-1"
 
+[worm]
+# A file that takes its bucket's default retention may still be renamed (and
+# its times and mode set) for this many seconds after it is written, so
+# write-to-temp-then-rename works; it can never be altered or deleted.
+commit_grace_seconds = 120
+
 [dicom]
 port = 11112
 aet = "OBJFS"
@@ -233,11 +248,6 @@ duplicates = "keep"
 # C-MOVE destinations: AE title = "host:port"
 [dicom.destinations]
 
-[worm]
-# A file that takes its bucket's default retention may still be renamed (and
-# its times and mode set) for this many seconds after it is written, so
-# write-to-temp-then-rename works; it can never be altered or deleted.
-commit_grace_seconds = 120
 """
 
 

@@ -58,3 +58,10 @@ def test_bad_config_fails_loudly(store_path: Path, cli) -> None:
     config.write_text(config.read_text().replace('ec = "4+x"', 'ec = "4+2"').replace("port = 9000", 'port = "nine"'))
     out = cli("status", str(store_path), check=False)
     assert b"'port' must be a int" in out.stderr
+
+
+def test_unknown_setting_fails_loudly(store_path: Path, cli) -> None:
+    config = store_path / "objfs.toml"
+    config.write_text(config.read_text().replace("commit_grace_seconds = 120", "commit_grace_secs = 120"))
+    out = cli("status", str(store_path), check=False)
+    assert out.returncode == 1 and b"unknown setting(s) ['commit_grace_secs']" in out.stderr
