@@ -34,6 +34,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check objfs s3sidecar tests bench
+	$(VENV)/bin/ruff format --check objfs s3sidecar tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

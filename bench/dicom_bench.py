@@ -93,17 +93,40 @@ def main(argv: list[str] | None = None) -> None:
             store = work / f"store{parallel}"
             init_store(store).close()
             port = _port()
-            gw = subprocess.Popen([sys.executable, "-m", "objfs.cli", "dicom", str(store), "--port", str(port), "--host", "127.0.0.1"],
-                                  env=dict(ENV, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL)
+            gw = subprocess.Popen(
+                [sys.executable, "-m", "objfs.cli", "dicom", str(store), "--port", str(port), "--host", "127.0.0.1"],
+                env=dict(ENV, PYTHONPATH=str(REPO)),
+                stdout=subprocess.DEVNULL,
+            )
             try:
                 _wait_port(port)
-                row(f"objfs dicom C-STORE ingest, {parallel} assoc", _storescu(port, files, "OBJFS", parallel), base_times[parallel])
+                row(
+                    f"objfs dicom C-STORE ingest, {parallel} assoc",
+                    _storescu(port, files, "OBJFS", parallel),
+                    base_times[parallel],
+                )
                 if parallel == 1:
                     out = work / "get"
                     out.mkdir()
                     start = time.perf_counter()
-                    subprocess.run(["getscu", "-S", "-aec", "OBJFS", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-                                    "-k", f"StudyInstanceUID={uid}", "127.0.0.1", str(port)], env=ENV, check=True)
+                    subprocess.run(
+                        [
+                            "getscu",
+                            "-S",
+                            "-aec",
+                            "OBJFS",
+                            "-od",
+                            str(out),
+                            "-k",
+                            "QueryRetrieveLevel=STUDY",
+                            "-k",
+                            f"StudyInstanceUID={uid}",
+                            "127.0.0.1",
+                            str(port),
+                        ],
+                        env=ENV,
+                        check=True,
+                    )
                     seconds = time.perf_counter() - start
                     got = len(list(out.iterdir()))
                     if got != slices:
@@ -112,8 +135,13 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 gw.terminate()
                 gw.wait()
-        print(table(f"DICOM: {slices}-slice CT study, 512x512x16 bit, {nbytes / 1e6:.1f} MB (TCP_NODELAY=1)",
-                    ["what", "seconds", "instances/s", "MB/s", "vs storescp"], rows))
+        print(
+            table(
+                f"DICOM: {slices}-slice CT study, 512x512x16 bit, {nbytes / 1e6:.1f} MB (TCP_NODELAY=1)",
+                ["what", "seconds", "instances/s", "MB/s", "vs storescp"],
+                rows,
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

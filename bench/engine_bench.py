@@ -86,7 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         print(
             table(
                 f"engine vs plain files (EC 4+2 on 6 directory drives, one disk; reads {'cold' if cold else 'WARM: cannot drop caches'})",
-                ["objects", "thr", "raw PUT MB/s", "engine PUT MB/s", "PUT ratio", "raw GET MB/s", "engine GET MB/s", "GET ratio"],
+                [
+                    "objects",
+                    "thr",
+                    "raw PUT MB/s",
+                    "engine PUT MB/s",
+                    "PUT ratio",
+                    "raw GET MB/s",
+                    "engine GET MB/s",
+                    "GET ratio",
+                ],
                 rows,
             )
         )

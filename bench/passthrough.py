@@ -43,7 +43,17 @@ class Passthrough(pyfuse3.Operations):
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno) from None
         a = pyfuse3.EntryAttributes()
-        for name in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size", "st_atime_ns", "st_mtime_ns", "st_ctime_ns"):
+        for name in (
+            "st_mode",
+            "st_nlink",
+            "st_uid",
+            "st_gid",
+            "st_rdev",
+            "st_size",
+            "st_atime_ns",
+            "st_mtime_ns",
+            "st_ctime_ns",
+        ):
             setattr(a, name, getattr(st, name))
         a.st_blksize, a.st_blocks = st.st_blksize, st.st_blocks
         a.st_ino = self._ino(path)
@@ -67,8 +77,13 @@ class Passthrough(pyfuse3.Operations):
             os.chmod(path, stat.S_IMODE(attr.st_mode))
         if fields.update_mtime or fields.update_atime:
             st = os.lstat(path)
-            os.utime(path, ns=(attr.st_atime_ns if fields.update_atime else st.st_atime_ns,
-                               attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns))
+            os.utime(
+                path,
+                ns=(
+                    attr.st_atime_ns if fields.update_atime else st.st_atime_ns,
+                    attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns,
+                ),
+            )
         return self._attrs(path)
 
     async def opendir(self, inode, ctx):

@@ -65,7 +65,12 @@ def cmd_retention(args: argparse.Namespace) -> int:
             info = store.head_object(bucket, key, args.version)
         elif args.action == "set":
             info = store.set_retention(
-                bucket, key, args.mode, _until(args, store), version_id=args.version, principal=principal,
+                bucket,
+                key,
+                args.mode,
+                _until(args, store),
+                version_id=args.version,
+                principal=principal,
                 bypass_governance=args.bypass_governance,
             )
         elif args.action == "extend":

@@ -43,7 +43,19 @@ def test_serve_runs_every_front_and_stops_cleanly(tmp_path: Path) -> None:
     s3_port, dicom_port = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "objfs.cli", "serve", str(store), "--mount", str(mnt), "--port", str(s3_port), "--dicom-port", str(dicom_port)],
+        [
+            sys.executable,
+            "-m",
+            "objfs.cli",
+            "serve",
+            str(store),
+            "--mount",
+            str(mnt),
+            "--port",
+            str(s3_port),
+            "--dicom-port",
+            str(dicom_port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -94,5 +106,7 @@ def test_serve_runs_every_front_and_stops_cleanly(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
     assert proc.returncode == 0, "".join(output) + rest
     assert not os.path.ismount(mnt)
-    verify = subprocess.run([sys.executable, "-m", "objfs.cli", "audit", "verify", str(store)], env=env, capture_output=True, text=True)
+    verify = subprocess.run(
+        [sys.executable, "-m", "objfs.cli", "audit", "verify", str(store)], env=env, capture_output=True, text=True
+    )
     assert verify.returncode == 0 and json.loads(verify.stdout.splitlines()[-1])["ok"]

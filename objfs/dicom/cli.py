@@ -36,7 +36,9 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_dicom(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="objfs dicom: %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="objfs dicom: %(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     from .server import serve_dicom
@@ -50,8 +52,14 @@ def cmd_dicom(args: argparse.Namespace) -> int:
         thread = threading.Thread(
             target=serve_dicom,
             args=(store,),
-            kwargs={"port": args.port, "aet": args.aet, "bucket": args.bucket, "host": args.host,
-                    "ready_event": ready, "stop_event": stop},
+            kwargs={
+                "port": args.port,
+                "aet": args.aet,
+                "bucket": args.bucket,
+                "host": args.host,
+                "ready_event": ready,
+                "stop_event": stop,
+            },
             name="objfs-dicom",
             daemon=True,
         )
@@ -75,7 +83,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     with Store.open(args.store) as store:
         report = migrate(
-            store, args.source, args.bucket, workers=args.workers, verify=args.verify,
+            store,
+            args.source,
+            args.bucket,
+            workers=args.workers,
+            verify=args.verify,
             progress_out=None if args.quiet else sys.stderr,
         )
     text = json.dumps(report, indent=2)

@@ -101,7 +101,9 @@ class DicomIndexer:
                 _add(txn, new, tags)
 
 
-def _bump(txn: Txn, key: bytes, delta: int, attrs: dict[str, Any] | None = None, **init: Any) -> tuple[dict[str, Any] | None, bool]:
+def _bump(
+    txn: Txn, key: bytes, delta: int, attrs: dict[str, Any] | None = None, **init: Any
+) -> tuple[dict[str, Any] | None, bool]:
     """Add ``delta`` to a level entry's count, creating it (from ``init``) or
     dropping it at zero. Returns ``(entry or None if dropped, created)``."""
     entry = txn.get("dicom", key)
@@ -356,8 +358,14 @@ def find_instances(store: Store, query: dict[str, Any], level: str, *, bucket: s
                 for series, _se in _series(txn, name, study, scoped if depth >= 2 else {}):
                     for inst in _instances(txn, name, study, series, scoped if depth >= 3 else {}):
                         sop = inst["d"]["SOPInstanceUID"]
-                        item = {"bucket": inst["b"], "key": inst["k"], "version": inst["v"], "id": inst["id"],
-                                "size": inst["size"], "tags": inst["d"]}
+                        item = {
+                            "bucket": inst["b"],
+                            "key": inst["k"],
+                            "version": inst["v"],
+                            "id": inst["id"],
+                            "size": inst["size"],
+                            "tags": inst["d"],
+                        }
                         prev = by_sop.get((name, sop))
                         if prev is None or (prev["key"] != canonical_key(prev["tags"]) and inst["k"] == canonical_key(inst["d"])):
                             by_sop[(name, sop)] = item

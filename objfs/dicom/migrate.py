@@ -254,7 +254,9 @@ def migrate(
         progress = Progress(len(todo), sum(st.st_size for _, st in todo), progress_out) if progress_out else None
         principal = Principal("migrate")
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-migrate") as pool:
-            for _ in pool.map(lambda item: _copy_one(store, src, bucket, item[0], item[1], journal, report, progress, principal), todo):
+            for _ in pool.map(
+                lambda item: _copy_one(store, src, bucket, item[0], item[1], journal, report, progress, principal), todo
+            ):
                 pass
         if progress:
             progress.finish()
@@ -287,7 +289,12 @@ def _copy_one(
                 reader,
                 length=st.st_size,
                 content_type="application/dicom" if dicom else None,
-                posix={"mode": statmod.S_IFREG | (st.st_mode & 0o7777), "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns},
+                posix={
+                    "mode": statmod.S_IFREG | (st.st_mode & 0o7777),
+                    "uid": st.st_uid,
+                    "gid": st.st_gid,
+                    "mtime_ns": st.st_mtime_ns,
+                },
                 principal=principal,
             )
             after = os.fstat(fp.fileno())
@@ -304,8 +311,14 @@ def _copy_one(
         report.skip(rel, "changed while being copied; copied again on the next run")
         return
     journal.record(
-        {"path": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": reader.sha.hexdigest(), "status": "copied",
-         "dicom": dicom}
+        {
+            "path": rel,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "sha256": reader.sha.hexdigest(),
+            "status": "copied",
+            "dicom": dicom,
+        }
     )
     with report.lock:
         report.copied += 1

@@ -108,7 +108,9 @@ def _level(identifier: Dataset, model: str) -> str | None:
 class QueryRetrieve:
     """C-FIND/C-MOVE/C-GET handlers bound to one store and bucket."""
 
-    def __init__(self, store: Store, bucket: str, aet: str, destinations: dict[str, tuple[str, int]], conn_handlers: list) -> None:
+    def __init__(
+        self, store: Store, bucket: str, aet: str, destinations: dict[str, tuple[str, int]], conn_handlers: list
+    ) -> None:
         self.store = store
         self.bucket = bucket
         self.aet = aet
@@ -250,4 +252,3 @@ def _move_contexts(instances: list[dict[str, Any]]) -> list[Any]:
 def _unlink(instance: StoredInstance | None) -> None:
     if instance is not None:
         Path(instance._objfs_path).unlink(missing_ok=True)
-

@@ -50,9 +50,9 @@ MAX_ASSOCIATIONS = 32
 # Compressed syntaxes next, so compressed data is kept as compressed; the
 # other uncompressed ones last.
 _LAST = [DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian]
-TRANSFER_SYNTAXES = [ExplicitVRLittleEndian] + [
-    ts for ts in ALL_TRANSFER_SYNTAXES if ts not in (ExplicitVRLittleEndian, *_LAST)
-] + _LAST
+TRANSFER_SYNTAXES = (
+    [ExplicitVRLittleEndian] + [ts for ts in ALL_TRANSFER_SYNTAXES if ts not in (ExplicitVRLittleEndian, *_LAST)] + _LAST
+)
 _QR_MODELS = (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelMove,
@@ -156,7 +156,13 @@ def serve_dicom(
         destinations=cfg.destinations,
     )
     server = ae.start_server((host, cfg.port if port is None else port), block=False, evt_handlers=handlers)
-    log.info("DICOM gateway %s listening on %s:%d (bucket %s)", ae.ae_title, host or "*", server.server_address[1], bucket or cfg.bucket)
+    log.info(
+        "DICOM gateway %s listening on %s:%d (bucket %s)",
+        ae.ae_title,
+        host or "*",
+        server.server_address[1],
+        bucket or cfg.bucket,
+    )
     try:
         if ready_event is not None:
             ready_event.set()

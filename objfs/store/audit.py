@@ -119,7 +119,9 @@ class AuditLog:
                 prev, expected_seq = "damaged", expected_seq + 1
                 continue
             if entry.get("seq") != expected_seq:
-                problems.append(f"line {lineno}: sequence {entry.get('seq')} where {expected_seq} was expected (a line was removed or reordered)")
+                problems.append(
+                    f"line {lineno}: sequence {entry.get('seq')} where {expected_seq} was expected (a line was removed or reordered)"
+                )
             if entry.get("prev") != prev:
                 problems.append(f"line {lineno}: does not chain to the line before it (a line was removed, reordered or edited)")
             if _digest(entry) != entry.get("hash"):
@@ -135,7 +137,9 @@ class AuditLog:
             pinned = None
         if pinned is not None:
             if pinned.get("seq") not in hashes:
-                problems.append(f"the log ends at seq {head['seq']} but a change was recorded at seq {pinned.get('seq')}: lines were cut off the end")
+                problems.append(
+                    f"the log ends at seq {head['seq']} but a change was recorded at seq {pinned.get('seq')}: lines were cut off the end"
+                )
             elif hashes[pinned["seq"]] != pinned.get("hash"):
                 problems.append(f"line with seq {pinned['seq']} differs from the one recorded when it was written")
         return problems, head

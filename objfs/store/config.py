@@ -170,7 +170,9 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         if len(drives) < k + m:
             raise ConfigError(f"{tw}: EC {k}+{m} needs at least {k + m} drives, {len(drives)} given")
         tiers.append(TierConfig(name=name, k=k, m=m, drives=drives, backend=backend))
-    s3raw = _only(_optional(data, "s3", dict, {}, where), {"host", "port", "region", "max_body_bytes", "max_connections"}, where + " [s3]")
+    s3raw = _only(
+        _optional(data, "s3", dict, {}, where), {"host", "port", "region", "max_body_bytes", "max_connections"}, where + " [s3]"
+    )
     s3 = S3Config(
         host=_optional(s3raw, "host", str, "127.0.0.1", where + " [s3]"),
         port=_port(_optional(s3raw, "port", int, 9000, where + " [s3]"), where + " [s3]"),
@@ -179,7 +181,9 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         max_connections=_optional(s3raw, "max_connections", int, 256, where + " [s3]"),
     )
     dw = where + " [dicom]"
-    draw = _only(_optional(data, "dicom", dict, {}, where), {"port", "aet", "bucket", "allowed_aets", "duplicates", "destinations"}, dw)
+    draw = _only(
+        _optional(data, "dicom", dict, {}, where), {"port", "aet", "bucket", "allowed_aets", "duplicates", "destinations"}, dw
+    )
     dup = _optional(draw, "duplicates", str, "keep", dw)
     if dup not in ("keep", "replace", "reject"):
         raise ConfigError(f"{dw}: duplicates must be keep, replace or reject, not {dup!r}")
@@ -205,7 +209,13 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     if not 0 <= grace <= 3600:
         raise ConfigError(f"{where} [worm]: commit_grace_seconds must be between 0 and 3600")
     return StoreConfig(
-        root=root, store_id=store_id, segment_size=segment_size, tiers=tuple(tiers), s3=s3, dicom=dicom, worm_commit_grace=float(grace)
+        root=root,
+        store_id=store_id,
+        segment_size=segment_size,
+        tiers=tuple(tiers),
+        s3=s3,
+        dicom=dicom,
+        worm_commit_grace=float(grace),
     )
 
 

@@ -280,7 +280,10 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         with self.index.read() as txn:
             return [value for _, value in txn.scan("buckets")]
 
-    @audited("bucket-settings", target=lambda a, k, r: {"bucket": a[0] if a else k.get("name"), "detail": ",".join(sorted(set(k) - {"principal"}))})
+    @audited(
+        "bucket-settings",
+        target=lambda a, k, r: {"bucket": a[0] if a else k.get("name"), "detail": ",".join(sorted(set(k) - {"principal"}))},
+    )
     def update_bucket(self, name: str, *, principal: Principal | None = None, **changes: Any) -> dict[str, Any]:
         """Change bucket settings (versioning, lock_default, tagging, ...)."""
         allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner"}

@@ -127,8 +127,13 @@ def get(port: int, query: dict[str, Any], contexts: list[tuple[str, str]]) -> tu
     ds = Dataset()
     for keyword, value in query.items():
         setattr(ds, keyword, value)
-    assoc = ae.associate("127.0.0.1", port, ae_title="OBJFS", ext_neg=list({r.sop_class_uid: r for r in roles}.values()),
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="OBJFS",
+        ext_neg=list({r.sop_class_uid: r for r in roles}.values()),
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     try:
         statuses = [int(s.Status) for s, _ in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet) if s]

@@ -61,7 +61,9 @@ class Gateway:
     bucket: str = "pacs"
 
 
-def configure(store: Path, *, allowed: list[str] | None = None, duplicates: str = "keep", destinations: dict[str, int] | None = None) -> None:
+def configure(
+    store: Path, *, allowed: list[str] | None = None, duplicates: str = "keep", destinations: dict[str, int] | None = None
+) -> None:
     text = (store / "objfs.toml").read_text()
     text = text.replace("allowed_aets = []", "allowed_aets = [" + ", ".join(f'"{a}"' for a in allowed or []) + "]")
     text = text.replace('duplicates = "keep"', f'duplicates = "{duplicates}"')
@@ -101,5 +103,3 @@ def stop_gateway(gw: Gateway) -> str:
         gw.proc.kill()
         _, err = gw.proc.communicate()
     return err.decode(errors="replace")
-
-

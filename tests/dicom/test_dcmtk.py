@@ -24,8 +24,14 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def dcmtk_study(tmp_path_factory: pytest.TempPathFactory, gateway):
-    uid, paths = write_study(tmp_path_factory.mktemp("dcmtk"), instances=20, series=2, patient_id="PID-DCMTK",
-                             patient_name="Dcm^Tk", study_date="20220310")
+    uid, paths = write_study(
+        tmp_path_factory.mktemp("dcmtk"),
+        instances=20,
+        series=2,
+        patient_id="PID-DCMTK",
+        patient_name="Dcm^Tk",
+        study_date="20220310",
+    )
     start = time.monotonic()
     res = run("storescu", "-aec", "OBJFS", "127.0.0.1", str(gateway.port), *map(str, paths))
     elapsed = time.monotonic() - start
@@ -43,9 +49,27 @@ def test_echoscu(gateway) -> None:
 
 def test_findscu(gateway, dcmtk_study, tmp_path: Path) -> None:
     uid, _ = dcmtk_study
-    res = run("findscu", "-S", "-aec", "OBJFS", "-X", "-od", str(tmp_path), "-k", "QueryRetrieveLevel=STUDY",
-              "-k", "PatientName=dcm*", "-k", "StudyDate=20220101-20221231", "-k", "StudyInstanceUID",
-              "-k", "NumberOfStudyRelatedInstances", "127.0.0.1", str(gateway.port))
+    res = run(
+        "findscu",
+        "-S",
+        "-aec",
+        "OBJFS",
+        "-X",
+        "-od",
+        str(tmp_path),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientName=dcm*",
+        "-k",
+        "StudyDate=20220101-20221231",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "NumberOfStudyRelatedInstances",
+        "127.0.0.1",
+        str(gateway.port),
+    )
     assert res.returncode == 0, res.stderr
     from pydicom import dcmread
 
@@ -53,8 +77,23 @@ def test_findscu(gateway, dcmtk_study, tmp_path: Path) -> None:
     assert [a.StudyInstanceUID for a in answers] == [uid]
     assert int(answers[0].NumberOfStudyRelatedInstances) == 20
     (tmp_path / "p").mkdir()
-    res = run("findscu", "-P", "-aec", "OBJFS", "-X", "-od", str(tmp_path / "p"), "-k", "QueryRetrieveLevel=PATIENT",
-              "-k", "PatientID=PID-DCMTK", "-k", "PatientName", "127.0.0.1", str(gateway.port))
+    res = run(
+        "findscu",
+        "-P",
+        "-aec",
+        "OBJFS",
+        "-X",
+        "-od",
+        str(tmp_path / "p"),
+        "-k",
+        "QueryRetrieveLevel=PATIENT",
+        "-k",
+        "PatientID=PID-DCMTK",
+        "-k",
+        "PatientName",
+        "127.0.0.1",
+        str(gateway.port),
+    )
     assert res.returncode == 0, res.stderr
     (patient,) = [dcmread(p) for p in (tmp_path / "p").glob("rsp*.dcm")]
     assert patient.PatientName == "Dcm^Tk"
@@ -64,12 +103,25 @@ def test_movescu_to_storescp_bit_exact(gateway, dcmtk_study, dest_port: int, tmp
     uid, paths = dcmtk_study
     out = tmp_path / "moved"
     out.mkdir()
-    scp = subprocess.Popen(["storescp", "+B", "-od", str(out), str(dest_port)], env=DCMTK_ENV,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scp = subprocess.Popen(
+        ["storescp", "+B", "-od", str(out), str(dest_port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         time.sleep(0.5)
-        res = run("movescu", "-S", "-aec", "OBJFS", "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
-                  "-k", f"StudyInstanceUID={uid}", "127.0.0.1", str(gateway.port))
+        res = run(
+            "movescu",
+            "-S",
+            "-aec",
+            "OBJFS",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={uid}",
+            "127.0.0.1",
+            str(gateway.port),
+        )
         assert res.returncode == 0, res.stderr
     finally:
         scp.terminate()
@@ -80,8 +132,20 @@ def test_movescu_to_storescp_bit_exact(gateway, dcmtk_study, dest_port: int, tmp
 def test_getscu_bit_exact(gateway, dcmtk_study, tmp_path: Path) -> None:
     uid, paths = dcmtk_study
     start = time.monotonic()
-    res = run("getscu", "-S", "-aec", "OBJFS", "-od", str(tmp_path), "-k", "QueryRetrieveLevel=STUDY",
-              "-k", f"StudyInstanceUID={uid}", "127.0.0.1", str(gateway.port))
+    res = run(
+        "getscu",
+        "-S",
+        "-aec",
+        "OBJFS",
+        "-od",
+        str(tmp_path),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={uid}",
+        "127.0.0.1",
+        str(gateway.port),
+    )
     assert res.returncode == 0, res.stderr
     assert time.monotonic() - start < 10
     _assert_same(paths, list(tmp_path.iterdir()))

@@ -37,8 +37,15 @@ SAMPLES = [
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[Path]]:
-    return write_study(tmp_path_factory.mktemp("study"), instances=8, series=2, patient_id="PID-GW", patient_name="Gate^Way",
-                       study_date="20240215", accession="ACC-GW")
+    return write_study(
+        tmp_path_factory.mktemp("study"),
+        instances=8,
+        series=2,
+        patient_id="PID-GW",
+        patient_name="Gate^Way",
+        study_date="20240215",
+        accession="ACC-GW",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +76,13 @@ def test_stored_as_canonical_objects_with_tags(gateway, stored) -> None:
     with Store.open(gateway.store) as store:
         for path in paths:
             ds = dcmread(path, stop_before_pixels=True)
-            key = canonical_key({"StudyInstanceUID": ds.StudyInstanceUID, "SeriesInstanceUID": ds.SeriesInstanceUID,
-                                 "SOPInstanceUID": ds.SOPInstanceUID})
+            key = canonical_key(
+                {
+                    "StudyInstanceUID": ds.StudyInstanceUID,
+                    "SeriesInstanceUID": ds.SeriesInstanceUID,
+                    "SOPInstanceUID": ds.SOPInstanceUID,
+                }
+            )
             info = store.head_object("pacs", key)
             body = store.get_object_bytes("pacs", key)
             assert dataset_bytes(body) == dataset_bytes(path.read_bytes())  # stored exactly as received
@@ -83,16 +95,31 @@ def test_find_levels_and_matching(gateway, stored) -> None:
     study_uid, paths = stored
     port = gateway.port
     # Patient Root, PATIENT level: wildcard on PN (case-insensitive), return keys
-    found, status = scu.find(port, {"QueryRetrieveLevel": "PATIENT", "PatientName": "gate*", "PatientID": "",
-                                    "NumberOfPatientRelatedInstances": ""}, patient_root=True)
+    found, status = scu.find(
+        port,
+        {"QueryRetrieveLevel": "PATIENT", "PatientName": "gate*", "PatientID": "", "NumberOfPatientRelatedInstances": ""},
+        patient_root=True,
+    )
     assert status == 0 and len(found) == 1
     assert found[0].PatientID == "PID-GW" and int(found[0].NumberOfPatientRelatedInstances) == 8
     # STUDY level: date range, return keys filled, unknown return key empty
-    q = {"QueryRetrieveLevel": "STUDY", "StudyDate": "20240201-20240229", "StudyInstanceUID": "", "AccessionNumber": "",
-         "ModalitiesInStudy": "", "NumberOfStudyRelatedSeries": "", "NumberOfStudyRelatedInstances": "", "StudyID": ""}
+    q = {
+        "QueryRetrieveLevel": "STUDY",
+        "StudyDate": "20240201-20240229",
+        "StudyInstanceUID": "",
+        "AccessionNumber": "",
+        "ModalitiesInStudy": "",
+        "NumberOfStudyRelatedSeries": "",
+        "NumberOfStudyRelatedInstances": "",
+        "StudyID": "",
+    }
     found, _ = scu.find(port, q)
     assert [f.StudyInstanceUID for f in found] == [study_uid]
-    assert found[0].AccessionNumber == "ACC-GW" and list(found[0].ModalitiesInStudy) in (["CT"], "CT") or found[0].ModalitiesInStudy == "CT"
+    assert (
+        found[0].AccessionNumber == "ACC-GW"
+        and list(found[0].ModalitiesInStudy) in (["CT"], "CT")
+        or found[0].ModalitiesInStudy == "CT"
+    )
     assert int(found[0].NumberOfStudyRelatedSeries) == 2 and int(found[0].NumberOfStudyRelatedInstances) == 8
     assert found[0].StudyID in ("", None)
     assert scu.find(port, dict(q, StudyDate="-20231231"))[0] == []
@@ -101,14 +128,37 @@ def test_find_levels_and_matching(gateway, stored) -> None:
     assert len(scu.find(port, dict(q, StudyDate="", AccessionNumber="ACC-G?"))[0]) == 1
     assert len(scu.find(port, dict(q, StudyDate="", StudyInstanceUID=f"1.2.3\\{study_uid}"))[0]) == 1
     # SERIES and IMAGE levels
-    series, _ = scu.find(port, {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study_uid, "SeriesInstanceUID": "",
-                                "Modality": "CT", "NumberOfSeriesRelatedInstances": ""})
+    series, _ = scu.find(
+        port,
+        {
+            "QueryRetrieveLevel": "SERIES",
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": "",
+            "Modality": "CT",
+            "NumberOfSeriesRelatedInstances": "",
+        },
+    )
     assert len(series) == 2 and all(int(s.NumberOfSeriesRelatedInstances) == 4 for s in series)
-    images, _ = scu.find(port, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study_uid,
-                                "SeriesInstanceUID": series[0].SeriesInstanceUID, "SOPInstanceUID": "", "InstanceNumber": ""})
+    images, _ = scu.find(
+        port,
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": series[0].SeriesInstanceUID,
+            "SOPInstanceUID": "",
+            "InstanceNumber": "",
+        },
+    )
     assert len(images) == 4
-    one, _ = scu.find(port, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": study_uid,
-                             "SeriesInstanceUID": series[0].SeriesInstanceUID, "SOPInstanceUID": images[0].SOPInstanceUID})
+    one, _ = scu.find(
+        port,
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": series[0].SeriesInstanceUID,
+            "SOPInstanceUID": images[0].SOPInstanceUID,
+        },
+    )
     assert len(one) == 1
     # Study Root has no PATIENT level
     assert scu.find(port, {"QueryRetrieveLevel": "PATIENT", "PatientID": ""})[1] == 0xA900
@@ -149,9 +199,16 @@ def test_sample_files_in_many_transfer_syntaxes(gateway, tmp_path: Path) -> None
     assert scu.store_files(gateway.port, paths) == [0] * len(paths)
     for path in paths:
         ds = dcmread(path, stop_before_pixels=True)
-        got, statuses = scu.get(gateway.port, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": ds.StudyInstanceUID,
-                                               "SeriesInstanceUID": ds.SeriesInstanceUID, "SOPInstanceUID": ds.SOPInstanceUID},
-                                _meta_pairs([path]))
+        got, statuses = scu.get(
+            gateway.port,
+            {
+                "QueryRetrieveLevel": "IMAGE",
+                "StudyInstanceUID": ds.StudyInstanceUID,
+                "SeriesInstanceUID": ds.SeriesInstanceUID,
+                "SOPInstanceUID": ds.SOPInstanceUID,
+            },
+            _meta_pairs([path]),
+        )
         assert statuses[-1] == 0, path.name
         assert got == {ds.SOPInstanceUID: dataset_bytes(path.read_bytes())}, path.name
 
@@ -191,12 +248,20 @@ def test_truncated_and_non_dicom_refused_nothing_stored(gateway, study, tmp_path
     statuses = scu.store_files(gateway.port, [truncated, garbage])
     assert all(0xC000 <= s <= 0xCFFF for s in statuses), [hex(s) for s in statuses]
     with Store.open(gateway.store) as store:
-        key = canonical_key({"StudyInstanceUID": ok.StudyInstanceUID, "SeriesInstanceUID": ok.SeriesInstanceUID,
-                             "SOPInstanceUID": fresh})
+        key = canonical_key(
+            {"StudyInstanceUID": ok.StudyInstanceUID, "SeriesInstanceUID": ok.SeriesInstanceUID, "SOPInstanceUID": fresh}
+        )
         with pytest.raises(NoSuchKey):
             store.head_object("pacs", key)
-    found, _ = scu.find(gateway.port, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": ok.StudyInstanceUID,
-                                       "SeriesInstanceUID": ok.SeriesInstanceUID, "SOPInstanceUID": fresh})
+    found, _ = scu.find(
+        gateway.port,
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": ok.StudyInstanceUID,
+            "SeriesInstanceUID": ok.SeriesInstanceUID,
+            "SOPInstanceUID": fresh,
+        },
+    )
     assert found == []
 
 
@@ -221,8 +286,13 @@ def test_duplicate_policies(policy: str, tmp_path: Path) -> None:
         assert scu.store_files(gw.port, [first]) == [0]
         status = scu.store_files(gw.port, [second])[0]
         ds = dcmread(first, stop_before_pixels=True)
-        key = canonical_key({"StudyInstanceUID": ds.StudyInstanceUID, "SeriesInstanceUID": ds.SeriesInstanceUID,
-                             "SOPInstanceUID": ds.SOPInstanceUID})
+        key = canonical_key(
+            {
+                "StudyInstanceUID": ds.StudyInstanceUID,
+                "SeriesInstanceUID": ds.SeriesInstanceUID,
+                "SOPInstanceUID": ds.SOPInstanceUID,
+            }
+        )
         with Store.open(store_path) as store:
             body = dataset_bytes(store.get_object_bytes("pacs", key))
         expected = {"keep": (0, first), "reject": (0x0111, first), "replace": (0, second)}[policy]

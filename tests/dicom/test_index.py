@@ -16,7 +16,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def two_studies(store, tmp_path: Path):
     store.create_bucket("pacs")
     a, pa = write_study(tmp_path / "a", instances=6, series=2, patient_id="P1", patient_name="Doe^Jane")
-    b, pb = write_study(tmp_path / "b", instances=3, patient_id="P2", patient_name="Roe^Rick", modality="MR", study_date="20230105")
+    b, pb = write_study(
+        tmp_path / "b", instances=3, patient_id="P2", patient_name="Roe^Rick", modality="MR", study_date="20230105"
+    )
     for p in pa:
         store.put_object("pacs", f"legacy/a/{p.name}", p.read_bytes())
     for p in pb:
@@ -25,8 +27,10 @@ def two_studies(store, tmp_path: Path):
 
 
 def _counts(store):
-    return {e["StudyInstanceUID"]: (e["NumberOfStudyRelatedSeries"], e["NumberOfStudyRelatedInstances"])
-            for e in find(store, {}, "STUDY", bucket="pacs")}
+    return {
+        e["StudyInstanceUID"]: (e["NumberOfStudyRelatedSeries"], e["NumberOfStudyRelatedInstances"])
+        for e in find(store, {}, "STUDY", bucket="pacs")
+    }
 
 
 def test_any_put_is_indexed_with_s3_tags(store, two_studies) -> None:

@@ -20,10 +20,18 @@ from objfs.dicom.matching import (
 
 def rec(pid: str, study: str, series: str, sop: str, modality: str = "CT", **kw: object) -> dict:
     r = {
-        "PatientID": pid, "PatientName": f"Doe^{pid}", "PatientSex": "F",
-        "StudyInstanceUID": study, "StudyDate": "20240131", "StudyTime": "093015",
-        "SeriesInstanceUID": series, "Modality": modality, "SeriesNumber": 1,
-        "SOPInstanceUID": sop, "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2", "InstanceNumber": 1,
+        "PatientID": pid,
+        "PatientName": f"Doe^{pid}",
+        "PatientSex": "F",
+        "StudyInstanceUID": study,
+        "StudyDate": "20240131",
+        "StudyTime": "093015",
+        "SeriesInstanceUID": series,
+        "Modality": modality,
+        "SeriesNumber": 1,
+        "SOPInstanceUID": sop,
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+        "InstanceNumber": 1,
     }
     r.update(kw)
     return r
@@ -31,26 +39,31 @@ def rec(pid: str, study: str, series: str, sop: str, modality: str = "CT", **kw:
 
 # ----------------------------------------------------------------- single value / universal
 
-@pytest.mark.parametrize("query,stored,vr,expected", [
-    ("CT", "CT", "CS", True),
-    ("ct", "CT", "CS", False),           # case-sensitive outside PN
-    ("CT", "MR", "CS", False),
-    ("ACC1", "ACC1", "SH", True),
-    ("ACC1 ", "ACC1", "SH", True),       # trailing padding is insignificant
-    ("ACC", "ACC1", "SH", False),
-    ("1.2.3", "1.2.3", "UI", True),
-    ("1.2.3", "1.2.30", "UI", False),
-    ("7", 7, "IS", True),
-    ("007", 7, "IS", True),
-    ("8", 7, "IS", False),
-    ("x", 7, "IS", False),
-])
+
+@pytest.mark.parametrize(
+    "query,stored,vr,expected",
+    [
+        ("CT", "CT", "CS", True),
+        ("ct", "CT", "CS", False),  # case-sensitive outside PN
+        ("CT", "MR", "CS", False),
+        ("ACC1", "ACC1", "SH", True),
+        ("ACC1 ", "ACC1", "SH", True),  # trailing padding is insignificant
+        ("ACC", "ACC1", "SH", False),
+        ("1.2.3", "1.2.3", "UI", True),
+        ("1.2.3", "1.2.30", "UI", False),
+        ("7", 7, "IS", True),
+        ("007", 7, "IS", True),
+        ("8", 7, "IS", False),
+        ("x", 7, "IS", False),
+    ],
+)
 def test_single_value(query, stored, vr, expected) -> None:
     assert matches(query, stored, vr) is expected
 
 
-@pytest.mark.parametrize("vr,stored", [("CS", "CT"), ("UI", "1.2"), ("DA", "20200101"),
-                                       ("PN", "A^B"), ("IS", 3), ("LO", None), ("DA", None)])
+@pytest.mark.parametrize(
+    "vr,stored", [("CS", "CT"), ("UI", "1.2"), ("DA", "20200101"), ("PN", "A^B"), ("IS", 3), ("LO", None), ("DA", None)]
+)
 def test_universal(vr, stored) -> None:
     assert matches("", stored, vr)
     assert matches(None, stored, vr)
@@ -66,98 +79,117 @@ def test_non_universal_requires_value() -> None:
 
 # ----------------------------------------------------------------- PN
 
-@pytest.mark.parametrize("query,stored,expected", [
-    ("doe^john", "DOE^John", True),      # case-insensitive by design
-    ("Doe^John", "Doe^John^^^", True),   # trailing empty components
-    ("Doe", "Doe^John", False),          # single value is not a prefix match
-    ("doe*", "DOE^John", True),
-    ("D?E^J*", "Doe^Jane", True),
-    ("D?E^J*", "Dodge^Jane", False),
-    ("山田^太郎", "Yamada^Tarou=山田^太郎=やまだ^たろう", True),
-    ("yamada^tarou", "Yamada^Tarou=山田^太郎=やまだ^たろう", True),
-    ("Müller*", "MÜLLER^Hans", True),
-    ("Smith", "Doe^John", False),
-])
+
+@pytest.mark.parametrize(
+    "query,stored,expected",
+    [
+        ("doe^john", "DOE^John", True),  # case-insensitive by design
+        ("Doe^John", "Doe^John^^^", True),  # trailing empty components
+        ("Doe", "Doe^John", False),  # single value is not a prefix match
+        ("doe*", "DOE^John", True),
+        ("D?E^J*", "Doe^Jane", True),
+        ("D?E^J*", "Dodge^Jane", False),
+        ("山田^太郎", "Yamada^Tarou=山田^太郎=やまだ^たろう", True),
+        ("yamada^tarou", "Yamada^Tarou=山田^太郎=やまだ^たろう", True),
+        ("Müller*", "MÜLLER^Hans", True),
+        ("Smith", "Doe^John", False),
+    ],
+)
 def test_person_name(query, stored, expected) -> None:
     assert matches(query, stored, "PN") is expected
 
 
 # ----------------------------------------------------------------- wildcards
 
-@pytest.mark.parametrize("query,stored,vr,expected", [
-    ("C*", "CT", "CS", True),
-    ("*T", "CT", "CS", True),
-    ("?T", "CT", "CS", True),
-    ("?", "CT", "CS", False),
-    ("M*", "CT", "CS", False),
-    ("c*", "CT", "CS", False),           # still case-sensitive
-    ("CHEST*", "CHEST PA", "LO", True),
-    ("*[a]*", "x[a]y", "LO", True),      # regex metacharacters are literal
-    ("*.*", "abc", "LO", False),
-    ("AC?1", "ACC1", "SH", True),
-    ("1.2.*", "1.2.3", "UI", False),     # no wildcards on UIDs
-    ("2020*", "20200101", "DA", False),  # nor on dates
-])
+
+@pytest.mark.parametrize(
+    "query,stored,vr,expected",
+    [
+        ("C*", "CT", "CS", True),
+        ("*T", "CT", "CS", True),
+        ("?T", "CT", "CS", True),
+        ("?", "CT", "CS", False),
+        ("M*", "CT", "CS", False),
+        ("c*", "CT", "CS", False),  # still case-sensitive
+        ("CHEST*", "CHEST PA", "LO", True),
+        ("*[a]*", "x[a]y", "LO", True),  # regex metacharacters are literal
+        ("*.*", "abc", "LO", False),
+        ("AC?1", "ACC1", "SH", True),
+        ("1.2.*", "1.2.3", "UI", False),  # no wildcards on UIDs
+        ("2020*", "20200101", "DA", False),  # nor on dates
+    ],
+)
 def test_wildcards(query, stored, vr, expected) -> None:
     assert matches(query, stored, vr) is expected
 
 
 # ----------------------------------------------------------------- ranges
 
-@pytest.mark.parametrize("query,stored,expected", [
-    ("20200101-20201231", "20200615", True),
-    ("20200101-20201231", "20200101", True),
-    ("20200101-20201231", "20201231", True),
-    ("20200101-20201231", "20210101", False),
-    ("20200101-20201231", "20191231", False),
-    ("-20201231", "19000101", True),
-    ("-20201231", "20210101", False),
-    ("20200101-", "20990101", True),
-    ("20200101-", "20191231", False),
-    ("20200615", "20200615", True),
-    ("20200615", "20200616", False),
-    ("-", "20200616", True),
-    ("garbage-20201231", "20200101", False),
-    ("20200101-20201231", "2020.06.15", True),  # ACR-NEMA stored form
-])
+
+@pytest.mark.parametrize(
+    "query,stored,expected",
+    [
+        ("20200101-20201231", "20200615", True),
+        ("20200101-20201231", "20200101", True),
+        ("20200101-20201231", "20201231", True),
+        ("20200101-20201231", "20210101", False),
+        ("20200101-20201231", "20191231", False),
+        ("-20201231", "19000101", True),
+        ("-20201231", "20210101", False),
+        ("20200101-", "20990101", True),
+        ("20200101-", "20191231", False),
+        ("20200615", "20200615", True),
+        ("20200615", "20200616", False),
+        ("-", "20200616", True),
+        ("garbage-20201231", "20200101", False),
+        ("20200101-20201231", "2020.06.15", True),  # ACR-NEMA stored form
+    ],
+)
 def test_date_range(query, stored, expected) -> None:
     assert matches(query, stored, "DA") is expected
 
 
-@pytest.mark.parametrize("query,stored,expected", [
-    ("0930-1200", "093015.123", True),
-    ("0930-1200", "1200", True),
-    ("0930-1200", "120059.999", True),       # upper bound covers the whole minute
-    ("0930-1200", "120100", False),
-    ("0930-1200", "092959.99", False),
-    ("-0900", "085959", True),
-    ("-0900", "090100", False),
-    ("1000-", "235959", True),
-    ("1000-", "095959", False),
-    ("093015.5-093016", "093015.6", True),
-    ("093015.5-093016", "093015.4", False),
-    ("0930", "093015", True),                # partial single value = its span
-    ("0930", "093100", False),
-    ("09:30-12:00", "10:00:00", True),
-])
+@pytest.mark.parametrize(
+    "query,stored,expected",
+    [
+        ("0930-1200", "093015.123", True),
+        ("0930-1200", "1200", True),
+        ("0930-1200", "120059.999", True),  # upper bound covers the whole minute
+        ("0930-1200", "120100", False),
+        ("0930-1200", "092959.99", False),
+        ("-0900", "085959", True),
+        ("-0900", "090100", False),
+        ("1000-", "235959", True),
+        ("1000-", "095959", False),
+        ("093015.5-093016", "093015.6", True),
+        ("093015.5-093016", "093015.4", False),
+        ("0930", "093015", True),  # partial single value = its span
+        ("0930", "093100", False),
+        ("09:30-12:00", "10:00:00", True),
+    ],
+)
 def test_time_range(query, stored, expected) -> None:
     assert matches(query, stored, "TM") is expected
 
 
-@pytest.mark.parametrize("query,stored,expected", [
-    ("20200101-20200102", "20200101235959", True),
-    ("20200101120000-20200101130000", "20200101123000.5", True),
-    ("20200101120000-20200101130000", "20200101130100", False),
-    ("20200101120000+0100-20200101130000+0100", "20200101125959", True),
-    ("2020-2021", "20211231", True),
-    ("2020-2021", "20220101", False),
-    ("-20200101", "20191231120000+0000", True),
-])
+@pytest.mark.parametrize(
+    "query,stored,expected",
+    [
+        ("20200101-20200102", "20200101235959", True),
+        ("20200101120000-20200101130000", "20200101123000.5", True),
+        ("20200101120000-20200101130000", "20200101130100", False),
+        ("20200101120000+0100-20200101130000+0100", "20200101125959", True),
+        ("2020-2021", "20211231", True),
+        ("2020-2021", "20220101", False),
+        ("-20200101", "20191231120000+0000", True),
+    ],
+)
 def test_datetime_range(query, stored, expected) -> None:
     assert matches(query, stored, "DT") is expected
 
 
 # ----------------------------------------------------------------- lists / multi-valued
+
 
 def test_uid_list() -> None:
     assert matches("1.2.3\\1.2.4", "1.2.4", "UI")
@@ -181,8 +213,7 @@ def test_match_record() -> None:
     assert not match_record({"PatientID": "P1", "Modality": "MR"}, r)
     assert not match_record({"StudyDescription": "X*"}, r)  # attribute absent
     # steering and unindexed keys never exclude a record
-    assert match_record({"QueryRetrieveLevel": "STUDY", "InstitutionName": "Nowhere",
-                         "SpecificCharacterSet": "ISO_IR 100"}, r)
+    assert match_record({"QueryRetrieveLevel": "STUDY", "InstitutionName": "Nowhere", "SpecificCharacterSet": "ISO_IR 100"}, r)
     assert set(VR_OF) == {k for keys in ATTRS_BY_LEVEL.values() for k in keys}
     assert all(LEVEL_KEYS[lv][0] == ATTRS_BY_LEVEL[lv][0] for lv in LEVEL_KEYS)
 
@@ -197,7 +228,9 @@ def test_query_from_dataset() -> None:
     q.ReferencedStudySequence = Sequence()
     q.InstitutionName = "X"
     assert query_from_dataset(q) == {
-        "PatientName": "Doe*", "ModalitiesInStudy": "CT\\MR", "StudyInstanceUID": "",
+        "PatientName": "Doe*",
+        "ModalitiesInStudy": "CT\\MR",
+        "StudyInstanceUID": "",
         "SeriesNumber": "3",
     }
 
@@ -224,8 +257,7 @@ def test_aggregate_study() -> None:
     assert s["PatientID"] == "P1" and "Modality" not in s and "SOPInstanceUID" not in s
     assert studies["2.1"]["SpecificCharacterSet"] == ["ISO_IR 100"]
     # study-level matching against aggregated entries: any modality of the study
-    assert [e["StudyInstanceUID"] for e in aggregate(RECORDS, "STUDY")
-            if match_record({"ModalitiesInStudy": "PR"}, e)] == ["1.1"]
+    assert [e["StudyInstanceUID"] for e in aggregate(RECORDS, "STUDY") if match_record({"ModalitiesInStudy": "PR"}, e)] == ["1.1"]
 
 
 def test_aggregate_series_patient_image() -> None:
@@ -247,8 +279,7 @@ def test_aggregate_series_patient_image() -> None:
 
 
 def test_aggregate_fills_gaps_and_falls_back_to_stored_modalities() -> None:
-    a = {"StudyInstanceUID": "9", "SeriesInstanceUID": "9.1", "SOPInstanceUID": "9.1.1",
-         "ModalitiesInStudy": ["SR"]}
+    a = {"StudyInstanceUID": "9", "SeriesInstanceUID": "9.1", "SOPInstanceUID": "9.1.1", "ModalitiesInStudy": ["SR"]}
     b = dict(a, SOPInstanceUID="9.1.2", StudyDescription="LATE")
     (entry,) = aggregate([a, b], "STUDY")
     assert entry["ModalitiesInStudy"] == ["SR"]
@@ -257,6 +288,7 @@ def test_aggregate_fills_gaps_and_falls_back_to_stored_modalities() -> None:
 
 
 # ----------------------------------------------------------------- responses
+
 
 def test_build_response() -> None:
     q = Dataset()
@@ -271,9 +303,16 @@ def test_build_response() -> None:
     entry = aggregate(RECORDS[:3], "STUDY")[0]
     r = build_response(q, entry, "STUDY")
     keys = {e.keyword for e in r}
-    assert keys == {"QueryRetrieveLevel", "PatientName", "StudyInstanceUID", "ModalitiesInStudy",
-                    "NumberOfStudyRelatedInstances", "StudyDescription", "InstitutionName",
-                    "ReferencedStudySequence"}
+    assert keys == {
+        "QueryRetrieveLevel",
+        "PatientName",
+        "StudyInstanceUID",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+        "StudyDescription",
+        "InstitutionName",
+        "ReferencedStudySequence",
+    }
     assert r.QueryRetrieveLevel == "STUDY"
     assert str(r.PatientName) == "Doe^P1"
     assert list(r.ModalitiesInStudy) == ["CT", "PR"]
@@ -294,8 +333,7 @@ def test_build_response_charset_and_encoding() -> None:
     q.PatientID = ""
     r = build_response(q, {"PatientID": "P9", "PatientName": "Müller^Hans"}, "PATIENT")
     assert r.SpecificCharacterSet == "ISO_IR 192"
-    r2 = build_response(q, {"PatientID": "P9", "PatientName": "Müller^Hans",
-                            "SpecificCharacterSet": ["ISO_IR 100"]}, "PATIENT")
+    r2 = build_response(q, {"PatientID": "P9", "PatientName": "Müller^Hans", "SpecificCharacterSet": ["ISO_IR 100"]}, "PATIENT")
     assert r2.SpecificCharacterSet == "ISO_IR 100"  # pydicom unwraps single values
     for ds in (r, r2):
         buf = DicomBytesIO()

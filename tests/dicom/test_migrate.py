@@ -45,8 +45,13 @@ def share(tmp_path: Path) -> Path:
 
 def migrate(store: Path, source: Path, *extra: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, "-m", "objfs.cli", "migrate", str(store), str(source), "--bucket", "legacy", *extra],
-                         env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "objfs.cli", "migrate", str(store), str(source), "--bucket", "legacy", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode in (0, 3), res.stderr
     assert "files" in res.stderr and "ETA" in res.stderr  # progress
     return json.loads(res.stdout)
@@ -85,8 +90,12 @@ def test_migrate_killed_then_resumed_ends_complete_and_verified(store_path: Path
     for i in range(6):
         write_study(share / f"S{i}", instances=30, size=64, patient_id=f"K{i}")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "objfs.cli", "migrate", str(store_path), str(share), "--bucket", "legacy",
-                             "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "objfs.cli", "migrate", str(store_path), str(share), "--bucket", "legacy", "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     journal_dir = store_path / "migrate"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -30,8 +30,12 @@ def test_study_copied_into_mount_is_found_and_retrieved(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     log = open(tmp_path / "mount.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "objfs.cli", "mount", str(store), str(mnt), "--foreground"],
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "objfs.cli", "mount", str(store), str(mnt), "--foreground"],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     gw = None
     try:
         deadline = time.monotonic() + 60
@@ -45,15 +49,20 @@ def test_study_copied_into_mount_is_found_and_retrieved(tmp_path: Path) -> None:
         target.mkdir(parents=True)
         for p in paths:  # what a legacy PACS does: plain file copies
             shutil.copyfile(p, target / p.name)
-        found, status = scu.find(gw.port, {"QueryRetrieveLevel": "STUDY", "PatientID": "FUSE1", "StudyInstanceUID": "",
-                                           "NumberOfStudyRelatedInstances": ""})
+        found, status = scu.find(
+            gw.port,
+            {"QueryRetrieveLevel": "STUDY", "PatientID": "FUSE1", "StudyInstanceUID": "", "NumberOfStudyRelatedInstances": ""},
+        )
         assert status == 0 and [f.StudyInstanceUID for f in found] == [uid]
         assert int(found[0].NumberOfStudyRelatedInstances) == 5
         from pydicom import dcmread
 
         meta = dcmread(paths[0], stop_before_pixels=True).file_meta
-        got, statuses = scu.get(gw.port, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid},
-                                [(str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))])
+        got, statuses = scu.get(
+            gw.port,
+            {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": uid},
+            [(str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))],
+        )
         assert statuses[-1] == 0
         assert got == {sop_uid(p): dataset_bytes(p.read_bytes()) for p in paths}
         # the copies keep their paths: the PACS still finds them there

@@ -90,7 +90,7 @@ def make_ct(
     raw = pixels if pixels is not None else (bytes(range(256)) * (total // 256 + 1))[:total]
     if ts == RLELossless:
         # structure is what matters here, not a valid RLE bitstream
-        ds.PixelData = encapsulate([raw[i * frame_len:(i + 1) * frame_len] for i in range(frames)])
+        ds.PixelData = encapsulate([raw[i * frame_len : (i + 1) * frame_len] for i in range(frames)])
         ds["PixelData"].VR = "OB"
     else:
         ds.PixelData = raw
@@ -107,20 +107,20 @@ def _cut_points(data: bytes, step: int) -> list[int]:
 # ----------------------------------------------------------------- sample files
 
 SAMPLES = [
-    "CT_small.dcm",                 # explicit VR LE
+    "CT_small.dcm",  # explicit VR LE
     "MR_small.dcm",
-    "MR_small_implicit.dcm",        # implicit VR LE
-    "MR_small_bigendian.dcm",       # explicit VR BE
-    "MR_small_RLE.dcm",             # RLE
-    "MR_small_jp2klossless.dcm",    # JPEG 2000
+    "MR_small_implicit.dcm",  # implicit VR LE
+    "MR_small_bigendian.dcm",  # explicit VR BE
+    "MR_small_RLE.dcm",  # RLE
+    "MR_small_jp2klossless.dcm",  # JPEG 2000
     "JPEG2000.dcm",
     "SC_rgb_jpeg_dcmd.dcm",
-    "image_dfl.dcm",                # deflated
-    "rtplan.dcm",                   # no pixel data
+    "image_dfl.dcm",  # deflated
+    "rtplan.dcm",  # no pixel data
     "liver_expb_1frame.dcm",
-    "SC_rgb_rle_2frame.dcm",        # multi-frame encapsulated
+    "SC_rgb_rle_2frame.dcm",  # multi-frame encapsulated
     "SC_ybr_full_422_uncompressed.dcm",
-    "ExplVR_LitEndNoMeta.dcm",      # raw dataset, no preamble
+    "ExplVR_LitEndNoMeta.dcm",  # raw dataset, no preamble
 ]
 
 
@@ -138,8 +138,7 @@ def test_sample_files_extract_and_check(name: str) -> None:
     ref = pydicom.dcmread(path, force=True)
     tags = extract_tags(data[:HEAD])
     assert tags is not None
-    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
-               "PatientID", "Modality", "StudyDate"):
+    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID", "Modality", "StudyDate"):
         if ref.get(kw) not in (None, ""):
             assert tags[kw] == str(ref.get(kw)), kw
     if ref.get("InstanceNumber") not in (None, ""):
@@ -174,9 +173,10 @@ def test_bundled_truncated_files(name: str) -> None:
 
 # ----------------------------------------------------------------- generated
 
-@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian,
-                                RLELossless])
+
+@pytest.mark.parametrize(
+    "ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian, RLELossless]
+)
 def test_generated_roundtrip(ts: str) -> None:
     data = make_ct(ts=ts)
     tags = extract_tags(data)
@@ -204,6 +204,7 @@ def test_generated_roundtrip(ts: str) -> None:
     }
     assert complete_file_check(io.BytesIO(data)) is None
     import msgpack
+
     assert msgpack.unpackb(msgpack.packb(tags)) == tags
 
 
@@ -230,22 +231,20 @@ def test_deflated_head_larger_than_prefix() -> None:
 def test_head_cut_inside_uid_is_not_indexed() -> None:
     data = make_ct()
     pos = data.index(b"1.2.826.0.1.3680043.8.498.1.1.1\x00", 300)  # SOPInstanceUID in dataset
-    assert extract_tags(data[:pos + 10]) is None
+    assert extract_tags(data[: pos + 10]) is None
     # cut after all indexed attributes but before pixel data: tags complete
     pix = data.index(b"\xe0\x7f\x10\x00")
-    assert extract_tags(data[:pix + 20]) == extract_tags(data)
+    assert extract_tags(data[: pix + 20]) == extract_tags(data)
 
 
-@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                                ExplicitVRBigEndian, RLELossless])
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian, RLELossless])
 def test_every_cut_is_detected(ts: str) -> None:
     data = make_ct(ts=ts, size=16, frames=2)
     ds = pydicom.dcmread(io.BytesIO(data))
     # a cut exactly between elements before SOPClassUID leaves a valid,
     # tiny non-image dataset - indistinguishable from a real one
     sop_class_at = data.index(CTImageStorage.encode(), 200) - 8
-    missed = [cut for cut in _cut_points(data, 3)
-              if complete_file_check(io.BytesIO(data[:cut])) is None]
+    missed = [cut for cut in _cut_points(data, 3) if complete_file_check(io.BytesIO(data[:cut])) is None]
     assert all(cut <= sop_class_at for cut in missed), (missed, sop_class_at)
     assert ds.SOPInstanceUID
 
@@ -255,7 +254,7 @@ def test_cut_in_pixel_data_and_in_header() -> None:
     in_pixels = complete_file_check(io.BytesIO(data[:-100]))
     assert in_pixels is not None and "7FE0,0010" in in_pixels
     assert extract_tags(data[:-100]) is not None  # header still complete
-    in_header = data[:data.index(b"MONOCHROME2") + 3]
+    in_header = data[: data.index(b"MONOCHROME2") + 3]
     assert complete_file_check(io.BytesIO(in_header)) is not None
     assert extract_tags(in_header) is not None
 
@@ -299,10 +298,19 @@ def test_hostile_uid_rejected() -> None:
 
 # ----------------------------------------------------------------- non-DICOM / hostile
 
-@pytest.mark.parametrize("blob", [
-    b"", b"DICM", b"hello world" * 100, b"\x00" * 4096, b"%PDF-1.4\n" + b"x" * 300,
-    b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, b"\x08\x00" + b"\xff" * 200,
-])
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"",
+        b"DICM",
+        b"hello world" * 100,
+        b"\x00" * 4096,
+        b"%PDF-1.4\n" + b"x" * 300,
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 200,
+        b"\x08\x00" + b"\xff" * 200,
+    ],
+)
 def test_non_dicom(blob: bytes) -> None:
     assert extract_tags(blob) is None
     assert complete_file_check(io.BytesIO(blob)) is not None
@@ -327,7 +335,7 @@ def test_hostile_huge_lengths_never_raise() -> None:
         struct.pack("<HH2sH", 0x0008, 0x0020, b"DA", 0xFFFF),
     ]
     for chunk in evil:
-        blob = base[:dataset_at + 18] + chunk
+        blob = base[: dataset_at + 18] + chunk
         assert extract_tags(blob) is None or isinstance(extract_tags(blob), dict)
         assert complete_file_check(io.BytesIO(blob)) is not None
 

@@ -257,7 +257,12 @@ def test_memory_stays_bounded_for_a_large_object(store_path: Path, tmp_path: Pat
     with Store.open(store_path) as store:
         store.create_bucket("pacs")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", script, str(store_path), str(source), str(tmp_path / "back.bin")], env=env, capture_output=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(store_path), str(source), str(tmp_path / "back.bin")],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
     max_rss_kib = int(out.stdout.split()[-1])
     assert max_rss_kib < 200 * 1024, f"peak RSS {max_rss_kib} KiB ({out.stdout.decode().strip()})"
     with open(source, "rb") as a, open(tmp_path / "back.bin", "rb") as b:

@@ -68,7 +68,14 @@ def test_ranges_across_segment_boundaries(pacs: Store) -> None:
     data = os.urandom(3 * SEG + 100)
     pacs.put_object("pacs", "r", data)
     with pacs.open_object("pacs", "r") as reader:
-        for start, end in [(0, 1), (SEG - 5, SEG + 5), (SEG, 2 * SEG), (2 * SEG - 1, 3 * SEG + 1), (3 * SEG + 99, 3 * SEG + 100), (7, len(data))]:
+        for start, end in [
+            (0, 1),
+            (SEG - 5, SEG + 5),
+            (SEG, 2 * SEG),
+            (2 * SEG - 1, 3 * SEG + 1),
+            (3 * SEG + 99, 3 * SEG + 100),
+            (7, len(data)),
+        ]:
             assert b"".join(reader.iter_range(start, end)) == data[start:end], (start, end)
         # random access as the FUSE mount uses it
         assert reader.read(SEG - 10, 20) == data[SEG - 10 : SEG + 10]
@@ -191,7 +198,13 @@ def test_hostile_keys_refused(pacs: Store, key: str) -> None:
 
 
 def test_unusual_but_valid_keys(pacs: Store) -> None:
-    keys = ["ünïcødé/€.dcm", "with space/and+plus", "dir/", "a" * 200 + "/" + "b" * 200 + "/" + "c" * 200, "x" * 250 + "/" + "y" * 250 + "/" + "z" * 250 + "/q" * 50]
+    keys = [
+        "ünïcødé/€.dcm",
+        "with space/and+plus",
+        "dir/",
+        "a" * 200 + "/" + "b" * 200 + "/" + "c" * 200,
+        "x" * 250 + "/" + "y" * 250 + "/" + "z" * 250 + "/q" * 50,
+    ]
     for key in keys:
         pacs.put_object("pacs", key, key.encode())
     for key in keys:

@@ -61,7 +61,9 @@ def test_suspended_versioning_replaces_the_null_version(store: Store) -> None:
 
 def test_compliance_survives_everyone_until_it_ends(locked: Store) -> None:
     now = locked.clock.now()
-    info = locked.put_object("worm", "study/1.dcm", b"image", retention={"mode": "COMPLIANCE", "until": now + 7 * 365 * DAY}, principal=ADMIN)
+    info = locked.put_object(
+        "worm", "study/1.dcm", b"image", retention={"mode": "COMPLIANCE", "until": now + 7 * 365 * DAY}, principal=ADMIN
+    )
     version = info.version_id
     for who in (ADMIN, BYPASS, Principal("cli:root", bypass_governance=True)):
         with pytest.raises(ObjectLocked):
@@ -117,7 +119,9 @@ def test_bucket_default_retention_applies_to_new_versions(locked: Store) -> None
 
 
 def test_locked_fragments_are_immutable_even_for_root(locked: Store) -> None:
-    version = locked.put_object("worm", "imm", b"x" * 10000, retention={"mode": "COMPLIANCE", "until": locked.clock.now() + DAY}).version_id
+    version = locked.put_object(
+        "worm", "imm", b"x" * 10000, retention={"mode": "COMPLIANCE", "until": locked.clock.now() + DAY}
+    ).version_id
     desc = locked.head_object("worm", "imm").record["parts"][0]
     path = locked.drive_by_id(desc["drives"][0]).fragment_path(desc["id"], 0)
     if not locked.immutable_supported(locked.drive_by_id(desc["drives"][0])):
@@ -165,7 +169,10 @@ def test_cli_retention_rm_and_audit(store_path: Path, cli, tmp_path: Path) -> No
     assert json.loads(verify.stdout.splitlines()[-1])["ok"] is True
     reads = [json.loads(x) for x in cli("audit", "show", str(store_path), "--key", "s/", "--reads-only").stdout.splitlines()]
     assert len(reads) == 1 and reads[0]["who"].startswith("cli:") and reads[0]["action"] == "read"
-    actions = [json.loads(x)["action"] + ":" + json.loads(x)["outcome"] for x in cli("audit", "show", str(store_path), "--bucket", "worm").stdout.splitlines()]
+    actions = [
+        json.loads(x)["action"] + ":" + json.loads(x)["outcome"]
+        for x in cli("audit", "show", str(store_path), "--bucket", "worm").stdout.splitlines()
+    ]
     assert actions[:2] == ["create-bucket:ok", "write:ok"] and "delete:denied" in actions and "retention:denied" in actions
 
     log = store_path / "audit" / "audit.log"
@@ -207,7 +214,9 @@ def test_version_listing_pages_through_prefixes_and_versions(store: Store) -> No
         store.put_object("ver", key, b"2")
     seen, key_marker, version_marker = [], "", ""
     while True:
-        page = store.list_object_versions("ver", delimiter="/", key_marker=key_marker, version_id_marker=version_marker, max_keys=1)
+        page = store.list_object_versions(
+            "ver", delimiter="/", key_marker=key_marker, version_id_marker=version_marker, max_keys=1
+        )
         seen += page.common_prefixes + [f"{e.key}@{e.version_id}" for e in page.versions]
         if not page.truncated:
             break
