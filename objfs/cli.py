@@ -162,6 +162,7 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
             print(f"objfs: {drive.path} is not empty; mount a new, empty disk there first", file=sys.stderr)
             return 2
         format_drive(drive.path, store.config.store_id, drive.drive_id)
+        store.refresh_drive_health()
         print(f"formatted {drive.path} as drive {drive.drive_id}; healing its fragments")
         report = store.scrub()
     print(json.dumps(report.as_dict()))

@@ -2,17 +2,30 @@
 
 Deterministic given a seed, valid Part-10 files that storescu, pynetdicom and
 pydicom accept. Not used by the gateway itself.
+
+:func:`write_large_instance` writes a multi-frame whole-slide image of any
+size without holding more than one frame in memory, for the bounded-memory
+tests and benchmarks of the gateway.
 """
 
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, MRImageStorage, generate_uid
 
-__all__ = ["make_instance", "write_study"]
+__all__ = ["make_instance", "write_large_instance", "write_study"]
+
+VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
+# Encapsulated Pixel Data (PS3.5 A.4), explicit VR little endian: the element
+# header with undefined length, an empty Basic Offset Table item, one item
+# per frame, the sequence delimiter.
+_PIXEL_DATA_UNDEFINED = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"
+_ITEM = b"\xfe\xff\x00\xe0"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 _ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root
 
@@ -118,3 +131,68 @@ def write_study(
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return study_uid, paths
+
+
+def write_large_instance(
+    path: str | Path,
+    *,
+    frames: int,
+    frame_bytes: int,
+    patient_id: str = "WSI001",
+    patient_name: str = "Slide^Whole",
+    study_uid: str | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Write a VL Whole Slide Microscopy instance of ``frames`` JPEG-baseline frames.
+
+    The header (File Meta and every element before Pixel Data) is written by
+    pydicom; the encapsulated Pixel Data is then appended frame by frame, so
+    memory use is one frame whatever ``frames * frame_bytes`` is. Each frame
+    is one fragment of exactly ``frame_bytes`` (even, >= 16) bytes, distinct
+    from every other frame; the fragments are not decodable JPEG (nothing in
+    the archive decodes pixels). Returns the header dataset (without Pixel
+    Data): its UIDs address the instance.
+    """
+    if frame_bytes < 16 or frame_bytes % 2:
+        raise ValueError("frame_bytes must be even and at least 16")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid(_ROOT)
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyDate = "20240131"
+    ds.StudyTime = "093015"
+    ds.AccessionNumber = "WSI-ACC"
+    ds.Modality = "SM"
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = study_uid or generate_uid(_ROOT)
+    ds.SeriesInstanceUID = generate_uid(_ROOT)
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PlanarConfiguration = 0
+    ds.NumberOfFrames = frames
+    ds.Rows = 512
+    ds.Columns = 512
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    block = random.Random(seed).randbytes(frame_bytes - 12)
+    with open(path, "wb") as out:
+        ds.save_as(out, enforce_file_format=True)
+        out.write(_PIXEL_DATA_UNDEFINED + _ITEM + b"\0\0\0\0")
+        header = _ITEM + struct.pack("<I", frame_bytes)
+        for i in range(frames):
+            # SOI, the frame number (so no two frames are equal), data, EOI
+            out.write(header + b"\xff\xd8" + struct.pack("<Q", i) + block + b"\xff\xd9")
+        out.write(_SEQUENCE_DELIMITER)
+    return ds

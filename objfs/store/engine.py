@@ -36,6 +36,7 @@ from .rebuild import BUCKETS_DIR
 from .renames import RenamesMixin
 from .retention import RetentionMixin
 
+HEALTH_TTL = 1.0  # seconds a drive health check is trusted
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
 FS_IMMUTABLE_FL = 0x00000010
@@ -89,6 +90,7 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         self.audit = AuditLog(self.root / "audit")
         self.indexers: list[Indexer] = []
         self._suspect: set[str] = set()
+        self._health: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
         self._load_default_indexers()
 
@@ -126,7 +128,23 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         return [d for drives in self.drives.values() for d in drives]
 
     def drive_healthy(self, drive: Drive) -> bool:
-        return drive.is_healthy(self.config.store_id)
+        """Whether the drive is present and ours; re-checked at most every second.
+
+        A drive that vanishes within that second fails its writes (its
+        fragments cannot be renamed into place), which the write quorum
+        already handles.
+        """
+        now = time.monotonic()
+        cached = self._health.get(drive.drive_id)
+        if cached is not None and now - cached[0] < HEALTH_TTL:
+            return cached[1]
+        healthy = drive.is_healthy(self.config.store_id)
+        self._health[drive.drive_id] = (now, healthy)
+        return healthy
+
+    def refresh_drive_health(self) -> None:
+        """Forget cached health checks (after a drive was replaced, before a scrub)."""
+        self._health.clear()
 
     def mark_drive_suspect(self, drive: Drive) -> None:
         with self._lock:

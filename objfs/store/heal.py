@@ -186,6 +186,7 @@ class MaintenanceMixin:
     def scrub(self: Store) -> ScrubReport:
         """Verify every object, heal damage, finish GC and remove orphans."""
         report = ScrubReport()
+        self.refresh_drive_health()
         report.gc_finished = self.finish_gc()
         files = self._drive_files()
         with self.index.read() as txn:
