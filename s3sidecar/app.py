@@ -67,85 +67,78 @@ OBJECT_ONLY = frozenset(("retention", "legal-hold"))
 METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
 
 
+def _op(name: str, handler: Handler, write: bool = False) -> Operation:
+    return Operation(name, handler, write)
+
+
+_ANY: frozenset[str] = frozenset()
+#: (level, method) -> routes tried in order: (query tokens of which one must be
+#: present, empty for any; whether x-amz-copy-source must be present (True),
+#: absent (False) or either (None); the operation). A query token is a
+#: parameter name, or ``name=value`` for list-type.
+ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]]] = {
+    ("service", "GET"): [(_ANY, None, _op("ListBuckets", service.list_buckets))],
+    ("bucket", "GET"): [
+        (frozenset({"versioning"}), None, _op("GetBucketVersioning", versioning.get_versioning)),
+        (frozenset({"versions"}), None, _op("ListObjectVersions", versioning.list_versions)),
+        (frozenset({"object-lock"}), None, _op("GetObjectLockConfiguration", lock.get_lock_configuration)),
+        (frozenset({"location"}), None, _op("GetBucketLocation", buckets.get_location)),
+        (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
+        (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
+        (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
+    ],
+    ("bucket", "HEAD"): [(_ANY, None, _op("HeadBucket", buckets.head_bucket))],
+    ("bucket", "PUT"): [
+        (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True)),
+        (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True)),
+        (_ANY, None, _op("CreateBucket", buckets.create_bucket, True)),
+    ],
+    ("bucket", "DELETE"): [(_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True))],
+    ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True))],
+    ("object", "GET"): [
+        (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),
+        (frozenset({"legal-hold"}), None, _op("GetObjectLegalHold", lock.get_legal_hold)),
+        (frozenset({"tagging"}), None, _op("GetObjectTagging", tagging.get_tagging)),
+        (frozenset({"uploadId"}), None, _op("ListParts", multipart.list_parts)),
+        (_ANY, None, _op("GetObject", objects.get_object)),
+    ],
+    ("object", "HEAD"): [(_ANY, None, _op("HeadObject", objects.head_object))],
+    ("object", "PUT"): [
+        (frozenset({"retention"}), None, _op("PutObjectRetention", lock.put_retention, True)),
+        (frozenset({"legal-hold"}), None, _op("PutObjectLegalHold", lock.put_legal_hold, True)),
+        (frozenset({"tagging"}), None, _op("PutObjectTagging", tagging.put_tagging, True)),
+        (frozenset({"uploadId", "partNumber"}), True, _op("UploadPartCopy", multipart.upload_part_copy, True)),
+        (frozenset({"uploadId", "partNumber"}), False, _op("UploadPart", multipart.upload_part, True)),
+        (_ANY, True, _op("CopyObject", objects.copy_object, True)),
+        (_ANY, False, _op("PutObject", objects.put_object, True)),
+    ],
+    ("object", "DELETE"): [
+        (frozenset({"tagging"}), None, _op("DeleteObjectTagging", tagging.delete_tagging, True)),
+        (frozenset({"uploadId"}), None, _op("AbortMultipartUpload", multipart.abort, True)),
+        (_ANY, None, _op("DeleteObject", objects.delete_object, True)),
+    ],
+    ("object", "POST"): [
+        (frozenset({"uploads"}), None, _op("CreateMultipartUpload", multipart.create, True)),
+        (frozenset({"uploadId"}), None, _op("CompleteMultipartUpload", multipart.complete, True)),
+    ],
+}
+
+
 def resolve(method: str, bucket: str | None, key: str | None, query: dict[str, str], headers: Headers) -> Operation:
     """The operation a request names; NotImplemented / MethodNotAllowed otherwise."""
     unsupported = UNSUPPORTED.intersection(query)
     if unsupported:
         raise S3.S3NotImplemented(f"The {sorted(unsupported)[0]} subresource is not implemented by objfs")
-    if bucket is None:
-        if method == "GET":
-            return Operation("ListBuckets", service.list_buckets)
+    level = "service" if bucket is None else "bucket" if key is None else "object"
+    if (level == "bucket" and OBJECT_ONLY.intersection(query)) or (level == "object" and BUCKET_ONLY.intersection(query)):
         raise S3.MethodNotAllowed()
-    if key is None:
-        if OBJECT_ONLY.intersection(query):
-            raise S3.MethodNotAllowed()
-        if method == "GET":
-            if "versioning" in query:
-                return Operation("GetBucketVersioning", versioning.get_versioning)
-            if "versions" in query:
-                return Operation("ListObjectVersions", versioning.list_versions)
-            if "object-lock" in query:
-                return Operation("GetObjectLockConfiguration", lock.get_lock_configuration)
-            if "location" in query:
-                return Operation("GetBucketLocation", buckets.get_location)
-            if "uploads" in query:
-                return Operation("ListMultipartUploads", multipart.list_uploads)
-            if query.get("list-type") == "2":
-                return Operation("ListObjectsV2", buckets.list_objects_v2)
-            return Operation("ListObjects", buckets.list_objects_v1)
-        if method == "HEAD":
-            return Operation("HeadBucket", buckets.head_bucket)
-        if method == "PUT":
-            if "versioning" in query:
-                return Operation("PutBucketVersioning", versioning.put_versioning, write=True)
-            if "object-lock" in query:
-                return Operation("PutObjectLockConfiguration", lock.put_lock_configuration, write=True)
-            return Operation("CreateBucket", buckets.create_bucket, write=True)
-        if method == "DELETE":
-            return Operation("DeleteBucket", buckets.delete_bucket, write=True)
-        if method == "POST" and "delete" in query:
-            return Operation("DeleteObjects", objects.delete_objects, write=True)
-        raise S3.MethodNotAllowed()
-    if BUCKET_ONLY.intersection(query):
-        raise S3.MethodNotAllowed()
+    tokens = set(query)
+    if "list-type" in query:
+        tokens.add(f"list-type={query['list-type']}")
     copy = "x-amz-copy-source" in headers
-    if method == "GET":
-        if "retention" in query:
-            return Operation("GetObjectRetention", lock.get_retention)
-        if "legal-hold" in query:
-            return Operation("GetObjectLegalHold", lock.get_legal_hold)
-        if "tagging" in query:
-            return Operation("GetObjectTagging", tagging.get_tagging)
-        if "uploadId" in query:
-            return Operation("ListParts", multipart.list_parts)
-        return Operation("GetObject", objects.get_object)
-    if method == "HEAD":
-        return Operation("HeadObject", objects.head_object)
-    if method == "PUT":
-        if "retention" in query:
-            return Operation("PutObjectRetention", lock.put_retention, write=True)
-        if "legal-hold" in query:
-            return Operation("PutObjectLegalHold", lock.put_legal_hold, write=True)
-        if "tagging" in query:
-            return Operation("PutObjectTagging", tagging.put_tagging, write=True)
-        if "uploadId" in query or "partNumber" in query:
-            if copy:
-                return Operation("UploadPartCopy", multipart.upload_part_copy, write=True)
-            return Operation("UploadPart", multipart.upload_part, write=True)
-        if copy:
-            return Operation("CopyObject", objects.copy_object, write=True)
-        return Operation("PutObject", objects.put_object, write=True)
-    if method == "DELETE":
-        if "tagging" in query:
-            return Operation("DeleteObjectTagging", tagging.delete_tagging, write=True)
-        if "uploadId" in query:
-            return Operation("AbortMultipartUpload", multipart.abort, write=True)
-        return Operation("DeleteObject", objects.delete_object, write=True)
-    if method == "POST":
-        if "uploads" in query:
-            return Operation("CreateMultipartUpload", multipart.create, write=True)
-        if "uploadId" in query:
-            return Operation("CompleteMultipartUpload", multipart.complete, write=True)
+    for needs, wants_copy, operation in ROUTES.get((level, method), ()):
+        if (not needs or needs & tokens) and (wants_copy is None or wants_copy == copy):
+            return operation
     raise S3.MethodNotAllowed()
 
 

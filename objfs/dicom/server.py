@@ -36,6 +36,7 @@ from pynetdicom.sop_class import (
 from objfs.store import Store
 from objfs.store.errors import BucketAlreadyExists
 
+from .flow import install_send_backpressure
 from .qr import QueryRetrieve
 from .storage import StoreHandler
 
@@ -100,8 +101,12 @@ def build_ae(
         store.create_bucket(bucket)
     except BucketAlreadyExists:
         pass
+    # Bounded memory whatever the instance size: received datasets are
+    # spooled to disk as they arrive, sent ones are read from disk no faster
+    # than the socket drains.
     _config.STORE_RECV_CHUNKED_DATASET = True
     _spool_in(store)
+    install_send_backpressure()
     ae = AE(ae_title=aet)
     ae.maximum_pdu_size = MAX_PDU
     ae.maximum_associations = MAX_ASSOCIATIONS

@@ -119,6 +119,11 @@ def read_footer(path: Path) -> dict[str, Any] | None:
             body = f.read(length)
     except OSError:
         return None
+    return _checked(body, crc)
+
+
+def _checked(body: bytes, crc: int) -> dict[str, Any] | None:
+    """The msgpack ``body`` if its CRC-32 is ``crc``, else None (torn or damaged)."""
     if zlib.crc32(body) != crc:
         return None
     try:
@@ -147,11 +152,4 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         return None
     if not data.startswith(META_MAGIC) or len(data) < 12:
         return None
-    crc = _CRC.unpack(data[8:12])[0]
-    body = data[12:]
-    if zlib.crc32(body) != crc:
-        return None
-    try:
-        return msgpack.unpackb(body, raw=False)
-    except ValueError:
-        return None
+    return _checked(data[12:], _CRC.unpack(data[8:12])[0])
