@@ -30,6 +30,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bucket", required=True)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--verify", action="store_true", help="compare the sha256 of every source file with its object")
+    p.add_argument(
+        "--mirror-deletes",
+        action="store_true",
+        help="delete the objects this migration copied from files since deleted from the share "
+        "(default: keep them and list them in missing_from_source); WORM-locked objects and "
+        "objects rewritten since are never deleted",
+    )
+    p.add_argument(
+        "--max-deletes",
+        type=int,
+        metavar="N",
+        help="with --mirror-deletes, delete nothing if more than N objects would go",
+    )
     p.add_argument("--report", metavar="FILE", help="write the JSON report here (default: stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_migrate)
@@ -88,6 +101,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             args.bucket,
             workers=args.workers,
             verify=args.verify,
+            mirror_deletes=args.mirror_deletes,
+            max_deletes=args.max_deletes,
             progress_out=None if args.quiet else sys.stderr,
         )
     text = json.dumps(report, indent=2)

@@ -16,11 +16,11 @@ so TCP flow control already holds a fast sender back.
 Guarantees, once installed:
 
 * At most :data:`MAX_QUEUED_PDATA` P-DATA primitives wait to be sent per
-  association, each at most the peer's maximum PDU length or
-  :data:`SEND_PDU_CAP` when the peer sets no maximum (PS3.8 9.3.1: a
-  maximum length of 0 means "unlimited", which pynetdicom would honour by
-  reading the whole file into one PDU). Sending PDUs shorter than the
-  peer's maximum is always allowed.
+  association, each of at most :data:`SEND_PDU_CAP` bytes (less if the
+  peer's maximum PDU length is smaller): 16 MiB per association. Without
+  the cap a peer announcing a huge maximum, or 0 ("unlimited", PS3.8
+  9.3.1), would make pynetdicom read that much, or the whole file, into one
+  PDU. Sending PDUs shorter than the peer's maximum is always allowed.
 * A sender never blocks on an association whose DUL thread has stopped:
   P-DATA that could never be sent are dropped (pynetdicom then fails the
   operation as it would have anyway, when no response arrives).
@@ -44,10 +44,12 @@ __all__ = ["MAX_QUEUED_PDATA", "SEND_PDU_CAP", "install_send_backpressure"]
 
 log = logging.getLogger(__name__)
 
-#: P-DATA primitives allowed to wait for the socket, per association. A few
-#: keep the DUL thread busy while the next PDU is read from disk.
+#: P-DATA primitives allowed to wait for the socket, per association. With
+#: 4 or 8 a 360 MiB C-GET on loopback took ~50 % longer (the sender is woken
+#: per PDU); 16 and 32 measured alike.
 MAX_QUEUED_PDATA = 16
-#: PDU length used when the peer accepts any length (its maximum is 0).
+#: Longest PDU sent, whatever the peer accepts (0 means any length). 1 MiB
+#: already makes pynetdicom's per-PDU cost negligible.
 SEND_PDU_CAP = 1 << 20
 _RECHECK_SECONDS = 0.1  # how often a waiting sender re-checks that the DUL still runs
 
@@ -85,8 +87,9 @@ def install_send_backpressure() -> None:
         original_send_pdu(self, primitive)
 
     def maximum_pdu_size(self: DIMSEServiceProvider) -> int:
-        """The peer's maximum PDU length, or SEND_PDU_CAP when it has none."""
-        return original_max_pdu.fget(self) or SEND_PDU_CAP  # type: ignore[union-attr]
+        """The length DIMSE cuts messages to: the peer's maximum, at most SEND_PDU_CAP."""
+        peer = original_max_pdu.fget(self)  # type: ignore[union-attr]
+        return min(peer, SEND_PDU_CAP) if peer else SEND_PDU_CAP
 
     send_pdu._objfs = True  # type: ignore[attr-defined]
     DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]

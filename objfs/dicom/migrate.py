@@ -22,6 +22,27 @@ Guarantees
   as plain objects, counted apart.
 * ``verify`` re-reads every object recorded for this source and compares
   its sha256 with the source file's.
+
+Files deleted from the share
+----------------------------
+A file the journal records as copied that is no longer in the share is
+never deleted from the archive by default: a PACS share losing files is
+more often an accident (a failed mount, a misconfigured purge, ransomware)
+than intent, and the archive is the copy that must survive it. Every run
+lists such files in ``missing_from_source`` (with the state of their object)
+and counts them, until they come back or are mirrored.
+
+``mirror_deletes=True`` (``--mirror-deletes``) deletes the objects of those
+files, and only objects this migration wrote: the key's current object must
+be the very one recorded in the journal (same object id), so a file since
+rewritten through the mount or S3 is never touched. In a versioned bucket
+the delete adds a delete marker (the data stays as an older version). It
+refuses, and reports, objects under WORM retention or legal hold; refuses
+every delete when the share has no files at all (an unmounted share looks
+exactly like that) or when more than ``max_deletes`` would go. Paths below
+a directory that could not be read are not considered missing. The only
+window left is an overwrite landing between the identity check and the
+delete (the engine has no conditional delete); it is milliseconds wide.
 """
 
 from __future__ import annotations
@@ -39,8 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from objfs.store import Principal, Store
-from objfs.store.errors import BucketAlreadyExists, InvalidKey, NoSuchKey, StoreError
+from objfs.store import ObjectInfo, Principal, Store
+from objfs.store.errors import BucketAlreadyExists, InvalidKey, NoSuchKey, ObjectLocked, StoreError
 
 from .tags import complete_file_check, looks_like_dicom
 
@@ -76,6 +97,10 @@ class Report:
     skipped: list[dict[str, str]] = field(default_factory=list)
     verified: int = 0
     verify_failed: list[dict[str, str]] = field(default_factory=list)
+    missing_from_source: list[dict[str, Any]] = field(default_factory=list)
+    mirror_deletes: bool = False
+    mirror_refused: str | None = None
+    deleted: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def skip(self, rel: str, reason: str) -> None:
@@ -97,6 +122,13 @@ class Report:
             "skipped": sorted(self.skipped, key=lambda s: s["path"]),
             "verified": self.verified,
             "verify_failed": self.verify_failed,
+            "missing_from_source_count": len(self.missing_from_source),
+            "missing_from_source": sorted(self.missing_from_source, key=lambda m: m["path"]),
+            "mirror_deletes": self.mirror_deletes,
+            "mirror_refused": self.mirror_refused,
+            "deleted": self.deleted,
+            # Every file of the share is archived (and verified if asked);
+            # says nothing about files gone from the share (listed above).
             "complete": not self.skipped and not self.verify_failed,
         }
 
@@ -226,11 +258,15 @@ def migrate(
     *,
     workers: int = 4,
     verify: bool = False,
+    mirror_deletes: bool = False,
+    max_deletes: int | None = None,
     progress_out: TextIO | None = sys.stderr,
 ) -> dict[str, Any]:
     """Copy ``source`` into ``bucket`` (created if needed); returns the JSON report.
 
-    Safe to run again at any time: see the module docstring.
+    Safe to run again at any time: see the module docstring, which also
+    says what ``mirror_deletes`` and ``max_deletes`` do with files gone
+    from the share (by default: nothing but report them).
     """
     src = Path(source).resolve()
     if not src.is_dir():
@@ -239,11 +275,14 @@ def migrate(
         store.create_bucket(bucket)
     except BucketAlreadyExists:
         pass
-    report = Report(str(src), bucket)
+    report = Report(str(src), bucket, mirror_deletes=mirror_deletes)
     journal = Journal(journal_path(store, src, bucket))
     try:
         files = list(_walk(src, report))
         report.files_seen = len(files)
+        # Before any copy adds its own skips: these are the paths the walk
+        # could not see into, whose journalled files are not known missing.
+        unseen = {s["path"] for s in report.skipped}
         todo = []
         for rel, st in files:
             done = journal.entries.get(rel)
@@ -263,9 +302,127 @@ def migrate(
         if verify:
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-verify") as pool:
                 list(pool.map(lambda item: _verify_one(store, src, bucket, item[0], journal, report), files))
+        gone = _missing_entries(journal, {rel for rel, _ in files}, unseen)
+        if gone:
+            _settle_missing(store, bucket, gone, journal, report, mirror_deletes, max_deletes, principal)
     finally:
         journal.close()
+    if report.missing_from_source and progress_out:
+        kept = sum(1 for m in report.missing_from_source if m["archive"] in ("kept", "locked"))
+        progress_out.write(
+            f"migrate: {len(report.missing_from_source)} archived files are gone from the share; "
+            f"{kept} still archived, {report.deleted} deleted (see missing_from_source)\n"
+        )
     return report.as_dict()
+
+
+def _missing_entries(journal: Journal, present: set[str], unseen: set[str]) -> list[dict[str, Any]]:
+    """Journal entries of copied files that the walk did not find, sorted by path.
+
+    A path is not missing when it, or a directory above it, is in ``unseen``
+    (could not be listed or stat'ed, or is no longer a regular file): the
+    file may well still be there.
+    """
+    if "." in unseen:
+        return []
+
+    def hidden(rel: str) -> bool:
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in unseen for i in range(1, len(parts) + 1))
+
+    return sorted(
+        (e for rel, e in journal.entries.items() if e.get("status") == "copied" and rel not in present and not hidden(rel)),
+        key=lambda e: e["path"],
+    )
+
+
+def _is_ours(info: ObjectInfo, entry: dict[str, Any]) -> bool:
+    """Whether ``info`` is the very object the migration wrote for ``entry``.
+
+    Entries journalled before object ids were recorded fall back to the
+    size and the mtime the migration copied from the file (a rewrite through
+    the mount or S3 sets its own).
+    """
+    if "object_id" in entry:
+        return info.object_id == entry["object_id"]
+    return info.size == entry["size"] and info.posix.get("mtime_ns") == entry["mtime_ns"]
+
+
+def _settle_missing(
+    store: Store,
+    bucket: str,
+    gone: list[dict[str, Any]],
+    journal: Journal,
+    report: Report,
+    mirror: bool,
+    max_deletes: int | None,
+    principal: Principal,
+) -> None:
+    """Report each missing file with its object's state; with ``mirror``, delete ours.
+
+    States: ``kept`` (our object is still archived), ``deleted``, ``locked``
+    (WORM refused the delete; tried again on the next mirrored run),
+    ``replaced`` (the key now holds an object someone else wrote: never
+    touched), ``absent`` (nothing under the key). With ``mirror``, deleted,
+    replaced and absent files are journalled as settled and not reported
+    again; without it the journal is not changed, so every run reports them.
+    """
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for entry in gone:
+        item: dict[str, Any] = {k: entry[k] for k in ("path", "size", "mtime_ns", "sha256")}
+        try:
+            info: ObjectInfo | None = store.head_object(bucket, entry["path"])
+        except NoSuchKey:
+            info = None
+        if info is None:
+            item["archive"] = "absent"
+        elif not _is_ours(info, entry):
+            item["archive"] = "replaced"
+        else:
+            item["archive"] = "kept"
+            reason = store.lock_state(info, action="delete")
+            if reason is not None:
+                item["archive"], item["reason"] = "locked", reason
+        found.append((entry, item))
+    report.missing_from_source = [item for _, item in found]
+    if not mirror:
+        return
+    doomed = [item for _, item in found if item["archive"] == "kept"]
+    if report.files_seen == 0:
+        # An unmounted share is an empty directory: mirroring it would empty the archive.
+        report.mirror_refused = "the share has no files at all (not mounted?); nothing deleted"
+        return
+    if max_deletes is not None and len(doomed) > max_deletes:
+        report.mirror_refused = f"{len(doomed)} objects would be deleted, more than max_deletes={max_deletes}; nothing deleted"
+        return
+    for entry, item in found:
+        if item["archive"] == "locked":
+            continue  # still ours, still archived: reported, retried next time
+        if item["archive"] == "kept":
+            try:
+                # Checked again just before the delete, so the window for a
+                # concurrent overwrite or a new lock stays milliseconds wide.
+                info = store.head_object(bucket, entry["path"])
+                reason = store.lock_state(info, action="delete")
+                if not _is_ours(info, entry):
+                    item["archive"] = "replaced"
+                elif reason is not None:
+                    item["archive"], item["reason"] = "locked", reason
+                    continue
+                else:
+                    store.delete_object(bucket, entry["path"], principal=principal)
+                    item["archive"] = "deleted"
+                    report.deleted += 1
+            except NoSuchKey:
+                item["archive"] = "absent"
+            except ObjectLocked as exc:
+                item["archive"], item["reason"] = "locked", str(exc)
+                continue
+            except StoreError as exc:
+                item["reason"] = f"delete failed: {type(exc).__name__}: {exc}"
+                continue  # still archived; tried again next time
+        # Settled: the migration no longer owns this key.
+        journal.record({**entry, "status": "deleted" if item["archive"] == "deleted" else "released"})
 
 
 def _copy_one(
@@ -283,7 +440,7 @@ def _copy_one(
                     return
             fp.seek(0)
             reader = _HashingReader(fp)
-            store.put_object(
+            info = store.put_object(
                 bucket,
                 rel,
                 reader,
@@ -318,6 +475,9 @@ def _copy_one(
             "sha256": reader.sha.hexdigest(),
             "status": "copied",
             "dicom": dicom,
+            # Identifies the object this run wrote, so --mirror-deletes can
+            # tell it from one written later under the same key.
+            "object_id": info.object_id,
         }
     )
     with report.lock:

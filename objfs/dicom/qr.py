@@ -10,7 +10,8 @@ Retrieval is bit-exact: pynetdicom would re-encode a yielded ``Dataset``
 a spool file and sent from that file unchanged
 (``STORE_SEND_CHUNKED_DATASET``; see :func:`install_send_patch`). Files are
 prepared a few instances ahead in a thread, so decoding overlaps sending;
-memory stays bounded by the engine's segment size whatever the instance size.
+memory stays bounded by the engine's segment size whatever the instance size
+(and, on the socket side, by :mod:`objfs.dicom.flow`).
 """
 
 from __future__ import annotations

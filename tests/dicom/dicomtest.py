@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pynetdicom import AE
@@ -44,6 +45,15 @@ def dataset_bytes(data: bytes) -> bytes:
     assert data[128:132] == b"DICM" and data[132:138] == b"\x02\x00\x00\x00UL"
     (group_length,) = struct.unpack("<I", data[140:144])
     return data[144 + group_length :]
+
+
+def dataset_offset(fp: BinaryIO) -> int:
+    """Offset of the dataset in an open Part-10 file (read from its File Meta group length)."""
+    fp.seek(128)
+    head = fp.read(16)
+    assert head[:4] == b"DICM" and head[4:10] == b"\x02\x00\x00\x00UL"
+    (group_length,) = struct.unpack("<I", head[12:16])
+    return 144 + group_length
 
 
 def sop_uid(data: bytes | Path) -> str:

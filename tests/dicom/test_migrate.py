@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from dicomtest import REPO
 
+from objfs.dicom import migrate as migrate_module
 from objfs.dicom.index import find, find_instances
 from objfs.dicom.synth import write_study
 from objfs.store import Store
+from objfs.store.errors import NoSuchKey
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -112,3 +114,115 @@ def test_migrate_killed_then_resumed_ends_complete_and_verified(store_path: Path
     assert report["verified"] == 180
     with Store.open(store_path) as store:
         assert sum(s["NumberOfStudyRelatedInstances"] for s in find(store, {}, "STUDY", bucket="legacy")) == 180
+
+
+def _states(report: dict) -> dict[str, str]:
+    return {m["path"]: m["archive"] for m in report["missing_from_source"]}
+
+
+def test_files_gone_from_share_are_reported_kept_then_mirrored_on_request(store_path: Path, share: Path) -> None:
+    first = run_migration_quiet(store_path, share)
+    assert first["copied"] == 11 and first["missing_from_source_count"] == 0
+    gone_dicom, gone_text, rewritten = "2024/01/PAT1/IMG00001.dcm", "reports/report.txt", "2023/12/PAT2/IMG00000.dcm"
+    for rel in (gone_dicom, gone_text, rewritten):
+        (share / rel).unlink()
+    with Store.open(store_path) as store:
+        # Someone (the PACS through the mount, an S3 client) rewrote this key since the migration.
+        store.put_object("legacy", rewritten, b"written later by someone else")
+        assert len(find_instances(store, {"PatientID": "MIG1"}, "PATIENT", bucket="legacy")) == 6
+
+    # Default: nothing is deleted, every run says so.
+    for _ in range(2):
+        report = run_migration_quiet(store_path, share)
+        assert report["copied"] == 0 and report["deleted"] == 0 and report["mirror_refused"] is None
+        assert report["missing_from_source_count"] == 3
+        assert _states(report) == {gone_dicom: "kept", gone_text: "kept", rewritten: "replaced"}
+        entry = next(m for m in report["missing_from_source"] if m["path"] == gone_text)
+        assert entry["size"] == 13 and len(entry["sha256"]) == 64
+    with Store.open(store_path) as store:
+        assert store.head_object("legacy", gone_text).size == 13
+        assert len(find_instances(store, {"PatientID": "MIG1"}, "PATIENT", bucket="legacy")) == 6
+
+    # More than --max-deletes would go: nothing is deleted at all.
+    capped = migrate(store_path, share, "--mirror-deletes", "--max-deletes", "1")
+    assert capped["deleted"] == 0 and "2 objects would be deleted" in capped["mirror_refused"]
+    assert _states(capped) == {gone_dicom: "kept", gone_text: "kept", rewritten: "replaced"}
+
+    # Opt-in mirror (through the CLI flag): only the migration's own objects go.
+    mirrored = migrate(store_path, share, "--mirror-deletes")
+    assert mirrored["mirror_deletes"] and mirrored["mirror_refused"] is None and mirrored["deleted"] == 2
+    assert _states(mirrored) == {gone_dicom: "deleted", gone_text: "deleted", rewritten: "replaced"}
+    with Store.open(store_path) as store:
+        for rel in (gone_dicom, gone_text):
+            with pytest.raises(NoSuchKey):
+                store.head_object("legacy", rel)
+        assert store.get_object_bytes("legacy", rewritten) == b"written later by someone else"
+        # the DICOM index follows: C-FIND no longer offers the deleted instance
+        assert len(find_instances(store, {"PatientID": "MIG1"}, "PATIENT", bucket="legacy")) == 5
+        assert store.get_object_bytes("legacy", "2024/01/PAT1/IMG00002.dcm") == (share / "2024/01/PAT1/IMG00002.dcm").read_bytes()
+
+    # Settled: not reported again; a file that comes back is copied again.
+    assert run_migration_quiet(store_path, share)["missing_from_source_count"] == 0
+    (share / gone_text).write_text("restored\n")
+    back = run_migration_quiet(store_path, share)
+    assert back["copied"] == 1 and back["missing_from_source_count"] == 0
+    with Store.open(store_path) as store:
+        assert store.get_object_bytes("legacy", gone_text) == b"restored\n"
+
+
+def test_mirror_deletes_refuses_locked_objects_and_an_empty_share(store_path: Path, share: Path) -> None:
+    with Store.open(store_path) as store:
+        store.create_bucket("legacy", object_lock=True)
+        store.put_lock_configuration("legacy", "GOVERNANCE", days=1)
+    run_migration_quiet(store_path, share)
+    (share / "reports/report.txt").unlink()
+    (share / "2024/01/PAT1/IMG00002.dcm").unlink()
+
+    # WORM: refused and reported, the object stays current (no delete marker hides it)
+    report = migrate(store_path, share, "--mirror-deletes")
+    assert report["deleted"] == 0 and set(_states(report).values()) == {"locked"}
+    assert all(m["reason"].startswith("GOVERNANCE until") for m in report["missing_from_source"])
+    with Store.open(store_path) as store:
+        assert store.head_object("legacy", "reports/report.txt").size == 13
+        # once retention ends, the next mirrored run deletes it (a delete marker: versioned bucket)
+        store.clock.advance(2 * 86400)
+        later = run_migration_quiet(store_path, share, store=store, mirror_deletes=True)
+        assert later["deleted"] == 2 and set(_states(later).values()) == {"deleted"}
+        with pytest.raises(NoSuchKey):
+            store.head_object("legacy", "reports/report.txt")
+
+    # A share that lost every file (an unmounted NFS export) deletes nothing.
+    run_migration_quiet(store_path, share)
+    for path in [p for p in share.rglob("*") if not p.is_dir()]:
+        path.unlink()
+    empty = run_migration_quiet(store_path, share, mirror_deletes=True)
+    assert empty["files_seen"] == 0 and empty["deleted"] == 0 and "not mounted" in empty["mirror_refused"]
+    assert empty["missing_from_source_count"] == 9  # locked ones were released after their delete
+
+
+def test_files_below_an_unreadable_directory_are_not_missing(
+    store_path: Path, share: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_migration_quiet(store_path, share)
+    hidden = share / "2023" / "12"
+    real_scandir = os.scandir
+
+    def scandir(path):  # EACCES on one directory (a root test process cannot chmod it away)
+        if Path(path) == hidden:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(migrate_module.os, "scandir", scandir)
+    report = run_migration_quiet(store_path, share, mirror_deletes=True)
+    assert report["missing_from_source_count"] == 0 and report["deleted"] == 0
+    assert any(s["path"] == "2023/12" and "unreadable directory" in s["reason"] for s in report["skipped"])
+    with Store.open(store_path) as store:
+        assert len(find_instances(store, {"PatientID": "MIG2"}, "PATIENT", bucket="legacy")) == 4
+
+
+def run_migration_quiet(store_path: Path, source: Path, *, store: Store | None = None, **kwargs) -> dict:
+    """``migrate()`` in this process (no CLI start-up cost), without progress output."""
+    if store is not None:
+        return migrate_module.migrate(store, source, "legacy", progress_out=None, **kwargs)
+    with Store.open(store_path) as opened:
+        return migrate_module.migrate(opened, source, "legacy", progress_out=None, **kwargs)
