@@ -63,6 +63,43 @@ def bench_case(workdir: Path, store: Store, size: int, count: int, threads: int)
     ]
 
 
+MEMORY_SCRIPT = """
+import sys
+from objfs.cli import main
+
+def peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+
+main(["put", sys.argv[1], "bench/huge", sys.argv[2]])
+put_peak = peak_mib()
+main(["get", sys.argv[1], "bench/huge", sys.argv[3]])
+print(put_peak, peak_mib())
+"""
+
+
+def bench_memory(workdir: Path, store_path: Path, size_mib: int) -> str:
+    """Put and get one ``size_mib`` object through the CLI; the process's peak RSS (VmHWM)."""
+    import subprocess
+    import sys
+
+    source = workdir / "huge.bin"
+    block = os.urandom(MIB)
+    with open(source, "wb") as f:
+        for _ in range(size_mib):
+            f.write(block)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(store_path), str(source), str(workdir / "huge.back")],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    put_peak, total_peak = (int(x) for x in out.stdout.split()[-2:])
+    same = os.path.getsize(source) == os.path.getsize(workdir / "huge.back")
+    return f"{size_mib} MiB object through the CLI: peak RSS {put_peak} MiB after put, {total_peak} MiB after get (target < 200 MiB); sizes match: {same}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.engine_bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -100,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         print("targets: 512 KiB PUT >= 0.5x, 512 KiB GET >= 0.7x, 64 MiB GET >= 0.7x")
+        print(bench_memory(workdir, workdir / "store", 64 if args.quick else 2048))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
