@@ -20,6 +20,7 @@ from .blobs import BlobReader, delete_blob_files, process_start, writer_alive
 from .drives import BLOBS, Drive, rendezvous_order
 from .errors import DataLoss
 from .fragments import FragmentWriter, read_footer
+from .locks import lock_active
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -89,12 +90,16 @@ class MaintenanceMixin:
     def _heal_record(self: Store, record: dict[str, Any], report: ScrubReport) -> None:
         report.objects += 1
         moved = False
+        repaired = report.fragments_repaired
         for desc in record.get("parts", []):
             report.blobs += 1
             try:
                 moved |= self.heal_blob(desc, report)
             except DataLoss:
                 report.lost.append(f"{record['bucket']}/{record['key']}@{record['version']}")
+        if report.fragments_repaired > repaired and lock_active(record, self.clock.now()):
+            # A rewritten fragment of a locked version must be as immutable as the one it replaces.
+            self._protect_files(record, True)
         if moved:
             # A fragment moved to another drive: the record (and the drives' copy of it) must say so.
             self._write_meta_files(record)

@@ -46,7 +46,7 @@ async def put_versioning(req: S3Request) -> Response:
             raise S3.InvalidBucketState(
                 "An Object Lock configuration is present on this bucket, so the versioning state cannot be changed."
             )
-        store.update_bucket(req.bucket, versioning=status)
+        store.update_bucket(req.bucket, versioning=status, principal=req.principal)
 
     await req.engine.run(apply)
     return empty_response(200)

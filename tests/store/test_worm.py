@@ -242,3 +242,17 @@ def test_commit_grace_lets_a_fresh_default_retained_file_be_renamed_not_changed(
     assert explicit.retention.get("source") is None
     with pytest.raises(ObjectLocked):
         locked.rename_object("worm", "x", "y", principal=ADMIN)  # explicit retention has no grace
+
+
+def test_healed_fragments_of_a_locked_version_are_immutable_again(locked: Store) -> None:
+    locked.put_object("worm", "heal", b"h" * 50000, retention={"mode": "COMPLIANCE", "until": locked.clock.now() + DAY})
+    desc = locked.head_object("worm", "heal").record["parts"][0]
+    drive = locked.drive_by_id(desc["drives"][2])
+    if not locked.immutable_supported(drive):
+        pytest.fail("the drive's filesystem has no FS_IMMUTABLE_FL; objfs status must report it")
+    path = drive.fragment_path(desc["id"], 2)
+    locked.set_immutable(path, False)  # an administrator's repair tool, or a disk that lost the file
+    path.unlink()
+    assert locked.scrub().fragments_repaired == 1
+    assert subprocess.run(["rm", "-f", str(path)], capture_output=True).returncode != 0 and path.exists()
+    assert locked.get_object_bytes("worm", "heal") == b"h" * 50000
