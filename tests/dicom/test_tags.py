@@ -11,7 +11,7 @@ import time
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -23,6 +23,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from objfs.dicom.synth import make_instance
 from objfs.dicom.tags import (
     INDEXED_TAGS,
     complete_file_check,
@@ -47,40 +48,29 @@ def make_ct(
     pixels: bytes | None = None,
     **extra: object,
 ) -> bytes:
-    """Build a Part-10 CT instance (size x size uint16) and return its bytes."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = "20240131"
-    ds.StudyTime = "093015.25"
-    ds.AccessionNumber = "ACC42"
-    ds.Modality = "CT"
+    """Build a Part-10 CT instance (size x size uint16) and return its bytes.
+
+    The study generator's instance, with values chosen to be distinctive
+    (non-ASCII name, fractional time, a multi-valued attribute).
+    """
+    ds = make_instance(
+        patient_id=patient_id,
+        patient_name="Müller^Hans",
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
+        number=7,
+        study_time="093015.25",
+        accession="ACC42",
+        series_number=3,
+        size=size,
+        transfer_syntax=ts,
+    )
     ds.ModalitiesInStudy = ["CT", "PR"]
     ds.ReferringPhysicianName = "Ref^Doc"
     ds.StudyDescription = "CHEST"
     ds.SeriesDescription = "AXIAL 1mm"
-    ds.PatientName = "Müller^Hans"
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = "19700101"
     ds.PatientSex = "M"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = 3
-    ds.InstanceNumber = 7
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = size
-    ds.Columns = size
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
     if frames > 1:
         ds.NumberOfFrames = frames
     for key, value in extra.items():
