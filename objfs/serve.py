@@ -25,6 +25,7 @@ from objfs.store import Store
 
 log = logging.getLogger("objfs.serve")
 HEAL_INTERVAL = 30.0
+SHUTDOWN_GRACE = 60.0  # seconds the fronts get to finish in-flight work after a stop
 
 
 async def _heal_loop(store: Store, limiter: trio.CapacityLimiter) -> None:
@@ -73,67 +74,112 @@ async def serve(
     stop = trio.Event()
     dicom_stop = threading.Event()
     limiter = trio.CapacityLimiter(2)
+    mount_ready, mount_done = trio.Event(), trio.Event()
     try:
         async with trio.open_nursery() as nursery:
-            # The signal watcher and the heal loop run in a nursery of their own,
-            # cancelled at shutdown; the fronts each stop through their own door.
-            background = await nursery.start(_background_nursery)
-            background.start_soon(_until_signal, stop)
-            from s3sidecar.server import serve_s3
-
-            s3_host = host or store.config.s3.host
-            s3_port = store.config.s3.port if port is None else port
-            addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, shutdown_trigger=stop.wait))
-            mounted = None
-            if mount is not None:
-                from objfs.fuse.mount import run_mount
-
-                ready = trio.Event()
-                mount_done = trio.Event()
-                nursery.start_soon(
-                    partial(_run_then_stop, stop, run_mount, store, mount, allow_other=allow_other, ready=ready, done=mount_done)
+            try:
+                await _start_fronts(
+                    nursery,
+                    store,
+                    stop,
+                    dicom_stop,
+                    limiter,
+                    mount_ready,
+                    mount_done,
+                    mount=mount,
+                    allow_other=allow_other,
+                    host=host,
+                    port=port,
+                    dicom=dicom,
+                    dicom_port=dicom_port,
+                    on_ready=on_ready,
                 )
-                with trio.move_on_after(30):
-                    await ready.wait()
-                if not ready.is_set():
-                    raise RuntimeError(f"the FUSE mount at {mount} did not come up")
-                mounted = mount
-            if dicom:
-                from objfs.dicom.server import serve_dicom
+                await stop.wait()
+            finally:
+                # Whatever ended the run (a signal, a front that stopped or failed),
+                # every front is told to stop before the nursery waits for them:
+                # S3 on its shutdown trigger, the gateway on its event (its thread
+                # is waited for, never abandoned: it uses the store), the mount on
+                # terminate if it is still live (terminating a closed pyfuse3
+                # session crashes the process).
+                stop.set()
+                dicom_stop.set()
+                if mount_ready.is_set() and not mount_done.is_set():
+                    import pyfuse3
 
-                dicom_ready = threading.Event()
-                # Not abandoned on cancel: the gateway's threads use the store, which
-                # is closed only after they have all returned.
-                run_gateway = partial(serve_dicom, store, port=dicom_port, ready_event=dicom_ready, stop_event=dicom_stop)
-                nursery.start_soon(partial(_run_then_stop, stop, trio.to_thread.run_sync, run_gateway))
-                await trio.to_thread.run_sync(dicom_ready.wait, 30)
-                if not dicom_ready.is_set():
-                    raise RuntimeError("the DICOM gateway did not come up")
-                dicom_port = dicom_port or store.config.dicom.port
-            background.start_soon(_heal_loop, store, limiter)
-            banner = {
+                    pyfuse3.terminate()
+                nursery.cancel_scope.deadline = trio.current_time() + SHUTDOWN_GRACE
+    finally:
+        dicom_stop.set()
+        store.close()
+
+
+async def _start_fronts(
+    nursery: trio.Nursery,
+    store: Store,
+    stop: trio.Event,
+    dicom_stop: threading.Event,
+    limiter: trio.CapacityLimiter,
+    mount_ready: trio.Event,
+    mount_done: trio.Event,
+    *,
+    mount: Path | None,
+    allow_other: bool,
+    host: str | None,
+    port: int | None,
+    dicom: bool,
+    dicom_port: int | None,
+    on_ready: Any,
+) -> None:
+    """Start every front and the background tasks; ``mount_ready`` is set once mounted."""
+    background: trio.Nursery = await nursery.start(_background_nursery)
+    background.start_soon(_until_signal, stop)
+    nursery.start_soon(_stop_background_on, stop, background)
+    from s3sidecar.server import serve_s3
+
+    s3_host = host or store.config.s3.host
+    s3_port = store.config.s3.port if port is None else port
+    addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, shutdown_trigger=stop.wait))
+    mounted = None
+    if mount is not None:
+        from objfs.fuse.mount import run_mount
+
+        nursery.start_soon(
+            partial(_run_then_stop, stop, run_mount, store, mount, allow_other=allow_other, ready=mount_ready, done=mount_done)
+        )
+        with trio.move_on_after(30):
+            await mount_ready.wait()
+        if not mount_ready.is_set():
+            raise RuntimeError(f"the FUSE mount at {mount} did not come up")
+        mounted = mount
+    if dicom:
+        from objfs.dicom.server import serve_dicom
+
+        dicom_ready = threading.Event()
+        run_gateway = partial(serve_dicom, store, port=dicom_port, ready_event=dicom_ready, stop_event=dicom_stop)
+        nursery.start_soon(partial(_run_then_stop, stop, trio.to_thread.run_sync, run_gateway))
+        # Short waits, so a gateway that fails to start (port taken) ends start-up at once.
+        with trio.move_on_after(30):
+            while not dicom_ready.is_set() and not stop.is_set():
+                await trio.to_thread.run_sync(dicom_ready.wait, 0.1)
+        if not dicom_ready.is_set():
+            raise RuntimeError("the DICOM gateway did not come up")
+        dicom_port = dicom_port or store.config.dicom.port
+    background.start_soon(_heal_loop, store, limiter)
+    if on_ready is not None:
+        on_ready(
+            {
                 "s3": addresses,
                 "mount": str(mounted) if mounted else None,
                 "dicom_port": dicom_port if dicom else None,
                 "aet": store.config.dicom.aet,
             }
-            if on_ready is not None:
-                on_ready(banner)
-            await stop.wait()
-            # Each front stops through its own door: S3 on its shutdown trigger
-            # (in-flight requests finish), the mount on terminate (unmounted),
-            # the gateway on its event (associations end). Then the nursery ends.
-            background.cancel_scope.cancel()
-            dicom_stop.set()
-            if mounted is not None and not mount_done.is_set():
-                # The mount may have stopped on the signal itself; terminating a
-                # closed pyfuse3 session crashes the process, so only a live one.
-                import pyfuse3
+        )
 
-                pyfuse3.terminate()
-    finally:
-        dicom_stop.set()
-        store.close()
+
+async def _stop_background_on(stop: trio.Event, background: trio.Nursery) -> None:
+    await stop.wait()
+    background.cancel_scope.cancel()
 
 
 async def _background_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

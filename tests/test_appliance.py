@@ -110,3 +110,38 @@ def test_serve_runs_every_front_and_stops_cleanly(tmp_path: Path) -> None:
         [sys.executable, "-m", "objfs.cli", "audit", "verify", str(store)], env=env, capture_output=True, text=True
     )
     assert verify.returncode == 0 and json.loads(verify.stdout.splitlines()[-1])["ok"]
+
+
+def test_serve_fails_cleanly_when_a_front_cannot_start(tmp_path: Path) -> None:
+    """A taken DICOM port: the appliance exits with an error, unmounted, instead of hanging."""
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    prepare(store)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        busy_port = taken.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        started = time.time()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "objfs.cli",
+                "serve",
+                str(store),
+                "--mount",
+                str(mnt),
+                "--port",
+                str(free_port()),
+                "--dicom-port",
+                str(busy_port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+        )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert time.time() - started < 60
+    assert not os.path.ismount(mnt)
+    assert "Address already in use" in done.stdout + done.stderr
