@@ -336,15 +336,17 @@ def test_boto3_presigned_url_verifies():
     assert signed.presigned
 
 
-def test_boto3_default_presign_is_sigv2_and_refused():
-    # boto3's default presigner still emits SigV2 URLs unless the client is
-    # configured with signature_version="s3v4"; we only speak SigV4.
+def test_boto3_default_presign_is_accepted_if_sigv4_else_refused_clearly():
+    # Depending on its version, boto3's default presigner emits SigV2 URLs unless
+    # the client asks for signature_version="s3v4". We speak SigV4 only: a SigV4
+    # URL must verify and a SigV2 one must be refused with a clear error.
     client, _ = _capturing_client(signature_version=None)
     parts = urlsplit(client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"}))
     if "X-Amz-Algorithm" in parts.query:
-        pytest.skip("this botocore presigns with SigV4 by default")
-    with pytest.raises(errors.InvalidRequest):
-        verify("GET", parts.path, parts.query, [("Host", parts.netloc)])
+        assert verify("GET", parts.path, parts.query, [("Host", parts.netloc)]).presigned
+    else:
+        with pytest.raises(errors.InvalidRequest):
+            verify("GET", parts.path, parts.query, [("Host", parts.netloc)])
 
 
 def test_boto3_put_object_unsigned_trailer_via_aws_chunked_wrapper():
