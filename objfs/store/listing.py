@@ -7,6 +7,7 @@ one prefix costs one entry per common prefix, not one per key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,39 +47,46 @@ class ListingMixin:
         last: str | None = None
         with self.index.read() as txn:
             self._bucket(txn, bucket)
-            base = bucket_prefix(bucket)
-            scan_prefix = base + prefix.encode()
-            cursor = txn.txn.cursor(db=self.index.dbs["objects"])
-            first = scan_prefix
-            if start_after:
-                first = max(first, object_key(bucket, start_after))
-            positioned = cursor.set_range(first)
-            while positioned:
-                if not cursor.key().startswith(scan_prefix):
-                    break
-                record = unpack(cursor.value())
-                key = record["key"]
-                common = _cp(key, prefix, delimiter)
-                if common is not None:
-                    # A common prefix at or before the marker was returned on an earlier page.
-                    if not (start_after and common <= start_after):
-                        if len(objects) + len(prefixes) >= max_keys:
-                            truncated = True
-                            break
-                        prefixes.append(common)
-                        last = common
-                    positioned = _skip_prefix(cursor, bucket, common)
-                    continue
-                if (start_after and key <= start_after) or record.get("delete_marker"):
-                    positioned = cursor.next()
+            for common, _raw_key, record in _walk(txn, self, bucket, prefix, delimiter, start_after):
+                if record is not None and (record["key"] == start_after or record.get("delete_marker")):
                     continue
                 if len(objects) + len(prefixes) >= max_keys:
                     truncated = True
                     break
-                objects.append(ObjectInfo.from_record(record))
-                last = key
-                positioned = cursor.next()
+                if common is not None:
+                    prefixes.append(common)
+                    last = common
+                else:
+                    objects.append(ObjectInfo.from_record(record))
+                    last = record["key"]
         return Listing(objects, prefixes, truncated, last if truncated else None)
+
+
+def _walk(
+    txn: Any, store: Store, bucket: str, prefix: str, delimiter: str, marker: str
+) -> Iterator[tuple[str | None, bytes, Any]]:
+    """The current records under ``prefix`` in key order, rolled up by ``delimiter``.
+
+    Yields ``(common_prefix, b"", None)`` once per common prefix and
+    ``(None, index_key, record)`` per key, from ``marker`` on: common prefixes
+    at or before the marker (returned on an earlier page) and keys before it
+    are left out; a key equal to it is yielded, for the caller to decide.
+    Each common prefix costs one cursor seek, not one step per key under it.
+    """
+    scan_prefix = bucket_prefix(bucket) + prefix.encode()
+    cursor = txn.txn.cursor(db=store.index.dbs["objects"])
+    positioned = cursor.set_range(max(scan_prefix, object_key(bucket, marker)) if marker else scan_prefix)
+    while positioned and cursor.key().startswith(scan_prefix):
+        record = unpack(cursor.value())
+        common = _cp(record["key"], prefix, delimiter)
+        if common is not None:
+            if not (marker and common <= marker):
+                yield common, b"", None
+            positioned = _skip_prefix(cursor, bucket, common)
+            continue
+        if not (marker and record["key"] < marker):
+            yield None, cursor.key(), record
+        positioned = cursor.next()
 
 
 def _cp(key: str, prefix: str, delimiter: str) -> str | None:
@@ -133,28 +141,18 @@ def list_object_versions(
     truncated = False
     with store.index.read() as txn:
         store._bucket(txn, bucket)
-        scan_prefix = bucket_prefix(bucket) + prefix.encode()
-        cursor = txn.txn.cursor(db=store.index.dbs["objects"])
-        positioned = cursor.set_range(max(scan_prefix, object_key(bucket, key_marker)) if key_marker else scan_prefix)
-        while positioned and not truncated:
-            if not cursor.key().startswith(scan_prefix):
-                break
-            current = unpack(cursor.value())
-            key = current["key"]
-            common = _cp(key, prefix, delimiter)
+        for common, raw_key, current in _walk(txn, store, bucket, prefix, delimiter, key_marker):
             if common is not None:
-                if not (key_marker and common <= key_marker):
-                    if len(entries) + len(prefixes) >= max_keys:
-                        truncated = True
-                        break
-                    prefixes.append(common)
-                    last_added = (common, None)
-                positioned = _skip_prefix(cursor, bucket, common)
+                if len(entries) + len(prefixes) >= max_keys:
+                    truncated = True
+                    break
+                prefixes.append(common)
+                last_added = (common, None)
                 continue
-            if key_marker and (key < key_marker or (key == key_marker and not version_id_marker)):
-                positioned = cursor.next()
+            key = current["key"]
+            if key == key_marker and not version_id_marker:
                 continue
-            chain = [current] + [r for _, r in txn.scan("versions", cursor.key() + SEP) if r["key"] == key]
+            chain = [current] + [r for _, r in txn.scan("versions", raw_key + SEP) if r["key"] == key]
             if key == key_marker and version_id_marker:
                 ids = [r["version"] for r in chain]
                 chain = chain[ids.index(version_id_marker) + 1 :] if version_id_marker in ids else []
@@ -166,7 +164,8 @@ def list_object_versions(
                 last_added = (key, record["version"])
                 if record["id"] == current["id"]:
                     latest.add(record["id"])
-            positioned = cursor.next()
+            if truncated:
+                break
     return VersionListing(
         entries,
         latest,
