@@ -29,6 +29,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int) -> list[str]:
+    """`objfs serve` on loopback ports of the test's choosing."""
+    return [
+        sys.executable,
+        "-m",
+        "objfs.cli",
+        "serve",
+        str(store),
+        "--mount",
+        str(mnt),
+        "--port",
+        str(s3_port),
+        "--dicom-port",
+        str(dicom_port),
+    ]
+
+
 def test_prepare_creates_the_store_and_one_key_once(tmp_path: Path) -> None:
     store = tmp_path / "var" / "store"
     key = prepare(store)
@@ -43,19 +60,7 @@ def test_serve_runs_every_front_and_stops_cleanly(tmp_path: Path) -> None:
     s3_port, dicom_port = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "objfs.cli",
-            "serve",
-            str(store),
-            "--mount",
-            str(mnt),
-            "--port",
-            str(s3_port),
-            "--dicom-port",
-            str(dicom_port),
-        ],
+        serve_command(store, mnt, s3_port, dicom_port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -123,19 +128,7 @@ def test_serve_fails_cleanly_when_a_front_cannot_start(tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         started = time.time()
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "objfs.cli",
-                "serve",
-                str(store),
-                "--mount",
-                str(mnt),
-                "--port",
-                str(free_port()),
-                "--dicom-port",
-                str(busy_port),
-            ],
+            serve_command(store, mnt, free_port(), busy_port),
             capture_output=True,
             text=True,
             timeout=90,

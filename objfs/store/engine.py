@@ -13,7 +13,6 @@ import errno
 import fcntl
 import os
 import struct
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,9 +88,7 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
         self.audit = AuditLog(self.root / "audit")
         self.indexers: list[Indexer] = []
-        self._suspect: set[str] = set()
         self._health: dict[str, tuple[float, bool]] = {}
-        self._lock = threading.Lock()
         self._load_default_indexers()
 
     # -- lifecycle ---------------------------------------------------------
@@ -147,8 +144,8 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         self._health.clear()
 
     def mark_drive_suspect(self, drive: Drive) -> None:
-        with self._lock:
-            self._suspect.add(drive.drive_id)
+        """A write to ``drive`` failed: check its health afresh next time instead of trusting the cache."""
+        self._health.pop(drive.drive_id, None)
 
     def immutable_supported(self, drive: Drive) -> bool:
         """Whether the drive's filesystem honours FS_IMMUTABLE_FL (chattr +i)."""

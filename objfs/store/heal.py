@@ -258,9 +258,9 @@ class MaintenanceMixin:
                 if process_start(pid) is not None and age < ORPHAN_GRACE:
                     continue
             elif name.endswith(".meta"):
-                if name[: -len(".meta")] in referenced_objects or age < ORPHAN_GRACE and name[:-5] in referenced_blobs:
-                    continue
-                if age < 60:  # a rename or retention change may be about to commit it
+                # A rename, retention change or multipart completion writes its
+                # meta file just before its commit: give it a minute.
+                if name[: -len(".meta")] in referenced_objects or age < 60:
                     continue
             else:
                 blob_id, _, _ = name.partition(".f")

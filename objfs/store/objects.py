@@ -7,6 +7,7 @@ holding its bytes. Records are built here and nowhere else.
 
 from __future__ import annotations
 
+import bisect
 import io
 import time
 from collections.abc import Iterator
@@ -123,7 +124,7 @@ class ObjectReader:
         end = min(offset + length, self.info.size)
         pos = offset
         while pos < end:
-            part = max(i for i, o in enumerate(self._offsets) if o <= pos)
+            part = bisect.bisect_right(self._offsets, pos) - 1  # up to 10,000 parts
             reader, base = self._readers[part], self._offsets[part]
             seg_size = reader.desc["seg"]
             segment = (pos - base) // seg_size
