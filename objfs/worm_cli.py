@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from objfs.store import Principal, Store
+from objfs.store.locks import utc_text
 
 
 def _principal(args: argparse.Namespace) -> Principal:
@@ -50,9 +51,7 @@ def _show(info) -> dict[str, Any]:
         "bucket": info.bucket,
         "key": info.key,
         "version_id": info.version_id,
-        "retention": None
-        if not retention
-        else {"mode": retention["mode"], "until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(retention["until"]))},
+        "retention": None if not retention else {"mode": retention["mode"], "until": utc_text(retention["until"])},
         "legal_hold": info.legal_hold,
     }
 

@@ -15,11 +15,11 @@ worker threads. Engine errors propagate; the caller maps them to errno.
 from __future__ import annotations
 
 import stat
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from objfs.store import NoSuchKey, ObjectInfo, Store
+from objfs.store.locks import utc_text
 
 from .inodes import DIR, FILE, LINK, split_path
 
@@ -139,5 +139,4 @@ def retention_text(retention: dict[str, Any]) -> str:
     shown as set even after it has passed (the record's history, not a
     verdict: whether the file is locked now is what EPERM says).
     """
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(retention["until"])))
-    return f"{retention['mode']} {until}"
+    return f"{retention['mode']} {utc_text(retention['until'])}"

@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from .engine import Principal
 
 
+def utc_text(ts: float) -> str:
+    """A retain-until date as every front shows it: ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(ts)))
+
+
 def in_commit_grace(record: dict[str, Any], now: float, grace: float) -> bool:
     """Whether a version that took its bucket's default retention is still in its commit grace.
 
@@ -42,9 +47,8 @@ def check_lock(record: dict[str, Any], now: float, principal: Principal | None, 
         return
     if retention["mode"] == "GOVERNANCE" and bypass and principal is not None and principal.bypass_governance:
         return
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(retention["until"]))
     raise ObjectLocked(
-        f"{record['bucket']}/{record['key']} version {record['version']} is locked ({retention['mode']}) until {until}"
+        f"{record['bucket']}/{record['key']} version {record['version']} is locked ({retention['mode']}) until {utc_text(retention['until'])}"
     )
 
 

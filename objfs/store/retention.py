@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .audit import audited
 from .errors import InvalidArgument, ObjectLocked, PreconditionFailed
-from .locks import in_commit_grace, lock_active
+from .locks import in_commit_grace, lock_active, utc_text
 from .objects import ObjectInfo
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class RetentionMixin:
             return "legal hold"
         retention = record.get("retention")
         if retention and retention["until"] > self.clock.now():
-            return f"{retention['mode']} until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(retention['until']))}"
+            return f"{retention['mode']} until {utc_text(retention['until'])}"
         return None
 
     def _protect_files(self: Store, record: dict[str, Any], on: bool) -> None:
