@@ -28,6 +28,7 @@ Statuses (PS3.4 B.2.3, PS3.7 C):
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import struct
@@ -39,10 +40,12 @@ from pydicom.filewriter import write_file_meta_info
 
 from objfs.store import Principal, Store
 from objfs.store.errors import InsufficientDrives, NoSpace, ObjectLocked, PreconditionFailed, StoreError
+from objfs.store.objects import IterStream
 
 from .index import canonical_key, sop_locations
 from .tags import complete_file_check, extract_tags
 
+SEGMENT_READ = 1 << 20  # bytes read from the spool per engine read
 log = logging.getLogger(__name__)
 
 HEAD_BYTES = 2 << 20
@@ -87,27 +90,6 @@ def dataset_offset(fp: BinaryIO) -> int:
         raise ValueError("no File Meta Information group length")
     (group_length,) = struct.unpack("<I", head[12:16])
     return 144 + group_length
-
-
-class _Chain(io.RawIOBase):
-    """Reads ``prefix`` then ``fp`` from its current position: the object body."""
-
-    def __init__(self, prefix: bytes, fp: BinaryIO) -> None:
-        self._prefix = memoryview(prefix)
-        self._fp = fp
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self._prefix:
-            n = len(self._prefix) if size < 0 else min(size, len(self._prefix))
-            out = bytes(self._prefix[:n])
-            self._prefix = self._prefix[n:]
-            if size < 0 or n < size:
-                out += self._fp.read(-1 if size < 0 else size - n)
-            return out
-        return self._fp.read(size)
 
 
 class StoreHandler:
@@ -160,7 +142,8 @@ class StoreHandler:
                 self.store.put_object(
                     self.bucket,
                     key,
-                    _Chain(meta, fp),
+                    # our file meta header, then the dataset exactly as received, one segment at a time
+                    IterStream(itertools.chain([meta], iter(lambda: fp.read(SEGMENT_READ), b""))),
                     length=len(meta) + size - offset,
                     content_type="application/dicom",
                     if_none_match=self.duplicates != "replace",
