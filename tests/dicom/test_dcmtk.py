@@ -112,12 +112,7 @@ def test_movescu_to_storescp_bit_exact(gateway, dcmtk_study, dest_port: int, tmp
             "OBJFS",
             "-aem",
             "DEST",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={uid}",
-            "127.0.0.1",
-            str(gateway.port),
+            *study_at(uid, gateway.port),
         )
         assert res.returncode == 0, res.stderr
     finally:
@@ -136,16 +131,16 @@ def test_getscu_bit_exact(gateway, dcmtk_study, tmp_path: Path) -> None:
         "OBJFS",
         "-od",
         str(tmp_path),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={uid}",
-        "127.0.0.1",
-        str(gateway.port),
+        *study_at(uid, gateway.port),
     )
     assert res.returncode == 0, res.stderr
     assert time.monotonic() - start < 10
     _assert_same(paths, list(tmp_path.iterdir()))
+
+
+def study_at(uid: str, port: int) -> list[str]:
+    """The retrieve arguments naming one whole study on the gateway."""
+    return ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uid}", "127.0.0.1", str(port)]
 
 
 def _assert_same(originals: list[Path], received: list[Path]) -> None:
