@@ -23,6 +23,7 @@ from .codec import get_codec
 from .drives import Drive, rendezvous_order
 from .errors import BadDigest, DataLoss, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, read_frame
+from .procs import identity_alive, own_identity, process_start  # noqa: F401 (re-exported for heal)
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -38,23 +39,10 @@ def new_id() -> str:
 
 def writer_identity() -> dict[str, Any]:
     """Who is writing, so scrub can tell an interrupted write from one in progress."""
-    return {"pid": os.getpid(), "start": process_start(os.getpid())}
+    return own_identity()
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks since boot, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
-
-
-def writer_alive(identity: dict[str, Any] | None) -> bool:
-    if not identity:
-        return False
-    return process_start(identity.get("pid", -1)) == identity.get("start")
+writer_alive = identity_alive
 
 
 class BlobWriter:

@@ -34,6 +34,7 @@ from .objects import ObjectsMixin
 from .rebuild import BUCKETS_DIR
 from .renames import RenamesMixin
 from .retention import RetentionMixin
+from .spool import SpoolMixin
 
 HEALTH_TTL = 1.0  # seconds a drive health check is trusted
 FS_IOC_GETFLAGS = 0x80086601
@@ -66,7 +67,7 @@ class Principal:
         return cls("system")
 
 
-class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartMixin, MaintenanceMixin):
+class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartMixin, MaintenanceMixin, SpoolMixin):
     """An open objfs store."""
 
     def __init__(self, config: StoreConfig, *, io_threads: int = 32) -> None:
@@ -76,6 +77,7 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         self.index = Index(self.root / "index")
         self.spool_dir = self.root / "spool"
         self.spool_dir.mkdir(exist_ok=True)
+        self.sweep_spool()  # what dead processes left staged is garbage by their own names
         self.drives: dict[str, list[Drive]] = {}
         self._by_id: dict[str, Drive] = {}
         for tier in config.tiers:

@@ -62,3 +62,13 @@ def check_prefix(prefix: str) -> str:
     if len(prefix.encode("utf-8", "strict")) > MAX_KEY_BYTES:
         raise KeyTooLong("the prefix is longer than a key can be")
     return prefix
+
+
+_SPOOL_KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def check_spool_kind(kind: str) -> str:
+    """A spool area name: lower-case letters, digits and dashes (it is a directory name)."""
+    if not _SPOOL_KIND_RE.match(kind):
+        raise InvalidKey(f"invalid spool kind {kind!r}")
+    return kind

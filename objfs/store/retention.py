@@ -153,6 +153,27 @@ class RetentionMixin:
             return f"{retention['mode']} until {utc_text(retention['until'])}"
         return None
 
+    def check_change(self: Store, info: ObjectInfo | None, action: str, *, principal: Principal | None) -> None:
+        """Refuse a change the WORM rules forbid on ``info``'s version now: raises ObjectLocked.
+
+        For fronts that stage a change before calling the engine (the mount
+        opens a file for writing long before it commits). ``action`` is one of
+        ``write``, ``delete``, ``truncate``, ``rename``, ``setattr``, ``setxattr``;
+        renames and attribute changes honour the commit grace. The refusal is
+        a durable ``denied`` audit line before this raises. ``info`` None (a
+        file that exists only in a front's staging) passes.
+        """
+        if info is None:
+            return
+        reason = self.lock_state(info, action=action)
+        if reason is None:
+            return
+        detail = f"{info.bucket}/{info.key} is locked ({reason})"
+        self.record_audit(
+            action, principal, "denied", True, bucket=info.bucket, key=info.key, version=info.version_id, detail=detail
+        )
+        raise ObjectLocked(detail)
+
     def _protect_files(self: Store, record: dict[str, Any], on: bool) -> None:
         """Mark (or unmark) the fragment files of a version immutable on the drives."""
         for desc in record.get("parts", []):
