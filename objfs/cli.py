@@ -126,7 +126,21 @@ def cmd_scrub(args: argparse.Namespace) -> int:
             print(f"{name}: {len(value) if isinstance(value, list) else value}")
         for lost in report.lost:
             print(f"LOST: {lost}")
-    return 1 if report.lost else 0
+        for error in report.drive_errors:
+            print(f"DRIVE: {error}")
+    if report.index_problem:
+        print(
+            f"objfs: {report.index_problem}; scrub collected nothing the index would judge: run `objfs rebuild-index STORE`",
+            file=sys.stderr,
+        )
+    return 1 if report.lost or report.index_problem or report.drive_errors else 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with Store.open(args.store) as store:
+        report = store.collect_garbage(min_age=args.min_age)
+    print(json.dumps(report.as_dict()) if args.json else "\n".join(f"{k}: {v}" for k, v in report.as_dict().items()))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -137,12 +151,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"store {status['store']}")
     for d in status["drives"]:
-        if d["healthy"]:
+        state = d["state"].upper()
+        if "free" in d:
             flag = "" if d["immutable_flag"] else "  (no immutable flag: WORM hardening unavailable)"
-            print(f"  {d['id']:<8} {d['path']}  {d['free'] / 2**30:.1f} GiB free of {d['total'] / 2**30:.1f} GiB{flag}")
+            print(
+                f"  {d['id']:<8} {state:<9} {d['path']}  {d['free'] / 2**30:.1f} GiB free of {d['total'] / 2**30:.1f} GiB{flag}"
+            )
         else:
-            print(f"  {d['id']:<8} {d['path']}  MISSING OR NOT THIS STORE'S DRIVE")
-    for name in ("buckets", "objects", "noncurrent_versions", "bytes", "degraded_objects", "heal_queue", "multipart_uploads"):
+            print(f"  {d['id']:<8} {state:<9} {d['path']}")
+    for name in (
+        "buckets",
+        "objects",
+        "noncurrent_versions",
+        "bytes",
+        "degraded_objects",
+        "heal_queue",
+        "gc_queue",
+        "multipart_uploads",
+    ):
         print(f"{name}: {status[name]}")
     return 0
 
@@ -155,10 +181,14 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
         if drive is None:
             print(f"objfs: no drive {args.drive!r}; drives: {', '.join(d.drive_id for d in store.all_drives())}", file=sys.stderr)
             return 2
-        if store.drive_healthy(drive):
-            print(f"objfs: drive {args.drive} at {drive.path} is healthy; nothing to replace", file=sys.stderr)
+        state = store.drive_state(drive)
+        if state != "missing" and state != "wiped":
+            print(
+                f"objfs: drive {args.drive} at {drive.path} is {state}; only a missing or wiped drive is replaced",
+                file=sys.stderr,
+            )
             return 2
-        if drive.path.exists() and any(drive.path.iterdir()):
+        if state == "missing" and drive.path.exists() and any(drive.path.iterdir()):
             print(f"objfs: {drive.path} is not empty; mount a new, empty disk there first", file=sys.stderr)
             return 2
         format_drive(drive.path, store.config.store_id, drive.drive_id)
@@ -236,10 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-lock", action="store_true", help="WORM bucket (versioning on, retention possible)")
     p.set_defaults(func=cmd_mb)
 
-    p = sub.add_parser("scrub", help="verify every object, repair fragments, collect orphans")
+    p = sub.add_parser("scrub", help="verify every object, repair fragments, collect proven garbage")
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_scrub)
+
+    p = sub.add_parser("gc", help="collect retired versions' fragments now (old enough, unread, unlocked)")
+    p.add_argument("store")
+    p.add_argument("--min-age", type=float, default=None, help="seconds (default: [gc] min_age_seconds)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gc)
 
     p = sub.add_parser("status", help="drives, free space, objects, degraded objects")
     p.add_argument("store")

@@ -21,24 +21,11 @@ from typing import Any
 
 import trio
 
+from objfs import workers
 from objfs.store import Store
 
 log = logging.getLogger("objfs.serve")
-HEAL_INTERVAL = 30.0
 SHUTDOWN_GRACE = 60.0  # seconds the fronts get to finish in-flight work after a stop
-
-
-async def _heal_loop(store: Store, limiter: trio.CapacityLimiter) -> None:
-    """Heal what reads found damaged and delete what deletes left behind."""
-    while True:
-        await trio.sleep(HEAL_INTERVAL)
-        try:
-            await trio.to_thread.run_sync(store.finish_gc, limiter=limiter)
-            report = await trio.to_thread.run_sync(store.process_heal_queue, limiter=limiter)
-            if report.fragments_repaired or report.lost:
-                log.info("healed %d fragments; %d objects beyond repair", report.fragments_repaired, len(report.lost))
-        except Exception:  # noqa: BLE001 - the loop must outlive one bad object
-            log.exception("healing pass failed")
 
 
 async def _until_signal(stop: trio.Event) -> None:
@@ -165,7 +152,7 @@ async def _start_fronts(
         if not dicom_ready.is_set():
             raise RuntimeError("the DICOM gateway did not come up")
         dicom_port = dicom_port or store.config.dicom.port
-    background.start_soon(_heal_loop, store, limiter)
+    workers.start(background, store, limiter)
     if on_ready is not None:
         on_ready(
             {

@@ -16,13 +16,12 @@ import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .codec import get_codec
-from .drives import Drive, rendezvous_order
+from .drives import BLOBS, Drive, rendezvous_order
 from .errors import BadDigest, DataLoss, IncompleteBody, InsufficientDrives, NoSpace
-from .fragments import FragmentWriter, read_frame
+from .fragments import FragmentWriter, owner_tag, read_frame
 from .procs import identity_alive, own_identity, process_start  # noqa: F401 (re-exported for heal)
 
 if TYPE_CHECKING:
@@ -67,12 +66,17 @@ class BlobWriter:
             chosen += [d for d in ranked if d not in chosen][: k + m - len(chosen)]
         self.placement: list[Drive] = chosen
         self.writers: dict[int, FragmentWriter] = {}
+        # Declared before any file exists: if this process dies before the
+        # commit, scrub knows these fragments never became an object.
+        store.intents.begin(self.blob_id)
+        self._declared = True
+        tag = owner_tag()
         for index, drive in enumerate(chosen):
             if drive not in healthy:
                 continue
-            tmp = drive.tmp_dir / f"{self.blob_id}.f{index}.{os.getpid()}.tmp"
+            tmp = drive.tmp_dir / f"{self.blob_id}.f{index}.{tag}.tmp"
             try:
-                self.writers[index] = FragmentWriter(tmp, drive.fragment_path(self.blob_id, index))
+                self.writers[index] = FragmentWriter(tmp, drive.fragment_path(self.blob_id, index), drive.path / BLOBS)
             except OSError:
                 store.mark_drive_suspect(drive)
         self._check_quorum()
@@ -85,7 +89,7 @@ class BlobWriter:
     def _check_quorum(self) -> None:
         alive = [w for w in self.writers.values() if w.failed is None]
         if len(alive) < self.codec.k + 1:
-            self.abort()
+            self.discard()
             nospace = any(isinstance(w.failed, OSError) and w.failed.errno == errno.ENOSPC for w in self.writers.values())
             cls = NoSpace if nospace else InsufficientDrives
             raise cls(f"only {len(alive)} drives accepted the write; at least {self.codec.k + 1} are needed")
@@ -214,14 +218,25 @@ class BlobWriter:
         for writer in self.writers.values():
             writer.abort()
 
+    def committed(self) -> None:
+        """The index references the blob now: it is no longer an intent."""
+        if self._declared:
+            self._declared = False
+            self.store.intents.end(self.blob_id)
+
     def discard(self) -> None:
         """Remove fragments already renamed into place (the write is not acknowledged)."""
         self.abort()
+        removed = True
         for index, drive in enumerate(self.placement):
             try:
                 os.unlink(drive.fragment_path(self.blob_id, index))
-            except OSError:
+            except FileNotFoundError:
                 pass
+            except OSError:
+                removed = False
+        if removed:
+            self.committed()  # nothing of it is left: the intent is settled
 
 
 class BlobReader:
@@ -350,24 +365,3 @@ class BlobReader:
             if handle is not None:
                 os.close(handle)
         self._files.clear()
-
-
-def delete_blob_files(store: Store, desc: dict[str, Any]) -> None:
-    """Remove every fragment file of a blob that is still on a reachable drive."""
-    for index, drive_id in enumerate(desc["drives"]):
-        drive = store.drive_by_id(drive_id)
-        if drive is None:
-            continue
-        path: Path = drive.fragment_path(desc["id"], index)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except PermissionError:
-            store.unlock_file(path)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        except OSError:
-            pass

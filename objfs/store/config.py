@@ -69,6 +69,12 @@ class StoreConfig:
     #: set (write-to-temp-then-rename, as rsync and many PACS do). Its
     #: content can never change, nor can it be deleted, from the first commit.
     worm_commit_grace: float = 120.0
+    #: Seconds a retired version's blobs stay on the drives before the
+    #: collector may delete them: readers in any process that opened the
+    #: version before it was retired finish undisturbed (see gc.py).
+    gc_min_age: float = 300.0
+    #: Longest a reader's lease keeps a retired version from being collected.
+    gc_reader_grace: float = 86400.0
 
     @property
     def hot(self) -> TierConfig:
@@ -134,7 +140,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom", "worm"}
+    known = {"store", "tiers", "s3", "dicom", "worm", "gc"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -208,6 +214,13 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
     if not 0 <= grace <= 3600:
         raise ConfigError(f"{where} [worm]: commit_grace_seconds must be between 0 and 3600")
+    gc = _only(_optional(data, "gc", dict, {}, where), {"min_age_seconds", "reader_grace_seconds"}, where + " [gc]")
+    gc_min_age = _optional(gc, "min_age_seconds", int, 300, where + " [gc]")
+    if not 0 <= gc_min_age <= 30 * 86400:
+        raise ConfigError(f"{where} [gc]: min_age_seconds must be between 0 and {30 * 86400}")
+    gc_grace = _optional(gc, "reader_grace_seconds", int, 86400, where + " [gc]")
+    if not 60 <= gc_grace <= 30 * 86400:
+        raise ConfigError(f"{where} [gc]: reader_grace_seconds must be between 60 and {30 * 86400}")
     return StoreConfig(
         root=root,
         store_id=store_id,
@@ -216,6 +229,8 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         s3=s3,
         dicom=dicom,
         worm_commit_grace=float(grace),
+        gc_min_age=float(gc_min_age),
+        gc_reader_grace=float(gc_grace),
     )
 
 
@@ -246,6 +261,13 @@ region = "us-east-1"
 # its times and mode set) for this many seconds after it is written, so
 # write-to-temp-then-rename works; it can never be altered or deleted.
 commit_grace_seconds = 120
+
+[gc]
+# A deleted or replaced version's fragments stay this many seconds before the
+# collector removes them, so readers that opened it finish; open readers in
+# any process keep it longer, up to reader_grace_seconds.
+min_age_seconds = 300
+reader_grace_seconds = 86400
 
 [dicom]
 port = 11112

@@ -20,6 +20,19 @@ from pathlib import Path
 MARKER = ".objfs-drive"
 BLOBS = "blobs"
 TMP = "tmp"
+BUCKETS = "buckets"
+#: A drive with less free space than this takes no new fragments (it is "full").
+RESERVE_BYTES = 64 << 20
+
+# Drive states, as ``objfs status`` shows them. Only OK takes writes; OK, READ_ONLY
+# and FULL are read from.
+OK = "ok"
+MISSING = "missing"  # no directory, or no marker: nothing (of ours) is mounted there
+FOREIGN = "foreign"  # the marker names another store or another drive
+WIPED = "wiped"  # our marker, but the layout under it is gone (contents deleted)
+READ_ONLY = "read-only"
+FULL = "full"
+READABLE = frozenset({OK, READ_ONLY, FULL})
 
 
 @dataclass(frozen=True)
@@ -44,12 +57,28 @@ class Drive:
         return self.path / TMP
 
     def is_healthy(self, store_id: str) -> bool:
-        """True when the drive is present, ours, and its directories are usable."""
+        """True when the drive takes writes: present, ours, its layout intact, writable, not full."""
+        return self.state(store_id) == OK
+
+    def state(self, store_id: str) -> str:
+        """One of OK, MISSING, FOREIGN, WIPED, READ_ONLY, FULL (checked in that order)."""
         try:
             marker = json.loads((self.path / MARKER).read_text())
         except (OSError, ValueError):
-            return False
-        return marker.get("store") == store_id and marker.get("drive") == self.drive_id
+            return MISSING
+        if marker.get("store") != store_id or marker.get("drive") != self.drive_id:
+            return FOREIGN
+        if not (self.path / BLOBS).is_dir() or not self.tmp_dir.is_dir():
+            return WIPED
+        try:
+            vfs = os.statvfs(self.tmp_dir)
+        except OSError:
+            return MISSING
+        if vfs.f_flag & os.ST_RDONLY or not os.access(self.tmp_dir, os.W_OK):
+            return READ_ONLY
+        if vfs.f_bavail * vfs.f_frsize < RESERVE_BYTES:
+            return FULL
+        return OK
 
     def free_bytes(self) -> tuple[int, int]:
         """(free, total) bytes of the filesystem holding the drive."""
@@ -58,19 +87,20 @@ class Drive:
 
 
 def format_drive(path: Path, store_id: str, drive_id: str) -> None:
-    """Prepare an empty directory as a drive of this store.
+    """Prepare an empty directory as a drive of this store, or restore the layout of a wiped one.
 
-    Refuses a directory that already belongs to another store.
+    Refuses a directory that already belongs to another store or drive.
     """
     path.mkdir(parents=True, exist_ok=True)
     marker = path / MARKER
+    for sub in (BLOBS, TMP, BUCKETS):
+        (path / sub).mkdir(exist_ok=True)
     if marker.exists():
         existing = json.loads(marker.read_text())
-        if existing.get("store") != store_id:
-            raise FileExistsError(errno.EEXIST, f"{path} is a drive of another store", str(path))
+        if existing.get("store") != store_id or existing.get("drive") != drive_id:
+            raise FileExistsError(errno.EEXIST, f"{path} is a drive of another store or drive", str(path))
+        fsync_dir(path)
         return
-    (path / BLOBS).mkdir(exist_ok=True)
-    (path / TMP).mkdir(exist_ok=True)
     tmp = path / (MARKER + ".tmp")
     with open(tmp, "w") as f:
         json.dump({"store": store_id, "drive": drive_id}, f)

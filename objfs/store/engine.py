@@ -22,11 +22,14 @@ from typing import Any, Protocol
 from .audit import AuditLog, audited
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
-from .drives import Drive, drive_id_for, format_drive
+from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive
 from .errors import BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
+from .gc import GarbageMixin
 from .heal import MaintenanceMixin
 from .index import Index, Txn, bucket_prefix
+from .intents import IntentJournal
+from .leases import ReaderLeases
 from .listing import ListingMixin
 from .multipart import MultipartMixin
 from .names import check_bucket_name
@@ -34,6 +37,7 @@ from .objects import ObjectsMixin
 from .rebuild import BUCKETS_DIR
 from .renames import RenamesMixin
 from .retention import RetentionMixin
+from .scrub import ScrubMixin
 from .spool import SpoolMixin
 
 HEALTH_TTL = 1.0  # seconds a drive health check is trusted
@@ -67,7 +71,17 @@ class Principal:
         return cls("system")
 
 
-class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartMixin, MaintenanceMixin, SpoolMixin):
+class Store(
+    ObjectsMixin,
+    ListingMixin,
+    RenamesMixin,
+    RetentionMixin,
+    MultipartMixin,
+    MaintenanceMixin,
+    ScrubMixin,
+    GarbageMixin,
+    SpoolMixin,
+):
     """An open objfs store."""
 
     def __init__(self, config: StoreConfig, *, io_threads: int = 32) -> None:
@@ -90,7 +104,11 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
         self.audit = AuditLog(self.root / "audit")
         self.indexers: list[Indexer] = []
-        self._health: dict[str, tuple[float, bool]] = {}
+        self._health: dict[str, tuple[float, str]] = {}
+        # Process-local state other processes must see: reader leases and write intents.
+        self.run_dir = self.root / "run"
+        self.leases = ReaderLeases(self.run_dir)
+        self.intents = IntentJournal(self.run_dir, self.index.state)
         self._load_default_indexers()
 
     # -- lifecycle ---------------------------------------------------------
@@ -103,6 +121,7 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
     def close(self) -> None:
         for pool in (self.prefetch_pool, self.read_pool, self.io_pool):
             pool.shutdown(wait=True)
+        self.intents.close()
         self.index.close()
 
     def __enter__(self) -> Store:
@@ -126,20 +145,28 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
     def all_drives(self) -> list[Drive]:
         return [d for drives in self.drives.values() for d in drives]
 
-    def drive_healthy(self, drive: Drive) -> bool:
-        """Whether the drive is present and ours; re-checked at most every second.
+    def drive_state(self, drive: Drive) -> str:
+        """The drive's state (see :mod:`.drives`: ok, missing, foreign, wiped, read-only, full); cached for a second.
 
-        A drive that vanishes within that second fails its writes (its
-        fragments cannot be renamed into place), which the write quorum
-        already handles.
+        A drive that fails within that second fails its writes (its
+        fragments cannot be renamed into place, and nothing is ever created
+        in place of a drive's missing layout), which the write quorum handles.
         """
         now = time.monotonic()
         cached = self._health.get(drive.drive_id)
         if cached is not None and now - cached[0] < HEALTH_TTL:
             return cached[1]
-        healthy = drive.is_healthy(self.config.store_id)
-        self._health[drive.drive_id] = (now, healthy)
-        return healthy
+        state = drive.state(self.config.store_id)
+        self._health[drive.drive_id] = (now, state)
+        return state
+
+    def drive_healthy(self, drive: Drive) -> bool:
+        """Whether the drive takes writes (state ok)."""
+        return self.drive_state(drive) == "ok"
+
+    def drive_readable(self, drive: Drive) -> bool:
+        """Whether the drive's fragments can be read and removed (ok, read-only or full)."""
+        return self.drive_state(drive) in READABLE
 
     def refresh_drive_health(self) -> None:
         """Forget cached health checks (after a drive was replaced, before a scrub)."""
@@ -271,12 +298,10 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
             for _, upload in txn.scan("uploads"):
                 if upload["bucket"] == name:
                     raise BucketNotEmpty(f"bucket {name!r} has unfinished multipart uploads")
+            settings = txn.get("buckets", name.encode())
             txn.delete("buckets", name.encode())
-        for drive in self.all_drives():
-            try:
-                (drive.path / BUCKETS_DIR / f"{name}.meta").unlink()
-            except OSError:
-                pass
+        # A tombstone, not an unlink: a drive that was away must not bring the bucket back.
+        self._write_bucket_files(dict(settings, deleted=True))
 
     def _write_bucket_files(self, settings: dict[str, Any]) -> None:
         """Bucket settings on every healthy drive, so rebuild-index restores them."""
@@ -284,6 +309,7 @@ class Store(ObjectsMixin, ListingMixin, RenamesMixin, RetentionMixin, MultipartM
         for drive in self.all_drives():
             if self.drive_healthy(drive):
                 try:
+                    (drive.path / BUCKETS).mkdir(exist_ok=True)  # stores made before drives had it at format
                     write_meta(drive.path / BUCKETS_DIR / f"{settings['name']}.meta", drive.tmp_dir, settings)
                 except OSError:
                     self.mark_drive_suspect(drive)

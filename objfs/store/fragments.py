@@ -18,6 +18,7 @@ name, attributes or retention change without moving data; their
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import struct
@@ -28,6 +29,14 @@ from typing import Any
 import msgpack
 
 from .drives import fsync_dir
+from .procs import own_identity
+
+
+def owner_tag() -> str:
+    """``<pid>-<start>``: the owner part of temp file names, so scrub can tell a dead writer's leftovers."""
+    me = own_identity()
+    return f"{me['pid']}-{me['start']}"
+
 
 MAGIC = b"OBJFSFR1"
 META_MAGIC = b"OBJFSMT1"
@@ -38,9 +47,10 @@ _CRC = struct.Struct("<I")
 class FragmentWriter:
     """Writes one fragment file to a temp path, then commits it durably."""
 
-    def __init__(self, tmp_path: Path, final_path: Path) -> None:
+    def __init__(self, tmp_path: Path, final_path: Path, root: Path) -> None:
         self.tmp_path = tmp_path
         self.final_path = final_path
+        self.root = root  # the drive's blobs directory: directories are created below it, never it
         self._file = open(tmp_path, "wb", buffering=0)
         self.failed: BaseException | None = None
 
@@ -61,7 +71,7 @@ class FragmentWriter:
         self._file.write(body + _TAIL.pack(len(body), zlib.crc32(body), MAGIC))
         os.fsync(self._file.fileno())
         self._file.close()
-        ensure_dir(self.final_path.parent)
+        ensure_dir(self.final_path.parent, self.root)
         os.rename(self.tmp_path, self.final_path)
         fsync_dir(self.final_path.parent)
 
@@ -80,11 +90,18 @@ def frame_offset(segment: int, fsz: int) -> int:
     return segment * (fsz + _CRC.size)
 
 
-def ensure_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) durably: each new entry's parent is fsynced."""
+def ensure_dir(path: Path, root: Path) -> None:
+    """Create ``path`` (and missing parents below ``root``) durably: each new entry's parent is fsynced.
+
+    ``root`` itself is never created: when it is gone (a wiped or unmounted
+    drive) this raises FileNotFoundError instead of filling whatever
+    filesystem lies beneath.
+    """
     if path.is_dir():
         return
-    ensure_dir(path.parent)
+    if path == root or root not in path.parents:
+        raise FileNotFoundError(errno.ENOENT, "the drive's layout is gone", str(root))
+    ensure_dir(path.parent, root)
     try:
         path.mkdir()
     except FileExistsError:
@@ -133,15 +150,28 @@ def _checked(body: bytes, crc: int) -> dict[str, Any] | None:
 
 
 def write_meta(path: Path, tmp_dir: Path, record: dict[str, Any]) -> None:
-    """Durably replace ``path`` with ``record`` (temp file, fsync, rename, fsync dir)."""
+    """Durably replace ``path`` with ``record`` (temp file, fsync, rename, fsync dir).
+
+    ``path`` lies under the drive (``tmp_dir``'s parent) in ``blobs/`` or
+    ``buckets/``; that directory must exist (see :func:`ensure_dir`).
+    """
     body = msgpack.packb(record, use_bin_type=True)
-    tmp = tmp_dir / f"{path.name}.{secrets.token_hex(4)}.{os.getpid()}.tmp"
+    tmp = tmp_dir / f"{path.name}.{secrets.token_hex(4)}.{owner_tag()}.tmp"
     with open(tmp, "wb") as f:
         f.write(META_MAGIC + _CRC.pack(zlib.crc32(body)) + body)
         f.flush()
         os.fsync(f.fileno())
-    ensure_dir(path.parent)
-    os.rename(tmp, path)
+    drive_root = tmp_dir.parent
+    try:
+        layout_root = drive_root / path.relative_to(drive_root).parts[0]
+        ensure_dir(path.parent, layout_root)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     fsync_dir(path.parent)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +86,13 @@ class Index:
         with self.env.begin(write=True) as txn:
             for name in DATABASES:
                 self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(b"index-id", db=self.dbs["settings"])
+            if raw is None:
+                # Identifies this index among the ones the drives have seen (lost, rebuilt, restored).
+                raw = pack(uuid.uuid4().hex)
+                txn.put(b"index-id", raw, db=self.dbs["settings"])
+        self.index_id: str = unpack(raw)
         self._pid = os.getpid()
         self._group = threading.Condition()
         self._queue: list[_Pending] = []
@@ -92,6 +100,10 @@ class Index:
 
     def close(self) -> None:
         self.env.close()
+
+    def state(self) -> dict[str, Any]:
+        """``{"index_id", "txnid"}``: which index this is and how far its history goes."""
+        return {"index_id": self.index_id, "txnid": self.env.info()["last_txnid"]}
 
     @contextmanager
     def read(self) -> Iterator[Txn]:

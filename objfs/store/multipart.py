@@ -20,9 +20,10 @@ from .errors import (
     InvalidPartOrder,
     NoSuchUpload,
 )
+from .fragments import read_meta
 from .index import Txn
 from .names import check_key
-from .objects import HEAD_BYTES, ObjectInfo, merge_indexed
+from .objects import HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -69,6 +70,10 @@ class MultipartMixin:
             "legal_hold": legal_hold,
             "posix": dict(posix or {}),
         }
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+        # The drives learn of the upload first, so rebuild-index restores unfinished uploads.
+        self._write_meta_files({"id": upload_id, "bucket": bucket, "key": key, "upload": upload, "gen": time.time_ns()})
         with self.index.write() as txn:
             self._bucket(txn, bucket)
             txn.put("uploads", upload_id.encode(), upload)
@@ -105,27 +110,52 @@ class MultipartMixin:
             body = io.BytesIO(body)
         self.get_upload(upload_id)
         writer = BlobWriter(self, self.config.hot.name)
+        created = self.clock.now()
         try:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
-            desc = writer.finish({"upload": upload_id, "part": number})
+            # The footer makes the part self-describing: rebuild-index restores it (newest seq wins).
+            owner = {"upload": upload_id, "part": number, "etag": etag, "seq": time.time_ns(), "created": created}
+            desc = writer.finish(owner)
         except BaseException:
             writer.discard()
             raise
-        part = {"number": number, "etag": etag, "size": desc["size"], "blob": desc, "created": self.clock.now()}
-        old = None
+        part = {"number": number, "etag": etag, "size": desc["size"], "blob": desc, "created": created}
         try:
             with self.index.write() as txn:
                 self._upload(txn, upload_id)
                 old = txn.get("parts", _part_key(upload_id, number))
                 txn.put("parts", _part_key(upload_id, number), part)
                 if old is not None:
-                    txn.put("gc", old["blob"]["id"].encode(), {"blob": old["blob"], "object": upload_id})
+                    self._queue_blob_gc(txn, [old["blob"]], upload_id)
         except BaseException:
             writer.discard()
             raise
-        if old is not None:
-            self._collect([{"id": upload_id, "parts": [old["blob"]], "bucket": "", "key": ""}])
+        writer.committed()
         return {"number": number, "etag": part["etag"], "size": part["size"]}
+
+    def upload_part_copy(
+        self: Store,
+        upload_id: str,
+        number: int,
+        src_bucket: str,
+        src_key: str,
+        *,
+        version_id: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+        principal: Principal | None = None,
+    ) -> dict[str, Any]:
+        """Store bytes ``[start, end)`` of an existing object as part ``number`` (S3 UploadPartCopy).
+
+        The source is read under a lease (it may be deleted meanwhile);
+        durable when it returns, like :meth:`upload_part`.
+        """
+        with self.open_object(src_bucket, src_key, version_id, principal=principal) as reader:
+            size = reader.info.size
+            end = size if end is None else min(end, size)
+            if not 0 <= start <= end:
+                raise InvalidArgument("the copy range is outside the source object")
+            return self.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
 
     def list_parts(
         self: Store, upload_id: str, marker: int = 0, max_parts: int = 1000
@@ -152,13 +182,14 @@ class MultipartMixin:
     def abort_multipart(self: Store, upload_id: str) -> None:
         """Forget the upload and delete its parts. Durable when it returns."""
         with self.index.write() as txn:
-            self._upload(txn, upload_id)
+            upload = self._upload(txn, upload_id)
             parts = [p for _, p in txn.scan("parts", upload_id.encode() + b"\0")]
             for part in parts:
                 txn.delete("parts", _part_key(upload_id, part["number"]))
-                txn.put("gc", part["blob"]["id"].encode(), {"blob": part["blob"], "object": upload_id})
+            self._queue_blob_gc(txn, [p["blob"] for p in parts], upload_id)
             txn.delete("uploads", upload_id.encode())
-        self._collect([{"id": upload_id, "parts": [p["blob"] for p in parts], "bucket": "", "key": ""}])
+        # Before this returns: the drives say the upload is gone, so rebuild-index does not restore it.
+        self._retire_files([{"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "version": "", "seq": 0}])
 
     @audited(
         "write", target=lambda a, k, r: {"bucket": r.bucket, "key": r.key, "version": r.version_id} if r else {"upload": a[0]}
@@ -221,16 +252,25 @@ class MultipartMixin:
             self._upload(txn, upload_id)
             for number in stored:
                 txn.delete("parts", _part_key(upload_id, number))
-            for blob in unused:
-                txn.put("gc", blob["id"].encode(), {"blob": blob, "object": upload_id})
+            self._queue_blob_gc(txn, unused, upload_id)
             txn.delete("uploads", upload_id.encode())
 
         self._commit_put(settings, record, principal=principal, within=retire_upload)
-        if unused:
-            self._collect([{"id": upload_id, "parts": unused, "bucket": "", "key": ""}])
+        self._forget_upload_meta(upload_id)
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)
         return ObjectInfo.from_record(record)
+
+    def _forget_upload_meta(self: Store, upload_id: str) -> None:
+        """After completion: the upload's own meta files are superseded by the record's; remove them."""
+        for drive in self._meta_drives({"id": upload_id}):
+            path = drive.meta_path(upload_id)
+            meta = read_meta(path)
+            if meta is not None and "upload" in meta:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
 
     def _head_bytes(self: Store, record: dict[str, Any]) -> bytes:
         out = bytearray()

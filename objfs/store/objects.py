@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .audit import audited
-from .blobs import BlobReader, BlobWriter, delete_blob_files, new_id
+from .blobs import BlobReader, BlobWriter, new_id
 from .errors import (
+    DataLoss,
     InvalidArgument,
     NoSuchBucket,
     NoSuchKey,
@@ -24,7 +25,7 @@ from .errors import (
     PreconditionFailed,
 )
 from .index import Txn, object_key, version_key
-from .locks import check_lock
+from .locks import check_lock, lock_active
 from .names import check_key
 
 if TYPE_CHECKING:
@@ -96,11 +97,21 @@ class Listing:
 
 
 class ObjectReader:
-    """Reads one object version; verified, repaired on the fly. Use as a context manager."""
+    """Reads one object version; verified, repaired on the fly. Use as a context manager.
 
-    def __init__(self, store: Store, info: ObjectInfo) -> None:
+    From creation to :meth:`close` the reader holds a lease on the version's
+    blobs (see :mod:`.leases`): the version stays readable even if it is
+    deleted or replaced meanwhile. A read that cannot return the exact bytes
+    raises DataLoss (never short or wrong bytes) and is audited as failed.
+    """
+
+    def __init__(self, store: Store, info: ObjectInfo, principal: Principal | None = None) -> None:
         self.store = store
         self.info = info
+        self.principal = principal
+        self._blob_ids = [desc["id"] for desc in info.record.get("parts", [])]
+        store.leases.hold(self._blob_ids)
+        self._failed = False
         self._readers = [BlobReader(store, desc) for desc in info.record.get("parts", [])]
         self._offsets = []
         pos = 0
@@ -112,14 +123,35 @@ class ObjectReader:
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Yield bytes ``[start, end)`` segment by segment; raises DataLoss, never wrong bytes."""
         end = self.info.size if end is None else min(end, self.info.size)
-        for reader, offset in zip(self._readers, self._offsets):
-            size = reader.desc["size"]
-            lo, hi = max(start - offset, 0), min(end - offset, size)
-            if lo < hi:
-                yield from reader.iter_range(lo, hi)
+        try:
+            for reader, offset in zip(self._readers, self._offsets):
+                size = reader.desc["size"]
+                lo, hi = max(start - offset, 0), min(end - offset, size)
+                if lo < hi:
+                    yield from reader.iter_range(lo, hi)
+        except DataLoss as exc:
+            self._record_failure(exc)
+            raise
+
+    def _record_failure(self, exc: DataLoss) -> None:
+        """The audit says the read failed (once per reader), whoever opened it."""
+        if self._failed:
+            return
+        self._failed = True
+        info = self.info
+        self.store.record_audit(
+            "read", self.principal, "failed", True, bucket=info.bucket, key=info.key, version=info.version_id, detail=str(exc)
+        )
 
     def read(self, offset: int, length: int) -> bytes:
         """Random access (for the FUSE mount): up to ``length`` bytes at ``offset``."""
+        try:
+            return self._read(offset, length)
+        except DataLoss as exc:
+            self._record_failure(exc)
+            raise
+
+    def _read(self, offset: int, length: int) -> bytes:
         out = []
         end = min(offset + length, self.info.size)
         pos = offset
@@ -147,7 +179,12 @@ class ObjectReader:
         for reader in self._readers:
             bad = bad or bool(reader.bad)
             reader.close()
-        if bad:
+        self._readers = []
+        if self._blob_ids:
+            self.store.leases.release(self._blob_ids)
+            self._blob_ids = []
+        # A version retired while it was read is not damaged: only live versions are queued.
+        if bad and self.store.record_is_live(self.info.record):
             self.store.queue_heal(self.info.record, "fragment missing or corrupt on read")
 
     def __enter__(self) -> ObjectReader:
@@ -221,6 +258,7 @@ class ObjectsMixin:
         legal_hold: bool = False,
         principal: Principal | None = None,
         verify: Any = None,
+        if_unchanged: ObjectInfo | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -229,7 +267,10 @@ class ObjectsMixin:
         nothing visible) on a bad digest, a short body, a failed condition, a
         WORM lock, or fewer than k+1 writable drives. ``verify``, if given, is
         called with nothing after the body is read and before the commit; it
-        raises to refuse the write (used for S3 checksums).
+        raises to refuse the write (used for S3 checksums). ``if_unchanged``
+        makes the write conditional on the current version still being that
+        record, attributes included (PreconditionFailed otherwise): a front
+        that merged its change into what it read loses no concurrent update.
         """
         check_key(key)
         if isinstance(body, (bytes, bytearray, memoryview)):
@@ -267,10 +308,13 @@ class ObjectsMixin:
         record["parts"] = [desc]
         degraded = len(desc["written"]) < desc["k"] + desc["m"]
         try:
-            self._commit_put(settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal)
+            self._commit_put(
+                settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal, if_unchanged=if_unchanged
+            )
         except BaseException:
             writer.discard()
             raise
+        writer.committed()
         if degraded:
             self.queue_heal(record, "written with a drive missing")
         if record.get("retention") or record.get("legal_hold"):
@@ -320,8 +364,9 @@ class ObjectsMixin:
         if_none_match: bool = False,
         principal: Principal | None = None,
         within: Any = None,
+        if_unchanged: ObjectInfo | None = None,
     ) -> None:
-        """Make ``record`` the current version in one write transaction, then collect garbage.
+        """Make ``record`` the current version in one write transaction; tombstone what it retired.
 
         ``within(txn)``, if given, runs inside the same transaction.
         """
@@ -338,6 +383,10 @@ class ObjectsMixin:
                 raise PreconditionFailed(f"{bucket}/{key} exists already")
             if if_match is not None and (live is None or live["etag"] != if_match.strip('"')):
                 raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
+            if if_unchanged is not None and (
+                live is None or live["id"] != if_unchanged.object_id or live.get("gen") != if_unchanged.record.get("gen")
+            ):
+                raise PreconditionFailed(f"{bucket}/{key} changed since it was read")
             record["seq"] = max(record["seq"], (old or {}).get("seq", 0) + 1)
             garbage = self._retire_current(txn, settings, old, principal)
             record["version"] = record["id"] if settings.get("versioning") == "Enabled" else "null"
@@ -348,7 +397,7 @@ class ObjectsMixin:
                 within(txn)
             return garbage
 
-        self._collect(self.index.commit(change))
+        self._retire_files(self.index.commit(change))
 
     def _retire_current(
         self: Store, txn: Txn, settings: dict[str, Any], old: dict[str, Any] | None, principal: Principal | None
@@ -379,27 +428,6 @@ class ObjectsMixin:
                 txn.delete("versions", vkey)
                 dropped.append(rec)
         return dropped
-
-    def _queue_gc(self: Store, txn: Txn, records: list[dict[str, Any]]) -> None:
-        for rec in records:
-            for desc in rec.get("parts", []):
-                txn.put("gc", desc["id"].encode(), {"blob": desc, "object": rec["id"]})
-
-    def _collect(self: Store, records: list[dict[str, Any]]) -> None:
-        """Delete the files of records already removed from the index (after the commit)."""
-        if not records:
-            return
-        for rec in records:
-            for desc in rec.get("parts", []):
-                delete_blob_files(self, desc)
-            self._delete_meta_files(rec)
-
-        def forget(txn: Txn) -> None:
-            for rec in records:
-                for desc in rec.get("parts", []):
-                    txn.delete("gc", desc["id"].encode())
-
-        self.index.commit(forget)
 
     # -- reads ------------------------------------------------------------------
 
@@ -438,11 +466,19 @@ class ObjectsMixin:
         info = self.head_object(bucket, key, version_id)
         if info.delete_marker:
             raise InvalidArgument("a delete marker has no body")
-        return ObjectReader(self, info)
+        return ObjectReader(self, info, principal)
 
-    def open_record(self: Store, record: dict[str, Any]) -> ObjectReader:
+    def open_record(self: Store, record: dict[str, Any], *, principal: Principal | None = None) -> ObjectReader:
         """A reader of a record already in hand (e.g. from a listing)."""
-        return ObjectReader(self, ObjectInfo.from_record(record))
+        return ObjectReader(self, ObjectInfo.from_record(record), principal)
+
+    def record_is_live(self: Store, record: dict[str, Any]) -> bool:
+        """Whether ``record``'s version is still in the index (current or noncurrent)."""
+        with self.index.read() as txn:
+            current = txn.get("objects", object_key(record["bucket"], record["key"]))
+            if current is not None and current["id"] == record["id"]:
+                return True
+            return txn.get("versions", version_key(record["bucket"], record["key"], record["seq"])) is not None
 
     def get_object_bytes(self: Store, bucket: str, key: str, version_id: str | None = None) -> bytes:
         """The whole body in memory: for small objects and tests only."""
@@ -493,7 +529,7 @@ class ObjectsMixin:
                     check_lock(current, now, principal, bypass_governance)
                     txn.delete("objects", okey)
                     garbage = [current]
-                    self._queue_gc(txn, garbage)
+                    self._queue_gc(txn, garbage, override=lock_active(current, now))
                     result = {"version_id": None, "delete_marker": False}
                 else:
                     if marker is None:
@@ -524,9 +560,9 @@ class ObjectsMixin:
                 else:
                     txn.delete("versions", version_key(bucket, key, target["seq"]))
                 garbage = [target]
-                self._queue_gc(txn, garbage)
+                self._queue_gc(txn, garbage, override=lock_active(target, now))
                 result = {"version_id": version_id, "delete_marker": bool(target.get("delete_marker"))}
-        self._collect(garbage)
+        self._retire_files(garbage)
         return result
 
     @audited(

@@ -1,11 +1,33 @@
 """Rebuild the LMDB index from the drives alone.
 
-Every fragment file's footer carries its blob's layout and (for single-part
-objects) the object's record as written; ``<id>.meta`` files carry newer
-records (renames, retention changes, multipart completions, delete markers);
-``buckets/<name>.meta`` files carry bucket settings. The newest record of
-each object id wins (``gen``), then per key the newest version (``seq``)
-becomes current; in buckets that never had versioning only that one is kept.
+What the drives hold, and what each says:
+
+- fragment files: a footer with the blob's layout and the record as it was
+  written (for a multipart part: its upload, number, ETag and ``seq``);
+- ``<id>.meta`` files: the newest record of an object id after it changed
+  without moving data (rename, retention, legal hold, tags, attributes,
+  placement after healing), a delete marker, an unfinished upload, or a
+  *tombstone* (``deleted``) once the version was retired;
+- ``buckets/<name>.meta``: bucket settings, or a bucket tombstone.
+
+The rules, so the result is exactly the live state:
+
+1. per object id (and per bucket) the copy with the newest ``gen`` wins;
+2. tombstoned ids are gone; ids whose blobs have no fragment left were
+   collected;
+3. per key, S3 allows one ``null`` version: only the newest (by ``seq``,
+   tombstones included) survives;
+4. in a bucket that never had versioning only the newest entry of a key
+   counts (a tombstone there means the key is deleted); otherwise every
+   remaining version is kept and the newest is current;
+5. an upload is restored when its own meta is still its newest record, with
+   the newest part per number; parts it no longer uses become garbage.
+
+Everything found dead by positive evidence (a tombstone, a newer null
+version, a completed or aborted upload) is queued for the garbage collector,
+which still applies its minimum age and reader leases. Fragment files
+nobody claims (no record, no upload) are left alone and counted. The drives
+are read in parallel, one thread per drive.
 """
 
 from __future__ import annotations
@@ -13,12 +35,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .drives import BLOBS
+from .drives import BLOBS, Drive
 from .errors import StoreError
 from .fragments import read_footer, read_meta
+from .gc import summary
 from .index import object_key, version_key
 
 if TYPE_CHECKING:
@@ -42,80 +67,213 @@ def move_index_aside(root: Path) -> Path | None:
     return target
 
 
+class _Found:
+    """What one or more drives hold."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.buckets: dict[str, dict[str, Any]] = {}
+        self.blobs: dict[str, dict[str, Any]] = {}
+        self.fragments: Counter[str] = Counter()
+        self.parts: dict[str, dict[str, Any]] = {}  # blob id -> part footer owner
+
+    def offer(self, rec: dict[str, Any]) -> None:
+        old = self.records.get(rec["id"])
+        if old is None or rec.get("gen", 0) > old.get("gen", 0):
+            self.records[rec["id"]] = rec
+
+    def offer_bucket(self, settings: dict[str, Any]) -> None:
+        old = self.buckets.get(settings["name"])
+        if old is None or settings.get("gen", 0) > old.get("gen", 0):
+            self.buckets[settings["name"]] = settings
+
+    def merge(self, other: _Found) -> None:
+        for rec in other.records.values():
+            self.offer(rec)
+        for settings in other.buckets.values():
+            self.offer_bucket(settings)
+        self.blobs.update(other.blobs)
+        self.fragments.update(other.fragments)
+        self.parts.update(other.parts)
+
+
+def _scan_drive(drive: Drive) -> _Found:
+    found = _Found()
+    for name in _listdir(drive.path / BUCKETS_DIR):
+        if name.endswith(".meta"):
+            settings = read_meta(drive.path / BUCKETS_DIR / name)
+            if settings and "name" in settings:
+                found.offer_bucket(settings)
+    for dirpath, _dirs, names in os.walk(drive.path / BLOBS):
+        for name in names:
+            path = Path(dirpath) / name
+            if name.endswith(".meta"):
+                rec = read_meta(path)
+                if rec and "id" in rec:
+                    found.offer(rec)
+                continue
+            footer = read_footer(path)
+            if footer is None:
+                continue
+            desc = footer["blob"]
+            found.blobs[desc["id"]] = desc
+            found.fragments[desc["id"]] += 1
+            owner = footer.get("owner") or {}
+            if "upload" in owner and "part" in owner:
+                found.parts[desc["id"]] = owner
+            elif "bucket" in owner and "key" in owner and "id" in owner:
+                found.offer(dict(owner, parts=owner.get("parts") or [desc]))
+    return found
+
+
 def rebuild_index(store: Store) -> dict[str, int]:
     """Fill an empty index from the drives; returns counts."""
     if not index_is_empty(store):
         raise StoreError("the index is not empty; move it aside first (objfs rebuild-index --force)")
-    records: dict[str, dict[str, Any]] = {}
-    blobs: dict[str, dict[str, Any]] = {}
-    buckets: dict[str, dict[str, Any]] = {}
-    for drive in store.all_drives():
-        if not store.drive_healthy(drive):
-            continue
-        for name in _listdir(drive.path / BUCKETS_DIR):
-            if name.endswith(".meta"):
-                settings = read_meta(drive.path / BUCKETS_DIR / name)
-                if settings and settings.get("gen", 0) >= buckets.get(settings["name"], {}).get("gen", -1):
-                    buckets[settings["name"]] = settings
-        for dirpath, _dirs, names in os.walk(drive.path / BLOBS):
-            for name in names:
-                path = Path(dirpath) / name
-                if name.endswith(".meta"):
-                    rec = read_meta(path)
-                    if rec:
-                        _offer(records, rec)
-                    continue
-                footer = read_footer(path)
-                if footer is None:
-                    continue
-                desc = footer["blob"]
-                blobs[desc["id"]] = desc
-                owner = footer.get("owner") or {}
-                if "bucket" in owner and "key" in owner:
-                    rec = dict(owner, parts=[desc])
-                    _offer(records, rec)
-    for rec in records.values():
-        # Single-part records from footers point at their blob; prefer the fullest descriptor seen.
-        rec["parts"] = [blobs.get(d["id"], d) for d in rec.get("parts", [])]
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for rec in records.values():
-        if rec.get("parts") and any(d["id"] not in blobs for d in rec["parts"]):
-            continue  # its fragments are gone: it was deleted
-        by_key.setdefault((rec["bucket"], rec["key"]), []).append(rec)
-    counts = {"buckets": 0, "objects": 0, "versions": 0}
+    drives = [d for d in store.all_drives() if store.drive_readable(d)]
+    found = _Found()
+    with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
+        for part in pool.map(_scan_drive, drives):
+            found.merge(part)
+    plan = _plan(store, found)
+    counts = {"buckets": 0, "objects": 0, "versions": 0, "uploads": 0, "garbage": len(plan["garbage"])}
+    now = time.time()
     with store.index.write() as txn:
-        for name in sorted(set(buckets) | {b for b, _ in by_key}):
-            settings = buckets.get(name) or {
-                "name": name,
-                "created": store.clock.now(),
-                "owner": None,
-                "versioning": None,
-                "object_lock": False,
-                "lock_default": None,
-                "tagging": {},
-            }
-            settings.pop("gen", None)
+        for name, settings in plan["buckets"].items():
             txn.put("buckets", name.encode(), settings)
             counts["buckets"] += 1
-        for (bucket, key), recs in by_key.items():
-            recs.sort(key=lambda r: r.get("seq") or int(r["created"] * 1e9), reverse=True)
-            versioned = (buckets.get(bucket) or {}).get("versioning") is not None
-            current, rest = recs[0], recs[1:] if versioned else []
+        for (bucket, key), (current, rest) in plan["keys"].items():
             txn.put("objects", object_key(bucket, key), current)
             counts["objects"] += 1
             for indexer in store.indexers:
                 if not current.get("delete_marker"):
                     indexer.on_change(txn, None, current)
             for rec in rest:
-                txn.put("versions", version_key(bucket, key, rec.get("seq") or int(rec["created"] * 1e9)), rec)
+                txn.put("versions", version_key(bucket, key, rec["seq"]), rec)
                 counts["versions"] += 1
+        for upload, parts in plan["uploads"]:
+            txn.put("uploads", upload["id"].encode(), upload)
+            for part in parts:
+                txn.put("parts", upload["id"].encode() + b"\0" + part["number"].to_bytes(4, "big"), part)
+            counts["uploads"] += 1
+        for desc, rec in plan["garbage"]:
+            txn.put(
+                "gc",
+                desc["id"].encode(),
+                {"blob": desc, "object": (rec or {}).get("id"), "t": now, "rec": rec, "override": False},
+            )
+        for rec in plan["degraded"]:
+            txn.put(
+                "heal",
+                rec["id"].encode(),
+                {
+                    **{k: rec[k] for k in ("bucket", "key", "version")},
+                    "reason": "fragments missing at rebuild",
+                    "t": store.clock.now(),
+                },
+            )
+    store.mark_index_seen()
+    counts["unclaimed_blobs"] = plan["unclaimed"]
     return counts
 
 
-def _offer(records: dict[str, dict[str, Any]], rec: dict[str, Any]) -> None:
-    old = records.get(rec["id"])
-    if old is None or rec.get("gen", 0) > old.get("gen", 0):
-        records[rec["id"]] = rec
+def _plan(store: Store, found: _Found) -> dict[str, Any]:
+    buckets = {}
+    for name, settings in found.buckets.items():
+        if not settings.get("deleted"):
+            buckets[name] = {k: v for k, v in settings.items() if k != "gen"}
+    garbage: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    claimed: set[str] = set()
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    uploads: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    for rec in found.records.values():
+        blobs = [d["id"] for d in rec.get("parts") or []]
+        claimed.update(blobs)
+        if "upload" in rec and not rec.get("deleted"):
+            continue  # an unfinished upload: below
+        if rec.get("deleted"):
+            garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
+        elif blobs and not any(found.fragments[b] for b in blobs):
+            continue  # every fragment collected: it was deleted
+        by_key.setdefault((rec["bucket"], rec["key"]), []).append(rec)
+    keys: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    degraded = []
+    for (bucket, key), entries in by_key.items():
+        entries.sort(key=lambda r: r.get("seq") or int(r.get("created", 0) * 1e9), reverse=True)
+        survivors, seen_null = [], False
+        for rec in entries:
+            if rec.get("version") == "null":
+                if seen_null:
+                    if not rec.get("deleted"):
+                        garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
+                    continue
+                seen_null = True
+            survivors.append(rec)
+        settings = buckets.get(bucket)
+        if settings is None:
+            if all(r.get("deleted") for r in survivors):
+                continue
+            settings = buckets[bucket] = _default_bucket(store, bucket)
+        if settings.get("versioning") is None:
+            newest, older = survivors[0], survivors[1:]
+            for rec in older:
+                if not rec.get("deleted"):
+                    garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
+            survivors = [newest]
+        live = [r for r in survivors if not r.get("deleted")]
+        if not live or survivors[0].get("deleted") and settings.get("versioning") is None:
+            continue
+        for rec in live:
+            rec.pop("written", None)
+            if any(found.fragments[d["id"]] < d["k"] + d["m"] for d in rec.get("parts") or []):
+                degraded.append(rec)
+        keys[(bucket, key)] = (live[0], live[1:])
+    for upload_id, rec in found.records.items():
+        if "upload" not in rec or rec.get("deleted"):
+            continue
+        newest: dict[int, tuple[int, str]] = {}
+        for blob_id, owner in found.parts.items():
+            if owner["upload"] == upload_id and owner["seq"] >= newest.get(owner["part"], (-1, ""))[0]:
+                newest[owner["part"]] = (owner["seq"], blob_id)
+        parts = []
+        for number, (_seq, blob_id) in sorted(newest.items()):
+            owner, desc = found.parts[blob_id], found.blobs[blob_id]
+            parts.append(
+                {"number": number, "etag": owner["etag"], "size": desc["size"], "blob": desc, "created": owner["created"]}
+            )
+            claimed.add(blob_id)
+        uploads.append((rec["upload"], parts))
+    # Parts of uploads that completed or were aborted, and replaced parts, are garbage by that evidence.
+    for blob_id, owner in found.parts.items():
+        known = found.records.get(owner["upload"])
+        if blob_id not in claimed and known is not None:
+            garbage.append((found.blobs[blob_id], None))
+            claimed.add(blob_id)
+    unclaimed = sum(1 for blob_id in found.blobs if blob_id not in claimed)
+    return {
+        "buckets": buckets,
+        "keys": keys,
+        "uploads": uploads,
+        "garbage": garbage,
+        "degraded": degraded,
+        "unclaimed": unclaimed,
+    }
+
+
+def _desc(found: _Found, desc: dict[str, Any]) -> dict[str, Any]:
+    return found.blobs.get(desc["id"], desc)
+
+
+def _default_bucket(store: Store, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "created": store.clock.now(),
+        "owner": None,
+        "versioning": None,
+        "object_lock": False,
+        "lock_default": None,
+        "tagging": {},
+    }
 
 
 def _listdir(path: Path) -> list[str]:

@@ -68,7 +68,9 @@ class RenamesMixin:
                     sources.append(rec)
             moved = []
             for rec, (src, dst) in zip(sources, pairs):
-                new = dict(rec, key=dst, gen=time.time_ns())
+                # A fresh seq: the moved version is the newest at its new name (rebuild-index orders by it).
+                stamp = time.time_ns()
+                new = dict(rec, key=dst, gen=stamp, seq=max(stamp, rec["seq"] + 1))
                 moved.append(new)
             # The drives learn the new names before the index does (rebuild-index).
             list(self.io_pool.map(self._write_meta_files, moved))
@@ -77,7 +79,7 @@ class RenamesMixin:
                 garbage = self._commit_renames(bucket, sources, moved, pairs, no_replace, principal)
             except _SourceChanged:
                 continue
-            self._collect(garbage)
+            self._retire_files(garbage)
             return [ObjectInfo.from_record(r) for r in moved]
         raise PreconditionFailed("the source changed during the rename; try again")
 
@@ -97,6 +99,8 @@ class RenamesMixin:
                 if existing is not None and not existing.get("delete_marker"):
                     if no_replace:
                         raise KeyExists(f"{bucket}/{dst} exists already")
+                if existing is not None and existing["seq"] >= new["seq"]:
+                    raise _SourceChanged()  # the destination is newer than our stamp: stamp again
                 garbage += self._retire_current(txn, settings, existing, principal)
                 txn.delete("objects", object_key(bucket, src))
                 txn.put("objects", dkey, new)
@@ -126,20 +130,22 @@ class RenamesMixin:
         allows for locked objects.
         """
         check_key(key)
-        with self.index.write() as txn:
-            self._bucket(txn, bucket)
-            record = self._find(txn, bucket, key, version_id)
+        for _attempt in range(5):
+            with self.index.read() as txn:
+                self._bucket(txn, bucket)
+                record = self._find(txn, bucket, key, version_id)
             if record.get("delete_marker"):
                 raise NoSuchKey(f"{bucket}/{key} does not exist")
             now = self.clock.now()
             if posix and lock_active(record, now) and not in_commit_grace(record, now, self.config.worm_commit_grace):
                 raise ObjectLocked(f"{bucket}/{key} is locked: its attributes cannot change")
+            new = dict(record, gen=time.time_ns())
             if posix:
-                record["posix"] = dict(record.get("posix") or {}, **posix)
+                new["posix"] = dict(record.get("posix") or {}, **posix)
             if metadata is not None:
-                record["meta"] = dict(metadata)
+                new["meta"] = dict(metadata)
             if tags is not None:
-                record["tags"] = dict(tags)
+                new["tags"] = dict(tags)
             if xattrs:
                 merged = dict(record.get("xattrs") or {})
                 for name, value in xattrs.items():
@@ -147,9 +153,20 @@ class RenamesMixin:
                         merged.pop(name, None)
                     else:
                         merged[name] = value
-                record["xattrs"] = merged
-            self._store_record(txn, record)
-        return ObjectInfo.from_record(record)
+                new["xattrs"] = merged
+            # The drives learn the attributes before the index does, so rebuild-index keeps them.
+            self._write_meta_files(new)
+
+            def commit(txn: Txn, record=record, new=new) -> bool:
+                now_rec = self._find(txn, bucket, key, record["version"])
+                if now_rec["id"] != record["id"] or now_rec.get("gen") != record.get("gen"):
+                    return False
+                self._store_record(txn, new)
+                return True
+
+            if self.index.commit(commit):
+                return ObjectInfo.from_record(new)
+        raise PreconditionFailed("the object changed during the update; try again")
 
     def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
         """Write back a changed record where it lives (current or noncurrent)."""

@@ -102,11 +102,19 @@ def _fragment_files(store: Store) -> list[str]:
 
 
 def test_overwrite_replaces_and_collects_old_fragments(pacs: Store) -> None:
-    pacs.put_object("pacs", "k", b"one" * 1000)
-    files_before = len(_fragment_files(pacs))
+    old = pacs.put_object("pacs", "k", b"one" * 1000)
+    fragments_before = [f for f in _fragment_files(pacs) if not f.endswith(".meta")]
     pacs.put_object("pacs", "k", b"two" * 1000)
     assert pacs.get_object_bytes("pacs", "k") == b"two" * 1000
-    assert len(_fragment_files(pacs)) == files_before
+    # The old version's fragments wait for the collector's minimum age (readers may still need them) ...
+    assert all(os.path.exists(f) for f in fragments_before)
+    assert pacs.collect_garbage().waiting == 1
+    # ... then go; its tombstone stays so rebuild-index never brings it back.
+    assert pacs.collect_garbage(min_age=0).collected == 1
+    fragments_after = [f for f in _fragment_files(pacs) if not f.endswith(".meta")]
+    assert len(fragments_after) == len(fragments_before) and not any(os.path.exists(f) for f in fragments_before)
+    stones = [f for f in _fragment_files(pacs) if f.endswith(f"{old.object_id}.meta")]
+    assert len(stones) == pacs.config.hot.m + 1
 
 
 def test_conditional_put(pacs: Store) -> None:

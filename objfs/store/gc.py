@@ -1,0 +1,222 @@
+"""Garbage collection: data leaves the drives only on positive, durable evidence.
+
+A version becomes garbage when a committed index transaction retires it
+(deleted, or replaced where the bucket keeps no versions). That same
+transaction writes a ``gc`` entry per blob of the version: the positive
+evidence, durable with the change that caused it. Before the change is
+acknowledged, a *tombstone* (the version's record marked ``deleted``, with
+a newer ``gen``) replaces its metadata beside the fragments, so
+``rebuild-index`` never brings it back.
+
+:meth:`GarbageMixin.collect_garbage` deletes a blob's fragment files only
+when its entry is at least ``[gc] min_age_seconds`` old, no reader in any
+live process holds a lease on it (see :mod:`.leases`), and the version is
+not under retention or legal hold (unless the deletion was an authorised
+GOVERNANCE bypass, recorded in the entry). An entry is removed only once
+every fragment file is confirmed gone; a drive that cannot be reached keeps
+it for the next pass. Nothing is ever deleted because an index entry, a
+reader or a marker is *missing*.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .fragments import read_meta, write_meta
+from .locks import lock_active
+
+if TYPE_CHECKING:
+    from .engine import Store
+    from .index import Txn
+
+log = logging.getLogger(__name__)
+
+#: Fields of a retired record that its gc entry and tombstone keep.
+SUMMARY = ("id", "bucket", "key", "version", "seq", "created", "retention", "legal_hold", "delete_marker")
+GC_BATCH = 500
+
+
+@dataclass
+class GcReport:
+    collected: int = 0
+    waiting: int = 0
+    leased: int = 0
+    locked: int = 0
+    unreachable: int = 0
+    refused: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in SUMMARY}
+
+
+def tombstone_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The record that says "this version was retired" (newest ``gen`` wins in rebuild-index)."""
+    return dict(summary(record), deleted=True, gen=time.time_ns(), parts=list(record.get("parts") or []))
+
+
+class GarbageMixin:
+    """Garbage operations of :class:`objfs.store.Store`."""
+
+    def _queue_gc(self: Store, txn: Txn, records: list[dict[str, Any]], *, override: bool = False) -> None:
+        """Inside the retiring transaction: one durable gc entry per blob of each record.
+
+        ``override`` records that a locked version was deleted under an
+        authorised GOVERNANCE bypass, the only way a locked version becomes garbage.
+        """
+        now = time.time()
+        for rec in records:
+            for desc in rec.get("parts", []):
+                entry = {"blob": desc, "object": rec["id"], "t": now, "rec": summary(rec), "override": override}
+                txn.put("gc", desc["id"].encode(), entry)
+
+    def _queue_blob_gc(self: Store, txn: Txn, blobs: list[dict[str, Any]], owner: str) -> None:
+        """Inside a transaction: blobs that belong to no version (replaced or unused multipart parts)."""
+        now = time.time()
+        for desc in blobs:
+            txn.put("gc", desc["id"].encode(), {"blob": desc, "object": owner, "t": now, "rec": None, "override": False})
+
+    def _retire_files(self: Store, records: list[dict[str, Any]]) -> None:
+        """After the retiring commit, before it is acknowledged: tombstones beside the fragments.
+
+        A failure here is not fatal (the commit stands): the collector writes
+        the tombstone again before it deletes anything.
+        """
+        for rec in records:
+            try:
+                self._write_tombstone(rec)
+            except OSError as exc:
+                log.warning("tombstone of %s/%s not written yet (%s); the collector will retry", rec["bucket"], rec["key"], exc)
+
+    def _write_tombstone(self: Store, rec: dict[str, Any]) -> None:
+        drives = self._meta_drives(rec)[: self.config.hot.m + 1]
+        stone = tombstone_of(rec)
+        written = 0
+        for drive in drives:
+            try:
+                write_meta(drive.meta_path(rec["id"]), drive.tmp_dir, stone)
+                written += 1
+            except OSError:
+                self.mark_drive_suspect(drive)
+        if drives and not written:
+            raise OSError(errno.EIO, "no drive accepted the tombstone")
+
+    def _ensure_tombstone(self: Store, rec: dict[str, Any], desc: dict[str, Any]) -> None:
+        """Before a blob goes: its version's tombstone is on the drives (written at retirement, unless that failed)."""
+        drives = self._meta_drives(dict(rec, parts=[desc]))
+        for drive in drives:
+            meta = read_meta(drive.meta_path(rec["id"]))
+            if meta is not None and meta.get("deleted"):
+                return
+        # The record's own meta (renames, multipart) lists every blob; a plain put has just this one.
+        known = next((m for m in (read_meta(d.meta_path(rec["id"])) for d in drives) if m and m.get("parts")), None)
+        self._write_tombstone(dict(rec, parts=known["parts"] if known else [desc]))
+
+    def gc_pending(self: Store) -> int:
+        with self.index.read() as txn:
+            return txn.count("gc")
+
+    def collect_garbage(self: Store, *, min_age: float | None = None) -> GcReport:
+        """Delete the fragments of retired blobs that are old enough, unread and unlocked.
+
+        Safe to run from any process at any time, concurrently with
+        everything else; bounded memory (the queue is read in batches).
+        """
+        report = GcReport()
+        min_age = self.config.gc_min_age if min_age is None else min_age
+        start = b""
+        while True:
+            with self.index.read() as txn:
+                batch = []
+                for raw_key, entry in txn.scan("gc", start=start):
+                    if raw_key == start:
+                        continue
+                    batch.append((raw_key, entry))
+                    if len(batch) >= GC_BATCH:
+                        break
+            if not batch:
+                return report
+            start = batch[-1][0]
+            now = time.time()
+            held = self.leases.held(now, self.config.gc_reader_grace)
+            done = []
+            for raw_key, entry in batch:
+                verdict = self._collect_one(entry, now, min_age, held, report)
+                if verdict:
+                    done.append((raw_key, entry))
+            if done:
+
+                def forget(txn: Txn, done=done) -> None:
+                    for raw_key, entry in done:
+                        current = txn.get("gc", raw_key)
+                        if current is not None and current.get("t") == entry.get("t"):
+                            txn.delete("gc", raw_key)
+
+                self.index.commit(forget)
+            if len(batch) < GC_BATCH:
+                return report
+
+    def _collect_one(self: Store, entry: dict[str, Any], now: float, min_age: float, held: set[str], report: GcReport) -> bool:
+        desc = entry["blob"]
+        if now - entry.get("t", 0.0) < min_age:
+            report.waiting += 1
+            return False
+        if desc["id"] in held:
+            report.leased += 1
+            return False
+        rec = entry.get("rec")
+        locked = rec is not None and lock_active(rec, self.clock.now())
+        if locked and not entry.get("override"):
+            report.locked += 1
+            report.refused.append(f"{rec['bucket']}/{rec['key']}@{rec['version']}")
+            log.error("refusing to collect %s/%s version %s: it is locked", rec["bucket"], rec["key"], rec["version"])
+            return False
+        if rec is not None:
+            try:
+                self._ensure_tombstone(rec, desc)
+            except OSError:
+                report.unreachable += 1
+                return False
+        if not self._delete_blob_files(desc, unlock=not locked or bool(entry.get("override"))):
+            report.unreachable += 1
+            return False
+        report.collected += 1
+        return True
+
+    def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:
+        """Remove every fragment file of a blob; True once none is left on any drive of the store."""
+        confirmed = True
+        for index, drive_id in enumerate(desc["drives"]):
+            drive = self.drive_by_id(drive_id)
+            if drive is None:
+                continue  # no longer a drive of this store: nothing of ours is left there
+            if not self.drive_readable(drive):
+                confirmed = False
+                continue
+            path = drive.fragment_path(desc["id"], index)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                if not unlock:
+                    confirmed = False
+                    continue
+                self.unlock_file(path)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    confirmed = False
+            except OSError:
+                confirmed = False
+        return confirmed

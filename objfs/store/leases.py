@@ -1,0 +1,110 @@
+"""Reader leases: a version being read is not collected under its reader.
+
+Every :class:`~objfs.store.objects.ObjectReader` holds a lease on the blobs
+of the version it opened, from open to close. Leases of this process are
+counted in memory and published, on every change, in
+``STORE/run/leases/<pid>-<start>`` (rewritten atomically; not fsynced: a
+lease only matters while its process lives, and a crash ends both). The
+garbage collector of any process reads every published lease before it
+deletes a blob and keeps every blob leased by a live process, for at most
+``[gc] reader_grace_seconds`` after the lease was taken (so a reader that
+never closes cannot pin garbage forever).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+
+from .procs import own_identity, process_start
+
+_NAME = re.compile(r"^(\d+)-(\d+)$")
+
+
+class ReaderLeases:
+    """The lease table of one process, and the view of every process's leases."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir / "leases"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._since: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _own_path(self) -> Path:
+        me = own_identity()
+        return self.dir / f"{me['pid']}-{me['start']}"
+
+    def hold(self, blob_ids: list[str]) -> None:
+        """Lease ``blob_ids`` until :meth:`release`; published before this returns."""
+        if not blob_ids:
+            return
+        now = time.time()
+        with self._lock:
+            fresh = False
+            for blob_id in blob_ids:
+                if self._counts[blob_id] == 0:
+                    self._since[blob_id] = now
+                    fresh = True
+                self._counts[blob_id] += 1
+            if fresh:
+                self._publish()
+
+    def release(self, blob_ids: list[str]) -> None:
+        if not blob_ids:
+            return
+        with self._lock:
+            gone = False
+            for blob_id in blob_ids:
+                self._counts[blob_id] -= 1
+                if self._counts[blob_id] <= 0:
+                    del self._counts[blob_id]
+                    self._since.pop(blob_id, None)
+                    gone = True
+            if gone:
+                self._publish()
+
+    def _publish(self) -> None:
+        path = self._own_path()
+        if not self._since:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(msgpack.packb(self._since))
+        os.replace(tmp, path)
+
+    def held(self, now: float, grace: float) -> set[str]:
+        """Blob ids leased by any live process (this one included) for less than ``grace`` seconds."""
+        with self._lock:
+            out = {b for b, since in self._since.items() if now - since < grace}
+        own = self._own_path().name
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return out
+        for name in names:
+            match = _NAME.match(name)
+            if match is None or name == own:
+                continue
+            if process_start(int(match.group(1))) != int(match.group(2)):
+                try:
+                    os.unlink(self.dir / name)  # its owner is gone: so are its readers
+                except OSError:
+                    pass
+                continue
+            try:
+                since = msgpack.unpackb((self.dir / name).read_bytes())
+            except (OSError, ValueError):
+                continue
+            out.update(b for b, t in since.items() if now - t < grace)
+        return out
