@@ -189,8 +189,8 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
     for rec in found.records.values():
         blobs = [d["id"] for d in rec.get("parts") or []]
         claimed.update(blobs)
-        if "upload" in rec and not rec.get("deleted"):
-            continue  # an unfinished upload: below
+        if "upload" in rec or not rec.get("version"):
+            continue  # an unfinished upload (below), or the tombstone of an aborted one
         if rec.get("deleted"):
             garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
         elif blobs and not any(found.fragments[b] for b in blobs):
@@ -199,7 +199,7 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
     keys: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     degraded = []
     for (bucket, key), entries in by_key.items():
-        entries.sort(key=lambda r: r.get("seq") or int(r.get("created", 0) * 1e9), reverse=True)
+        entries.sort(key=lambda r: r.get("seq") or int((r.get("created") or 0) * 1e9), reverse=True)
         survivors, seen_null = [], False
         for rec in entries:
             if rec.get("version") == "null":

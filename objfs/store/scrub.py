@@ -27,11 +27,14 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .drives import BLOBS, BUCKETS, Drive
+from .fragments import read_footer
 from .heal import HealReport
-from .procs import process_start
+from .index import object_key
+from .procs import identity_alive, process_start
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -173,10 +176,11 @@ class ScrubMixin:
 
     def _walk_drive(self: Store, drive: Drive, referenced: set[str], pending: dict[str, Any]) -> tuple[int, int, list[str]]:
         """(temp files removed, unreferenced fragment files, errors) for one drive."""
+        state = self.drive_state(drive)
+        errors: list[str] = [] if state == "ok" else [f"{drive.drive_id}: {state}"]
         if not self.drive_readable(drive):
-            return 0, 0, [f"{drive.drive_id}: {self.drive_state(drive)}"] if self.drive_state(drive) != "missing" else []
+            return 0, 0, errors
         removed = unreferenced = 0
-        errors: list[str] = []
         try:
             names = os.listdir(drive.tmp_dir)
         except OSError as exc:
@@ -195,8 +199,30 @@ class ScrubMixin:
                     continue
                 blob_id, sep, _ = name.partition(".f")
                 if sep and blob_id not in referenced and blob_id not in pending:
-                    unreferenced += 1
+                    if not self._claimed_since(Path(dirpath) / name):
+                        unreferenced += 1
         return removed, unreferenced, errors
+
+    def _claimed_since(self: Store, path: Path) -> bool:
+        """Whether a fragment the index scan did not know is being written, or was committed since."""
+        footer = read_footer(path)
+        if footer is None:
+            return False
+        if identity_alive(footer.get("writer")):
+            return True
+        blob_id = footer["blob"]["id"]
+        owner = footer.get("owner") or {}
+        with self.index.read() as txn:
+            if txn.get("gc", blob_id.encode()) is not None:
+                return True
+            if "upload" in owner:
+                return any(p["blob"]["id"] == blob_id for _, p in txn.scan("parts", owner["upload"].encode() + b"\0"))
+            if "bucket" in owner and "key" in owner:
+                prefix = object_key(owner["bucket"], owner["key"])
+                current = txn.get("objects", prefix)
+                records = ([current] if current else []) + [r for _, r in txn.scan("versions", prefix + b"\0")]
+                return any(d["id"] == blob_id for r in records for d in r.get("parts", []))
+        return False
 
     def _dead_intents(self: Store) -> dict[str, Any]:
         """Blob ids that dead writers of *this* index declared and never settled, by journal."""
