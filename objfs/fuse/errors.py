@@ -1,7 +1,8 @@
 """The one mapping from engine errors to errno for the FUSE mount.
 
-Every engine call of the mount goes through :func:`fuse_error` at the edge
-(:mod:`objfs.fuse.operations`), so an application sees the same errno for
+Every engine call of the mount, and every request handler as a whole,
+goes through :func:`fuse_error` at the edge (:mod:`objfs.fuse.core` and
+:mod:`objfs.fuse.operations`), so an application sees the same errno for
 the same condition wherever it happens. EIO is reserved for real,
 unrecoverable loss (:class:`DataLoss`); anything unexpected is also EIO but
 logged, because it is a bug.

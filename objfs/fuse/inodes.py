@@ -13,14 +13,18 @@ another file. Only an unlinked (or renamed-over) inode leaves the table, when
 the kernel has forgotten it and no handle is open: that is where the spool
 of an unlinked-but-open file is freed.
 
-The table is used from the trio thread only; it has no locks.
+The table is used from the trio thread only; it has no locks. Each inode
+carries one trio lock, ``busy``, held by the requests that create, use or
+drop its spool across an await (open, setattr, unlink, release), so a last
+close never drops a spool that an open or a truncate is about to use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
+import trio
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 
@@ -36,6 +40,7 @@ class Inode:
     kind: str
     lookups: int = 0
     opens: int = 0
+    busy: trio.Lock = field(default_factory=trio.Lock, repr=False)
 
     @property
     def unlinked(self) -> bool:

@@ -1,7 +1,9 @@
 """Spool files: the pending content of files open for write on the mount.
 
 One :class:`Spool` per inode open for write, shared by every handle open on
-that inode, lives under ``STORE/spool``. Writes land in it (random writes,
+that inode, is an engine-owned spool file (``store.new_spool_file("fuse")``,
+under ``STORE/spool/fuse/``, named after this process): if the mount dies,
+the next opening of the store sweeps it (``store.sweep_spool``). Writes land in it (random writes,
 overwrites, appends, truncation); nothing reaches the store until
 :meth:`Spool.commit` stores the whole file as the new object with
 ``store.put_object`` -- called on flush (what ``close()`` returns), fsync and
@@ -21,10 +23,8 @@ A failed commit keeps the spool, so a later flush, fsync or close retries.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import time
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -59,9 +59,10 @@ class _SpoolStream:
 class Spool:
     """Pending content and attributes of one inode open for write."""
 
-    def __init__(self, spool_dir: Path, ino: int, *, base: ObjectInfo | None, posix: dict[str, int]) -> None:
-        self.path = spool_dir / f"fuse-{os.getpid()}-{ino}-{secrets.token_hex(4)}"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    def __init__(self, store: Store, ino: int, *, base: ObjectInfo | None, posix: dict[str, int]) -> None:
+        """Create the spool file (OSError if the spool filesystem refuses: ENOSPC, EMFILE, ...)."""
+        self.fd, self.path = store.new_spool_file("fuse", f"{ino}-")
+        self.closed = False
         #: The committed object this spool starts from; None for a new file.
         self.base = base
         #: Whether the spool file holds the file's bytes (False until load() for an existing object).
@@ -165,6 +166,9 @@ class Spool:
 
     def close(self) -> None:
         """Delete the spool file: its content is committed or no longer wanted."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             os.close(self.fd)
         except OSError:

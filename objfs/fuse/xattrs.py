@@ -1,4 +1,4 @@
-"""Extended attributes of the mount (a mixin of :class:`~objfs.fuse.operations.ObjfsOperations`).
+"""Extended attributes of the mount (one of the mixins of :class:`~objfs.fuse.operations.ObjfsOperations`).
 
 ``user.*`` attributes are stored with the object (``store.update_object``,
 index only). The object's own metadata -- ETag, version, content type, S3
@@ -6,9 +6,9 @@ user metadata, DICOM tags, retention -- is readable under ``user.objfs.``
 and read-only there (EPERM): FUSE passes every namespace through, but
 ``user.`` is the one tools such as ``getfattr -d`` and ``rsync -X`` show
 and copy. Changing a ``user.*`` attribute of a retained or held version is
-EPERM on the mount (the engine itself would accept it, as S3 does for
-tags), because on a filesystem an xattr is part of the file that WORM
-freezes. Other namespaces (``security.``, ``trusted.``, ``system.``) are
+EPERM on the mount (``store.check_change``, as for any attribute change,
+which audits the refusal), because on a filesystem an xattr is part of
+the file that WORM freezes. Other namespaces (``security.``, ``trusted.``, ``system.``) are
 not stored: ENOATTR on read, ENOTSUP on write.
 """
 
@@ -21,6 +21,7 @@ import pyfuse3
 from objfs.store import Principal
 
 from . import namespace as ns
+from .core import MountState
 from .inodes import DIR, Inode, split_path
 from .principal import principal_of
 from .spool import attrs_of
@@ -28,7 +29,7 @@ from .spool import attrs_of
 ENOATTR = pyfuse3.ENOATTR
 
 
-class XattrOps:
+class XattrOps(MountState):
     """getxattr, listxattr, setxattr, removexattr over the engine's records."""
 
     def _xattr_target(self, node: Inode, st: ns.Stat) -> tuple[str, str] | None:
@@ -84,7 +85,7 @@ class XattrOps:
         if not name.startswith("user."):
             raise pyfuse3.FUSEError(errno.ENOTSUP)
         st = await self._stat_inode(node)
-        await self._refuse_if_locked(st.info, "setattr", principal)  # before the spool records it
+        await self._check_change(st.info, "setattr", principal)  # before the spool records it
         spool = self.spools.get(node.ino)
         if spool is not None:
             spool.xattrs[name] = value

@@ -14,6 +14,13 @@ index key keeps its first 480 bytes, then a 0xFF byte (never in UTF-8) and a
 hash of the rest, so it stays unique and its position stays stable for
 pagination; such keys sort after the shorter keys that share those 480
 bytes. The value always holds the full key.
+
+So a scan for keys starting with a raw prefix scans :func:`stored_prefix`
+(at most the kept 480 bytes) and, where the prefix is longer than that,
+filters by the full key in the value (:meth:`Txn.scan_objects`). Every key
+over 480 bytes sits in the block of keys that share its first 480 bytes
+(its *head*): that block is contiguous in both the index's byte order and
+true key order, only its inner order differs (see :func:`long_key_head`).
 """
 
 from __future__ import annotations
@@ -50,6 +57,21 @@ def fit_key(raw: bytes) -> bytes:
     if len(raw) <= _KEY_LIMIT:
         return raw
     return raw[:_KEEP] + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def long_key_head(stored: bytes) -> bytes | None:
+    """The 480-byte head shared by ``stored``'s block of long keys, or None for a key kept whole in order.
+
+    Keys of more than 480 bytes (kept raw up to 500, hashed beyond) are not
+    in key order among the keys sharing their first 480 bytes; readers that
+    need key order sort that block by the full keys in the values.
+    """
+    return stored[:_KEEP] if len(stored) > _KEEP else None
+
+
+def stored_prefix(raw_prefix: bytes) -> bytes:
+    """The bytes every index key of a raw key starting with ``raw_prefix`` starts with."""
+    return raw_prefix[:_KEEP]
 
 
 def object_key(bucket: str, key: str) -> bytes:
@@ -207,6 +229,12 @@ class Txn:
             if not raw_key.startswith(prefix):
                 return
             yield raw_key
+
+    def scan_objects(self, bucket: str, prefix: str = "") -> Iterator[tuple[bytes, Any]]:
+        """Current records of ``bucket`` whose key starts with ``prefix`` (any length), in index order."""
+        for raw_key, record in self.scan("objects", stored_prefix(bucket_prefix(bucket) + prefix.encode())):
+            if record["key"].startswith(prefix):
+                yield raw_key, record
 
     def count(self, db: str) -> int:
         return self.txn.stat(self._index.dbs[db])["entries"]

@@ -2,7 +2,10 @@
 
 Both are range scans of the index in key order; common prefixes are
 skipped over with a cursor seek, so a directory of 100,000 entries under
-one prefix costs one entry per common prefix, not one per key.
+one prefix costs one entry per common prefix, not one per key. Keys and
+prefixes of every length a key may have (1024 bytes) list in key order,
+also where the index keeps only the first 480 bytes of a long key (a block
+of such keys sharing their first 480 bytes is read and sorted in memory).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument
-from .index import SEP, bucket_prefix, object_key, unpack
+from .index import SEP, bucket_prefix, long_key_head, stored_prefix, unpack
 from .names import check_prefix
 from .objects import Listing, ObjectInfo
 
@@ -72,12 +75,27 @@ def _walk(
     at or before the marker (returned on an earlier page) and keys before it
     are left out; a key equal to it is yielded, for the caller to decide.
     Each common prefix costs one cursor seek, not one step per key under it.
+
+    Keys and prefixes of any length: the scan starts at the stored form of
+    the prefix and the marker (at most their kept 480 bytes, see
+    :mod:`.index`), and a block of long keys sharing their first 480 bytes
+    is read whole and sorted by full key (:func:`_walk_block`).
     """
-    scan_prefix = bucket_prefix(bucket) + prefix.encode()
+    scan_prefix = stored_prefix(bucket_prefix(bucket) + prefix.encode())
+    start = scan_prefix
+    if marker:
+        start = max(start, stored_prefix(bucket_prefix(bucket) + marker.encode()))
     cursor = txn.txn.cursor(db=store.index.dbs["objects"])
-    positioned = cursor.set_range(max(scan_prefix, object_key(bucket, marker)) if marker else scan_prefix)
+    positioned = cursor.set_range(start)
     while positioned and cursor.key().startswith(scan_prefix):
+        head = long_key_head(cursor.key())
+        if head is not None:
+            positioned = yield from _walk_block(cursor, bucket, head, prefix, delimiter, marker)
+            continue
         record = unpack(cursor.value())
+        if not record["key"].startswith(prefix):  # the 480-byte head of a longer prefix
+            positioned = cursor.next()
+            continue
         common = _cp(record["key"], prefix, delimiter)
         if common is not None:
             if not (marker and common <= marker):
@@ -87,6 +105,45 @@ def _walk(
         if not (marker and record["key"] < marker):
             yield None, cursor.key(), record
         positioned = cursor.next()
+
+
+def _walk_block(
+    cursor, bucket: str, head: bytes, prefix: str, delimiter: str, marker: str
+) -> Iterator[tuple[str | None, bytes, Any]]:
+    """:func:`_walk` over the block of keys longer than 480 bytes that share ``head``.
+
+    The block is contiguous in the index and in key order, but inside it the
+    index order is not key order (hashed keys), so it is read whole, filtered
+    and sorted. When the whole block rolls up into a common prefix of at most
+    480 bytes, that prefix is yielded and skipped with one seek instead.
+    Returns whether the cursor is positioned after the block.
+    """
+    first = unpack(cursor.value())["key"]
+    common = _cp(first, prefix, delimiter) if first.startswith(prefix) else None
+    if common is not None and head.startswith(bucket_prefix(bucket) + common.encode()):
+        # Every key of the block starts with ``head``, hence with ``common``.
+        if not (marker and common <= marker):
+            yield common, b"", None
+        return _skip_prefix(cursor, bucket, common)
+    entries = []
+    positioned = True
+    while positioned and long_key_head(cursor.key()) == head:
+        record = unpack(cursor.value())
+        key = record["key"]
+        if key.startswith(prefix) and not (marker and key < marker):
+            entries.append((key, cursor.key(), record))
+        positioned = cursor.next()
+    entries.sort(key=lambda entry: entry[0])
+    last_common = None
+    for key, stored, record in entries:
+        common = _cp(key, prefix, delimiter)
+        if common is None:
+            yield None, stored, record
+        elif common != last_common:
+            last_common = common
+            if not (marker and common <= marker):
+                yield common, b"", None
+    return positioned
 
 
 def _cp(key: str, prefix: str, delimiter: str) -> str | None:
@@ -102,8 +159,9 @@ def _cp(key: str, prefix: str, delimiter: str) -> str | None:
 def _skip_prefix(cursor, bucket: str, common: str) -> bool:
     """Move the cursor past every key starting with ``common``; False at the end."""
     raw = bucket.encode() + SEP + common.encode()
-    if len(raw) <= 480:
-        # Delimiters are UTF-8 so the last byte is below 0xFF and can be incremented.
+    if len(raw) <= len(stored_prefix(raw)):
+        # Every key under ``common`` is stored starting with ``raw``. Delimiters are UTF-8,
+        # so the last byte is below 0xFF and can be incremented.
         return cursor.set_range(raw[:-1] + bytes([raw[-1] + 1]))
     positioned = cursor.next()
     while positioned and unpack(cursor.value())["key"].startswith(common):

@@ -42,9 +42,7 @@ class RenamesMixin:
             raise InvalidArgument("directory prefixes end with '/'")
         with self.index.read() as txn:
             self._bucket(txn, bucket)
-            keys = [
-                rec["key"] for _, rec in txn.scan("objects", object_key(bucket, src_prefix)) if rec["key"].startswith(src_prefix)
-            ]
+            keys = [rec["key"] for _, rec in txn.scan_objects(bucket, src_prefix)]
         pairs = [(k, dst_prefix + k[len(src_prefix) :]) for k in keys]
         if pairs:
             self.rename_many(bucket, pairs, no_replace=False, principal=principal)

@@ -92,18 +92,19 @@ def test_unlinked_open_file_lives_until_last_close(mount) -> None:
     writer.seek(0)
     writer.write(b"W")
     writer.flush()
-    reader.seek(0)
-    assert reader.read(2) == b"Wg"
+    writer.seek(0)
+    assert writer.read(2) == b"Wg"
     assert os.fstat(writer.fileno()).st_size == 3_000_000
+    # What the reader sees now is the version it opened (tests/fuse/test_open_version.py).
     writer.close()
     reader.close()
     assert not f.exists()
     with Store.open(mount.store) as store:
         assert store.list_objects("pacs").objects == []
     deadline = time.monotonic() + 5
-    while any((mount.store / "spool").iterdir()) and time.monotonic() < deadline:
+    while any((mount.store / "spool" / "fuse").iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert list((mount.store / "spool").iterdir()) == []
+    assert list((mount.store / "spool" / "fuse").iterdir()) == []
 
 
 def test_other_fronts_see_writes_within_a_second(mount, cli) -> None:

@@ -1,0 +1,93 @@
+"""Writes and commits: write, truncate, flush, fsync.
+
+Writes land in the inode's spool; flush (what ``close()`` returns), fsync
+and the last release commit it as the file's new version (see
+:mod:`.spool`). A version committed into a bucket with a default retention
+is locked from that moment: further writes through a descriptor that was
+open before are refused (EPERM, audited by the engine), as a new open for
+writing would be. Spool I/O errors (EFBIG, ENOSPC, ...) reach the caller
+as that errno.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pyfuse3
+
+from objfs.store import Principal
+
+from . import namespace as ns
+from .core import MountState
+from .inodes import Inode, split_path
+from .spool import attrs_of
+
+
+class WriteOps(MountState):
+    """write, truncate (for setattr), flush, fsync, and the commit they share."""
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        if not handle.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        spool = self.spools[handle.inode.ino]
+        base = spool.base
+        if base is not None and (base.retention or base.legal_hold):
+            # A lock can only come with a version: most writes need no engine call here.
+            await self._check_change(base, "write", handle.principal)
+        if not spool.loaded:
+            async with spool.lock:
+                await self._run(spool.load, self.store)
+        return spool.write(spool.size if handle.append else off, buf)
+
+    async def _truncate(self, node: Inode, st: ns.Stat, size: int, principal: Principal) -> None:
+        """Cut or extend the file; a file nobody has open is committed at once. Lock checked by the caller."""
+        spool = self.spools.get(node.ino)
+        if spool is not None:
+            async with spool.lock:
+                if size and not spool.loaded:
+                    await self._run(spool.load, self.store)
+                spool.truncate(size)
+            return
+        # truncate(2) of a file nobody has open: a one-shot spool, committed at once.
+        spool = self._new_spool(node, st.info, attrs_of(st.posix))
+        try:
+            if size:
+                await self._run(spool.load, self.store)
+            spool.truncate(size)
+            await self._commit(node, principal)
+        finally:
+            self._free_spool(node)
+
+    async def _commit(self, inode: Inode, principal: Principal) -> None:
+        """Store the inode's spool as its object if it changed. Durable when it returns.
+
+        ``principal`` is the process that opened the handle being flushed,
+        fsynced or closed: the audit line of the write names it.
+        """
+        spool = self.spools.get(inode.ino)
+        if spool is None or inode.unlinked or inode.path is None:
+            return
+        async with spool.lock:
+            if not spool.dirty:
+                return
+            if not spool.loaded:
+                await self._run(spool.load, self.store)
+            bucket, key = split_path(inode.path)
+            spool.dirty = False
+            try:
+                await self._run(spool.commit, self.store, bucket, key, spool.size, principal=principal)
+            except BaseException:
+                spool.dirty = spool.failed = True
+                raise
+
+    async def flush(self, fh: int) -> None:
+        # close() returns what flush returns: a failed commit must surface here.
+        handle = self.handles[fh]
+        if handle.holds_spool:
+            await self._commit(handle.inode, handle.principal)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self.handles[fh]
+        if handle.holds_spool:
+            await self._commit(handle.inode, handle.principal)
