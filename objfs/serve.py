@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from objfs.store import Store
+from objfs.stores import Store
 
 log = logging.getLogger("objfs.serve")
 HEAL_INTERVAL = 30.0
