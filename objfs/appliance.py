@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from objfs.store import Store, init_store
 from objfs.store.config import CONFIG_NAME
 from objfs.store.keys import KeyRing
+from objfs.stores import Store, init_store
 
 
 def prepare(store_path: Path) -> dict[str, str] | None:

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from objfs.store import Principal, Store, init_store
+from objfs.store import Principal
 from objfs.store.errors import StoreError
 from objfs.store.keys import KeyRing
+from objfs.stores import Store, init_store
 
 
 def _split_target(text: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from objfs import workers
-from objfs.store import Store
+from objfs.stores import Store
 
 log = logging.getLogger("objfs.serve")
 SHUTDOWN_GRACE = 60.0  # seconds the fronts get to finish in-flight work after a stop

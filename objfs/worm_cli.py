@@ -15,8 +15,9 @@ import sys
 import time
 from typing import Any
 
-from objfs.store import Principal, Store
+from objfs.store import Principal
 from objfs.store.locks import utc_text
+from objfs.stores import Store
 
 
 def _principal(args: argparse.Namespace) -> Principal:

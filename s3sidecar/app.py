@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from objfs.store import Store
+from objfs.stores import open_store
 
 from . import errors as S3
 from .auth import Authenticator, authorize, principal_of
@@ -290,7 +291,7 @@ def create_app(store: Store | str | os.PathLike[str] | None = None, settings: Se
         if isinstance(store, Store):
             engine = Engine(store, settings)
         else:
-            opened = await trio.to_thread.run_sync(Store.open, Path(store))
+            opened = await trio.to_thread.run_sync(open_store, Path(store))
             engine = Engine(opened, settings, owns_store=True)
         state["app"] = S3App(engine, settings)
         try:

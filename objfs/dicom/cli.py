@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from objfs.store import Store
+from objfs.stores import Store
 
 
 def register(subparsers: Any) -> None:

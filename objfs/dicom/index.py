@@ -1,8 +1,10 @@
 """The DICOM secondary index: patient -> study -> series -> instance, per bucket.
 
-:class:`DicomIndexer` is the engine's :class:`~objfs.store.engine.Indexer`
-for DICOM bodies. Whatever front writes an object (gateway, mount, S3,
-migration), ``put_object`` calls :meth:`DicomIndexer.extract` on the body's
+:class:`DicomIndexer` is an :class:`~objfs.store.engine.Indexer` for DICOM
+bodies; every process that changes objects registers it with its store
+(:func:`register`, which :mod:`objfs.stores` calls for every objfs process).
+Whatever front writes an object (gateway, mount, S3, migration),
+``put_object`` calls :meth:`DicomIndexer.extract` on the body's
 first bytes and :meth:`DicomIndexer.on_change` inside the commit
 transaction, so the index changes atomically with the object: a crash
 leaves both old or both new. Deletes and renames go through ``on_change``
@@ -46,7 +48,7 @@ from .tags import extract_tags, s3_tags
 if TYPE_CHECKING:
     from objfs.store import Store
 
-__all__ = ["DicomIndexer", "find", "find_instances", "canonical_key", "sop_locations"]
+__all__ = ["DicomIndexer", "register", "find", "find_instances", "canonical_key", "sop_locations"]
 
 _S = b"\0"
 _PATIENT_ATTRS = ATTRS_BY_LEVEL["PATIENT"]
@@ -82,6 +84,8 @@ def _pick(tags: dict[str, Any], names: list[str]) -> dict[str, Any]:
 class DicomIndexer:
     """Keeps the ``dicom``/``dicomkeys`` databases in step with DICOM objects."""
 
+    databases = ("dicom", "dicomkeys")
+
     def extract(self, head: bytes, key: str) -> dict[str, Any] | None:
         """``{"dicom": tags, "tags": s3 tags}`` for a DICOM body, else None. Never raises."""
         tags = extract_tags(head)
@@ -99,6 +103,12 @@ class DicomIndexer:
             tags = new.get("dicom")
             if tags and not new.get("delete_marker"):
                 _add(txn, new, tags)
+
+
+def register(store: Store) -> Store:
+    """Register the DICOM indexer with ``store`` (opens its databases); returns the store. Idempotent."""
+    store.register_indexer(DicomIndexer())
+    return store
 
 
 def _bump(

@@ -66,6 +66,8 @@ from objfs.store.errors import BucketAlreadyExists, InvalidKey, NoSuchKey, Objec
 from .tags import complete_file_check, looks_like_dicom
 
 CHUNK = 1 << 20
+#: Who the migration's writes, deletes and verifying reads are audited as.
+MIGRATION = Principal("system:migrate")
 
 
 class _HashingReader:
@@ -272,7 +274,7 @@ def migrate(
     if not src.is_dir():
         raise NotADirectoryError(f"{src} is not a directory")
     try:
-        store.create_bucket(bucket)
+        store.create_bucket(bucket, principal=MIGRATION)
     except BucketAlreadyExists:
         pass
     report = Report(str(src), bucket, mirror_deletes=mirror_deletes)
@@ -291,7 +293,7 @@ def migrate(
             else:
                 todo.append((rel, st))
         progress = Progress(len(todo), sum(st.st_size for _, st in todo), progress_out) if progress_out else None
-        principal = Principal("migrate")
+        principal = MIGRATION
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-migrate") as pool:
             for _ in pool.map(
                 lambda item: _copy_one(store, src, bucket, item[0], item[1], journal, report, progress, principal), todo
@@ -361,11 +363,13 @@ def _settle_missing(
     """Report each missing file with its object's state; with ``mirror``, delete ours.
 
     States: ``kept`` (our object is still archived), ``deleted``, ``locked``
-    (WORM refused the delete; tried again on the next mirrored run),
-    ``replaced`` (the key now holds an object someone else wrote: never
-    touched), ``absent`` (nothing under the key). With ``mirror``, deleted,
-    replaced and absent files are journalled as settled and not reported
-    again; without it the journal is not changed, so every run reports them.
+    (the engine refused the delete under WORM: tried again on the next
+    mirrored run), ``replaced`` (the key now holds an object someone else
+    wrote: never touched), ``absent`` (nothing under the key). With
+    ``mirror``, deleted, replaced and absent files are journalled as settled
+    and not reported again; without it the journal is not changed, so every
+    run reports them. ``max_deletes`` counts every object of ours that the
+    mirror would try to delete, locked ones included.
     """
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for entry in gone:
@@ -380,9 +384,6 @@ def _settle_missing(
             item["archive"] = "replaced"
         else:
             item["archive"] = "kept"
-            reason = store.lock_state(info, action="delete")
-            if reason is not None:
-                item["archive"], item["reason"] = "locked", reason
         found.append((entry, item))
     report.missing_from_source = [item for _, item in found]
     if not mirror:
@@ -396,20 +397,19 @@ def _settle_missing(
         report.mirror_refused = f"{len(doomed)} objects would be deleted, more than max_deletes={max_deletes}; nothing deleted"
         return
     for entry, item in found:
-        if item["archive"] == "locked":
-            continue  # still ours, still archived: reported, retried next time
         if item["archive"] == "kept":
             try:
                 # Checked again just before the delete, so the window for a
                 # concurrent overwrite or a new lock stays milliseconds wide.
                 info = store.head_object(bucket, entry["path"])
-                reason = store.lock_state(info, action="delete")
                 if not _is_ours(info, entry):
                     item["archive"] = "replaced"
-                elif reason is not None:
-                    item["archive"], item["reason"] = "locked", reason
-                    continue
                 else:
+                    # In a versioned bucket the engine would add a delete
+                    # marker over a locked version; the mirror must not hide
+                    # it, so it asks the engine's WORM rule first (a refusal
+                    # is audited as this principal's).
+                    store.check_change(info, "delete", principal=principal)
                     store.delete_object(bucket, entry["path"], principal=principal)
                     item["archive"] = "deleted"
                     report.deleted += 1
@@ -417,7 +417,7 @@ def _settle_missing(
                 item["archive"] = "absent"
             except ObjectLocked as exc:
                 item["archive"], item["reason"] = "locked", str(exc)
-                continue
+                continue  # still ours, still archived: reported, retried next time
             except StoreError as exc:
                 item["reason"] = f"delete failed: {type(exc).__name__}: {exc}"
                 continue  # still archived; tried again next time
@@ -501,7 +501,7 @@ def _verify_one(store: Store, src: Path, bucket: str, rel: str, journal: Journal
             while chunk := fp.read(CHUNK):
                 source_sha.update(chunk)
         stored_sha = hashlib.sha256()
-        with store.open_object(bucket, rel) as reader:
+        with store.open_object(bucket, rel, principal=MIGRATION) as reader:
             for chunk in reader.iter_range():
                 stored_sha.update(chunk)
     except (OSError, NoSuchKey, StoreError) as exc:

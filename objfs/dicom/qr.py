@@ -36,12 +36,12 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from objfs.store import Store
+from objfs.store import Principal, Store
 from objfs.store.errors import StoreError
 
 from .index import find, find_instances
 from .matching import LEVEL_KEYS, build_response, query_from_dataset
-from .storage import file_meta_bytes
+from .storage import file_meta_bytes, peer_principal
 
 __all__ = ["QueryRetrieve", "StoredInstance", "install_send_patch"]
 
@@ -117,8 +117,7 @@ class QueryRetrieve:
         self.aet = aet
         self.destinations = {k.strip(): v for k, v in destinations.items()}
         self.conn_handlers = conn_handlers
-        self.spool = store.spool_dir / "dicom-send"
-        self.spool.mkdir(parents=True, exist_ok=True)
+        self.spool = store.spool_area("dicom-send")
         install_send_patch()
 
     # -- C-FIND ---------------------------------------------------------------------
@@ -180,20 +179,22 @@ class QueryRetrieve:
         yield from self._send(event, instances)
 
     def _send(self, event: Any, instances: list[dict[str, Any]]) -> Iterator[tuple[int, Dataset | None]]:
+        principal = peer_principal(event.assoc)  # reads are audited as the retrieving AE
+        prepare = functools.partial(self._prepare, principal=principal)
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="objfs-dicom-prep")
         pending: list[Future[StoredInstance | None]] = []
         sent: StoredInstance | None = None
         try:
             todo = iter(instances)
             for item in todo:
-                pending.append(pool.submit(self._prepare, item))
+                pending.append(pool.submit(prepare, item))
                 if len(pending) > PREFETCH:
                     break
             while pending:
                 prepared = pending.pop(0).result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append(pool.submit(self._prepare, nxt))
+                    pending.append(pool.submit(prepare, nxt))
                 _unlink(sent)
                 sent = None
                 if event.is_cancelled:
@@ -213,13 +214,16 @@ class QueryRetrieve:
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     _unlink(fut.result())
 
-    def _prepare(self, item: dict[str, Any]) -> StoredInstance | None:
-        """Stream one object to a spool file; a meta header is added only to raw datasets."""
+    def _prepare(self, item: dict[str, Any], *, principal: Principal) -> StoredInstance | None:
+        """Stream one object to a spool file of ours; a meta header is added only to raw datasets."""
         tags = item["tags"]
-        fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.spool)
+        fd, name = tempfile.mkstemp(suffix=".dcm", prefix=self.store.spool_prefix(), dir=self.spool)
         path = Path(name)
         try:
-            with os.fdopen(fd, "wb") as out, self.store.open_object(item["bucket"], item["key"], item["version"]) as reader:
+            with (
+                os.fdopen(fd, "wb") as out,
+                self.store.open_object(item["bucket"], item["key"], item["version"], principal=principal) as reader,
+            ):
                 chunks = reader.iter_range()
                 first = next(chunks, b"")
                 if first[128:132] != b"DICM":

@@ -9,10 +9,8 @@ algorithm with delayed ACKs turns each of them into a ~40 ms stall (a
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
-import tempfile
 import threading
 from typing import Any
 
@@ -22,7 +20,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, dimse_messages, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -38,7 +36,8 @@ from objfs.store.errors import BucketAlreadyExists
 
 from .flow import install_send_backpressure
 from .qr import QueryRetrieve
-from .storage import StoreHandler
+from .spool import install_receive_spool
+from .storage import GATEWAY, StoreHandler
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +71,6 @@ def set_nodelay(event: Any) -> None:
         log.debug("TCP_NODELAY not set: %s", exc)
 
 
-def _spool_in(store: Store) -> None:
-    """Make pynetdicom spool received datasets under the store, not /tmp.
-
-    /tmp may be a small tmpfs (RAM); a whole-slide image of several GiB
-    belongs on the store's disk. pynetdicom looks its NamedTemporaryFile up
-    at call time, so a partial with ``dir`` redirects it (process-wide).
-    """
-    spool = store.spool_dir / "dicom-recv"
-    spool.mkdir(parents=True, exist_ok=True)
-    dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=str(spool))
-
-
 def build_ae(
     store: Store,
     *,
@@ -98,14 +85,14 @@ def build_ae(
     Creates ``bucket`` if it does not exist.
     """
     try:
-        store.create_bucket(bucket)
+        store.create_bucket(bucket, principal=GATEWAY)
     except BucketAlreadyExists:
         pass
     # Bounded memory whatever the instance size: received datasets are
-    # spooled to disk as they arrive, sent ones are read from disk no faster
+    # spooled to the store's disk as they arrive (and removed whatever
+    # becomes of their association), sent ones are read from disk no faster
     # than the socket drains.
-    _config.STORE_RECV_CHUNKED_DATASET = True
-    _spool_in(store)
+    install_receive_spool(store)
     install_send_backpressure()
     ae = AE(ae_title=aet)
     ae.maximum_pdu_size = MAX_PDU

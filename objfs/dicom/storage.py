@@ -48,6 +48,9 @@ from .tags import complete_file_check, extract_tags
 SEGMENT_READ = 1 << 20  # bytes read from the spool per engine read
 log = logging.getLogger(__name__)
 
+#: Who the gateway's own work (not asked for by a peer) is done as.
+GATEWAY = Principal("system:gateway")
+
 HEAD_BYTES = 2 << 20
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.77.1"  # under pydicom's root; objfs 0.1
 IMPLEMENTATION_VERSION = "OBJFS_01"
@@ -92,6 +95,12 @@ def dataset_offset(fp: BinaryIO) -> int:
     return 144 + group_length
 
 
+def peer_principal(assoc: Any) -> Principal:
+    """Who asks on an association: ``dicom:<calling AE>@<peer address>`` (audited as such)."""
+    requestor = assoc.requestor
+    return Principal(f"dicom:{str(requestor.ae_title).strip()}@{requestor.address}")
+
+
 class StoreHandler:
     """The ``EVT_C_STORE`` handler of the gateway (thread-safe; one per AE)."""
 
@@ -107,14 +116,26 @@ class StoreHandler:
         calling = event.assoc.requestor.ae_title
         try:
             return self.store_file(
-                Path(event.dataset_path), str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), calling
+                Path(event.dataset_path),
+                str(req.AffectedSOPClassUID),
+                str(req.AffectedSOPInstanceUID),
+                calling,
+                principal=peer_principal(event.assoc),
             )
         except Exception as exc:  # the SCU gets a failure status, never a dropped association
             log.error("C-STORE of %s from %s failed: %s", req.AffectedSOPInstanceUID, calling, exc, exc_info=True)
             return status(0xC0FF, f"{type(exc).__name__}: {exc}")
 
-    def store_file(self, path: Path, sop_class: str, sop_instance: str, calling_aet: str = "") -> Dataset:
-        """Check the spooled Part-10 file at ``path`` and store it; returns the status."""
+    def store_file(
+        self, path: Path, sop_class: str, sop_instance: str, calling_aet: str = "", *, principal: Principal | None = None
+    ) -> Dataset:
+        """Check the spooled Part-10 file at ``path`` and store it as ``principal``; returns the status.
+
+        ``principal`` defaults to ``dicom:<calling_aet>``. Replacing (with
+        ``duplicates = "replace"``) and removing replaced copies are done as
+        ``principal`` too, so the audit trail names the sender of the change.
+        """
+        principal = principal or Principal(f"dicom:{calling_aet.strip()}")
         problem = complete_file_check(path)
         if problem is not None:
             log.info("refused %s from %s: %s", sop_instance, calling_aet, problem)
@@ -147,7 +168,7 @@ class StoreHandler:
                     length=len(meta) + size - offset,
                     content_type="application/dicom",
                     if_none_match=self.duplicates != "replace",
-                    principal=Principal(f"dicom:{calling_aet}"),
+                    principal=principal,
                 )
             except PreconditionFailed:  # a concurrent association stored it first
                 return status(0x0000) if self.duplicates == "keep" else status(0x0111, "SOP instance already stored")
@@ -161,16 +182,16 @@ class StoreHandler:
                 log.error("storing %s failed: %s", key, exc)
                 return status(0xC0FF, str(exc))
         if held and self.duplicates == "replace":
-            self._drop_replaced(held, key)
+            self._drop_replaced(held, key, principal)
         return status(0x0000)
 
-    def _drop_replaced(self, held: list[dict[str, Any]], key: str) -> None:
+    def _drop_replaced(self, held: list[dict[str, Any]], key: str, principal: Principal) -> None:
         """After a replace, remove gateway copies of the SOP instance under other names
         (its study or series changed). Legacy-path copies (migration, mount) stay:
         another system may still address them by path."""
         for loc in held:
             if loc["key"] != key and loc["key"] == canonical_key(loc["tags"]):
                 try:
-                    self.store.delete_object(loc["bucket"], loc["key"])
+                    self.store.delete_object(loc["bucket"], loc["key"], principal=principal)
                 except StoreError as exc:
                     log.warning("could not remove replaced copy %s/%s: %s", loc["bucket"], loc["key"], exc)

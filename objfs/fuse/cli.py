@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from objfs.store import Store
+from objfs.stores import Store
 
 from .mount import MountError, check_mountpoint, run_mount
 

@@ -27,7 +27,7 @@ from .errors import BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArg
 from .fragments import write_meta
 from .gc import GarbageMixin
 from .heal import MaintenanceMixin
-from .index import Index, Txn, bucket_prefix
+from .index import DATABASES, Index, Txn, bucket_prefix
 from .intents import IntentJournal
 from .leases import ReaderLeases
 from .listing import ListingMixin
@@ -47,7 +47,14 @@ FS_IMMUTABLE_FL = 0x00000010
 
 
 class Indexer(Protocol):
-    """A secondary index kept in the same transaction as the objects (e.g. DICOM)."""
+    """A secondary index kept in the same transaction as the objects (e.g. DICOM).
+
+    Registered by the process that opens the store
+    (:meth:`Store.register_indexer`); the engine itself knows no indexer.
+    """
+
+    #: Named LMDB databases the indexer keeps its entries in (opened on registration).
+    databases: tuple[str, ...]
 
     def extract(self, head: bytes, key: str) -> dict[str, Any] | None:
         """Fields to add to a new record, from the first bytes of its body."""
@@ -109,7 +116,6 @@ class Store(
         self.run_dir = self.root / "run"
         self.leases = ReaderLeases(self.run_dir)
         self.intents = IntentJournal(self.run_dir, self.index.state)
-        self._load_default_indexers()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -130,12 +136,22 @@ class Store(
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _load_default_indexers(self) -> None:
-        try:
-            from objfs.dicom.index import DicomIndexer
-        except ImportError:  # pydicom missing: objects are still stored, not tag-indexed
+    def register_indexer(self, indexer: Indexer) -> None:
+        """Keep ``indexer`` in step with every later object change of this process; opens its databases.
+
+        Called by whoever opens the store, before it is used from several
+        threads. Every process that changes objects must register the same
+        indexers, or its changes miss their indexes. Registering an indexer
+        of a class already registered does nothing.
+        """
+        if any(type(known) is type(indexer) for known in self.indexers):
             return
-        self.indexers.append(DicomIndexer())
+        clash = set(indexer.databases) & set(DATABASES)
+        if clash:
+            raise ValueError(f"indexer databases {sorted(clash)} are the engine's own")
+        for name in indexer.databases:
+            self.index.open_db(name)
+        self.indexers.append(indexer)
 
     # -- drives -------------------------------------------------------------
 

@@ -7,7 +7,10 @@ Named databases (values are msgpack):
 ``versions``  bucket \\0 key \\0 version -> noncurrent versions (versioned buckets)
 ``uploads``   upload id -> multipart upload; ``parts``: upload id \\0 part -> part
 ``heal``      object id -> why it needs healing; ``gc``: blob id -> fragments to delete
-``dicom``     DICOM secondary index (see :mod:`objfs.dicom.index`)
+
+Secondary indexes (e.g. DICOM's) bring their own named databases, opened by
+:meth:`Index.open_db` when their indexer is registered with the store
+(:meth:`objfs.store.Store.register_indexer`); the engine knows none of them.
 
 LMDB limits keys to 511 bytes; ``bucket \\0 key`` can reach 1088. A longer
 index key keeps its first 480 bytes, then a 0xFF byte (never in UTF-8) and a
@@ -38,7 +41,8 @@ import lmdb
 import msgpack
 
 T = TypeVar("T")
-DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "dicom", "dicomkeys", "settings")
+DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "settings")
+MAX_DBS = 64  # the engine's databases plus room for those of indexers registered later (LMDB fixes it at open)
 _KEY_LIMIT = 500
 _KEEP = 480
 SEP = b"\0"
@@ -98,13 +102,13 @@ class Index:
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=len(DATABASES) + 2,
+            max_dbs=MAX_DBS,
             max_readers=1024,
             metasync=True,
             sync=True,
             lock=True,
         )
-        self.dbs = {}
+        self.dbs: dict[str, Any] = {}
         with self.env.begin(write=True) as txn:
             for name in DATABASES:
                 self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
@@ -126,6 +130,19 @@ class Index:
     def state(self) -> dict[str, Any]:
         """``{"index_id", "txnid"}``: which index this is and how far its history goes."""
         return {"index_id": self.index_id, "txnid": self.env.info()["last_txnid"]}
+
+    def open_db(self, name: str) -> None:
+        """Open (creating if needed) the named database ``name`` for a secondary index. Idempotent.
+
+        Creating a database needs a write transaction; call this before the
+        process starts using the index from several threads.
+        """
+        if name in self.dbs:
+            return
+        if len(self.dbs) >= MAX_DBS:
+            raise ValueError(f"no room for database {name!r}: at most {MAX_DBS} named databases")
+        with self.env.begin(write=True) as txn:
+            self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
 
     @contextmanager
     def read(self) -> Iterator[Txn]:

@@ -8,6 +8,17 @@ import pytest
 from dicomtest import Gateway, configure, free_port, start_gateway, stop_gateway
 
 from objfs.store import init_store
+from objfs.stores import Store
+
+
+@pytest.fixture
+def store(store_path):
+    """The store opened as every objfs process opens it: with the DICOM indexer registered."""
+    s = Store.open(store_path)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from pynetdicom.sop_class import Verification
 
 from objfs.dicom.index import canonical_key
 from objfs.dicom.synth import write_study
-from objfs.store import Store
 from objfs.store.errors import NoSuchKey
+from objfs.stores import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

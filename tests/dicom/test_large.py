@@ -27,7 +27,7 @@ from dicomtest import REPO, dataset_offset, start_gateway, stop_gateway
 from objfs.dicom.index import canonical_key
 from objfs.dicom.storage import IMPLEMENTATION_CLASS_UID
 from objfs.dicom.synth import write_large_instance
-from objfs.store import Store, init_store
+from objfs.stores import Store, init_store
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

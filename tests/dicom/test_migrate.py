@@ -17,8 +17,8 @@ from dicomtest import REPO
 from objfs.dicom import migrate as migrate_module
 from objfs.dicom.index import find, find_instances
 from objfs.dicom.synth import write_study
-from objfs.store import Store
 from objfs.store.errors import NoSuchKey
+from objfs.stores import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -181,9 +181,15 @@ def test_mirror_deletes_refuses_locked_objects_and_an_empty_share(store_path: Pa
     # WORM: refused and reported, the object stays current (no delete marker hides it)
     report = migrate(store_path, share, "--mirror-deletes")
     assert report["deleted"] == 0 and set(_states(report).values()) == {"locked"}
-    assert all(m["reason"].startswith("GOVERNANCE until") for m in report["missing_from_source"])
+    assert all("(GOVERNANCE until" in m["reason"] for m in report["missing_from_source"])
     with Store.open(store_path) as store:
         assert store.head_object("legacy", "reports/report.txt").size == 13
+        # the engine refused, and audited the refusal as the migration's
+        denied = [e for e in store.audit.show(bucket="legacy", who="system:migrate") if e["outcome"] == "denied"]
+        assert sorted((e["action"], e["key"]) for e in denied) == [
+            ("delete", "2024/01/PAT1/IMG00002.dcm"),
+            ("delete", "reports/report.txt"),
+        ]
         # once retention ends, the next mirrored run deletes it (a delete marker: versioned bucket)
         store.clock.advance(2 * 86400)
         later = run_migration_quiet(store_path, share, store=store, mirror_deletes=True)

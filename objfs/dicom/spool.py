@@ -1,0 +1,114 @@
+"""The C-STORE receive spool: owned by this process, emptied by every association that ends.
+
+With ``STORE_RECV_CHUNKED_DATASET`` pynetdicom writes each incoming C-STORE
+dataset, P-DATA by P-DATA, into a ``NamedTemporaryFile(delete=False)`` and
+unlinks it only after the ``EVT_C_STORE`` handler ran. A dataset whose
+association ends first (A-ABORT, A-RELEASE mid-transfer, a TCP reset, a
+peer killed mid-P-DATA, a network timeout) is never handed to a handler,
+and pynetdicom leaves its file behind for good. Guarantees, once
+:func:`install_receive_spool` ran:
+
+* Receive spool files are created in the store's ``dicom-recv`` spool area
+  (on the store's disk, not a possibly small ``/tmp``), named with the
+  store's owner prefix, so if this process dies (SIGKILL, power loss) the
+  engine's spool sweep removes them the next time the store is opened.
+* When an association's reactor ends, for whatever reason, every receive
+  spool file that association created and that still exists is closed and
+  removed: the partial dataset being received and complete ones that were
+  never served. Nothing of it was stored: an object is only ever made by
+  the handler, from a complete file.
+* Files are tracked per association by the DUL thread that creates them,
+  and removed by the association's own thread after the DUL thread has
+  stopped, so a dataset still being handled is never removed under its
+  handler.
+
+The patches are process-wide (as pynetdicom's own configuration is) and
+idempotent; the spool area is that of the last store installed, so a
+process serves DICOM from one store.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import threading
+from typing import IO, Any
+
+from pynetdicom import _config, dimse_messages
+from pynetdicom.association import Association
+
+from objfs.store import Store
+
+__all__ = ["RECEIVE_SPOOL", "install_receive_spool"]
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SPOOL = "dicom-recv"  # the store's spool area for received datasets
+DUL_STOP_WAIT = 2.0  # seconds an ended association waits for its DUL thread to stop, twice at most
+_TRACKED = "_objfs_spool_files"  # attribute of an Association: its receive spool files
+
+
+def install_receive_spool(store: Store) -> None:
+    """Receive C-STORE datasets into ``store``'s owned spool (see the module docstring)."""
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    area = str(store.spool_area(RECEIVE_SPOOL))
+    # pynetdicom looks NamedTemporaryFile up in its module at call time.
+    dimse_messages.NamedTemporaryFile = functools.partial(_spool_file, area, store.spool_prefix())
+    if getattr(Association.run_reactor, "_objfs", False):
+        return
+    original = Association.run_reactor
+
+    @functools.wraps(original)
+    def run_reactor(self: Association) -> None:
+        try:
+            original(self)
+        finally:
+            _discard_leftovers(self)
+
+    run_reactor._objfs = True  # type: ignore[attr-defined]
+    Association.run_reactor = run_reactor  # type: ignore[method-assign]
+
+
+def _spool_file(area: str, prefix: str, **kwargs: Any) -> IO[bytes]:
+    """pynetdicom's NamedTemporaryFile, in the spool area, remembered by the receiving association."""
+    kwargs.update(dir=area, prefix=prefix)
+    spool = tempfile.NamedTemporaryFile(**kwargs)  # noqa: SIM115 - pynetdicom closes it
+    # Datasets are decoded on the association's DUL thread, which knows its association.
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    if isinstance(assoc, Association):
+        files: list[IO[bytes]] = getattr(assoc, _TRACKED, [])
+        # Files the handler has consumed are gone already: keep the list short on long associations.
+        files = [f for f in files if os.path.exists(f.name)]
+        files.append(spool)
+        setattr(assoc, _TRACKED, files)
+    else:  # not decoded by a DUL thread: nobody would clean it up
+        log.warning("receive spool file %s created outside an association", spool.name)
+    return spool
+
+
+def _discard_leftovers(assoc: Association) -> None:
+    """Close and remove the receive spool files of an association that has ended."""
+    dul = assoc.dul
+    if dul.is_alive() and dul is not threading.current_thread():
+        # The reactor may end on a kill from another thread before the DUL
+        # has stopped; until it has, it could still write, or start a file.
+        dul.join(DUL_STOP_WAIT)
+        if dul.is_alive():
+            dul.kill_dul()
+            dul.join(DUL_STOP_WAIT)
+    for spool in getattr(assoc, _TRACKED, []):
+        try:
+            spool.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(spool.name)
+        except FileNotFoundError:
+            continue  # handled and removed by pynetdicom
+        except OSError as exc:
+            log.warning("could not remove receive spool file %s: %s", spool.name, exc)
+            continue
+        log.info("removed %s: its association ended before the dataset was stored", spool.name)
+    setattr(assoc, _TRACKED, [])
