@@ -33,7 +33,6 @@ def by_rewrite_in_place(f: Path) -> None:
     subprocess.run([sys.executable, "-c", code, str(f)], check=True, timeout=60)
 
 
-@pytest.mark.xfail(reason="needs deferred GC", strict=False)
 @pytest.mark.parametrize("replace", [by_rename, by_rewrite_in_place])
 def test_reader_keeps_the_version_it_opened(mount, replace) -> None:
     f = mount.path / "pacs" / "study.dcm"
@@ -61,7 +60,6 @@ def test_reader_across_a_truncating_rewrite_gets_only_old_bytes(mount) -> None:
     assert f.read_bytes() == b"new"
 
 
-@pytest.mark.xfail(reason="needs deferred GC", strict=False)
 def test_reader_of_an_unlinked_file_keeps_its_version_while_a_writer_changes_it(mount) -> None:
     f = mount.path / "pacs" / "ghost.dcm"
     f.write_bytes(OLD)
