@@ -18,11 +18,12 @@ from .errors import (
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
+    InvalidRange,
     NoSuchUpload,
 )
 from .index import Txn
 from .names import check_key
-from .objects import HEAD_BYTES, ObjectInfo, merge_indexed
+from .objects import HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -126,6 +127,31 @@ class MultipartMixin:
         if old is not None:
             self._collect([{"id": upload_id, "parts": [old["blob"]], "bucket": "", "key": ""}])
         return {"number": number, "etag": part["etag"], "size": part["size"]}
+
+    def upload_part_copy(
+        self: Store,
+        upload_id: str,
+        number: int,
+        src_bucket: str,
+        src_key: str,
+        *,
+        version_id: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+        principal: Principal | None = None,
+    ) -> dict[str, Any]:
+        """Store part ``number`` as bytes ``[start, end)`` of an object version (S3 UploadPartCopy).
+
+        The source is opened as ``principal``, so the read is audited.
+        Durable when it returns; returns like :meth:`upload_part`.
+        """
+        self.get_upload(upload_id)
+        with self.open_object(src_bucket, src_key, version_id, principal=principal) as reader:
+            size = reader.info.size
+            end = size if end is None else end
+            if not 0 <= start <= end <= size:
+                raise InvalidRange(f"bytes {start}-{end} are not within the {size} bytes of {src_bucket}/{src_key}")
+            return self.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
 
     def list_parts(
         self: Store, upload_id: str, marker: int = 0, max_parts: int = 1000
