@@ -9,7 +9,10 @@ Guarantees:
   and at once when an unknown access key shows up, so a key created while
   the sidecar runs works on its first request.
 * Read-only keys may only read (GET, HEAD, listings); keys limited to named
-  buckets touch only those buckets (ListBuckets shows only those).
+  buckets touch only those buckets (ListBuckets shows only those), also as
+  the source of a copy.
+* :func:`authorize` is the one permission hook, called from the headers
+  alone, before any byte of the body is read.
 """
 
 from __future__ import annotations

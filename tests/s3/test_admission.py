@@ -195,7 +195,9 @@ def test_bad_signature_with_expect_gets_no_100_continue(server, admin_key, s3, b
 
 @pytest.fixture
 def strict_server(store_path):
-    srv = start_server(store_path, "--body-min-rate", "1000", "--body-rate-grace", "1", "--body-timeout", "30")
+    srv = start_server(
+        store_path, "--body-min-rate", "1000", "--body-rate-grace", "1", "--body-timeout", "30", "--header-timeout", "2"
+    )
     try:
         yield srv
     finally:
@@ -239,3 +241,23 @@ def test_trickling_signed_body_is_cut_with_request_timeout(strict_server, store_
     assert "Contents" not in s3.list_objects_v2(Bucket="trickle")
     # The server still serves.
     s3.put_object(Bucket="trickle", Key="ok", Body=b"fine")
+
+
+def test_trickling_header_section_is_cut(strict_server) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server.port)) as sock:
+        sock.sendall(b"PUT /trickle/h HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sock.settimeout(0.25)
+        began = time.monotonic()
+        closed = False
+        while time.monotonic() - began < 8:
+            try:
+                sock.send(b"x")
+                if sock.recv(4096) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+    assert closed and time.monotonic() - began < 4
