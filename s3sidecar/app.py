@@ -1,11 +1,16 @@
 """The ASGI application: addressing, routing, authentication and S3 error rendering.
 
-Per request: the header section is size-checked, the bucket and key are
-found (virtual-host style when the Host is ``<bucket>.<domain>`` for a
-configured domain, path style otherwise), the operation is chosen from the
-method and the query's subresources, the signature is verified, the key's
-rights are checked, and one handler (one module per resource, in
-:mod:`s3sidecar.handlers`) answers. Every failure leaves as an S3 XML error.
+Per request, from the headers alone (admission): the header section is
+size-checked, the bucket and key are found (virtual-host style when the Host
+is ``<bucket>.<domain>`` for a configured domain, path style otherwise), the
+operation is chosen from the method and the query's subresources, the
+signature is verified (the payload hash later, as the body streams), the
+key's rights are checked (:func:`s3sidecar.auth.authorize`) and the declared
+body size too. A request refused there is answered at once, with
+``Connection: close``, without reading its body, sending ``100 Continue`` or
+taking a request slot. An admitted request takes a slot and one handler (one
+module per resource, in :mod:`s3sidecar.handlers`) answers. Every failure
+leaves as an S3 XML error.
 
 ``create_app()`` with no arguments builds the app for a Hypercorn worker
 process from the environment (:data:`~s3sidecar.settings.STORE_ENV`), which
@@ -17,25 +22,23 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import trio
-from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from objfs.store import Store
 from objfs.stores import open_store
 
+from . import continue100
 from . import errors as S3
 from .auth import Authenticator, authorize, principal_of
-from .bodies import BodySource, drain
+from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
 from .handlers import buckets, lock, multipart, objects, service, tagging, versioning
@@ -51,6 +54,9 @@ class Operation:
     name: str
     handler: Handler
     write: bool = False
+    #: What the body is: "object" (PutObject, UploadPart: up to max_object_size),
+    #: "xml" (a document up to max_xml_bytes) or "" (none is read).
+    body: str = ""
 
 
 # Subresources we know S3 has but this sidecar does not implement: answered
@@ -65,11 +71,9 @@ UNSUPPORTED = frozenset(
 BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock"))
 OBJECT_ONLY = frozenset(("retention", "legal-hold"))
 
-METHODS = ["GET", "HEAD", "PUT", "POST", "DELETE"]
 
-
-def _op(name: str, handler: Handler, write: bool = False) -> Operation:
-    return Operation(name, handler, write)
+def _op(name: str, handler: Handler, write: bool = False, body: str = "") -> Operation:
+    return Operation(name, handler, write, body)
 
 
 _ANY: frozenset[str] = frozenset()
@@ -90,12 +94,12 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ],
     ("bucket", "HEAD"): [(_ANY, None, _op("HeadBucket", buckets.head_bucket))],
     ("bucket", "PUT"): [
-        (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True)),
-        (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True)),
-        (_ANY, None, _op("CreateBucket", buckets.create_bucket, True)),
+        (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True, "xml")),
+        (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True, "xml")),
+        (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [(_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True))],
-    ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True))],
+    ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml"))],
     ("object", "GET"): [
         (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),
         (frozenset({"legal-hold"}), None, _op("GetObjectLegalHold", lock.get_legal_hold)),
@@ -105,13 +109,13 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ],
     ("object", "HEAD"): [(_ANY, None, _op("HeadObject", objects.head_object))],
     ("object", "PUT"): [
-        (frozenset({"retention"}), None, _op("PutObjectRetention", lock.put_retention, True)),
-        (frozenset({"legal-hold"}), None, _op("PutObjectLegalHold", lock.put_legal_hold, True)),
-        (frozenset({"tagging"}), None, _op("PutObjectTagging", tagging.put_tagging, True)),
+        (frozenset({"retention"}), None, _op("PutObjectRetention", lock.put_retention, True, "xml")),
+        (frozenset({"legal-hold"}), None, _op("PutObjectLegalHold", lock.put_legal_hold, True, "xml")),
+        (frozenset({"tagging"}), None, _op("PutObjectTagging", tagging.put_tagging, True, "xml")),
         (frozenset({"uploadId", "partNumber"}), True, _op("UploadPartCopy", multipart.upload_part_copy, True)),
-        (frozenset({"uploadId", "partNumber"}), False, _op("UploadPart", multipart.upload_part, True)),
+        (frozenset({"uploadId", "partNumber"}), False, _op("UploadPart", multipart.upload_part, True, "object")),
         (_ANY, True, _op("CopyObject", objects.copy_object, True)),
-        (_ANY, False, _op("PutObject", objects.put_object, True)),
+        (_ANY, False, _op("PutObject", objects.put_object, True, "object")),
     ],
     ("object", "DELETE"): [
         (frozenset({"tagging"}), None, _op("DeleteObjectTagging", tagging.delete_tagging, True)),
@@ -120,7 +124,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ],
     ("object", "POST"): [
         (frozenset({"uploads"}), None, _op("CreateMultipartUpload", multipart.create, True)),
-        (frozenset({"uploadId"}), None, _op("CompleteMultipartUpload", multipart.complete, True)),
+        (frozenset({"uploadId"}), None, _op("CompleteMultipartUpload", multipart.complete, True, "xml")),
     ],
 }
 
@@ -161,143 +165,222 @@ def split_target(raw_path: bytes, host: str, domains: tuple[str, ...]) -> tuple[
     return bucket or None, key or None
 
 
-def _error_response(err: S3.S3Error, resource: str, request_id: str, head: bool) -> Response:
+def _error_response(err: S3.S3Error, resource: str, request_id: str, head: bool, *, close: bool = False) -> Response:
     headers = {"x-amz-request-id": request_id, **err.headers}
+    if close:
+        headers["connection"] = "close"
     body = b"" if head else err.to_xml(resource, request_id)
-    response = Response(body, status_code=err.status, headers=headers, media_type=XML if body else None)
-    return response
+    return Response(body, status_code=err.status, headers=headers, media_type=XML if body else None)
+
+
+def check_body_size(req: S3Request, kind: str) -> None:
+    """Refuse a body too large for its operation from the declared length alone, before any byte is read."""
+    if kind == "object":
+        req.declared_length(required=True)  # MissingContentLength / EntityTooLarge
+    elif kind == "xml":
+        declared = req.declared_length(required=False)
+        if declared is not None and declared > req.settings.max_xml_bytes:
+            raise S3.MalformedXML("The XML you provided was larger than the maximum allowed size")
+
+
+def _expects_continue(headers: Headers) -> bool:
+    return "100-continue" in headers.get("expect", "").lower()
 
 
 class S3App:
-    """The request pipeline (everything but the ASGI plumbing Starlette provides)."""
+    """The request pipeline: admission, then one handler in a request slot.
+
+    Admission (headers only, nothing of the body read, no ``100 Continue``
+    sent): header size, addressing, routing, SigV4 signature, the
+    :func:`~s3sidecar.auth.authorize` hook, the declared body size. A request
+    refused there is answered at once with ``Connection: close``. Only then
+    does it take one of ``max_requests`` slots (none free: SlowDown); its
+    handler reads the body, which is what sends ``100 Continue``
+    (:mod:`s3sidecar.continue100`). Requests being authenticated are
+    bounded separately (``max_authenticating``).
+    """
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self.auth = Authenticator(engine.store.root, settings.region)
-
-    async def __call__(self, request: Request) -> Response:
-        request_id = secrets.token_hex(8).upper()
-        scope = request.scope
-        method = request.method
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        head = method == "HEAD"
-        resource = raw_path.decode("latin-1")
-        s3req: S3Request | None = None
-        try:
-            raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-            if sum(len(n) + len(v) + 4 for n, v in raw_headers) > self.settings.max_header_bytes:
-                raise S3.RequestHeaderSectionTooLarge(MaxSizeAllowed=self.settings.max_header_bytes)
-            headers = request.headers
-            bucket, key = split_target(raw_path, headers.get("host", ""), self.settings.domains)
-            query_string: bytes = scope.get("query_string", b"")
-            query: dict[str, str] = {}
-            for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="utf-8"):
-                query.setdefault(name, value)
-            op = resolve(method, bucket, key, query, headers)
-            access, signed = await self.auth.authenticate(method, raw_path, query_string, raw_headers)
-            authorize(access, write=op.write, bucket=bucket)
-            s3req = S3Request(
-                request=request,
-                method=method,
-                bucket=bucket,
-                key=key,
-                query=query,
-                headers=headers,
-                access=access,
-                signed=signed,
-                engine=self.engine,
-                settings=self.settings,
-                principal=principal_of(access),
-                request_id=request_id,
-            )
-            response = await op.handler(s3req)
-        except S3.S3Error as err:
-            if err.status >= 500:
-                log.warning("%s %s -> %s: %s", method, resource, err.code, err.message)
-            response = _error_response(err, resource, request_id, head)
-            await self._drain(request, s3req, response)
-        except Exception:
-            log.exception("internal error on %s %s", method, resource)
-            response = _error_response(S3.InternalError(), resource, request_id, head)
-            await self._drain(request, s3req, response)
-        response.headers["x-amz-request-id"] = request_id
-        return response
-
-    async def _drain(self, request: Request, s3req: S3Request | None, response: Response) -> None:
-        # A client still sending its body would see a reset instead of our
-        # error; read a bounded amount first, else close the connection.
-        if request.method not in ("PUT", "POST"):
-            return
-        source = s3req.source if s3req is not None else BodySource(request.receive, self.settings.body_timeout)
-        if not await drain(source):
-            response.headers["connection"] = "close"
-
-
-class ConcurrencyLimit:
-    """Outermost ASGI layer: more than ``limit`` requests in flight -> 503 SlowDown at once."""
-
-    def __init__(self, app: Callable, limit: int) -> None:
-        self.app = app
-        self.limit = limit
         self.in_flight = 0
+        self.authenticating = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        request_id = secrets.token_hex(8).upper()
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        resource = raw_path.decode("latin-1")
+        head = request.method == "HEAD"
+        try:
+            s3req, op = await self._admit(request, raw_path, request_id)
+        except S3.S3Error as err:
+            if err.status >= 500:
+                log.warning("%s %s -> %s: %s", request.method, resource, err.code, err.message)
+            await self._refuse(request, _error_response(err, resource, request_id, head, close=True), send)
             return
-        if self.in_flight >= self.limit:
-            err = S3.SlowDown()
-            body = err.to_xml(scope.get("path", ""), "")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": err.status,
-                    "headers": [
-                        (b"content-type", XML.encode()),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"1"),
-                        (b"connection", b"close"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        except Exception:
+            log.exception("internal error on %s %s", request.method, resource)
+            await self._refuse(request, _error_response(S3.InternalError(), resource, request_id, head, close=True), send)
+            return
+        if self.in_flight >= self.settings.max_requests:
+            err = S3.SlowDown(headers={"retry-after": "1"})
+            await self._refuse(request, _error_response(err, resource, request_id, head, close=True), send)
             return
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            response = await self._handle(op, s3req, resource)
+            response.headers["x-amz-request-id"] = request_id
+            await response(scope, receive, send)
         finally:
             self.in_flight -= 1
 
+    async def _refuse(self, request: Request, response: Response, send: Callable) -> None:
+        """Send a refusal at once, then close; its body is never processed.
 
-def create_app(store: Store | str | os.PathLike[str] | None = None, settings: Settings | None = None) -> ConcurrencyLimit:
+        A client that sent its body without waiting for ``100 Continue``
+        would get a reset for the bytes still arriving, and could lose the
+        answer with it: after the answer, up to ``refuse_linger_bytes`` (for
+        at most ``refuse_linger_seconds``) are read and dropped before the
+        connection closes. A client waiting for ``100 Continue`` sends nothing.
+        """
+        headers = request.headers
+        body_coming = not _expects_continue(headers) and (
+            headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
+        )
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body, "more_body": body_coming})
+        if not body_coming:
+            return
+        seen = 0
+        with trio.move_on_after(self.settings.refuse_linger_seconds):
+            while seen < self.settings.refuse_linger_bytes:
+                message = await request.receive()
+                seen += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _admit(self, request: Request, raw_path: bytes, request_id: str) -> tuple[S3Request, Operation]:
+        """The authenticated, authorised, size-checked request, or the S3 error refusing it."""
+        scope = request.scope
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if sum(len(n) + len(v) + 4 for n, v in raw_headers) > self.settings.max_header_bytes:
+            raise S3.RequestHeaderSectionTooLarge(MaxSizeAllowed=self.settings.max_header_bytes)
+        headers = request.headers
+        bucket, key = split_target(raw_path, headers.get("host", ""), self.settings.domains)
+        query_string: bytes = scope.get("query_string", b"")
+        query: dict[str, str] = {}
+        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="utf-8"):
+            query.setdefault(name, value)
+        op = resolve(request.method, bucket, key, query, headers)
+        if self.authenticating >= self.settings.max_authenticating:
+            raise S3.SlowDown(headers={"retry-after": "1"})
+        self.authenticating += 1
+        try:
+            access, signed = await self.auth.authenticate(request.method, raw_path, query_string, raw_headers)
+        finally:
+            self.authenticating -= 1
+        s3req = S3Request(
+            request=request,
+            method=request.method,
+            bucket=bucket,
+            key=key,
+            query=query,
+            headers=headers,
+            access=access,
+            signed=signed,
+            engine=self.engine,
+            settings=self.settings,
+            principal=principal_of(access),
+            request_id=request_id,
+            operation=op.name,
+            write=op.write,
+        )
+        authorize(s3req)
+        check_body_size(s3req, op.body)
+        return s3req, op
+
+    async def _handle(self, op: Operation, s3req: S3Request, resource: str) -> Response:
+        """The handler's response, or its error as an S3 error response."""
+        head = s3req.method == "HEAD"
+        try:
+            return await op.handler(s3req)
+        except S3.S3Error as err:
+            if err.status >= 500:
+                log.warning("%s %s -> %s: %s", s3req.method, resource, err.code, err.message)
+            response = _error_response(err, resource, s3req.request_id, head)
+        except Exception:
+            log.exception("internal error on %s %s", s3req.method, resource)
+            response = _error_response(S3.InternalError(), resource, s3req.request_id, head)
+        if not await self._drain(s3req):
+            response.headers["connection"] = "close"
+        return response
+
+    async def _drain(self, s3req: S3Request) -> bool:
+        """Whether the connection can carry another request after an error answer.
+
+        A signed client still sending its body would see a reset instead of
+        our error: read a bounded amount first. One that waits for
+        ``100 Continue`` and was not sent it will not send its body at all.
+        """
+        source = s3req.source
+        if source.ended or s3req.method not in ("PUT", "POST"):
+            return True
+        if not source.started and _expects_continue(s3req.headers):
+            return False
+        return await drain(source)
+
+
+class Sidecar:
+    """The ASGI application: lifespan (open and close the engine) and HTTP requests to :class:`S3App`."""
+
+    def __init__(self, store: Store | str | os.PathLike[str], settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.app: S3App | None = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            assert self.app is not None, "the ASGI server must run the lifespan protocol"
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        engine: Engine | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if isinstance(self.store, Store):
+                        engine = Engine(self.store, self.settings)
+                    else:
+                        opened = await trio.to_thread.run_sync(open_store, Path(self.store))
+                        engine = Engine(opened, self.settings, owns_store=True)
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    raise
+                self.app = S3App(engine, self.settings)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if engine is not None:
+                    await trio.to_thread.run_sync(engine.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(store: Store | str | os.PathLike[str] | None = None, settings: Settings | None = None) -> Sidecar:
     """The sidecar's ASGI app over ``store`` (an open Store, or a path opened at startup).
 
     With no arguments the store path and settings come from the environment
     (Hypercorn worker processes). An open Store is not closed by the app; one
-    the app opened is closed at shutdown.
+    the app opened is closed at shutdown. Installs :mod:`s3sidecar.continue100`
+    in this process.
     """
     if store is None:
         store = os.environ[STORE_ENV]
         settings = settings or Settings.from_env()
-    settings = settings or Settings()
-    state: dict[str, S3App] = {}
-
-    async def endpoint(request: Request) -> Response:
-        return await state["app"](request)
-
-    @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if isinstance(store, Store):
-            engine = Engine(store, settings)
-        else:
-            opened = await trio.to_thread.run_sync(open_store, Path(store))
-            engine = Engine(opened, settings, owns_store=True)
-        state["app"] = S3App(engine, settings)
-        try:
-            yield
-        finally:
-            await trio.to_thread.run_sync(engine.close)
-
-    starlette = Starlette(routes=[Route("/{path:path}", endpoint, methods=METHODS)], lifespan=lifespan)
-    return ConcurrencyLimit(starlette, settings.max_requests)
+    continue100.install()
+    return Sidecar(store, settings or Settings())

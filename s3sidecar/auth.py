@@ -9,7 +9,10 @@ Guarantees:
   and at once when an unknown access key shows up, so a key created while
   the sidecar runs works on its first request.
 * Read-only keys may only read (GET, HEAD, listings); keys limited to named
-  buckets touch only those buckets (ListBuckets shows only those).
+  buckets touch only those buckets (ListBuckets shows only those), also as
+  the source of a copy.
+* :func:`authorize` is the one permission hook, called from the headers
+  alone, before any byte of the body is read.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -24,7 +28,14 @@ from objfs.store import Principal
 from objfs.store.keys import AccessKey, KeyRing
 
 from . import errors as S3
+from .context import decode_copy_source
 from .sigv4 import SignedRequest, verify_request
+
+if TYPE_CHECKING:
+    from .context import S3Request
+
+#: Operations that also read the object named by ``x-amz-copy-source``.
+COPY_OPERATIONS = frozenset(("CopyObject", "UploadPartCopy"))
 
 REFRESH_SECONDS = 1.0
 # An unknown key forces a re-read, but not more often than this, so a flood
@@ -95,12 +106,22 @@ def _access_key_of(auth: bytes, query: bytes) -> str:
     return ""
 
 
-def authorize(key: AccessKey, *, write: bool, bucket: str | None) -> None:
-    """Raise AccessDenied unless ``key`` may do this to ``bucket``."""
-    if write and key.read_only:
+def authorize(req: S3Request) -> None:
+    """Raise AccessDenied unless ``req.access`` may do ``req.operation``: the sidecar's one permission hook.
+
+    Called once per request, after the signature and before any byte of the
+    body is read or a request slot is taken. A copy's source bucket (from
+    ``x-amz-copy-source``) is checked here too.
+    """
+    key = req.access
+    if req.write and key.read_only:
         raise S3.AccessDenied("This access key is read-only")
-    if bucket is not None and not key.may_access(bucket):
-        raise S3.AccessDenied(f"This access key may not access bucket {bucket}")
+    if req.bucket is not None and not key.may_access(req.bucket):
+        raise S3.AccessDenied(f"This access key may not access bucket {req.bucket}")
+    if req.operation in COPY_OPERATIONS:
+        bucket = decode_copy_source(req.headers["x-amz-copy-source"])[0]
+        if not key.may_access(bucket):
+            raise S3.AccessDenied(f"This access key may not access bucket {bucket}")
 
 
 def principal_of(key: AccessKey) -> Principal:

@@ -36,18 +36,38 @@ _NOT_CHECKSUMS = {"x-amz-checksum-algorithm", "x-amz-checksum-mode", "x-amz-chec
 
 
 class BodySource:
-    """The async side of one request body."""
+    """The async side of one request body.
 
-    def __init__(self, receive: Any, timeout: float) -> None:
+    A client that stays silent for ``timeout`` seconds, or whose average
+    rate falls below ``min_rate`` bytes/s once it has had ``grace`` seconds,
+    gets RequestTimeout. Only time spent waiting for the client counts, so a
+    slow engine (the body is read as fast as it is stored) never cuts anyone.
+    """
+
+    def __init__(self, receive: Any, timeout: float, *, min_rate: float = 0, grace: float = 0) -> None:
         self._receive = receive
         self._timeout = timeout
+        self._min_rate = min_rate
+        self._grace = grace
+        self._waited = 0.0
+        self.received = 0
+        self.started = False  # receive() was called: the client was invited to send (100 Continue)
         self.ended = False
+
+    def _wait_budget(self) -> float:
+        budget = self._timeout
+        if self._min_rate > 0:
+            budget = min(budget, self._grace + self.received / self._min_rate - self._waited)
+        return max(budget, 0.0)
 
     async def next(self) -> bytes:
         """The next raw bytes; ``b""`` once the body has ended."""
+        self.started = True
         while not self.ended:
-            with trio.move_on_after(self._timeout) as scope:
+            began = trio.current_time()
+            with trio.move_on_after(self._wait_budget()) as scope:
                 message = await self._receive()
+            self._waited += trio.current_time() - began
             if scope.cancelled_caught:
                 raise S3.RequestTimeout()
             if message["type"] == "http.disconnect":
@@ -55,6 +75,7 @@ class BodySource:
             self.ended = not message.get("more_body", False)
             data = message.get("body", b"")
             if data:
+                self.received += len(data)
                 return data
         return b""
 

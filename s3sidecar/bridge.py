@@ -48,7 +48,7 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     # Too few drives or a full drive: the client should retry later, as for S3's 503s.
     E.InsufficientDrives: S3.ServiceUnavailable,
     E.NoSpace: S3.ServiceUnavailable,
-    E.DataLoss: S3.InternalError,
+    E.DataLoss: S3.DataUnreadable,
     # S3 answers a write to a WORM-locked version with AccessDenied.
     E.ObjectLocked: S3.AccessDenied,
     E.AccessDenied: S3.AccessDenied,
@@ -62,7 +62,8 @@ def s3_error_for(exc: E.StoreError) -> S3.S3Error:
     for cls in type(exc).__mro__:
         target = ENGINE_ERRORS.get(cls)  # type: ignore[arg-type]
         if target is not None:
-            if target is S3.InternalError:
+            if issubclass(target, S3.InternalError):
+                # The engine's text names internals (blob ids): logged, not sent.
                 log.error("engine error: %s: %s", type(exc).__name__, exc)
                 return target()
             return target(str(exc) or None)

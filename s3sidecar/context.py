@@ -21,6 +21,7 @@ from .bodies import BlockingBody, BodySource, Payload, read_small_body
 from .bridge import Engine
 from .settings import Settings
 from .sigv4 import SignedRequest
+from .tags import check_tags, parse_query_tags
 
 XML = "application/xml"
 STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
@@ -28,7 +29,7 @@ STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", 
 
 @dataclass
 class S3Request:
-    """A routed, authenticated request.
+    """A routed, authenticated request (authorised and size-checked once a handler sees it).
 
     ``bucket`` and ``key`` are decoded (None when absent); ``query`` holds the
     first value of each query parameter (subresources like ``?uploads`` map
@@ -47,10 +48,14 @@ class S3Request:
     settings: Settings
     principal: Principal
     request_id: str
+    #: The S3 operation (``PutObject``) and whether it changes anything.
+    operation: str = ""
+    write: bool = False
     source: BodySource = field(init=False)
 
     def __post_init__(self) -> None:
-        self.source = BodySource(self.request.receive, self.settings.body_timeout)
+        s = self.settings
+        self.source = BodySource(self.request.receive, s.body_timeout, min_rate=s.body_min_rate, grace=s.body_rate_grace)
 
     @property
     def store(self) -> Any:
@@ -157,8 +162,6 @@ class S3Request:
         text = self.headers.get("x-amz-tagging")
         if text is None:
             return None
-        from .handlers.tagging import check_tags, parse_query_tags
-
         return check_tags(parse_query_tags(text))
 
     def http_date_header(self, name: str) -> float | None:

@@ -463,6 +463,14 @@ class RequestExpired(AccessDenied):
     message = "Request has expired"
 
 
+# A read the engine could not complete (too few intact fragments): still
+# AWS's InternalError, with a message that says what happened.
+class DataUnreadable(InternalError):
+    code = "InternalError"
+    status = 500
+    message = "The object's stored data could not be read: too few of its fragments are intact."
+
+
 def _collect() -> dict[str, type[S3Error]]:
     table: dict[str, type[S3Error]] = {"InternalError": InternalError}
     for obj in list(globals().values()):
@@ -477,7 +485,7 @@ def _collect() -> dict[str, type[S3Error]]:
 
 
 ERRORS_BY_CODE: dict[str, type[S3Error]] = _collect()
-__all__ += sorted({cls.__name__ for cls in ERRORS_BY_CODE.values()} | {"RequestExpired"})
+__all__ += sorted({cls.__name__ for cls in ERRORS_BY_CODE.values()} | {"RequestExpired", "DataUnreadable"})
 
 
 def error_class_for_code(code: str) -> type[S3Error]:

@@ -52,7 +52,9 @@ def build_config(
     # S3 error; h11's own limit (a bare 400) is the backstop for far larger ones.
     config.h11_max_incomplete_size = max(4 * settings.max_header_bytes, 64 * 1024)
     config.h2_max_header_list_size = config.h11_max_incomplete_size
-    config.keep_alive_timeout = 60
+    # Also bounds the time a connection may take to send its header section
+    # (Hypercorn's idle timer runs until a request's headers are complete).
+    config.keep_alive_timeout = settings.header_timeout
     config.graceful_timeout = 5
     config.accesslog = None
     config.errorlog = "-"
@@ -116,7 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=Settings.max_requests, help="requests in flight per worker")
     p.add_argument("--max-header-bytes", type=_size, default=Settings.max_header_bytes)
     p.add_argument("--engine-threads", type=int, default=Settings.engine_threads)
-    p.add_argument("--body-timeout", type=float, default=Settings.body_timeout)
+    p.add_argument("--max-authenticating", type=int, default=Settings.max_authenticating)
+    p.add_argument("--header-timeout", type=float, default=Settings.header_timeout)
+    p.add_argument("--body-timeout", type=float, default=Settings.body_timeout, help="seconds a body may stall")
+    p.add_argument("--body-min-rate", type=int, default=Settings.body_min_rate, help="slowest body rate, bytes/s")
+    p.add_argument("--body-rate-grace", type=float, default=Settings.body_rate_grace)
     args = p.parse_args(argv)
     if bool(args.certfile) != bool(args.keyfile):
         p.error("--certfile and --keyfile go together")
@@ -142,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         max_requests=args.max_requests,
         max_header_bytes=args.max_header_bytes,
         engine_threads=args.engine_threads,
+        max_authenticating=args.max_authenticating,
+        header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        body_min_rate=args.body_min_rate,
+        body_rate_grace=args.body_rate_grace,
     )
     if args.workers == 1:
         trio.run(

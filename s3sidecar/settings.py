@@ -24,8 +24,10 @@ class Settings:
     """Limits and addressing of one sidecar.
 
     Every limit answers with an S3 error rather than failing the process:
-    ``max_requests`` -> 503 SlowDown, ``max_object_size`` -> EntityTooLarge,
-    ``max_header_bytes`` -> RequestHeaderSectionTooLarge.
+    ``max_requests`` and ``max_authenticating`` -> 503 SlowDown,
+    ``max_object_size`` -> EntityTooLarge, ``max_header_bytes`` ->
+    RequestHeaderSectionTooLarge, ``body_timeout`` and ``body_min_rate`` ->
+    RequestTimeout.
     """
 
     region: str = "us-east-1"
@@ -33,8 +35,15 @@ class Settings:
     domains: tuple[str, ...] = ("s3.localhost", "localhost")
     #: Largest single PUT or part body (S3 allows 5 GiB).
     max_object_size: int = 5 * GiB
-    #: Requests in flight per worker; more are refused with SlowDown.
+    #: Admitted requests (signed, authorised, size-checked) in flight per
+    #: worker; more are refused with SlowDown. Only admitted requests hold one.
     max_requests: int = 256
+    #: Requests per worker still being authenticated (their own bound, so
+    #: unsigned clients never compete with signed ones for request slots).
+    max_authenticating: int = 1024
+    #: Seconds a connection may take to send a complete header section (and
+    #: stay idle between requests): Hypercorn's keep-alive timeout.
+    header_timeout: float = 20.0
     #: Engine threads for short calls (HEAD, GET segments, listings, commits).
     engine_threads: int = 16
     #: Engine threads for uploads: they wait on the network, so they get their own pool.
@@ -51,6 +60,15 @@ class Settings:
     inline_get_bytes: int = 1 * MiB
     #: Seconds a client may stay silent while sending a body.
     body_timeout: float = 60.0
+    #: Slowest average body rate (bytes/s) accepted, counted over the time
+    #: spent waiting for the client only, after ``body_rate_grace`` seconds of it.
+    body_min_rate: int = 1024
+    body_rate_grace: float = 10.0
+    #: After refusing a request before reading its body, at most this much of
+    #: a body already on its way is read and dropped (so the client gets the
+    #: answer rather than a reset) before the connection closes.
+    refuse_linger_bytes: int = 256 * KiB
+    refuse_linger_seconds: float = 2.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_env(self) -> str:

@@ -18,6 +18,7 @@ from .errors import (
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
+    InvalidRange,
     NoSuchUpload,
 )
 from .fragments import read_meta
@@ -145,16 +146,17 @@ class MultipartMixin:
         end: int | None = None,
         principal: Principal | None = None,
     ) -> dict[str, Any]:
-        """Store bytes ``[start, end)`` of an existing object as part ``number`` (S3 UploadPartCopy).
+        """Store part ``number`` as bytes ``[start, end)`` of an object version (S3 UploadPartCopy).
 
-        The source is read under a lease (it may be deleted meanwhile);
-        durable when it returns, like :meth:`upload_part`.
+        The source is opened as ``principal``, so the read is audited.
+        Durable when it returns; returns like :meth:`upload_part`.
         """
+        self.get_upload(upload_id)
         with self.open_object(src_bucket, src_key, version_id, principal=principal) as reader:
             size = reader.info.size
-            end = size if end is None else min(end, size)
-            if not 0 <= start <= end:
-                raise InvalidArgument("the copy range is outside the source object")
+            end = size if end is None else end
+            if not 0 <= start <= end <= size:
+                raise InvalidRange(f"bytes {start}-{end} are not within the {size} bytes of {src_bucket}/{src_key}")
             return self.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
 
     def list_parts(

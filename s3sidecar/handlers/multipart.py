@@ -9,12 +9,12 @@ reach a bucket the access key is not allowed to touch.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.responses import Response
 
 from objfs.store import Store
-from objfs.store.objects import IterStream
 
 from .. import errors as S3
 from ..conditional import check_read_conditions, parse_copy_range
@@ -93,30 +93,40 @@ async def upload_part_copy(req: S3Request) -> Response:
     h = req.headers
     store: Store = req.store
 
-    def copy() -> tuple[dict[str, Any], float]:
+    def copy() -> dict[str, Any]:
         _check_upload(req, upload_id)
-        # As the principal, so the engine audits the read of the source.
-        with store.open_object(src_bucket, src_key, src_version, principal=req.principal) as reader:
-            info = reader.info
-            try:
-                check_read_conditions(
-                    info,
-                    h.get("x-amz-copy-source-if-match"),
-                    h.get("x-amz-copy-source-if-none-match"),
-                    req.http_date_header("x-amz-copy-source-if-modified-since"),
-                    req.http_date_header("x-amz-copy-source-if-unmodified-since"),
-                )
-            except S3.NotModified:
-                # For copies a failed If-None-Match / If-Modified-Since is a 412, not a 304.
-                raise S3.PreconditionFailed() from None
-            start, end = parse_copy_range(h.get("x-amz-copy-source-range"), info.size)
-            if end - start > req.settings.max_object_size:
-                raise S3.EntityTooLarge(MaxSizeAllowed=req.settings.max_object_size)
-            part = store.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
-            return part, info.modified
+        info = store.head_object(src_bucket, src_key, src_version)
+        if info.delete_marker:
+            raise S3.InvalidRequest("The source of a copy request may not specifically refer to a delete marker by version id.")
+        try:
+            check_read_conditions(
+                info,
+                h.get("x-amz-copy-source-if-match"),
+                h.get("x-amz-copy-source-if-none-match"),
+                req.http_date_header("x-amz-copy-source-if-modified-since"),
+                req.http_date_header("x-amz-copy-source-if-unmodified-since"),
+            )
+        except S3.NotModified:
+            # For copies a failed If-None-Match / If-Modified-Since is a 412, not a 304.
+            raise S3.PreconditionFailed() from None
+        start, end = parse_copy_range(h.get("x-amz-copy-source-range"), info.size)
+        if end - start > req.settings.max_object_size:
+            raise S3.EntityTooLarge(MaxSizeAllowed=req.settings.max_object_size)
+        # Pinned to the version whose conditions were checked; as the
+        # principal, so the engine audits the read of the source.
+        return store.upload_part_copy(
+            upload_id,
+            number,
+            src_bucket,
+            src_key,
+            version_id=info.version_id,
+            start=start,
+            end=end,
+            principal=req.principal,
+        )
 
-    part, _modified = await req.engine.run_upload(copy)
-    body = build("CopyPartResult", {"LastModified": iso8601(req.store.clock.now()), "ETag": quote_etag(part["etag"])})
+    part = await req.engine.run_upload(copy)
+    body = build("CopyPartResult", {"LastModified": iso8601(time.time()), "ETag": quote_etag(part["etag"])})
     headers = {"x-amz-copy-source-version-id": src_version} if src_version else {}
     return xml_response(body, headers=headers)
 

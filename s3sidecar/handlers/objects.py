@@ -14,6 +14,7 @@ and bypass headers are translated by :mod:`.lock`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..xmlio import build, http_date, iso8601, parse_delete_objects
 from .lock import lock_headers_of, refuse_delete_marker, require_object_lock, response_lock_headers
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
+log = logging.getLogger(__name__)
 RESPONSE_OVERRIDES = {
     "response-content-type": "content-type",
     "response-content-language": "content-language",
@@ -80,13 +82,28 @@ def object_headers(info: ObjectInfo, *, checksums: bool) -> dict[str, str]:
 
 
 class _Read:
-    """What a GET/HEAD resolved to: the object, the range, and the bytes or an open reader."""
+    """What a GET/HEAD resolved to: the object, the range, and the bytes or an open reader.
 
-    def __init__(self, info: ObjectInfo, span: tuple[int, int] | None, data: bytes | None, reader: Any) -> None:
+    For a streamed body, ``chunks`` is the reader's iterator with its first
+    segment already read (``first``): a read that fails at the start fails
+    before any status line is sent.
+    """
+
+    def __init__(
+        self,
+        info: ObjectInfo,
+        span: tuple[int, int] | None,
+        data: bytes | None,
+        reader: Any,
+        chunks: Iterator[bytes] | None = None,
+        first: bytes = b"",
+    ) -> None:
         self.info = info
         self.span = span
         self.data = data
         self.reader = reader
+        self.chunks = chunks
+        self.first = first
 
 
 def _open_for_read(req: S3Request, body: bool) -> _Read:
@@ -117,13 +134,15 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
         )
         span = parse_range(h.get("range"), info.size)
         data = None
-        if reader is not None:
-            start, end = span if span is not None else (0, info.size)
-            if end - start <= req.settings.inline_get_bytes:
-                data = b"".join(reader.iter_range(start, end))
-                reader.close()
-                reader = None
-        return _Read(info, span, data, reader)
+        if reader is None:
+            return _Read(info, span, None, None)
+        start, end = span if span is not None else (0, info.size)
+        if end - start <= req.settings.inline_get_bytes:
+            data = b"".join(reader.iter_range(start, end))
+            reader.close()
+            return _Read(info, span, data, None)
+        chunks = reader.iter_range(start, end)
+        return _Read(info, span, None, reader, chunks, next(chunks, b""))
     except BaseException:
         if reader is not None:
             reader.close()
@@ -167,8 +186,8 @@ async def get_object(req: S3Request) -> Response:
     status, headers = _response_headers(req, read)
     if read.data is not None:
         return Response(read.data, status_code=status, headers=headers)
-    start, end = read.span if read.span is not None else (0, read.info.size)
-    return EngineStream(req.engine, read.reader, start, end, status, headers)
+    assert read.chunks is not None
+    return EngineStream(req.engine, read.reader, read.chunks, read.first, status, headers, req.request_id)
 
 
 async def head_object(req: S3Request) -> Response:
@@ -178,36 +197,55 @@ async def head_object(req: S3Request) -> Response:
 
 
 class EngineStream(Response):
-    """Sends ``reader``'s bytes ``[start, end)`` segment by segment; closes the reader whatever happens.
+    """Sends ``first`` then the rest of ``chunks`` (a reader's segments); closes the reader whatever happens.
 
-    A read error mid-body (DataLoss) aborts the connection: the client sees a
-    short body, never wrong bytes.
+    A read error mid-body (DataLoss) aborts the response: the connection is
+    closed with fewer bytes sent than its Content-Length, so a client never
+    sees a complete-looking body.
     """
 
-    def __init__(self, engine: Engine, reader: Any, start: int, end: int, status: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        reader: Any,
+        chunks: Iterator[bytes],
+        first: bytes,
+        status: int,
+        headers: dict[str, str],
+        request_id: str,
+    ) -> None:
         self.engine = engine
         self.reader = reader
-        self.start, self.end = start, end
+        self.chunks = chunks
+        self.first = first
+        self.request_id = request_id
         self.status_code = status
         self.background = None
         self.init_headers(headers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        chunks: Iterator[bytes] = self.reader.iter_range(self.start, self.end)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            if scope["method"] == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
-                return
-            while True:
-                chunk = await self.engine.run(next, chunks, None)
-                if chunk is None:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            chunk: bytes | None = self.first
+            while chunk is not None:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                chunk = await self.engine.run(next, self.chunks, None)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except S3.S3Error as err:
+            # Returning without the final body message makes Hypercorn close
+            # the connection short of the announced length.
+            log.warning("GET %s aborted mid-body (request %s): %s", scope.get("path"), self.request_id, err.message)
         finally:
             with trio.CancelScope(shield=True):
-                await self.engine.run(self.reader.close)
+                await self.engine.run(self._close)
+
+    def _close(self) -> None:
+        # The iterator first: closing it waits for its prefetches, which read the reader's files.
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+        self.reader.close()
 
 
 def _put_args(req: S3Request) -> dict[str, Any]:
@@ -317,11 +355,8 @@ def _directive(req: S3Request, name: str) -> str:
 
 
 def copy_source(req: S3Request) -> tuple[str, str, str | None]:
-    """The copy source, after checking the key may read its bucket."""
-    bucket, key, version = decode_copy_source(req.headers["x-amz-copy-source"])
-    if not req.access.may_access(bucket):
-        raise S3.AccessDenied(f"This access key may not access bucket {bucket}")
-    return bucket, key, version
+    """The copy source (the key's right to read it was checked by :func:`s3sidecar.auth.authorize`)."""
+    return decode_copy_source(req.headers["x-amz-copy-source"])
 
 
 async def copy_object(req: S3Request) -> Response:

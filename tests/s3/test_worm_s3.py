@@ -436,6 +436,11 @@ def test_bad_lock_headers(s3, locked: str) -> None:
     with pytest.raises(ClientError) as exc:
         s3.put_object_retention(Bucket=locked, Key="k", Retention={"Mode": "COMPLIANCE", "RetainUntilDate": now() + DAY})
     assert code(exc) == "NoSuchKey"
+    # A past date is refused by the engine, by its own clock (the sidecar reads no clock for it).
+    s3.put_object(Bucket=locked, Key="past", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_retention(Bucket=locked, Key="past", Retention={"Mode": "GOVERNANCE", "RetainUntilDate": now() - DAY})
+    assert code(exc) == "InvalidArgument" and "in the future" in exc.value.response["Error"]["Message"]
 
 
 def test_read_only_key_cannot_change_locks_or_versioning(s3, reader, locked: str) -> None:

@@ -1,0 +1,117 @@
+"""``100 Continue`` only once the application asks for the request body.
+
+Hypercorn (0.18) answers ``Expect: 100-continue`` as soon as it has parsed
+the request headers, before the application has looked at them: a client is
+invited to send a body the sidecar is about to refuse (unsigned, badly
+signed, unauthorised, oversized). :func:`install` changes Hypercorn's
+HTTP/1.1 protocol so the interim response goes out when the application
+first calls ``receive()``, as uvicorn and S3 itself do.
+
+Guarantees, once installed:
+
+* An application that answers without reading the body never sends
+  ``100 Continue``; the client does not send its body, and Hypercorn closes
+  the connection after the answer (the request was not read to its end).
+* A client that sends its body without waiting is unaffected: Hypercorn
+  reads what arrives, bounded by its application queue, as before.
+* Status lines carry their reason phrase (``HTTP/1.1 403 Forbidden``):
+  botocore, refused while it waits for ``100 Continue``, recognises a final
+  answer only by a three-part status line.
+
+Process-wide: it replaces ``hypercorn.protocol.H11Protocol``, so another
+Hypercorn application in the same process gets the same (standard)
+behaviour. HTTP/2 never sent the interim response and is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from itertools import chain
+from typing import Any
+
+import h11
+import hypercorn.protocol
+from hypercorn.protocol.events import Response
+from hypercorn.protocol.h11 import H11Protocol
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+class _GatedConnection(h11.Connection):
+    """An h11 connection that admits the client waits for 100-continue only after the body was asked for."""
+
+    body_wanted = False
+    cycle = 0
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:  # read by Hypercorn's event loop
+        return self.body_wanted and super().they_are_waiting_for_100_continue
+
+    def start_next_cycle(self) -> None:
+        super().start_next_cycle()
+        self.body_wanted = False
+        self.cycle += 1
+
+
+class _AskingApp:
+    """Hypercorn's app wrapper whose ``receive`` first releases the ``100 Continue`` of its request."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], protocol: DeferredContinueH11Protocol) -> None:
+        self.app = app
+        self.protocol = protocol
+
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Any]], send: Any, *rest: Any) -> None:
+        connection = self.protocol.connection
+        cycle = connection.cycle if isinstance(connection, _GatedConnection) else -1
+        asked = False
+
+        async def receive_body() -> Any:
+            nonlocal asked
+            if not asked:
+                asked = True
+                await self.protocol.release_body(cycle)
+            return await receive()
+
+        await self.app(scope, receive_body, send, *rest)
+
+
+class DeferredContinueH11Protocol(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, sending ``100 Continue`` when the app first reads the body."""
+
+    def __init__(self, app: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, config, *args, **kwargs)
+        self.connection = _GatedConnection(h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
+        self.app = _AskingApp(app, self)
+
+    async def stream_send(self, event: Any) -> None:
+        if isinstance(event, Response) and event.status_code >= 200:
+            # As Hypercorn, plus the reason phrase: a client that waited for
+            # 100-continue and gets a final answer instead (botocore) only
+            # recognises a status line of three parts.
+            headers = list(chain(event.headers, self.config.response_headers("h11")))
+            if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+                headers.append((b"connection", b"close"))
+            await self._send_h11_event(
+                h11.Response(headers=headers, status_code=event.status_code, reason=_reason(event.status_code))
+            )
+        else:
+            await super().stream_send(event)
+
+    async def release_body(self, cycle: int) -> None:
+        connection = self.connection
+        if not isinstance(connection, _GatedConnection) or connection.cycle != cycle or connection.body_wanted:
+            return
+        connection.body_wanted = True
+        if connection.they_are_waiting_for_100_continue:
+            await self._send_h11_event(h11.InformationalResponse(status_code=100, headers=self.config.response_headers("h11")))
+
+
+def install() -> None:
+    """Make every Hypercorn HTTP/1.1 connection of this process defer ``100 Continue`` (idempotent)."""
+    hypercorn.protocol.H11Protocol = DeferredContinueH11Protocol  # type: ignore[misc]
