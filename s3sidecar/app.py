@@ -173,7 +173,7 @@ class S3App:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self.auth = Authenticator(engine.store.root, settings.region)
+        self.auth = Authenticator(engine.store, settings.region)
 
     async def __call__(self, request: Request) -> Response:
         request_id = secrets.token_hex(8).upper()
@@ -195,7 +195,6 @@ class S3App:
                 query.setdefault(name, value)
             op = resolve(method, bucket, key, query, headers)
             access, signed = await self.auth.authenticate(method, raw_path, query_string, raw_headers)
-            authorize(access, write=op.write, bucket=bucket)
             s3req = S3Request(
                 request=request,
                 method=method,
@@ -209,7 +208,9 @@ class S3App:
                 settings=self.settings,
                 principal=principal_of(access),
                 request_id=request_id,
+                operation=op.name,
             )
+            await authorize(s3req)
             response = await op.handler(s3req)
         except S3.S3Error as err:
             if err.status >= 500:

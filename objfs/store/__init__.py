@@ -16,6 +16,20 @@ part of it is visible.
 
 from .engine import Principal, Store, init_store
 from .errors import *  # noqa: F403
+from .keys import AccessKey
+from .locks import COMPLIANCE, GOVERNANCE
+from .locks import MODES as RETENTION_MODES
 from .objects import Listing, ObjectInfo, ObjectReader
 
-__all__ = ["Store", "init_store", "Principal", "ObjectInfo", "ObjectReader", "Listing"]
+__all__ = [
+    "Store",
+    "init_store",
+    "Principal",
+    "AccessKey",
+    "ObjectInfo",
+    "ObjectReader",
+    "Listing",
+    "RETENTION_MODES",
+    "GOVERNANCE",
+    "COMPLIANCE",
+]
