@@ -32,7 +32,6 @@ from typing import Any
 from xml.parsers import expat
 
 from objfs.store import RETENTION_MODES
-
 from s3sidecar.errors import InvalidArgument, InvalidPartOrder, InvalidTag, MalformedXML
 
 __all__ = [
