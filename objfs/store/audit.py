@@ -238,14 +238,9 @@ def audited(action: str, *, durable: bool = True, target: Any = None, scope: Any
             except StoreError as exc:
                 denied = isinstance(exc, (ObjectLocked, AccessDenied))
                 if denied or (principal is not None and not only_denials):
-                    self.record_audit(
-                        action,
-                        principal,
-                        "denied" if denied else "failed",
-                        durable or denied,
-                        detail=str(exc),
-                        **name(args, kwargs, None),
-                    )
+                    # The refusal is the detail, also where the target names one (the settings changed).
+                    fields = dict(name(args, kwargs, None), detail=str(exc))
+                    self.record_audit(action, principal, "denied" if denied else "failed", durable or denied, **fields)
                 raise
             if principal is not None and not only_denials:
                 self.record_audit(action, principal, "ok", durable, **name(args, kwargs, result))

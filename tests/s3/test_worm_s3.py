@@ -49,9 +49,21 @@ def objfs_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
+def lock_admin_key(s3_store: Path, server) -> Key:
+    """A writer key that may also set retention and legal holds (not bypass GOVERNANCE)."""
+    return create_key(s3_store, "--name", "lock-admin", "--retention", "--legal-hold")
+
+
+@pytest.fixture(scope="session")
+def s3(server, lock_admin_key: Key):
+    """This module's default client: lock changes need the key's lock rights."""
+    return make_client(server.url, lock_admin_key)
+
+
+@pytest.fixture(scope="session")
 def officer_key(s3_store: Path, server) -> Key:
-    """An administrator's key holding the bypass-governance permission."""
-    return create_key(s3_store, "--name", "records-officer", "--bypass-governance")
+    """An administrator's key holding the bypass-governance permission (and the other lock rights)."""
+    return create_key(s3_store, "--name", "records-officer", "--bypass-governance", "--retention", "--legal-hold")
 
 
 @pytest.fixture(scope="session")
@@ -266,7 +278,7 @@ def test_compliance_version_survives_every_key_and_every_request(s3, officer, lo
     s3.delete_object(Bucket=locked, Key="study/1.dcm")
     assert s3.get_object(Bucket=locked, Key="study/1.dcm", VersionId=version)["Body"].read() == b"image"
 
-    # Extension is allowed, for anyone who may write.
+    # Extension is allowed, for any key holding the retention right.
     later = until + 30 * DAY
     s3.put_object_retention(
         Bucket=locked, Key="study/1.dcm", VersionId=version, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": later}
@@ -485,7 +497,7 @@ def test_subresources_on_the_wrong_level_are_refused(server, admin_key: Key, loc
 
 def test_reads_and_changes_are_audited_under_the_s3_key(server, s3_store: Path, s3, locked: str) -> None:
     name = new_name("radiologist")
-    client = make_client(server.url, create_key(s3_store, "--name", name))
+    client = make_client(server.url, create_key(s3_store, "--name", name, "--retention"))
     version = client.put_object(Bucket=locked, Key="study/2.dcm", Body=b"ct")["VersionId"]
     client.put_object_retention(
         Bucket=locked, Key="study/2.dcm", Retention={"Mode": "GOVERNANCE", "RetainUntilDate": now() + DAY}
