@@ -67,8 +67,9 @@ class Principal:
     that carries the principal. A plain ``Principal(name)`` may read and
     write everywhere but holds none of the lock rights; an S3 key's
     principal carries the key's rights (``objfs key create``).
-    ``bypass_governance`` lets a request that asks for it shorten or
-    remove GOVERNANCE retention; nobody can bypass COMPLIANCE.
+    ``bypass_governance`` lets a request that asks for it shorten, remove
+    or harden (to COMPLIANCE) GOVERNANCE retention; nobody can bypass
+    COMPLIANCE. System principals (:meth:`system`) hold every right.
     """
 
     name: str

@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from .audit import audited
 from .errors import InvalidArgument, ObjectLocked, PreconditionFailed
-from .locks import COMPLIANCE, MODES, check_mode, in_commit_grace, lock_active, may_bypass, utc_text
+from .locks import COMPLIANCE, check_mode, in_commit_grace, lock_active, may_bypass, utc_text
 from .objects import ObjectInfo
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
 
-__all__ = ["MODES", "RetentionMixin"]
 
 DAY = 86400
 YEAR = 365 * DAY  # S3 counts a retention year as 365 days
