@@ -68,6 +68,9 @@ class AuditLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev = self._last(fd)
+            # Lines lost behind a pin stay visible: the next line keeps the pinned numbering,
+            # so verify shows the gap even after the pins have moved past it.
+            seq = max([seq, *(p["seq"] for p in self._pins() if isinstance(p.get("seq"), int))])
             entry = {"seq": seq + 1, "t": iso(now), "who": who, "action": action, "outcome": outcome}
             entry.update({k: v for k, v in fields.items() if v is not None})
             entry["prev"] = prev
@@ -91,6 +94,18 @@ class AuditLog:
         except (ValueError, KeyError):
             # A damaged tail: keep appending, chained to a marker verify will flag.
             return -1, "damaged"
+
+    def _pins(self) -> list[dict[str, Any]]:
+        """The readable pinned heads (an unreadable one is verify's to report)."""
+        out = []
+        for path in (self.directory / HEAD_NAME, self.pin_path):
+            try:
+                pinned = _read_pin(path)
+            except (OSError, ValueError):
+                continue
+            if pinned is not None:
+                out.append(pinned)
+        return out
 
     def _write_head(self, seq: int, digest: str, durable: bool) -> None:
         """Pin the chain's newest line (under the log's lock), so cutting lines off the end shows.
@@ -168,14 +183,23 @@ class AuditLog:
         return out
 
 
+def _read_pin(path: Path) -> dict[str, Any] | None:
+    """A pinned head, None where there is none; ValueError or OSError where it is unreadable."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    # Empty: created but never written back before a power cut, as good as absent.
+    pinned = json.loads(text) if text.strip() else None
+    if pinned is not None and not isinstance(pinned, dict):
+        raise ValueError("not a pinned head")
+    return pinned
+
+
 def _check_pin(where: str, path: Path, hashes: dict[int, str], last_seq: int) -> list[str]:
     """What a pinned head says is wrong with a log whose lines have ``hashes`` (by seq)."""
     try:
-        text = path.read_text()
-        # Empty: created but never written back before a power cut, as good as absent.
-        pinned = json.loads(text) if text.strip() else None
-    except FileNotFoundError:
-        return []
+        pinned = _read_pin(path)
     except (OSError, ValueError):
         return [f"{where} is unreadable: it was damaged or overwritten"]
     if pinned is None:

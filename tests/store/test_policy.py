@@ -231,3 +231,19 @@ def test_denials_are_durable_chained_lines(store: Store, cli) -> None:
     assert problems == [] and head["seq"] == 1
     pin = json.loads((store.root / "audit.pin").read_text())
     assert pin == {"seq": 1, "hash": head["hash"]}
+
+
+def test_lines_cut_off_stay_visible_after_later_appends(store_path: Path, cli) -> None:
+    cli("mb", str(store_path), "pacs")
+    cli("put", str(store_path), "pacs/a", "-", input=b"x")
+    log = store_path / "audit" / "audit.log"
+    log.write_text(log.read_text().splitlines(keepends=True)[0])
+    os.unlink(store_path / "audit" / "head")
+    cli("put", str(store_path), "pacs/b", "-", input=b"y")  # the pins move on, the gap stays
+    code, out = verify(cli, store_path)
+    assert code == 1 and "line 2: sequence 3 where 2 was expected" in out
+    for name in ("audit/audit.log", "audit/head"):
+        os.unlink(store_path / name)
+    cli("put", str(store_path), "pacs/c", "-", input=b"z")  # a fresh log after the old one was removed
+    code, out = verify(cli, store_path)
+    assert code == 1 and "line 1: sequence 4 where 1 was expected" in out
