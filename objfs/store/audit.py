@@ -13,6 +13,8 @@ in ``audit/head`` and in ``STORE/audit.pin``, outside the log's directory,
 so cutting lines off the end is caught even with ``audit/head`` deleted,
 and a log removed or replaced together with its directory is caught by
 the pin (a store that never wrote a line has neither, and verifies ok).
+A line appended after such a cut continues the pinned numbering, so the
+gap stays visible after the pins have moved on.
 The pin is a file rather than an LMDB record because a line is appended
 after its change's index commit, so a pin riding on index commits would
 always miss the newest line, and a commit of its own costs a full fsync.
