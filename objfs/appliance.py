@@ -8,20 +8,23 @@ import sys
 from pathlib import Path
 
 from objfs.store.config import CONFIG_NAME
-from objfs.store.keys import KeyRing
 from objfs.stores import Store, init_store
 
 
 def prepare(store_path: Path) -> dict[str, str] | None:
-    """Create the store and a first key if they do not exist; returns a new key (shown once)."""
+    """Create the store and a first key if they do not exist; returns a new key (shown once).
+
+    The first key is the administrator's: it holds every right (the lock
+    rights too), so the README's examples work with it; bypassing
+    GOVERNANCE still needs a request that asks for it.
+    """
     if not (store_path / CONFIG_NAME).exists():
         init_store(store_path).close()
         print(f"objfs: created the embedded store at {store_path} (6 directory drives, EC 4+2)")
-    ring = KeyRing.of_store(store_path)
-    if ring.all():
-        return None
     with Store.open(store_path) as store:
-        key = ring.create("admin", bypass_governance=False, now=store.clock.now())
+        if store.keys.all():
+            return None
+        key = store.keys.create("admin", legal_hold=True, retention=True, bypass_governance=True, now=store.clock.now())
     return {"access_key": key.access_key, "secret_key": key.secret_key}
 
 

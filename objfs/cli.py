@@ -12,7 +12,6 @@ from typing import Any
 
 from objfs.store import Principal
 from objfs.store.errors import StoreError
-from objfs.store.keys import KeyRing
 from objfs.stores import Store, init_store
 
 
@@ -31,11 +30,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_key_create(args: argparse.Namespace) -> int:
     with Store.open(args.store) as store:
-        key = KeyRing.of_store(store.root).create(
+        key = store.keys.create(
             args.name,
             read_only=args.read_only,
             buckets=tuple(args.bucket or ()),
             bypass_governance=args.bypass_governance,
+            legal_hold=args.legal_hold,
+            retention=args.retention,
             now=store.clock.now(),
         )
     print(json.dumps({"access_key": key.access_key, "secret_key": key.secret_key}))
@@ -43,15 +44,18 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_list(args: argparse.Namespace) -> int:
-    for key in KeyRing.of_store(Path(args.store)).all():
+    with Store.open(args.store) as store:
+        keys = store.keys.all()
+    for key in keys:
         scope = ",".join(key.buckets) or "*"
-        flags = ("read-only " if key.read_only else "") + ("bypass-governance" if key.bypass_governance else "")
-        print(f"{key.access_key}\t{key.name}\tbuckets={scope}\t{flags.strip()}")
+        rights = ",".join(["read", *key.rights()])
+        print(f"{key.access_key}\t{key.name}\tbuckets={scope}\trights={rights}")
     return 0
 
 
 def cli_principal() -> Principal:
-    return Principal(f"cli:{getpass.getuser()}")
+    """The local administrator: the ``cli`` system principal, named after the user running it."""
+    return Principal.system("cli", who=getpass.getuser())
 
 
 def cmd_put(args: argparse.Namespace) -> int:
@@ -237,7 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default="default")
     k.add_argument("--read-only", action="store_true")
     k.add_argument("--bucket", action="append", help="limit the key to this bucket; repeat")
-    k.add_argument("--bypass-governance", action="store_true", help="may bypass GOVERNANCE retention")
+    k.add_argument("--legal-hold", action="store_true", help="may place and lift legal holds")
+    k.add_argument("--retention", action="store_true", help="may set and extend retention (and lock headers on writes)")
+    k.add_argument(
+        "--bypass-governance",
+        action="store_true",
+        help="may shorten, remove or harden GOVERNANCE retention to COMPLIANCE, when a request asks",
+    )
     k.set_defaults(func=cmd_key_create)
     k = keysub.add_parser("list", help="list keys (no secrets)")
     k.add_argument("store")

@@ -1,8 +1,10 @@
 """``objfs retention``, ``objfs rm`` and ``objfs audit``: WORM and the audit trail from the CLI.
 
-The CLI acts as ``cli:<user>``. It obeys the same WORM rules as every other
-front: COMPLIANCE cannot be shortened or bypassed by anyone; the local
-administrator may bypass GOVERNANCE only by asking for it explicitly.
+The CLI acts as ``cli:<user>``, the ``cli`` system principal (every right).
+It obeys the same WORM rules as every other front: COMPLIANCE cannot be
+shortened or bypassed by anyone; the local administrator may bypass
+GOVERNANCE (shorten, remove, or harden it to COMPLIANCE) only by asking for
+it explicitly with ``--bypass-governance``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import sys
 import time
 from typing import Any
 
-from objfs.store import Principal
+from objfs.store import RETENTION_MODES, Principal
 from objfs.store.locks import utc_text
 from objfs.stores import Store
 
 
-def _principal(args: argparse.Namespace) -> Principal:
-    return Principal(f"cli:{getpass.getuser()}", bypass_governance=bool(getattr(args, "bypass_governance", False)))
+def _principal() -> Principal:
+    return Principal.system("cli", who=getpass.getuser())
 
 
 def _target(text: str) -> tuple[str, str]:
@@ -59,7 +61,7 @@ def _show(info) -> dict[str, Any]:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     bucket, key = _target(args.target)
-    principal = _principal(args)
+    principal = _principal()
     with Store.open(args.store) as store:
         if args.action == "show":
             info = store.head_object(bucket, key, args.version)
@@ -90,9 +92,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     bucket, key = _target(args.target)
     with Store.open(args.store) as store:
-        result = store.delete_object(
-            bucket, key, args.version, principal=_principal(args), bypass_governance=args.bypass_governance
-        )
+        result = store.delete_object(bucket, key, args.version, principal=_principal(), bypass_governance=args.bypass_governance)
     print(json.dumps(result))
     return 0
 
@@ -120,10 +120,10 @@ def register(sub: Any) -> None:
     p.add_argument("target", metavar="BUCKET/KEY")
     p.add_argument("state", nargs="?", choices=["on", "off"], help="for legal-hold")
     p.add_argument("--version")
-    p.add_argument("--mode", choices=["GOVERNANCE", "COMPLIANCE"])
+    p.add_argument("--mode", choices=RETENTION_MODES)
     p.add_argument("--until", help="retain until DATE (YYYY-MM-DD[THH:MM:SSZ])")
     p.add_argument("--days", type=int, help="retain for N days from now")
-    p.add_argument("--bypass-governance", action="store_true", help="shorten GOVERNANCE retention (administrator)")
+    p.add_argument("--bypass-governance", action="store_true", help="shorten, remove or harden GOVERNANCE retention")
     p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("rm", help="delete BUCKET/KEY (a delete marker in versioned buckets) or one version")

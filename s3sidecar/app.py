@@ -203,7 +203,7 @@ class S3App:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self.auth = Authenticator(engine.store.root, settings.region)
+        self.auth = Authenticator(engine.store, settings.region)
         self.in_flight = 0
         self.authenticating = 0
 
@@ -298,7 +298,7 @@ class S3App:
             operation=op.name,
             write=op.write,
         )
-        authorize(s3req)
+        await authorize(s3req)
         check_body_size(s3req, op.body)
         return s3req, op
 

@@ -3,32 +3,33 @@
 Guarantees:
 
 * Every request is authenticated; anonymous requests are AccessDenied.
-* Secrets come from ``objfs.store.keys.KeyRing`` (``objfs key create``).
+* Secrets come from the store's keys (``Store.keys``, ``objfs key create``).
   Keys are cached in memory and the keys file re-read (in a worker thread,
   never on the event loop) when it may have changed: at most once a second,
   and at once when an unknown access key shows up, so a key created while
   the sidecar runs works on its first request.
-* Read-only keys may only read (GET, HEAD, listings); keys limited to named
-  buckets touch only those buckets (ListBuckets shows only those), also as
-  the source of a copy.
-* :func:`authorize` is the one permission hook, called from the headers
-  alone, before any byte of the body is read.
+* This module decides nothing about rights: :func:`principal_of` hands the
+  key's rights to the engine, and :func:`authorize` asks the engine
+  (``Store.authorize``) whether the request's operation is allowed, before
+  any byte of its body is read. A refusal is audited by the engine as a
+  ``denied`` line naming the key and answered AccessDenied. Lock headers
+  on a write ask for the retention / legal-hold rights, a copy also for
+  reading its source's bucket.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from objfs.store import Principal
-from objfs.store.keys import AccessKey, KeyRing
+from objfs.store import AccessKey, Principal, Store
 
-from . import errors as S3
 from .context import decode_copy_source
+from .handlers.lock import HOLD_HEADER, MODE_HEADER
 from .sigv4 import SignedRequest, verify_request
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ UNKNOWN_REFRESH_SECONDS = 0.1
 class Authenticator:
     """Verifies requests against the keys of one store."""
 
-    def __init__(self, store_root: Path, region: str) -> None:
-        self.ring = KeyRing.of_store(Path(store_root))
+    def __init__(self, store: Store, region: str) -> None:
+        self.ring = store.keys
         self.region = region
         self._keys: dict[str, AccessKey] = {}
         self._loaded = -1e9
@@ -106,24 +107,72 @@ def _access_key_of(auth: bytes, query: bytes) -> str:
     return ""
 
 
-def authorize(req: S3Request) -> None:
-    """Raise AccessDenied unless ``req.access`` may do ``req.operation``: the sidecar's one permission hook.
+#: S3 operation -> the engine action it performs; the engine's access table says who may.
+ACTIONS: dict[str, str] = {
+    "ListBuckets": "list",
+    "HeadBucket": "head",
+    "GetBucketLocation": "read",
+    "GetBucketVersioning": "read",
+    "GetObjectLockConfiguration": "read",
+    "ListObjects": "list",
+    "ListObjectsV2": "list",
+    "ListObjectVersions": "list",
+    "ListMultipartUploads": "list",
+    "CreateBucket": "create-bucket",
+    "DeleteBucket": "delete-bucket",
+    "PutBucketVersioning": "bucket-settings",
+    "PutObjectLockConfiguration": "lock-config",
+    "HeadObject": "head",
+    "GetObject": "read",
+    "GetObjectRetention": "read",
+    "GetObjectLegalHold": "read",
+    "GetObjectTagging": "read",
+    "ListParts": "list",
+    "PutObject": "write",
+    "CopyObject": "copy",
+    "CreateMultipartUpload": "upload",
+    "UploadPart": "upload",
+    "UploadPartCopy": "upload",
+    "CompleteMultipartUpload": "write",
+    "AbortMultipartUpload": "upload",
+    "PutObjectTagging": "setattr",
+    "DeleteObjectTagging": "setattr",
+    "DeleteObject": "delete",
+    "DeleteObjects": "delete",
+    "PutObjectRetention": "retention",
+    "PutObjectLegalHold": "legal-hold",
+}
 
-    Called once per request, after the signature and before any byte of the
-    body is read or a request slot is taken. A copy's source bucket (from
-    ``x-amz-copy-source``) is checked here too.
+
+def lock_arguments(req: S3Request) -> dict[str, Any]:
+    """The lock a write's headers ask for, as the engine's rights check names it."""
+    return {"retention": MODE_HEADER in req.headers, "legal_hold": req.headers.get(HOLD_HEADER) == "ON"}
+
+
+async def authorize(req: S3Request) -> None:
+    """Ask the engine whether ``req``'s operation is allowed; S3 AccessDenied (audited) if not.
+
+    Cheap when allowed (the engine's decision is pure); only a refusal goes
+    to a worker thread, for its durable audit line. An operation missing
+    from :data:`ACTIONS` is refused by the engine as an unknown action.
     """
-    key = req.access
-    if req.write and key.read_only:
-        raise S3.AccessDenied("This access key is read-only")
-    if req.bucket is not None and not key.may_access(req.bucket):
-        raise S3.AccessDenied(f"This access key may not access bucket {req.bucket}")
-    if req.operation in COPY_OPERATIONS:
-        bucket = decode_copy_source(req.headers["x-amz-copy-source"])[0]
-        if not key.may_access(bucket):
-            raise S3.AccessDenied(f"This access key may not access bucket {bucket}")
+    store: Store = req.store
+    action = ACTIONS.get(req.operation, req.operation)
+    checks: list[tuple[str, str | None, dict[str, Any]]] = [(action, req.bucket, lock_arguments(req))]
+    if "x-amz-copy-source" in req.headers and req.operation in COPY_OPERATIONS:
+        checks.append(("read", decode_copy_source(req.headers["x-amz-copy-source"])[0], {}))
+    for checked, bucket, arguments in checks:
+        if store.access_denial(req.principal, checked, bucket, **arguments) is not None:
+            await req.engine.run(functools.partial(store.authorize, req.principal, checked, bucket, req.key, **arguments))
 
 
 def principal_of(key: AccessKey) -> Principal:
-    """The engine's notion of the caller (for WORM governance bypass)."""
-    return Principal(name=f"s3:{key.name}", bypass_governance=key.bypass_governance)
+    """The engine's principal for a key: its name and every right it holds."""
+    return Principal(
+        name=f"s3:{key.name}",
+        read_only=key.read_only,
+        buckets=tuple(key.buckets),
+        bypass_governance=key.bypass_governance,
+        legal_hold=key.legal_hold,
+        retention=key.retention,
+    )

@@ -13,8 +13,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from objfs.store import Principal
-from objfs.store.keys import AccessKey
+from objfs.store import AccessKey, Principal
 
 from . import errors as S3
 from .bodies import BlockingBody, BodySource, Payload, read_small_body

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.parsers import expat
 
+from objfs.store import RETENTION_MODES
 from s3sidecar.errors import InvalidArgument, InvalidPartOrder, InvalidTag, MalformedXML
 
 __all__ = [
@@ -283,9 +284,6 @@ def parse_versioning(body: bytes) -> str | None:
     return status
 
 
-_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
-
-
 def parse_object_lock_config(body: bytes) -> dict[str, Any]:
     """Parse ``ObjectLockConfiguration``.
 
@@ -310,7 +308,7 @@ def parse_object_lock_config(body: bytes) -> dict[str, Any]:
     if retention is None:
         raise MalformedXML()
     mode = find_text(retention, "Mode", strip=True)
-    if mode not in _LOCK_MODES:
+    if mode not in RETENTION_MODES:
         raise MalformedXML()
     days = find_text(retention, "Days")
     years = find_text(retention, "Years")
@@ -336,7 +334,7 @@ def parse_retention(body: bytes) -> dict[str, Any]:
     until_text = find_text(root, "RetainUntilDate", strip=True)
     if mode is None and until_text is None:
         return {"mode": None, "until_iso": None, "until": None}
-    if mode not in _LOCK_MODES or not until_text:
+    if mode not in RETENTION_MODES or not until_text:
         raise MalformedXML()
     until = parse_iso8601(until_text)
     return {"mode": mode, "until_iso": iso8601(until), "until": until}

@@ -42,6 +42,9 @@ from .errors import (
     PreconditionFailed,
     StoreError,
 )
+from .keys import AccessKey
+from .locks import COMPLIANCE, GOVERNANCE
+from .locks import MODES as RETENTION_MODES
 from .objects import Listing, ObjectInfo, ObjectReader
 
 __all__ = [
@@ -76,4 +79,8 @@ __all__ = [
     "ObjectLocked",
     "AccessDenied",
     "InvalidArgument",
+    "AccessKey",
+    "RETENTION_MODES",
+    "GOVERNANCE",
+    "COMPLIANCE",
 ]

@@ -8,13 +8,23 @@ that goes through the engine is one line::
      "prev": "<hash of line 11>", "hash": "<sha256 of this line without 'hash'>"}
 
 Editing, removing or reordering any line breaks the chain, which
-``objfs audit verify`` reports. ``audit/head`` holds the newest seq and hash,
-so cutting lines off the end is caught too; a site that must also survive
-an attacker who rewrites both should copy the head hash off the appliance
-(``objfs audit verify`` prints it). Appends from several processes are
-serialized with ``flock``; changes are fsynced before the call returns,
-reads are flushed to the OS only (an audit line per read must not double
-the cost of a read).
+``objfs audit verify`` reports. The newest seq and hash are pinned twice:
+in ``audit/head`` and in ``STORE/audit.pin``, outside the log's directory,
+so cutting lines off the end is caught even with ``audit/head`` deleted,
+and a log removed or replaced together with its directory is caught by
+the pin (a store that never wrote a line has neither, and verifies ok).
+A line appended after such a cut continues the pinned numbering, so the
+gap stays visible after the pins have moved on.
+The pin is a file rather than an LMDB record because a line is appended
+after its change's index commit, so a pin riding on index commits would
+always miss the newest line, and a commit of its own costs a full fsync.
+A site that must also survive an attacker who rewrites every copy should
+copy the head hash off the appliance (``objfs audit verify`` prints it).
+Appends from several processes are serialized with ``flock``; changes are
+fsynced before the call returns, reads are flushed to the OS only (an
+audit line per read must not double the cost of a read). The pin is
+written after the line it names is fsynced, so on disk it never runs
+ahead of the log: a power cut can only leave it older, never a false alarm.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Any
 GENESIS = "0" * 64
 LOG_NAME = "audit.log"
 HEAD_NAME = "head"
+PIN_NAME = "audit.pin"  # beside the audit directory, in the store's root
 HEAD_WIDTH = 128
 
 
@@ -51,6 +62,7 @@ class AuditLog:
         self.directory = directory
         directory.mkdir(exist_ok=True)
         self.path = directory / LOG_NAME
+        self.pin_path = directory.parent / PIN_NAME
 
     def append(self, *, who: str, action: str, outcome: str, now: float, durable: bool, **fields: Any) -> None:
         """Add one line; with ``durable`` it is fsynced before this returns."""
@@ -58,6 +70,9 @@ class AuditLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev = self._last(fd)
+            # Lines lost behind a pin stay visible: the next line keeps the pinned numbering,
+            # so verify shows the gap even after the pins have moved past it.
+            seq = max([seq, *(p["seq"] for p in self._pins() if isinstance(p.get("seq"), int))])
             entry = {"seq": seq + 1, "t": iso(now), "who": who, "action": action, "outcome": outcome}
             entry.update({k: v for k, v in fields.items() if v is not None})
             entry["prev"] = prev
@@ -82,19 +97,33 @@ class AuditLog:
             # A damaged tail: keep appending, chained to a marker verify will flag.
             return -1, "damaged"
 
+    def _pins(self) -> list[dict[str, Any]]:
+        """The readable pinned heads (an unreadable one is verify's to report)."""
+        out = []
+        for path in (self.directory / HEAD_NAME, self.pin_path):
+            try:
+                pinned = _read_pin(path)
+            except (OSError, ValueError):
+                continue
+            if pinned is not None:
+                out.append(pinned)
+        return out
+
     def _write_head(self, seq: int, digest: str, durable: bool) -> None:
         """Pin the chain's newest line (under the log's lock), so cutting lines off the end shows.
 
-        One fixed-width write in place: cheap enough for every read.
+        One fixed-width write in place per copy: cheap enough for every read.
+        The second copy is not fsynced (see the module's docstring).
         """
         body = json.dumps({"seq": seq, "hash": digest}).ljust(HEAD_WIDTH).encode()
-        fd = os.open(self.directory / HEAD_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.pwrite(fd, body, 0)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        for path, sync in ((self.directory / HEAD_NAME, durable), (self.pin_path, False)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.pwrite(fd, body, 0)
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def entries(self) -> Iterator[dict[str, Any]]:
         try:
@@ -131,17 +160,8 @@ class AuditLog:
                 hashes[entry["seq"]] = prev
             expected_seq = (entry.get("seq") or expected_seq) + 1
         head: dict[str, Any] = {"seq": expected_seq - 1, "hash": prev, "lines": count}
-        try:
-            pinned = json.loads((self.directory / HEAD_NAME).read_text())
-        except (OSError, ValueError):
-            pinned = None
-        if pinned is not None:
-            if pinned.get("seq") not in hashes:
-                problems.append(
-                    f"the log ends at seq {head['seq']} but a change was recorded at seq {pinned.get('seq')}: lines were cut off the end"
-                )
-            elif hashes[pinned["seq"]] != pinned.get("hash"):
-                problems.append(f"line with seq {pinned['seq']} differs from the one recorded when it was written")
+        for where, path in (("audit/head", self.directory / HEAD_NAME), (PIN_NAME, self.pin_path)):
+            problems += _check_pin(where, path, hashes, head["seq"])
         return problems, head
 
     def show(
@@ -165,14 +185,54 @@ class AuditLog:
         return out
 
 
-def audited(action: str, *, durable: bool = True, target: Any = None):
-    """Record calls of an engine method in the store's audit log.
+def _read_pin(path: Path) -> dict[str, Any] | None:
+    """A pinned head, None where there is none; ValueError or OSError where it is unreadable."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    # Empty: created but never written back before a power cut, as good as absent.
+    pinned = json.loads(text) if text.strip() else None
+    if pinned is not None and not isinstance(pinned, dict):
+        raise ValueError("not a pinned head")
+    return pinned
 
-    Calls with a ``principal`` are logged with their outcome; a WORM or
-    permission refusal is logged whoever asked. ``target(args, kwargs,
-    result)`` names the bucket, key and version (default: the first two
-    positional arguments and ``version_id``).
+
+def _check_pin(where: str, path: Path, hashes: dict[int, str], last_seq: int) -> list[str]:
+    """What a pinned head says is wrong with a log whose lines have ``hashes`` (by seq)."""
+    try:
+        pinned = _read_pin(path)
+    except (OSError, ValueError):
+        return [f"{where} is unreadable: it was damaged or overwritten"]
+    if pinned is None:
+        return []
+    seq = pinned.get("seq")
+    if seq not in hashes:
+        if not hashes:
+            return [f"the log is empty or missing, but {where} records line {seq}: the log was removed"]
+        return [f"the log ends at seq {last_seq} but {where} records line {seq}: lines were cut off the end"]
+    if hashes[seq] != pinned.get("hash"):
+        return [f"line with seq {seq} differs from the one {where} recorded when it was written"]
+    return []
+
+
+def audited(action: str, *, durable: bool = True, target: Any = None, scope: Any = None, only_denials: bool = False):
+    """Check and record calls of an engine method: the one place the engine applies :mod:`.access`.
+
+    A call with a ``principal`` is first checked against the rights
+    ``action`` needs (and those of its lock arguments, ``retention`` and
+    ``legal_hold``) on the bucket it names: AccessDenied before any work.
+    Calls with a principal are logged with their outcome (with
+    ``only_denials``, for lookups and listings, only refusals are); a WORM
+    or permission refusal is logged whoever asked, durably.
+    ``target(args, kwargs, result)`` names the bucket, key and version
+    (default: the first two positional arguments and ``version_id``).
+    ``scope(store, args, kwargs)`` lists the ``(action, bucket)`` pairs to
+    check when the target's bucket is not the whole story (a copy reads
+    its source; an upload's bucket is in its record); the first pair's
+    action also needs the rights of the lock arguments.
     """
+    from .access import LOCK_ARGUMENTS
     from .errors import AccessDenied, ObjectLocked, StoreError
 
     def name(args: tuple, kwargs: dict, result: Any) -> dict[str, Any]:
@@ -185,28 +245,38 @@ def audited(action: str, *, durable: bool = True, target: Any = None):
             "version": version,
         }
 
+    def check(store: Any, principal: Any, args: tuple, kwargs: dict) -> None:
+        pairs = scope(store, args, kwargs) if scope is not None else [(action, name(args, kwargs, None)["bucket"])]
+        locks = {arg: kwargs.get(arg) for arg in LOCK_ARGUMENTS}
+        for i, (checked, bucket) in enumerate(pairs):
+            reason = store.access_denial(principal, checked, bucket, **(locks if i == 0 else {}))
+            if reason is not None:
+                raise AccessDenied(reason)
+
     def wrap(method):
         @functools.wraps(method)
         def inner(self, *args: Any, **kwargs: Any) -> Any:
             principal = kwargs.get("principal")
             try:
+                if principal is not None:
+                    check(self, principal, args, kwargs)
                 result = method(self, *args, **kwargs)
             except StoreError as exc:
                 denied = isinstance(exc, (ObjectLocked, AccessDenied))
-                if principal is not None or denied:
-                    self.record_audit(
-                        action,
-                        principal,
-                        "denied" if denied else "failed",
-                        durable or denied,
-                        detail=str(exc),
-                        **name(args, kwargs, None),
-                    )
+                if denied or (principal is not None and not only_denials):
+                    # The refusal is the detail, also where the target names one (the settings changed).
+                    fields = dict(name(args, kwargs, None), detail=str(exc))
+                    self.record_audit(action, principal, "denied" if denied else "failed", durable or denied, **fields)
                 raise
-            if principal is not None:
+            if principal is not None and not only_denials:
                 self.record_audit(action, principal, "ok", durable, **name(args, kwargs, result))
             return result
 
         return inner
 
     return wrap
+
+
+def guarded(action: str, **options: Any):
+    """:func:`audited` for lookups and listings: the rights are checked, only refusals are logged."""
+    return audited(action, only_denials=True, **options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import struct
 import time
@@ -19,16 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .audit import AuditLog, audited
+from . import access
+from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
 from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive
-from .errors import BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
+from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
 from .gc import GarbageMixin
 from .heal import MaintenanceMixin
 from .index import DATABASES, Index, Txn, bucket_prefix
 from .intents import IntentJournal
+from .keys import AccessKey, KeyRing
 from .leases import ReaderLeases
 from .listing import ListingMixin
 from .multipart import MultipartMixin
@@ -63,19 +66,49 @@ class Indexer(Protocol):
         """Update the secondary index inside the commit transaction."""
 
 
+#: The system principals: background work and the local administrator, with every right.
+SYSTEM_ROLES = ("heal", "gc", "scrub", "gateway", "lifecycle", "replication", "cli")
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who asks: an S3 key, a local user on the mount, a DICOM AE, the CLI.
+    """Who asks, and what they may do: an S3 key, a local user on the mount, a DICOM AE, a system worker.
 
-    ``bypass_governance`` is granted per key; nobody can bypass COMPLIANCE.
+    The rights are checked by the engine (:mod:`.access`) for every call
+    that carries the principal. A plain ``Principal(name)`` may read and
+    write everywhere but holds none of the lock rights; an S3 key's
+    principal carries the key's rights (``objfs key create``).
+    ``bypass_governance`` lets a request that asks for it shorten, remove
+    or harden (to COMPLIANCE) GOVERNANCE retention; nobody can bypass
+    COMPLIANCE. System principals (:meth:`system`) hold every right.
     """
 
     name: str
     bypass_governance: bool = False
+    read_only: bool = False
+    buckets: tuple[str, ...] = ()  # empty: every bucket
+    legal_hold: bool = False
+    retention: bool = False
+    is_system: bool = False
 
     @classmethod
-    def system(cls) -> Principal:
-        return cls("system")
+    def system(cls, role: str, *, who: str | None = None) -> Principal:
+        """A system principal (every right, every bucket), named ``role`` or ``role:who``."""
+        if role not in SYSTEM_ROLES:
+            raise InvalidArgument(f"unknown system principal {role!r}; one of {', '.join(SYSTEM_ROLES)}")
+        name = f"{role}:{who}" if who else role
+        return cls(name, bypass_governance=True, legal_hold=True, retention=True, is_system=True)
+
+    def holds(self, right: str) -> bool:
+        """Whether this principal holds ``right`` (one of :data:`.access.RIGHTS`)."""
+        if self.is_system:
+            return True
+        return {
+            access.WRITE: not self.read_only,
+            access.LEGAL_HOLD: self.legal_hold and not self.read_only,
+            access.RETENTION: self.retention and not self.read_only,
+            access.BYPASS_GOVERNANCE: self.bypass_governance and not self.read_only,
+        }.get(right, False)
 
 
 class Store(
@@ -270,6 +303,42 @@ class Store(
             **fields,
         )
 
+    def authorize(
+        self,
+        principal: Principal | None,
+        action: str,
+        bucket: str | None,
+        key: str | None = None,
+        **arguments: Any,
+    ) -> None:
+        """Refuse ``action`` on ``bucket`` if ``principal`` lacks the right: raises AccessDenied.
+
+        For fronts that must decide before they start the work (S3 refuses
+        before it reads a body). ``arguments`` are the lock arguments of a
+        write (``retention``, ``legal_hold``), which need their own rights.
+        The refusal is a durable ``denied`` audit line naming the principal
+        before this raises; a principal of None (an internal call) passes.
+        """
+        reason = self.access_denial(principal, action, bucket, **arguments)
+        if reason is not None:
+            self.record_audit(action, principal, "denied", True, bucket=bucket, key=key, detail=reason)
+            raise AccessDenied(reason)
+
+    def access_denial(self, principal: Principal | None, action: str, bucket: str | None, **arguments: Any) -> str | None:
+        """Why ``principal`` may not do ``action`` on ``bucket`` now, or None (no I/O, nothing audited)."""
+        if principal is None:
+            return None
+        return access.denial(principal, action, bucket, arguments)
+
+    @functools.cached_property
+    def keys(self) -> KeyRing:
+        """The store's S3 access keys (``objfs key create``), re-read when the file changes."""
+        return KeyRing.of_store(self.root)
+
+    def access_key(self, access_key_id: str) -> AccessKey | None:
+        """The key with this id, or None; a key created meanwhile by another process is found."""
+        return self.keys.get(access_key_id)
+
     def unlock_file(self, path: Path) -> None:
         self.set_immutable(path, False)
 
@@ -330,14 +399,17 @@ class Store(
                 except OSError:
                     self.mark_drive_suspect(drive)
 
-    def head_bucket(self, name: str) -> dict[str, Any]:
+    @guarded("head", target=lambda a, k, r: {"bucket": a[0] if a else k.get("name")})
+    def head_bucket(self, name: str, *, principal: Principal | None = None) -> dict[str, Any]:
         """The bucket's settings; raises NoSuchBucket."""
         with self.index.read() as txn:
             return self._bucket(txn, name)
 
-    def list_buckets(self) -> list[dict[str, Any]]:
+    @guarded("list", target=lambda a, k, r: {"bucket": None})
+    def list_buckets(self, *, principal: Principal | None = None) -> list[dict[str, Any]]:
+        """Every bucket's settings; with a principal only the buckets in its scope."""
         with self.index.read() as txn:
-            return [value for _, value in txn.scan("buckets")]
+            return [value for _, value in txn.scan("buckets") if principal is None or access.sees(principal, value["name"])]
 
     @audited(
         "bucket-settings",

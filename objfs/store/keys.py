@@ -1,8 +1,12 @@
-"""Access keys for the S3 sidecar, kept in ``STORE/keys.json`` (mode 0600).
+"""Access keys for the S3 sidecar, kept in ``STORE/keys.json`` (mode 0600), and their rights.
 
 The secret is printed once at creation; the file holds it because SigV4
 verification needs the secret itself, which is why the file is readable by
-the store's owner only.
+the store's owner only. A key holds the rights it was created with
+(:mod:`.access`): read-only or writer, a bucket scope, and the lock rights
+``legal_hold``, ``retention`` and ``bypass_governance``. A key written
+before a right existed loads with that right off. Fronts reach the keys
+through ``Store.keys`` / ``Store.access_key``.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import os
 import secrets
 import string
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .access import BYPASS_GOVERNANCE, LEGAL_HOLD, RETENTION, RIGHTS, WRITE
 from .errors import InvalidArgument
 
 KEYS_FILE = "keys.json"
@@ -30,9 +35,18 @@ class AccessKey:
     buckets: tuple[str, ...] = ()  # empty: every bucket
     bypass_governance: bool = False
     created: float = 0.0
+    legal_hold: bool = False
+    retention: bool = False
 
-    def may_access(self, bucket: str | None) -> bool:
-        return not self.buckets or bucket is None or bucket in self.buckets
+    def rights(self) -> list[str]:
+        """The rights this key holds beyond reading, by their names in :mod:`.access`."""
+        held = {
+            WRITE: not self.read_only,
+            LEGAL_HOLD: self.legal_hold,
+            RETENTION: self.retention,
+            BYPASS_GOVERNANCE: self.bypass_governance,
+        }
+        return [right for right in RIGHTS if held[right]]
 
 
 @dataclass
@@ -57,7 +71,14 @@ class KeyRing:
         if mtime == self._mtime:
             return
         raw = json.loads(self.path.read_text())
-        self._keys = {k: AccessKey(**dict(v, buckets=tuple(v.get("buckets", ())))) for k, v in raw.items()}
+        known = {f.name for f in fields(AccessKey)}
+        self._keys = {
+            k: AccessKey(
+                **{name: value for name, value in v.items() if name in known and name != "buckets"},
+                buckets=tuple(v.get("buckets", ())),
+            )
+            for k, v in raw.items()
+        }
         self._mtime = mtime
 
     def get(self, access_key: str) -> AccessKey | None:
@@ -77,11 +98,15 @@ class KeyRing:
         read_only: bool = False,
         buckets: tuple[str, ...] = (),
         bypass_governance: bool = False,
+        legal_hold: bool = False,
+        retention: bool = False,
         now: float = 0.0,
     ) -> AccessKey:
         """Create a key; the file is replaced atomically and stays 0600."""
         if not name or len(name) > 64:
             raise InvalidArgument("a key name is 1 to 64 characters")
+        if read_only and (legal_hold or retention or bypass_governance):
+            raise InvalidArgument("a read-only key cannot hold a lock right")
         key = AccessKey(
             access_key="OBJFS" + "".join(secrets.choice(_ALNUM) for _ in range(15)),
             secret_key=secrets.token_urlsafe(30)[:40],
@@ -89,6 +114,8 @@ class KeyRing:
             read_only=read_only,
             buckets=tuple(buckets),
             bypass_governance=bypass_governance,
+            legal_hold=legal_hold,
+            retention=retention,
             created=now,
         )
         with self._lock:

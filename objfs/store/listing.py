@@ -14,22 +14,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .audit import guarded
 from .errors import InvalidArgument
 from .index import SEP, bucket_prefix, long_key_head, stored_prefix, unpack
 from .names import check_prefix
 from .objects import Listing, ObjectInfo
 
 if TYPE_CHECKING:
-    from .engine import Store
+    from .engine import Principal, Store
 
 
 class ListingMixin:
     """Listing operations of :class:`objfs.store.Store`."""
 
-    def list_object_versions(self: Store, bucket: str, **kwargs: Any) -> VersionListing:
+    @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
+    def list_object_versions(self: Store, bucket: str, *, principal: Principal | None = None, **kwargs: Any) -> VersionListing:
         """See :func:`list_object_versions`."""
         return list_object_versions(self, bucket, **kwargs)
 
+    @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
     def list_objects(
         self: Store,
         bucket: str,
@@ -37,6 +40,8 @@ class ListingMixin:
         delimiter: str = "",
         start_after: str = "",
         max_keys: int = 1000,
+        *,
+        principal: Principal | None = None,
     ) -> Listing:
         """Current objects in key order, S3-style: ``prefix``, ``delimiter``,
         exclusive ``start_after`` and at most ``max_keys`` entries (objects

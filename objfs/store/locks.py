@@ -1,14 +1,44 @@
-"""The WORM rule every change to a version passes through (no other imports, no cycles)."""
+"""The WORM rule every change to a version passes through, and the retention modes (no other imports, no cycles).
+
+:data:`MODES` is the one place the retention modes are spelled; the
+engine, the CLI and the fronts import them from here (fronts through
+``objfs.store``).
+"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
 
-from .errors import ObjectLocked
+from .access import BYPASS_GOVERNANCE
+from .errors import InvalidArgument, ObjectLocked
 
 if TYPE_CHECKING:
     from .engine import Principal
+
+GOVERNANCE = "GOVERNANCE"
+COMPLIANCE = "COMPLIANCE"
+MODES = (GOVERNANCE, COMPLIANCE)
+
+
+def check_mode(mode: str | None) -> None:
+    """InvalidArgument unless ``mode`` is a retention mode."""
+    if mode not in MODES:
+        raise InvalidArgument(f"retention mode must be {' or '.join(MODES)}, not {mode!r}")
+
+
+def check_new_retention(retention: dict[str, object] | None, now: float) -> None:
+    """InvalidArgument unless ``retention`` (``{"mode", "until"}`` or None) may be given to a new version now."""
+    if retention is None:
+        return
+    check_mode(retention.get("mode"))  # type: ignore[arg-type]
+    if float(retention["until"]) <= now:  # type: ignore[arg-type]
+        raise InvalidArgument("the retain-until date must be in the future")
+
+
+def may_bypass(principal: Principal | None, asked: bool) -> bool:
+    """Whether a change may override GOVERNANCE retention: the principal holds the right and asked for it."""
+    return asked and principal is not None and principal.holds(BYPASS_GOVERNANCE)
 
 
 def utc_text(ts: float) -> str:
@@ -45,7 +75,7 @@ def check_lock(record: dict[str, Any], now: float, principal: Principal | None, 
     retention = record.get("retention")
     if not retention or retention["until"] <= now:
         return
-    if retention["mode"] == "GOVERNANCE" and bypass and principal is not None and principal.bypass_governance:
+    if retention["mode"] == GOVERNANCE and may_bypass(principal, bypass):
         return
     raise ObjectLocked(
         f"{record['bucket']}/{record['key']} version {record['version']} is locked ({retention['mode']}) until {utc_text(retention['until'])}"

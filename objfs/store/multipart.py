@@ -11,7 +11,7 @@ import io
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .audit import audited
+from .audit import audited, guarded
 from .blobs import BlobReader, BlobWriter, new_id
 from .errors import (
     EntityTooSmall,
@@ -23,6 +23,7 @@ from .errors import (
 )
 from .fragments import read_meta
 from .index import Txn
+from .locks import check_new_retention
 from .names import check_key
 from .objects import HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
 
@@ -37,11 +38,21 @@ def _part_key(upload_id: str, number: int) -> bytes:
     return upload_id.encode() + b"\0" + number.to_bytes(4, "big")
 
 
+def _in_upload(action: str):
+    """The access scope of a call naming an upload: ``action`` on the upload's bucket."""
+    return lambda store, args, kwargs: [(action, store.get_upload(args[0])["bucket"])]
+
+
+def _upload_target(args: tuple, kwargs: dict, result: Any) -> dict[str, Any]:
+    return {"upload": args[0]}
+
+
 class MultipartMixin:
     """Multipart upload operations of :class:`objfs.store.Store`."""
 
     min_part_size = MIN_PART_SIZE
 
+    @guarded("upload")
     def create_multipart(
         self: Store,
         bucket: str,
@@ -54,9 +65,11 @@ class MultipartMixin:
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
         posix: dict[str, int] | None = None,
+        principal: Principal | None = None,
     ) -> str:
         """Start an upload; returns its id. Durable when it returns."""
         check_key(key)
+        check_new_retention(retention, self.clock.now())
         upload_id = new_id()
         upload = {
             "id": upload_id,
@@ -90,6 +103,7 @@ class MultipartMixin:
             raise NoSuchUpload(f"upload {upload_id!r} does not exist")
         return upload
 
+    @guarded("upload", target=_upload_target, scope=_in_upload("upload"))
     def upload_part(
         self: Store,
         upload_id: str,
@@ -99,6 +113,7 @@ class MultipartMixin:
         length: int | None = None,
         content_md5: bytes | None = None,
         verify: Any = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` (1..10000), replacing an earlier one. Durable when it returns.
 
@@ -159,8 +174,9 @@ class MultipartMixin:
                 raise InvalidRange(f"bytes {start}-{end} are not within the {size} bytes of {src_bucket}/{src_key}")
             return self.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
 
+    @guarded("list", target=_upload_target, scope=_in_upload("list"))
     def list_parts(
-        self: Store, upload_id: str, marker: int = 0, max_parts: int = 1000
+        self: Store, upload_id: str, marker: int = 0, max_parts: int = 1000, *, principal: Principal | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
         """(upload, parts after ``marker``, truncated)."""
         with self.index.read() as txn:
@@ -174,14 +190,16 @@ class MultipartMixin:
                 parts.append({k: part[k] for k in ("number", "etag", "size", "created")})
         return upload, parts, truncated
 
-    def list_uploads(self: Store, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+    @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
+    def list_uploads(self: Store, bucket: str, prefix: str = "", *, principal: Principal | None = None) -> list[dict[str, Any]]:
         """Unfinished uploads of a bucket, by key then creation time."""
         with self.index.read() as txn:
             self._bucket(txn, bucket)
             uploads = [u for _, u in txn.scan("uploads") if u["bucket"] == bucket and u["key"].startswith(prefix)]
         return sorted(uploads, key=lambda u: (u["key"], u["created"]))
 
-    def abort_multipart(self: Store, upload_id: str) -> None:
+    @guarded("upload", target=_upload_target, scope=_in_upload("upload"))
+    def abort_multipart(self: Store, upload_id: str, *, principal: Principal | None = None) -> None:
         """Forget the upload and delete its parts. Durable when it returns."""
         with self.index.write() as txn:
             upload = self._upload(txn, upload_id)
@@ -194,7 +212,9 @@ class MultipartMixin:
         self._retire_files([{"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "version": "", "seq": 0}])
 
     @audited(
-        "write", target=lambda a, k, r: {"bucket": r.bucket, "key": r.key, "version": r.version_id} if r else {"upload": a[0]}
+        "write",
+        target=lambda a, k, r: {"bucket": r.bucket, "key": r.key, "version": r.version_id} if r else {"upload": a[0]},
+        scope=_in_upload("write"),
     )
     def complete_multipart(
         self: Store, upload_id: str, parts: list[tuple[int, str]], *, principal: Principal | None = None

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .audit import audited
+from .audit import audited, guarded
 from .blobs import BlobReader, BlobWriter, new_id
 from .errors import (
     DataLoss,
@@ -25,7 +25,7 @@ from .errors import (
     PreconditionFailed,
 )
 from .index import Txn, object_key, version_key
-from .locks import check_lock, lock_active
+from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
 
 if TYPE_CHECKING:
@@ -280,8 +280,7 @@ class ObjectsMixin:
             settings = self._bucket(txn, bucket)
         if (retention or legal_hold) and not settings.get("object_lock"):
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
-        if retention and retention.get("mode") not in ("GOVERNANCE", "COMPLIANCE"):
-            raise InvalidArgument("retention mode must be GOVERNANCE or COMPLIANCE")
+        check_new_retention(retention, self.clock.now())
         writer = BlobWriter(self, self.config.hot.name)
         try:
             etag, head = writer.ingest(body, length, content_md5=content_md5, verify=verify, head_bytes=HEAD_BYTES)
@@ -431,7 +430,10 @@ class ObjectsMixin:
 
     # -- reads ------------------------------------------------------------------
 
-    def head_object(self: Store, bucket: str, key: str, version_id: str | None = None) -> ObjectInfo:
+    @guarded("head")
+    def head_object(
+        self: Store, bucket: str, key: str, version_id: str | None = None, *, principal: Principal | None = None
+    ) -> ObjectInfo:
         """The record of the current version (or ``version_id``).
 
         Raises NoSuchKey (also when the current version is a delete marker)
@@ -568,6 +570,7 @@ class ObjectsMixin:
     @audited(
         "copy",
         target=lambda a, k, r: {"bucket": a[2], "key": a[3], "source": f"{a[0]}/{a[1]}", "version": r.version_id if r else None},
+        scope=lambda store, a, k: [("copy", a[2]), ("read", a[0])],
     )
     def copy_object(
         self: Store,

@@ -1,10 +1,15 @@
 """WORM: retention, legal holds and the bucket's default lock, enforced for every front.
 
-COMPLIANCE retention can only be extended, by anyone; nobody deletes or
-overwrites the version before it ends. GOVERNANCE retention can be
-shortened, removed or bypassed only by a principal holding the
-bypass-governance permission who asks for the bypass. A legal hold blocks
-deletion whatever the dates. Fragment files of a locked version are marked
+Who may change a lock is the principal's rights (:mod:`.access`), checked
+before any of these run: placing or lifting a legal hold needs
+``legal-hold``; setting or extending a version's retention, and the
+bucket's default retention, need ``retention``.
+COMPLIANCE retention can only be extended; nobody deletes or overwrites
+the version before it ends. GOVERNANCE retention can be extended by a
+``retention`` holder; shortening it, removing it or raising it to
+COMPLIANCE (which nobody could then undo) is a governance bypass: only a
+principal holding ``bypass-governance`` who asks for the bypass may.
+A legal hold blocks deletion whatever the dates. Fragment files of a locked version are marked
 immutable on drives whose filesystem supports it, so even root's ``rm``
 fails until the engine lifts the flag.
 """
@@ -16,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from .audit import audited
 from .errors import InvalidArgument, ObjectLocked, PreconditionFailed
-from .locks import in_commit_grace, lock_active, utc_text
+from .locks import COMPLIANCE, check_mode, in_commit_grace, lock_active, may_bypass, utc_text
 from .objects import ObjectInfo
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
 
-MODES = ("GOVERNANCE", "COMPLIANCE")
+
 DAY = 86400
 YEAR = 365 * DAY  # S3 counts a retention year as 365 days
 
@@ -49,8 +54,7 @@ class RetentionMixin:
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         if mode is None:
             return self.update_bucket(bucket, lock_default=None)
-        if mode not in MODES:
-            raise InvalidArgument(f"retention mode must be GOVERNANCE or COMPLIANCE, not {mode!r}")
+        check_mode(mode)
         if (days is None) == (years is None):
             raise InvalidArgument("a default retention has either Days or Years")
         count = days if days is not None else years
@@ -74,12 +78,13 @@ class RetentionMixin:
         """Set, extend, shorten or remove the retention of one version, under the WORM rules.
 
         COMPLIANCE: only an extension (same mode, later date) is accepted.
-        GOVERNANCE: extensions and a switch to COMPLIANCE are free; shortening
-        or removal needs a bypass-governance principal asking for the bypass.
-        The new retention is on the drives and in the index when this returns.
+        GOVERNANCE: an extension in GOVERNANCE is accepted; shortening,
+        removal or a switch to COMPLIANCE needs a bypass-governance principal
+        asking for the bypass. The new retention is on the drives and in the
+        index when this returns.
         """
-        if mode is not None and mode not in MODES:
-            raise InvalidArgument(f"retention mode must be GOVERNANCE or COMPLIANCE, not {mode!r}")
+        if mode is not None:
+            check_mode(mode)
         if (mode is None) != (until is None):
             raise InvalidArgument("a retention has both a mode and a date, or neither")
         settings = self.head_bucket(bucket)
@@ -93,13 +98,17 @@ class RetentionMixin:
             current = record.get("retention")
             if not current or current["until"] <= now:
                 return
-            stricter = until is not None and until >= current["until"] and (mode == "COMPLIANCE" or current["mode"] == mode)
-            if stricter:
-                return
-            if current["mode"] == "COMPLIANCE":
+            if until is not None and until >= current["until"] and mode == current["mode"]:
+                return  # an extension in the same mode
+            if current["mode"] == COMPLIANCE:
                 raise ObjectLocked(f"{bucket}/{key}: COMPLIANCE retention can only be extended")
-            if not (bypass_governance and principal is not None and principal.bypass_governance):
-                raise ObjectLocked(f"{bucket}/{key}: shortening GOVERNANCE retention needs the bypass-governance permission")
+            if not may_bypass(principal, bypass_governance):
+                change = (
+                    "raising GOVERNANCE retention to COMPLIANCE"
+                    if mode == COMPLIANCE
+                    else "shortening or removing GOVERNANCE retention"
+                )
+                raise ObjectLocked(f"{bucket}/{key}: {change} needs the bypass-governance permission, asked for")
 
         retention = None if mode is None else {"mode": mode, "until": float(until)}
         return self._change_lock(bucket, key, version_id, rule, {"retention": retention})
@@ -160,11 +169,13 @@ class RetentionMixin:
         opens a file for writing long before it commits). ``action`` is one of
         ``write``, ``delete``, ``truncate``, ``rename``, ``setattr``, ``setxattr``;
         renames and attribute changes honour the commit grace. The refusal is
-        a durable ``denied`` audit line before this raises. ``info`` None (a
-        file that exists only in a front's staging) passes.
+        a durable ``denied`` audit line before this raises. The principal's
+        rights are checked too (AccessDenied, audited the same way). ``info``
+        None (a file that exists only in a front's staging) passes.
         """
         if info is None:
             return
+        self.authorize(principal, action, info.bucket, info.key)
         reason = self.lock_state(info, action=action)
         if reason is None:
             return

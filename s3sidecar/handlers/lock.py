@@ -1,8 +1,10 @@
 """Object lock (WORM) as S3 defines it: the bucket's default retention, each version's
 retention and legal hold, and the ``x-amz-object-lock-*`` headers of writes and reads.
 
-The WORM rules themselves live in the engine (:mod:`objfs.store.retention`)
-and hold for every front; this module only translates. Guarantees:
+The WORM rules and the rights to change locks live in the engine
+(:mod:`objfs.store.retention`, :mod:`objfs.store.access`) and hold for every
+front; this module only translates (it never reads the engine's clock:
+whether a date is in the future is the engine's decision). Guarantees:
 
 * A lock header or lock subresource on a bucket created without object lock
   is ``InvalidRequest`` ("Bucket is missing Object Lock Configuration"),
@@ -10,6 +12,9 @@ and hold for every front; this module only translates. Guarantees:
 * ``x-amz-bypass-governance-retention: true`` is passed to the engine as a
   request only; it takes effect for keys holding the bypass permission
   (``objfs key create --bypass-governance``) and never for COMPLIANCE.
+* Lock headers on a write, ``?retention`` and ``?legal-hold`` need the
+  key's ``retention`` / ``legal-hold`` rights (``objfs key create
+  --retention --legal-hold``), asked of the engine before the body is read.
 * The engine's ``ObjectLocked`` leaves as ``AccessDenied`` (403), as AWS
   answers a change to a locked version (see :data:`s3sidecar.bridge.ENGINE_ERRORS`).
 * Every change passes ``principal=req.principal`` so the audit trail names
@@ -23,7 +28,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from objfs.store import ObjectInfo, Store
+from objfs.store import RETENTION_MODES, ObjectInfo, Store
 
 from .. import errors as S3
 from ..context import S3Request, empty_response, xml_response
@@ -32,7 +37,6 @@ from ..xmlio import build, http_date, iso8601, parse_iso8601, parse_legal_hold, 
 MODE_HEADER = "x-amz-object-lock-mode"
 UNTIL_HEADER = "x-amz-object-lock-retain-until-date"
 HOLD_HEADER = "x-amz-object-lock-legal-hold"
-MODES = ("GOVERNANCE", "COMPLIANCE")
 MISSING_LOCK = "Bucket is missing Object Lock Configuration"
 
 
@@ -50,10 +54,11 @@ class LockHeaders:
 
 
 def lock_headers_of(req: S3Request) -> LockHeaders:
-    """Parse and validate the lock headers of a write, with AWS's errors.
+    """Parse the lock headers of a write, with AWS's errors.
 
-    Mode and date come together or not at all; the date is ISO 8601 and in
-    the future (by the engine's clock); the legal hold is ``ON`` or ``OFF``.
+    Mode and date come together or not at all; the date is ISO 8601 (the
+    engine refuses one that is not in the future); the legal hold is ``ON``
+    or ``OFF``.
     """
     mode = req.headers.get(MODE_HEADER)
     until_text = req.headers.get(UNTIL_HEADER)
@@ -65,7 +70,7 @@ def lock_headers_of(req: S3Request) -> LockHeaders:
             ArgumentName=MODE_HEADER if mode is None else UNTIL_HEADER,
         )
     if mode is not None and until_text is not None:
-        if mode not in MODES:
+        if mode not in RETENTION_MODES:
             raise S3.InvalidArgument("Unknown wormMode directive.", ArgumentName=MODE_HEADER, ArgumentValue=mode)
         try:
             until = parse_iso8601(until_text)
@@ -73,8 +78,6 @@ def lock_headers_of(req: S3Request) -> LockHeaders:
             raise S3.InvalidArgument(
                 "The retain until date must be provided in ISO 8601 format", ArgumentName=UNTIL_HEADER, ArgumentValue=until_text
             ) from None
-        if until <= req.store.clock.now():
-            raise S3.InvalidArgument("The retain until date must be in the future!", ArgumentName=UNTIL_HEADER)
         retention = {"mode": mode, "until": until}
     if hold_text is not None and hold_text not in ("ON", "OFF"):
         raise S3.InvalidArgument("Legal Hold must be either of 'ON' or 'OFF'", ArgumentName=HOLD_HEADER, ArgumentValue=hold_text)

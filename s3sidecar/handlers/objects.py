@@ -355,7 +355,7 @@ def _directive(req: S3Request, name: str) -> str:
 
 
 def copy_source(req: S3Request) -> tuple[str, str, str | None]:
-    """The copy source (the key's right to read it was checked by :func:`s3sidecar.auth.authorize`)."""
+    """The copy source (the engine checked that the key may read its bucket: auth.authorize)."""
     return decode_copy_source(req.headers["x-amz-copy-source"])
 
 

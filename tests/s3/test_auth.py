@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import botocore.auth
 import pytest
@@ -11,7 +15,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from s3helpers import Key, create_key, http, make_client
+from s3helpers import Key, create_key, env, http, make_client
 
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -95,12 +99,27 @@ def test_expired_presigned_url(server, s3, bucket, monkeypatch):
     assert error_code(http("GET", tampered).content) == "SignatureDoesNotMatch"
 
 
+def denied_lines(store: Path, who: str) -> list[dict]:
+    """The audit's ``denied`` lines of one S3 key (by its unique name), read with the CLI."""
+    out = subprocess.run(
+        [sys.executable, "-m", "objfs.cli", "audit", "show", str(store), "--who", who],
+        capture_output=True,
+        check=True,
+        env=env(),
+        timeout=60,
+    ).stdout
+    return [e for e in map(json.loads, out.splitlines()) if e["who"] == f"s3:{who}" and e["outcome"] == "denied"]
+
+
+VIEWER = "viewer-" + uuid.uuid4().hex[:8]
+
+
 @pytest.fixture(scope="module")
 def read_only_key(s3_store, server) -> Key:
-    return create_key(s3_store, "--name", "viewer", "--read-only")
+    return create_key(s3_store, "--name", VIEWER, "--read-only")
 
 
-def test_read_only_key_reads_but_cannot_write(server, s3, bucket, read_only_key):
+def test_read_only_key_reads_but_cannot_write(server, s3, s3_store, bucket, read_only_key):
     s3.put_object(Bucket=bucket, Key="r", Body=b"x")
     viewer = make_client(server.url, read_only_key)
     assert viewer.get_object(Bucket=bucket, Key="r")["Body"].read() == b"x"
@@ -121,6 +140,19 @@ def test_read_only_key_reads_but_cannot_write(server, s3, bucket, read_only_key)
             attempt()
         assert code(exc) == "AccessDenied"
     assert s3.get_object(Bucket=bucket, Key="r")["Body"].read() == b"x"
+    # Each refusal is the engine's, and a durable audit line naming the key.
+    lines = denied_lines(s3_store, VIEWER)
+    assert [e["action"] for e in lines] == [
+        "write",
+        "delete",
+        "delete",
+        "copy",
+        "upload",
+        "setattr",
+        "create-bucket",
+        "delete-bucket",
+    ]
+    assert lines[0]["key"] == "r" and lines[0]["bucket"] == bucket and "write right" in lines[0]["detail"]
 
 
 def test_bucket_limited_key(server, s3, s3_store):
@@ -128,7 +160,8 @@ def test_bucket_limited_key(server, s3, s3_store):
     s3.create_bucket(Bucket=mine)
     s3.create_bucket(Bucket=other)
     s3.put_object(Bucket=other, Key="secret", Body=b"s")
-    limited = make_client(server.url, create_key(s3_store, "--name", "limited", "--bucket", mine))
+    name = "limited-" + uuid.uuid4().hex[:8]
+    limited = make_client(server.url, create_key(s3_store, "--name", name, "--bucket", mine))
     assert [b["Name"] for b in limited.list_buckets()["Buckets"]] == [mine]
     limited.put_object(Bucket=mine, Key="k", Body=b"ok")
     for attempt in (
@@ -142,3 +175,5 @@ def test_bucket_limited_key(server, s3, s3_store):
         assert code(exc) == "AccessDenied"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=mine, Key="stolen")
+    lines = denied_lines(s3_store, name)
+    assert [(e["action"], e["bucket"]) for e in lines] == [("read", other), ("list", other), ("write", other), ("read", other)]

@@ -49,9 +49,21 @@ def objfs_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
+def lock_admin_key(s3_store: Path, server) -> Key:
+    """A writer key that may also set retention and legal holds (not bypass GOVERNANCE)."""
+    return create_key(s3_store, "--name", "lock-admin", "--retention", "--legal-hold")
+
+
+@pytest.fixture(scope="session")
+def s3(server, lock_admin_key: Key):
+    """This module's default client: lock changes need the key's lock rights."""
+    return make_client(server.url, lock_admin_key)
+
+
+@pytest.fixture(scope="session")
 def officer_key(s3_store: Path, server) -> Key:
-    """An administrator's key holding the bypass-governance permission."""
-    return create_key(s3_store, "--name", "records-officer", "--bypass-governance")
+    """An administrator's key holding the bypass-governance permission (and the other lock rights)."""
+    return create_key(s3_store, "--name", "records-officer", "--bypass-governance", "--retention", "--legal-hold")
 
 
 @pytest.fixture(scope="session")
@@ -266,7 +278,7 @@ def test_compliance_version_survives_every_key_and_every_request(s3, officer, lo
     s3.delete_object(Bucket=locked, Key="study/1.dcm")
     assert s3.get_object(Bucket=locked, Key="study/1.dcm", VersionId=version)["Body"].read() == b"image"
 
-    # Extension is allowed, for anyone who may write.
+    # Extension is allowed, for any key holding the retention right.
     later = until + 30 * DAY
     s3.put_object_retention(
         Bucket=locked, Key="study/1.dcm", VersionId=version, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": later}
@@ -464,6 +476,83 @@ def test_read_only_key_cannot_change_locks_or_versioning(s3, reader, locked: str
     assert s3.get_object_legal_hold(Bucket=locked, Key="r")["LegalHold"]["Status"] == "OFF"
 
 
+def denied(store: Path, who: str) -> list[tuple[str, str]]:
+    """(action, key) of the audit's ``denied`` lines naming the S3 key ``who``."""
+    out = objfs_cli("audit", "show", str(store), "--who", who).stdout.splitlines()
+    return [(e["action"], e.get("key")) for e in map(json.loads, out) if e["who"] == f"s3:{who}" and e["outcome"] == "denied"]
+
+
+@pytest.fixture(scope="session")
+def writer_name(s3_store: Path, server) -> str:
+    return new_name("writer")
+
+
+@pytest.fixture(scope="session")
+def writer(server, s3_store: Path, writer_name: str):
+    """A key that may write and delete, but holds no lock right."""
+    return make_client(server.url, create_key(s3_store, "--name", writer_name))
+
+
+def test_a_writer_cannot_lift_a_legal_hold_to_delete(s3, writer, writer_name: str, s3_store: Path, locked: str) -> None:
+    version = s3.put_object(Bucket=locked, Key="held", Body=b"x", ObjectLockLegalHoldStatus="ON")["VersionId"]
+    with pytest.raises(ClientError) as exc:
+        writer.put_object_legal_hold(Bucket=locked, Key="held", VersionId=version, LegalHold={"Status": "OFF"})
+    assert code(exc) == "AccessDenied"
+    with pytest.raises(ClientError) as exc:
+        writer.delete_object(Bucket=locked, Key="held", VersionId=version)
+    assert code(exc) == "AccessDenied"
+    with pytest.raises(ClientError) as exc:  # nor place one
+        writer.put_object(Bucket=locked, Key="other", Body=b"y", ObjectLockLegalHoldStatus="ON")
+    assert code(exc) == "AccessDenied"
+    assert s3.get_object_legal_hold(Bucket=locked, Key="held", VersionId=version)["LegalHold"]["Status"] == "ON"
+    assert [a for a, _ in denied(s3_store, writer_name)][-3:] == ["legal-hold", "delete", "write"]
+    # With the legal-hold right (s3's key) it is lifted, and then the writer may delete.
+    s3.put_object_legal_hold(Bucket=locked, Key="held", VersionId=version, LegalHold={"Status": "OFF"})
+    writer.delete_object(Bucket=locked, Key="held", VersionId=version)
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=locked, Key="other")
+    assert status(exc) == 404
+
+
+def test_retention_needs_the_retention_right(s3, writer, writer_name: str, s3_store: Path, locked: str) -> None:
+    until = now() + DAY
+    with pytest.raises(ClientError) as exc:
+        writer.put_object(Bucket=locked, Key="r", Body=b"x", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=until)
+    assert code(exc) == "AccessDenied"
+    with pytest.raises(ClientError) as exc:
+        writer.create_multipart_upload(Bucket=locked, Key="m", ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
+    assert code(exc) == "AccessDenied"
+    writer.put_object(Bucket=locked, Key="r", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        writer.put_object_retention(Bucket=locked, Key="r", Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+    assert code(exc) == "AccessDenied"
+    assert "ObjectLockMode" not in s3.head_object(Bucket=locked, Key="r")
+    assert s3.list_multipart_uploads(Bucket=locked).get("Uploads", []) == []
+    assert [a for a, _ in denied(s3_store, writer_name)][-3:] == ["write", "upload", "retention"]
+
+
+def test_hardening_governance_to_compliance_needs_the_bypass(s3, officer, s3_store: Path, locked: str) -> None:
+    until = now() + DAY
+    version = put_locked(s3, locked, "harden", b"x", "GOVERNANCE", until)
+    compliance = {"Mode": "COMPLIANCE", "RetainUntilDate": until + DAY}
+    for client, bypass in ((s3, True), (officer, False)):  # the right without asking, or asking without the right
+        with pytest.raises(ClientError) as exc:
+            client.put_object_retention(
+                Bucket=locked, Key="harden", VersionId=version, Retention=compliance, BypassGovernanceRetention=bypass
+            )
+        assert code(exc) == "AccessDenied"
+    assert s3.get_object_retention(Bucket=locked, Key="harden", VersionId=version)["Retention"]["Mode"] == "GOVERNANCE"
+    assert ("retention", "harden") in denied(s3_store, "lock-admin")
+    # Extending GOVERNANCE needs only the retention right.
+    s3.put_object_retention(
+        Bucket=locked, Key="harden", VersionId=version, Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until + DAY}
+    )
+    officer.put_object_retention(
+        Bucket=locked, Key="harden", VersionId=version, Retention=compliance, BypassGovernanceRetention=True
+    )
+    assert s3.get_object_retention(Bucket=locked, Key="harden", VersionId=version)["Retention"]["Mode"] == "COMPLIANCE"
+
+
 def test_deletion_is_allowed_once_retention_ends(s3, locked: str) -> None:
     # The server's clock cannot be moved from here: a short real retention instead.
     until = now() + dt.timedelta(seconds=3)
@@ -490,7 +579,7 @@ def test_subresources_on_the_wrong_level_are_refused(server, admin_key: Key, loc
 
 def test_reads_and_changes_are_audited_under_the_s3_key(server, s3_store: Path, s3, locked: str) -> None:
     name = new_name("radiologist")
-    client = make_client(server.url, create_key(s3_store, "--name", name))
+    client = make_client(server.url, create_key(s3_store, "--name", name, "--retention"))
     version = client.put_object(Bucket=locked, Key="study/2.dcm", Body=b"ct")["VersionId"]
     client.put_object_retention(
         Bucket=locked, Key="study/2.dcm", Retention={"Mode": "GOVERNANCE", "RetainUntilDate": now() + DAY}

@@ -13,8 +13,8 @@ from objfs.store import Principal, Store
 from objfs.store.errors import InvalidArgument, NoSuchKey, NoSuchVersion, ObjectLocked
 
 DAY = 86400
-ADMIN = Principal("s3:admin")
-BYPASS = Principal("s3:records-officer", bypass_governance=True)
+ADMIN = Principal("s3:admin", legal_hold=True, retention=True)
+BYPASS = Principal("s3:records-officer", bypass_governance=True, legal_hold=True, retention=True)
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_compliance_survives_everyone_until_it_ends(locked: Store) -> None:
         "worm", "study/1.dcm", b"image", retention={"mode": "COMPLIANCE", "until": now + 7 * 365 * DAY}, principal=ADMIN
     )
     version = info.version_id
-    for who in (ADMIN, BYPASS, Principal("cli:root", bypass_governance=True)):
+    for who in (ADMIN, BYPASS, Principal.system("cli", who="root")):
         with pytest.raises(ObjectLocked):
             locked.delete_object("worm", "study/1.dcm", version, principal=who, bypass_governance=True)
         with pytest.raises(ObjectLocked):
