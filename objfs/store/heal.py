@@ -22,7 +22,7 @@ from .blobs import BlobReader
 from .drives import BLOBS, Drive, rendezvous_order
 from .errors import DataLoss
 from .fragments import FragmentWriter, owner_tag, read_footer
-from .index import object_key
+from .index import object_key, version_key
 from .locks import lock_active
 
 if TYPE_CHECKING:
@@ -132,17 +132,22 @@ class MaintenanceMixin:
                 return
             new = dict(current, gen=time.time_ns())
             new["parts"] = [dict(d, drives=placement.get(d["id"], d["drives"])) for d in current.get("parts", [])]
-            self._write_meta_files(new)
 
             def commit(txn, current=current, new=new) -> bool:
-                now = self._record_by_id(record["bucket"], record["key"], record["id"])
-                if now is None or now.get("gen") != current.get("gen"):
+                found = txn.get("objects", object_key(current["bucket"], current["key"]))
+                if found is None or found["id"] != current["id"]:
+                    found = txn.get("versions", version_key(current["bucket"], current["key"], current["seq"]))
+                if found is None or found.get("gen") != current.get("gen"):
                     return False
                 self._store_record(txn, new)
                 return True
 
-            if self.index.commit(commit):
-                return
+            where = {"id": current["id"], "bucket": current["bucket"], "key": current["key"], "gen": new["gen"]}
+            with self._meta_change([where]):
+                self._write_meta_files(new)
+                if self.index.commit(commit):
+                    return
+                self.reconcile_metas([where])  # raced: the drives say what the index says, then retry
 
     def heal_blob(self: Store, desc: dict[str, Any], report: HealReport) -> bool:
         """Verify every frame and footer of a blob and rewrite the fragment files that are missing or corrupt.

@@ -43,6 +43,9 @@ class DeadJournal:
     path: Path
     header: dict[str, Any]
     uncommitted: list[str]
+    #: Metadata changes written to the drives whose index commit was never settled:
+    #: ``{"id", "bucket", "key"}`` as the index knew the version (or upload) before.
+    unsettled_meta: list[dict[str, Any]]
 
 
 class IntentJournal:
@@ -104,6 +107,23 @@ class IntentJournal:
                 self._open.discard(blob_id)
                 self._append(f"-{blob_id}")
 
+    def begin_meta(self, where: dict[str, Any]) -> str:
+        """Record that the drives' metadata of ``where["id"]`` is about to change ahead of an index commit.
+
+        ``where`` names the version (or upload) as the index knows it now
+        (``id``, ``bucket``, ``key``), where the change moves it (``to``, a
+        rename) and the ``gen`` written, so a scrub can make the drives agree
+        with the index again if this process dies before :meth:`end_meta`.
+        """
+        token = f"{where['id']}"
+        with self._lock:
+            self._append("+m " + json.dumps({k: where.get(k) for k in ("id", "bucket", "key", "to", "gen")}))
+        return token
+
+    def end_meta(self, token: str) -> None:
+        with self._lock:
+            self._append(f"-m {token}")
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None and self._pid == os.getpid():
@@ -135,9 +155,18 @@ class IntentJournal:
             except ValueError:
                 header = {}
             pending: dict[str, None] = {}
+            metas: dict[str, dict[str, Any]] = {}
             for line in raw[1:]:
-                if line.startswith("+"):
+                if line.startswith("+m "):
+                    try:
+                        where = json.loads(line[3:])
+                    except ValueError:
+                        continue
+                    metas[where["id"]] = where
+                elif line.startswith("-m "):
+                    metas.pop(line[3:], None)
+                elif line.startswith("+"):
                     pending[line[1:]] = None
                 elif line.startswith("-"):
                     pending.pop(line[1:], None)
-            yield DeadJournal(path, header, list(pending))
+            yield DeadJournal(path, header, list(pending), list(metas.values()))

@@ -86,11 +86,13 @@ class MultipartMixin:
         }
         with self.index.read() as txn:
             self._bucket(txn, bucket)
-        # The drives learn of the upload first, so rebuild-index restores unfinished uploads.
-        self._write_meta_files({"id": upload_id, "bucket": bucket, "key": key, "upload": upload, "gen": time.time_ns()})
-        with self.index.write() as txn:
-            self._bucket(txn, bucket)
-            txn.put("uploads", upload_id.encode(), upload)
+        meta = {"id": upload_id, "bucket": bucket, "key": key, "upload": upload, "gen": time.time_ns()}
+        with self._meta_change([{"id": upload_id, "bucket": bucket, "key": key, "gen": meta["gen"]}]):
+            # The drives learn of the upload first, so rebuild-index restores unfinished uploads.
+            self._write_meta_files(meta)
+            with self.index.write() as txn:
+                self._bucket(txn, bucket)
+                txn.put("uploads", upload_id.encode(), upload)
         return upload_id
 
     def get_upload(self: Store, upload_id: str) -> dict[str, Any]:
@@ -201,15 +203,18 @@ class MultipartMixin:
     @guarded("upload", target=_upload_target, scope=_in_upload("upload"))
     def abort_multipart(self: Store, upload_id: str, *, principal: Principal | None = None) -> None:
         """Forget the upload and delete its parts. Durable when it returns."""
-        with self.index.write() as txn:
-            upload = self._upload(txn, upload_id)
-            parts = [p for _, p in txn.scan("parts", upload_id.encode() + b"\0")]
-            for part in parts:
-                txn.delete("parts", _part_key(upload_id, part["number"]))
-            self._queue_blob_gc(txn, [p["blob"] for p in parts], upload_id)
-            txn.delete("uploads", upload_id.encode())
-        # Before this returns: the drives say the upload is gone, so rebuild-index does not restore it.
-        self._retire_files([{"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "version": "", "seq": 0}])
+        upload = self.get_upload(upload_id)
+        where = {"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "gen": time.time_ns()}
+        with self._meta_change([where]):  # killed before the tombstone: scrub writes it from the index
+            with self.index.write() as txn:
+                upload = self._upload(txn, upload_id)
+                parts = [p for _, p in txn.scan("parts", upload_id.encode() + b"\0")]
+                for part in parts:
+                    txn.delete("parts", _part_key(upload_id, part["number"]))
+                self._queue_blob_gc(txn, [p["blob"] for p in parts], upload_id)
+                txn.delete("uploads", upload_id.encode())
+            # Before this returns: the drives say the upload is gone, so rebuild-index does not restore it.
+            self._retire_files([{"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "version": "", "seq": 0}])
 
     @audited(
         "write",
@@ -266,8 +271,7 @@ class MultipartMixin:
         head = self._head_bytes(record)
         for indexer in self.indexers:
             merge_indexed(record, indexer.extract(head, record["key"]))
-        record["seq"] = time.time_ns()
-        self._write_meta_files(record)
+        record["seq"] = record["gen"] = time.time_ns()  # newer than the upload's own meta on the drives
         unused = [p["blob"] for n, p in stored.items() if n not in set(numbers)]
 
         def retire_upload(txn: Txn) -> None:
@@ -277,7 +281,10 @@ class MultipartMixin:
             self._queue_blob_gc(txn, unused, upload_id)
             txn.delete("uploads", upload_id.encode())
 
-        self._commit_put(settings, record, principal=principal, within=retire_upload)
+        where = {"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "gen": record["gen"]}
+        with self._meta_change([where]):
+            self._write_meta_files(record)
+            self._commit_put(settings, record, principal=principal, within=retire_upload)
         self._forget_upload_meta(upload_id)
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)

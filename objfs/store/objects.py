@@ -517,53 +517,56 @@ class ObjectsMixin:
                 marker["delete_marker"] = True
                 marker["version"] = marker["id"] if versioning == "Enabled" else "null"
                 marker["seq"] = time.time_ns()
+        wheres = [{"id": marker["id"], "bucket": bucket, "key": key, "gen": 0}] if marker is not None else []
+        with self._meta_change(wheres):  # a marker the index refuses must not stay on the drives
+            if marker is not None:
                 self._write_meta_files(marker)
-        with self.index.write() as txn:
-            settings = self._bucket(txn, bucket)
-            okey = object_key(bucket, key)
-            current = txn.get("objects", okey)
-            now = self.clock.now()
-            if version_id is None:
-                versioning = settings.get("versioning")
-                if versioning is None:
-                    if current is None:
-                        raise NoSuchKey(f"{bucket}/{key} does not exist")
-                    check_lock(current, now, principal, bypass_governance)
-                    txn.delete("objects", okey)
-                    garbage = [current]
-                    self._queue_gc(txn, garbage, override=lock_active(current, now))
-                    result = {"version_id": None, "delete_marker": False}
-                else:
-                    if marker is None:
-                        raise PreconditionFailed("the bucket's versioning changed during the delete; try again")
-                    garbage = self._retire_current(txn, settings, current, principal) if current else []
-                    marker["version"] = marker["id"] if versioning == "Enabled" else "null"
-                    marker["seq"] = max(marker["seq"], (current or {}).get("seq", 0) + 1)
-                    txn.put("objects", okey, marker)
-                    result = {"version_id": marker["version"], "delete_marker": True}
-                for indexer in self.indexers:
-                    indexer.on_change(txn, current if current and not current.get("delete_marker") else None, None)
-            else:
-                target = self._find(txn, bucket, key, version_id)
-                check_lock(target, now, principal, bypass_governance)
-                if current is not None and current["version"] == version_id:
-                    txn.delete("objects", okey)
-                    promoted = None
-                    for vkey, rec in txn.scan("versions", okey + b"\0"):
-                        if rec["key"] == key:
-                            promoted = (vkey, rec)
-                            break
-                    if promoted:
-                        txn.delete("versions", promoted[0])
-                        txn.put("objects", okey, promoted[1])
+            with self.index.write() as txn:
+                settings = self._bucket(txn, bucket)
+                okey = object_key(bucket, key)
+                current = txn.get("objects", okey)
+                now = self.clock.now()
+                if version_id is None:
+                    versioning = settings.get("versioning")
+                    if versioning is None:
+                        if current is None:
+                            raise NoSuchKey(f"{bucket}/{key} does not exist")
+                        check_lock(current, now, principal, bypass_governance)
+                        txn.delete("objects", okey)
+                        garbage = [current]
+                        self._queue_gc(txn, garbage, override=lock_active(current, now))
+                        result = {"version_id": None, "delete_marker": False}
+                    else:
+                        if marker is None:
+                            raise PreconditionFailed("the bucket's versioning changed during the delete; try again")
+                        garbage = self._retire_current(txn, settings, current, principal) if current else []
+                        marker["version"] = marker["id"] if versioning == "Enabled" else "null"
+                        marker["seq"] = max(marker["seq"], (current or {}).get("seq", 0) + 1)
+                        txn.put("objects", okey, marker)
+                        result = {"version_id": marker["version"], "delete_marker": True}
                     for indexer in self.indexers:
-                        newcur = promoted[1] if promoted and not promoted[1].get("delete_marker") else None
-                        indexer.on_change(txn, None if target.get("delete_marker") else target, newcur)
+                        indexer.on_change(txn, current if current and not current.get("delete_marker") else None, None)
                 else:
-                    txn.delete("versions", version_key(bucket, key, target["seq"]))
-                garbage = [target]
-                self._queue_gc(txn, garbage, override=lock_active(target, now))
-                result = {"version_id": version_id, "delete_marker": bool(target.get("delete_marker"))}
+                    target = self._find(txn, bucket, key, version_id)
+                    check_lock(target, now, principal, bypass_governance)
+                    if current is not None and current["version"] == version_id:
+                        txn.delete("objects", okey)
+                        promoted = None
+                        for vkey, rec in txn.scan("versions", okey + b"\0"):
+                            if rec["key"] == key:
+                                promoted = (vkey, rec)
+                                break
+                        if promoted:
+                            txn.delete("versions", promoted[0])
+                            txn.put("objects", okey, promoted[1])
+                        for indexer in self.indexers:
+                            newcur = promoted[1] if promoted and not promoted[1].get("delete_marker") else None
+                            indexer.on_change(txn, None if target.get("delete_marker") else target, newcur)
+                    else:
+                        txn.delete("versions", version_key(bucket, key, target["seq"]))
+                    garbage = [target]
+                    self._queue_gc(txn, garbage, override=lock_active(target, now))
+                    result = {"version_id": version_id, "delete_marker": bool(target.get("delete_marker"))}
         self._retire_files(garbage)
         return result
 

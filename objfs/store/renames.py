@@ -6,13 +6,16 @@ A rename first records the new name beside the fragments (so
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .audit import audited
 from .drives import rendezvous_order
 from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
-from .fragments import write_meta
+from .fragments import read_meta, write_meta
 from .index import Txn, object_key, version_key
 from .locks import check_lock, in_commit_grace, lock_active
 from .names import check_key
@@ -20,6 +23,8 @@ from .objects import ObjectInfo
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
+
+log = logging.getLogger(__name__)
 
 
 class RenamesMixin:
@@ -70,11 +75,16 @@ class RenamesMixin:
                 stamp = time.time_ns()
                 new = dict(rec, key=dst, gen=stamp, seq=max(stamp, rec["seq"] + 1))
                 moved.append(new)
-            # The drives learn the new names before the index does (rebuild-index).
-            list(self.io_pool.map(self._write_meta_files, moved))
+            wheres = [
+                {"id": r["id"], "bucket": bucket, "key": src, "to": dst, "gen": new["gen"]}
+                for r, new, (src, dst) in zip(sources, moved, pairs)
+            ]
             garbage: list[dict[str, Any]] = []
             try:
-                garbage = self._commit_renames(bucket, sources, moved, pairs, no_replace, principal)
+                with self._meta_change(wheres):
+                    # The drives learn the new names before the index does (rebuild-index).
+                    list(self.io_pool.map(self._write_meta_files, moved))
+                    garbage = self._commit_renames(bucket, sources, moved, pairs, no_replace, principal)
             except _SourceChanged:
                 continue
             self._retire_files(garbage)
@@ -152,8 +162,6 @@ class RenamesMixin:
                     else:
                         merged[name] = value
                 new["xattrs"] = merged
-            # The drives learn the attributes before the index does, so rebuild-index keeps them.
-            self._write_meta_files(new)
 
             def commit(txn: Txn, record=record, new=new) -> bool:
                 now_rec = self._find(txn, bucket, key, record["version"])
@@ -162,8 +170,15 @@ class RenamesMixin:
                 self._store_record(txn, new)
                 return True
 
-            if self.index.commit(commit):
-                return ObjectInfo.from_record(new)
+            try:
+                with self._meta_change([{"id": record["id"], "bucket": bucket, "key": key, "gen": new["gen"]}]):
+                    # The drives learn the attributes before the index does, so rebuild-index keeps them.
+                    self._write_meta_files(new)
+                    if not self.index.commit(commit):
+                        raise _SourceChanged()  # the drives' copy is undone on the way out
+            except _SourceChanged:
+                continue
+            return ObjectInfo.from_record(new)
         raise PreconditionFailed("the object changed during the update; try again")
 
     def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
@@ -201,12 +216,61 @@ class RenamesMixin:
         if len(drives) - errors < 1:
             raise DataLoss(f"could not record metadata of {record['bucket']}/{record['key']} on any drive")
 
-    def _delete_meta_files(self: Store, record: dict[str, Any]) -> None:
-        for drive in self._meta_drives(record):
+    @contextmanager
+    def _meta_change(self: Store, wheres: list[dict[str, Any]]) -> Iterator[None]:
+        """Around "write metadata to the drives, then commit": if the commit does not happen, undo.
+
+        Each ``where`` is ``{"id", "bucket", "key", "to"?, "gen"}`` (see
+        :meth:`IntentJournal.begin_meta`). A failed commit rewrites the drives'
+        metadata from the index at once; a process killed in between leaves
+        the intent for scrub, which does the same (:meth:`reconcile_metas`).
+        """
+        tokens = [self.intents.begin_meta(w) for w in wheres]
+        try:
+            yield
+        except BaseException:
             try:
-                drive.meta_path(record["id"]).unlink()
-            except OSError:
-                pass
+                self.reconcile_metas(wheres)
+            except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
+                log.warning("metadata on the drives may be ahead of the index until the next scrub: %s", exc)
+            raise
+        finally:
+            for token in tokens:
+                self.intents.end_meta(token)
+
+    def reconcile_metas(self: Store, wheres: list[dict[str, Any]]) -> int:
+        """Make the drives' metadata of each id say what the index says; returns how many were rewritten.
+
+        An id whose metadata on the drives is newer than the change named
+        (someone changed it later) is left alone.
+        """
+        fixed = 0
+        for where in wheres:
+            object_id = where["id"]
+            drives = [d for d in self.all_drives() if self.drive_readable(d)]
+            newer = any(
+                (m or {}).get("gen", 0) > where.get("gen", 0) for m in (read_meta(d.meta_path(object_id)) for d in drives)
+            )
+            if newer:
+                continue
+            record = None
+            for key in filter(None, (where.get("key"), where.get("to"))):
+                record = record or self._record_by_id(where["bucket"], key, object_id)
+            stamp = time.time_ns()
+            if record is not None:
+                self._write_meta_files(dict(record, gen=stamp))
+            else:
+                with self.index.read() as txn:
+                    upload = txn.get("uploads", object_id.encode())
+                if upload is not None:
+                    meta = {"id": object_id, "bucket": upload["bucket"], "key": upload["key"], "upload": upload, "gen": stamp}
+                    self._write_meta_files(meta)
+                else:  # the index has nothing under that id: what the drives say of it never happened
+                    self._write_tombstone(
+                        {"id": object_id, "bucket": where["bucket"], "key": where.get("key"), "version": "", "seq": 0}
+                    )
+            fixed += 1
+        return fixed
 
 
 class _SourceChanged(Exception):

@@ -131,19 +131,22 @@ class RetentionMixin:
                 raise InvalidArgument("a delete marker has no retention or legal hold")
             rule(record)
             new = dict(record, gen=time.time_ns(), **change)
-            # The drives learn the new lock before the index does (rebuild-index keeps it).
-            self._write_meta_files(new)
 
             def commit(txn, record=record, new=new):
                 now = self._find(txn, bucket, key, record["version"])
                 if now["id"] != record["id"] or now.get("gen") != record.get("gen"):
-                    return False
+                    raise _Raced()
                 self._store_record(txn, new)
-                return True
 
-            if self.index.commit(commit):
-                self._protect_files(new, lock_active(new, self.clock.now()))
-                return ObjectInfo.from_record(new)
+            try:
+                with self._meta_change([{"id": record["id"], "bucket": bucket, "key": key, "gen": new["gen"]}]):
+                    # The drives learn the new lock before the index does (rebuild-index keeps it).
+                    self._write_meta_files(new)
+                    self.index.commit(commit)
+            except _Raced:
+                continue  # the drives' copy was undone on the way out
+            self._protect_files(new, lock_active(new, self.clock.now()))
+            return ObjectInfo.from_record(new)
         raise PreconditionFailed("the version changed during the update; try again")
 
     def lock_state(self: Store, info: ObjectInfo, *, action: str = "write") -> str | None:
@@ -192,3 +195,7 @@ class RetentionMixin:
                 drive = self.drive_by_id(drive_id)
                 if drive is not None:
                     self.set_immutable(drive.fragment_path(desc["id"], index), on)
+
+
+class _Raced(Exception):
+    """The version changed between read and commit; the change is retried."""

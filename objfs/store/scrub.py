@@ -53,6 +53,7 @@ class ScrubReport(HealReport):
     spool_removed: int = 0
     temp_removed: int = 0
     intents_collected: int = 0
+    metas_reconciled: int = 0
     unreferenced_fragments: int = 0
 
 
@@ -108,7 +109,8 @@ class ScrubMixin:
             log.error("scrub: %s; nothing on the drives is judged by it: run `objfs rebuild-index`", report.index_problem)
         report.gc = self.collect_garbage().as_dict()
         # Journals of writers dead *before* the index is read: none of them can commit after it.
-        pending = self._dead_intents() if report.index_trusted else {}
+        journals = self._dead_journals() if report.index_trusted else []
+        pending = {blob_id: journal for journal in journals for blob_id in journal.uncommitted}
         referenced = self._verify_all(report)
         with ThreadPoolExecutor(max_workers=max(1, len(self.all_drives()))) as pool:
             results = list(pool.map(lambda d: self._walk_drive(d, referenced, pending), self.all_drives()))
@@ -117,7 +119,8 @@ class ScrubMixin:
             report.unreferenced_fragments += unreferenced
             report.drive_errors += errors
         if report.index_trusted:
-            report.intents_collected = self._collect_intents(referenced, pending)
+            report.metas_reconciled = self.reconcile_metas([w for j in journals for w in j.unsettled_meta])
+            report.intents_collected = self._collect_intents(referenced, pending, journals)
             self.mark_index_seen()
         if report.unreferenced_fragments:
             log.warning(
@@ -224,28 +227,27 @@ class ScrubMixin:
                 return any(d["id"] == blob_id for r in records for d in r.get("parts", []))
         return False
 
-    def _dead_intents(self: Store) -> dict[str, Any]:
-        """Blob ids that dead writers of *this* index declared and never settled, by journal."""
+    def _dead_journals(self: Store) -> list[Any]:
+        """Intent journals of dead processes written against *this* index (no newer one)."""
         state = self.index.state()
-        out: dict[str, Any] = {}
+        out = []
         for journal in self.intents.dead_journals():
             header = journal.header
             if header.get("index_id") != state["index_id"] or int(header.get("txnid", 1 << 62)) > state["txnid"]:
                 continue  # written against another (or a newer) index: this one cannot judge it
-            for blob_id in journal.uncommitted:
-                out[blob_id] = journal
+            out.append(journal)
         return out
 
-    def _collect_intents(self: Store, referenced: set[str], pending: dict[str, Any]) -> int:
+    def _collect_intents(self: Store, referenced: set[str], pending: dict[str, Any], settled: list[Any]) -> int:
         """Delete the fragments of blobs dead writers never committed; remove the journals so settled."""
         collected = 0
-        journals = {journal.path: journal for journal in pending.values()}
+        journals = {journal.path: journal for journal in settled}
         for blob_id in pending:
             if blob_id not in referenced:
                 self._delete_uncommitted(blob_id)
                 collected += 1
         for journal in self.intents.dead_journals():
-            if journal.path in journals or not journal.uncommitted:
+            if journal.path in journals or not (journal.uncommitted or journal.unsettled_meta):
                 try:
                     journal.path.unlink()
                 except OSError:
