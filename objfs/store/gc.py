@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .fragments import read_meta, write_meta
 from .locks import lock_active
+from .reports import Report
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -42,16 +43,13 @@ GC_BATCH = 500
 
 
 @dataclass
-class GcReport:
+class GcReport(Report):
     collected: int = 0
     waiting: int = 0
     leased: int = 0
     locked: int = 0
     unreachable: int = 0
     refused: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
