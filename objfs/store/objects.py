@@ -31,6 +31,8 @@ from .names import check_key
 if TYPE_CHECKING:
     from .engine import Principal, Store
 
+#: Tries of a content-only commit whose attributes another front keeps changing.
+COMMIT_ATTEMPTS = 32
 HEAD_BYTES = 2 << 20  # first bytes of a body kept for indexers (DICOM header)
 STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
 # S3 additional checksums of the whole body (x-amz-checksum-crc32 ...), kept so GET/HEAD can return them.
@@ -216,6 +218,19 @@ class IterStream(io.RawIOBase):
         return out
 
 
+def _inherited(base: ObjectInfo | None, xattr_changes: dict[str, bytes | None] | None) -> tuple:
+    """(content type, metadata, headers, xattrs) a new content of ``base`` keeps, with xattr changes applied."""
+    xattrs = dict(base.xattrs) if base is not None else {}
+    for name, value in (xattr_changes or {}).items():
+        if value is None:
+            xattrs.pop(name, None)
+        else:
+            xattrs[name] = value
+    if base is None:
+        return None, None, None, xattrs
+    return base.content_type, dict(base.metadata), dict(base.headers), xattrs
+
+
 def merge_indexed(record: dict[str, Any], extra: dict[str, Any] | None) -> None:
     """Add an indexer's fields to a new record.
 
@@ -259,6 +274,8 @@ class ObjectsMixin:
         principal: Principal | None = None,
         verify: Any = None,
         if_unchanged: ObjectInfo | None = None,
+        keep_attributes: bool = False,
+        xattr_changes: dict[str, bytes | None] | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -269,8 +286,12 @@ class ObjectsMixin:
         called with nothing after the body is read and before the commit; it
         raises to refuse the write (used for S3 checksums). ``if_unchanged``
         makes the write conditional on the current version still being that
-        record, attributes included (PreconditionFailed otherwise): a front
-        that merged its change into what it read loses no concurrent update.
+        record, attributes included (PreconditionFailed otherwise).
+        ``keep_attributes`` replaces only the content: content type, user
+        metadata, standard headers and xattrs (with ``xattr_changes`` applied,
+        None removing one) are those of the version current *at the commit*,
+        so a metadata change another front makes meanwhile is never lost (the
+        mount's close); ``posix`` still applies.
         """
         check_key(key)
         if isinstance(body, (bytes, bytearray, memoryview)):
@@ -278,6 +299,10 @@ class ObjectsMixin:
             body = io.BytesIO(body)
         with self.index.read() as txn:
             settings = self._bucket(txn, bucket)
+        base = None
+        if keep_attributes:
+            base = self._current_or_none(bucket, key)
+            content_type, metadata, headers, xattrs = _inherited(base, xattr_changes)
         if (retention or legal_hold) and not settings.get("object_lock"):
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         check_new_retention(retention, self.clock.now())
@@ -307,9 +332,17 @@ class ObjectsMixin:
         record["parts"] = [desc]
         degraded = len(desc["written"]) < desc["k"] + desc["m"]
         try:
-            self._commit_put(
-                settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal, if_unchanged=if_unchanged
-            )
+            if keep_attributes:
+                self._commit_keeping_attributes(settings, record, base, xattr_changes, principal)
+            else:
+                self._commit_put(
+                    settings,
+                    record,
+                    if_match=if_match,
+                    if_none_match=if_none_match,
+                    principal=principal,
+                    if_unchanged=if_unchanged,
+                )
         except BaseException:
             writer.discard()
             raise
@@ -319,6 +352,33 @@ class ObjectsMixin:
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)
         return ObjectInfo.from_record(record)
+
+    def _current_or_none(self: Store, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            return self.head_object(bucket, key)
+        except NoSuchKey:
+            return None
+
+    def _commit_keeping_attributes(self: Store, settings, record, base, xattr_changes, principal) -> None:
+        """Commit new content under the attributes current at the commit (see ``keep_attributes``).
+
+        When another front changed them since ``base`` was read, the record
+        takes the new ones, the drives learn the merged record (a newer
+        ``gen``), and the commit is tried again: the body is not read twice.
+        """
+        for _attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._commit_put(settings, record, principal=principal, if_unchanged=base, if_none_match=base is None)
+                return
+            except PreconditionFailed:
+                base = self._current_or_none(record["bucket"], record["key"])
+                ctype, meta, headers, xattrs = _inherited(base, xattr_changes)
+                record.update(ctype=ctype or "application/octet-stream", meta=meta, headers=headers, xattrs=xattrs)
+                record["gen"] = time.time_ns()
+                where = {"id": record["id"], "bucket": record["bucket"], "key": record["key"], "gen": record["gen"]}
+                with self._meta_change([where]):
+                    self._write_meta_files(record)
+        raise PreconditionFailed(f"{record['bucket']}/{record['key']} kept changing while its content was stored")
 
     def _new_record(
         self: Store, bucket, key, object_id, size, etag, content_type, metadata, headers, posix, xattrs, tags
