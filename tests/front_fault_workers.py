@@ -4,7 +4,8 @@ Every mutating worker prints ``BEGIN <key> <tag>`` before an operation and
 ``ACK <key> <tag>`` once the front acknowledged it (a ``close()`` or
 ``rename()`` on the mount returned 0, a C-STORE response had status 0, an S3
 request returned 2xx); ``FAIL <key> <tag>`` when the front refused or went
-away (the outcome is unknown). A tag ``-`` is a deletion. Readers print
+away (the outcome is unknown), ``REFUSED <key> <tag>`` when the request
+could not even be sent (nothing listened: no effect). A tag ``-`` is a deletion. Readers print
 ``OK`` for a read whose bytes proved themselves, ``ERR`` for a read that
 failed visibly, and ``BAD <why>`` for wrong or silently short bytes.
 
@@ -160,6 +161,8 @@ def s3_client(url: str, access: str, secret: str):
 
 
 def s3_mutate(url: str, access: str, secret: str, seed: int) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
     s3 = s3_client(url, access, secret)
     rng = random.Random(seed)
     for n in range(1, 100_000):
@@ -184,6 +187,10 @@ def s3_mutate(url: str, access: str, secret: str, seed: int) -> None:
                     parts.append({"PartNumber": number, "ETag": reply["ETag"]})
                 say("BEGIN", key, tag)
                 s3.complete_multipart_upload(Bucket="pacs", Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+        except EndpointConnectionError:  # nothing listens (sidecar down): the request never went out
+            say("REFUSED", key, tag if op != "delete" else "-")
+            time.sleep(0.1)
+            continue
         except Exception as exc:  # noqa: BLE001 - the sidecar went away: outcome unknown, carry on
             say("FAIL", key, tag if op != "delete" else "-", type(exc).__name__)
             time.sleep(0.1)

@@ -112,6 +112,8 @@ def _acceptable(lines: list[str], state: dict[str, set[str]] | None = None) -> d
         elif words[0] == "FAIL":
             state.setdefault(words[1], {"-"}).add(words[2])
             pending = None
+        elif words[0] == "REFUSED":  # never sent: no effect
+            pending = None
     if pending is not None:
         state.setdefault(pending[0], {"-"}).add(pending[1])
     return state
@@ -128,6 +130,17 @@ def _check_keys(store, bucket: str, state: dict[str, set[str]]) -> None:
         assert any(data == body(t, len(data)) for t in tags if t != "-"), (
             f"{bucket}/{key} is not its last acknowledged state or a later one (acceptable: {sorted(tags)})"
         )
+
+
+def _check_files(folder: Path, state: dict[str, set[str]]) -> None:
+    for key, tags in state.items():
+        try:
+            data = (folder / key).read_bytes()
+        except FileNotFoundError:
+            assert "-" in tags, f"{key} is gone from the mount; acceptable: {sorted(tags)}"
+            continue
+        verify(data)
+        assert any(data == body(t, len(data)) for t in tags if t != "-"), f"{key} on the mount: not an acceptable state"
 
 
 def _spool_files_of(store_path: Path, pid: int) -> list[Path]:
@@ -188,6 +201,7 @@ def test_fuse_mount_sigkilled_while_files_are_rewritten(store_path: Path, tmp_pa
     try:
         for round_ in range(ROUNDS):
             mount = Mount(store_path, mnt).start()
+            _check_files(mnt / "pacs", state)  # what the dead mount acknowledged, seen through the new one
             writer = Worker("fuse-write", mnt, round_ + 1)
             time.sleep(0.6 + rng.random() * 1.6)
             dead = mount.proc.pid
