@@ -49,7 +49,6 @@ REQUIRED: dict[str, str] = {
     "copy": WRITE,
     "delete": WRITE,
     "rename": WRITE,
-    "replace": WRITE,  # the mount replacing a file by a rename over it
     "setattr": WRITE,
     "setxattr": WRITE,
     "truncate": WRITE,

@@ -170,7 +170,7 @@ class RetentionMixin:
 
         For fronts that stage a change before calling the engine (the mount
         opens a file for writing long before it commits). ``action`` is one of
-        ``write``, ``delete``, ``truncate``, ``rename``, ``replace``, ``setattr``, ``setxattr``;
+        ``write``, ``delete``, ``truncate``, ``rename``, ``setattr``, ``setxattr``;
         renames and attribute changes honour the commit grace. The refusal is
         a durable ``denied`` audit line before this raises. The principal's
         rights are checked too (AccessDenied, audited the same way). ``info``
