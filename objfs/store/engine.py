@@ -292,6 +292,10 @@ class Store(
         scale = tier.k / (tier.k + tier.m)
         return {"total": int(total * scale), "free": int(free * scale)}
 
+    def system_principal(self, role: str) -> Principal:
+        """The principal of the engine's own work (heal, gc, scrub): audited under that name."""
+        return Principal.system(role)
+
     def record_audit(self, action: str, principal: Principal | None, outcome: str, durable: bool, **fields: Any) -> None:
         """Append one line to the audit trail (see :mod:`.audit`)."""
         self.audit.append(

@@ -187,6 +187,17 @@ class GarbageMixin:
             report.unreachable += 1
             return False
         report.collected += 1
+        if rec is not None:  # one line per collected version; its deletion was audited when it happened
+            self.record_audit(
+                "collect",
+                self.system_principal("gc"),
+                "ok",
+                False,
+                bucket=rec["bucket"],
+                key=rec["key"],
+                version=rec["version"],
+                detail=f"blob {desc['id']}",
+            )
         return True
 
     def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:

@@ -111,9 +111,20 @@ class MaintenanceMixin:
                     break
         finally:
             self.leases.release([d["id"] for d in record.get("parts", [])])
-        if report.fragments_repaired > repaired and lock_active(record, self.clock.now()):
-            # A rewritten fragment of a locked version must be as immutable as the one it replaces.
-            self._protect_files(record, True)
+        if report.fragments_repaired > repaired:
+            if lock_active(record, self.clock.now()):
+                # A rewritten fragment of a locked version must be as immutable as the one it replaces.
+                self._protect_files(record, True)
+            self.record_audit(
+                "heal",
+                self.system_principal("heal"),
+                "ok",
+                True,
+                bucket=record["bucket"],
+                key=record["key"],
+                version=record["version"],
+                detail=f"{report.fragments_repaired - repaired} fragments rewritten",
+            )
         if moved:
             self._record_new_placement(record)
         return whole

@@ -332,6 +332,7 @@ def test_scrub_keeps_lost_objects_degraded_and_repairs_bad_footers(store: Store)
     assert store.status()["degraded_objects"] == 1  # the lost object keeps its heal entry
     assert store.scrub().lost == ["pacs/lost@null"]
     verify(store.get_object_bytes("pacs", "fine"))
+    assert [e["who"] for e in store.audit.show(key="fine") if e["action"] == "heal"] == ["heal"]
 
 
 @pytest.mark.allow_warnings  # the refusal is logged as an error
@@ -351,6 +352,7 @@ def test_locked_versions_are_never_collected(store: Store) -> None:
         txn.delete("gc", info.record["parts"][0]["id"].encode())
     store.delete_object("locked", "study", info.version_id, principal=ADMIN, bypass_governance=True)
     assert store.collect_garbage(min_age=0).collected == 1
+    assert [e["who"] for e in store.audit.show(key="study") if e["action"] == "collect"] == ["gc"]
 
 
 @pytest.mark.allow_warnings
