@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .fragments import read_meta, write_meta
+from .leases import LeasesUnreadable
 from .locks import lock_active
 from .reports import Report
 
@@ -144,7 +145,11 @@ class GarbageMixin:
                 return report
             start = batch[-1][0]
             now = time.time()
-            held = self.leases.held(now, self.config.gc_reader_grace)
+            try:
+                held = self.leases.held(now, self.config.gc_reader_grace)
+            except LeasesUnreadable:
+                report.waiting += len(batch)  # a reader's lease file was mid-rewrite: next pass
+                return report
             done = []
             for raw_key, entry in batch:
                 verdict = self._collect_one(entry, now, min_age, held, report)
