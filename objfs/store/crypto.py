@@ -116,7 +116,7 @@ def customer_key_check(salt: bytes, customer_key: bytes) -> bytes:
 
 def new_key_file(path: Path) -> None:
     """Create the key file with a fresh master key (0600); refuses to overwrite one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = {"format": 1, "master": _b64(secrets.token_bytes(KEY_BYTES)), "kms": {}}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -161,7 +161,8 @@ class KeyService:
         """Apply ``change(data)`` to the key file under an exclusive lock (atomic replace)."""
         self._load()
         assert self.path is not None
-        with open(self.path.with_suffix(self.path.suffix + ".lock"), "a") as lock:
+        lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(lock_fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._cache = None
             data = json.loads(self.path.read_text())
