@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -335,3 +336,56 @@ def for_write(
     if enc is None:
         return None, None
     return keys.new_data_key(enc)
+
+
+# -- records on the drives ------------------------------------------------------------
+
+#: Fields of an encrypted object's record that say what it holds (its name, the
+#: DICOM tags and S3 tags derived from its body, user metadata): on the drives
+#: (fragment footers, meta files, tombstones) they are sealed by the store's
+#: master key; the index (under STORE, off the drives) keeps them in the clear.
+SEALED_FIELDS = ("key", "ctype", "meta", "headers", "tags", "xattrs", "dicom", "upload", "to")
+SEALED_UPLOAD = "sealed"  # stands for an upload's sealed description, so readers still see an upload meta
+
+
+def _is_encrypted(record: dict[str, Any]) -> bool:
+    upload = record.get("upload")
+    return bool(record.get("sse")) or (isinstance(upload, dict) and bool(upload.get("sse")))
+
+
+def _record_aead(keys: KeyService) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"objfs record seal").derive(keys._master())
+    return AESGCM(key)
+
+
+def seal_record(keys: KeyService, record: dict[str, Any], *, like: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The form of a record that goes to the drives: for an encrypted object (or ``like`` one), its describing fields sealed.
+
+    Everything rebuild-index, scrub and the collector decide on (id, bucket,
+    version, seq, gen, deleted, parts, retention) stays readable.
+    """
+    if not _is_encrypted(like if like is not None else record):
+        return record
+    hidden = {f: record[f] for f in SEALED_FIELDS if f in record}
+    out = {k: v for k, v in record.items() if k not in SEALED_FIELDS}
+    if "sse" not in out and like is not None:
+        out["sse"] = {"mode": like["sse"]["mode"] if like.get("sse") else "S3", "alg": ALGORITHM}
+    nonce = secrets.token_bytes(12)
+    out["sealed"] = nonce + _record_aead(keys).encrypt(nonce, msgpack.packb(hidden, use_bin_type=True), record["id"].encode())
+    if "upload" in hidden:
+        out["upload"] = SEALED_UPLOAD
+    return out
+
+
+def unseal_record(keys: KeyService, record: dict[str, Any]) -> dict[str, Any]:
+    """A record read from the drives, with its sealed fields restored (needs the key file)."""
+    sealed = record.get("sealed")
+    if sealed is None:
+        return record
+    try:
+        raw = _record_aead(keys).decrypt(sealed[:12], sealed[12:], record["id"].encode())
+    except InvalidTag:
+        raise DataLoss(f"the sealed record of {record['id']} does not open with the store's master key") from None
+    out = {k: v for k, v in record.items() if k != "sealed"}
+    out.update(msgpack.unpackb(raw, raw=False))
+    return out

@@ -346,7 +346,7 @@ class ObjectsMixin:
                 record["version"] = object_id
             for indexer in self.indexers:
                 merge_indexed(record, indexer.extract(head, key))
-            desc = writer.finish(record)
+            desc = writer.finish(crypto.seal_record(self.encryption, record))
         except BaseException:
             writer.discard()
             raise
