@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -230,3 +232,30 @@ def test_rebuild_index_keeps_encrypted_objects_and_uploads_readable(tmp_path: Pa
             s.complete_multipart(upload, [(1, etag)], customer_key=os.urandom(32))
         s.complete_multipart(upload, [(1, etag)])  # S3 does not require the key at completion
         assert s.get_object_bytes("pacs", "mp", customer_key=customer) == data
+
+
+def _objfs(*args: str) -> subprocess.CompletedProcess:
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "objfs.cli", *args], capture_output=True, env=dict(os.environ, PYTHONPATH=str(repo)), timeout=60
+    )
+
+
+def test_kms_init_gives_an_older_store_its_key_file(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    init_store(root, ec="2+1").close()
+    config = root / CONFIG_NAME
+    text = config.read_text()
+    config.write_text(text[: text.index("[encryption]")] + text[text.index("[dicom]") :])
+    (root / "keys" / "objfs-keys.json").unlink()
+    refused = _objfs("kms", "init", str(root))
+    assert refused.returncode != 0 and b"[encryption] key_file" in refused.stderr
+    config.write_text(config.read_text() + '\n[encryption]\nkey_file = "secrets/keys.json"\n')
+    assert _objfs("kms", "init", str(root)).returncode == 0
+    assert (root / "secrets" / "keys.json").stat().st_mode & 0o777 == 0o600
+    assert _objfs("kms", "init", str(root)).returncode != 0  # never overwrites a key file
+    assert _objfs("kms", "create", str(root), "pacs").returncode == 0
+    with Store.open(root) as s:
+        s.create_bucket("pacs")
+        s.put_object("pacs", "k", b"secret", encryption=Encryption("KMS", kms_key="pacs"))
+        assert s.get_object_bytes("pacs", "k") == b"secret"
