@@ -5,6 +5,9 @@ and returns a *descriptor* (a dict kept in the object's record) only once
 at least k+1 fragment files are fsynced and renamed into place.
 :class:`BlobReader` reads segments back, verifying every frame and
 rebuilding from parity when up to m frames of a segment are lost or corrupt.
+With a data key (encryption at rest, :mod:`.crypto`) each segment is sealed
+with AES-256-GCM before it is erasure coded and opened (authenticated) after
+it is decoded; everything between (fragments, parity, healing) is ciphertext.
 """
 
 from __future__ import annotations
