@@ -26,6 +26,7 @@ COMMANDS = [
     "key",
     "key create",
     "key list",
+    "kms",
     "mb",
     "put",
     "get",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .crypto import unseal_record
 from .drives import BLOBS, BUCKETS, Drive
 from .fragments import read_footer, read_meta
 from .heal import HealReport
@@ -214,7 +215,7 @@ class ScrubMixin:
         if identity_alive(footer.get("writer")):
             return True
         blob_id = footer["blob"]["id"]
-        owner = footer.get("owner") or {}
+        owner = unseal_record(self.encryption, footer.get("owner") or {})
         with self.index.read() as txn:
             if txn.get("gc", blob_id.encode()) is not None:
                 return True
