@@ -55,6 +55,16 @@ class DicomConfig:
 
 
 @dataclass(frozen=True)
+class DicomwebConfig:
+    """``[dicomweb]``: the DICOMweb front; ``objfs serve`` starts it only when ``port`` is set."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    bucket: str | None = None  # None: the gateway's [dicom] bucket
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call it ("*" for any)
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Everything ``objfs.toml`` says, validated."""
 
@@ -64,6 +74,7 @@ class StoreConfig:
     tiers: tuple[TierConfig, ...]
     s3: S3Config
     dicom: DicomConfig
+    dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     #: Seconds after a write during which a version that took its bucket's
     #: default retention may still be renamed and get its POSIX attributes
     #: set (write-to-temp-then-rename, as rsync and many PACS do). Its
@@ -140,7 +151,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom", "worm", "gc"}
+    known = {"store", "tiers", "s3", "dicom", "dicomweb", "worm", "gc"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -210,6 +221,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         duplicates=dup,
         destinations=dests,
     )
+    dicomweb = _dicomweb_config(_optional(data, "dicomweb", dict, {}, where), where + " [dicomweb]")
     worm = _only(_optional(data, "worm", dict, {}, where), {"commit_grace_seconds"}, where + " [worm]")
     grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
     if not 0 <= grace <= 3600:
@@ -228,9 +240,24 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         tiers=tuple(tiers),
         s3=s3,
         dicom=dicom,
+        dicomweb=dicomweb,
         worm_commit_grace=float(grace),
         gc_min_age=float(gc_min_age),
         gc_reader_grace=float(gc_grace),
+    )
+
+
+def _dicomweb_config(raw: dict[str, Any], where: str) -> DicomwebConfig:
+    _only(raw, {"host", "port", "bucket", "cors_origins"}, where)
+    port = _optional(raw, "port", int, None, where)
+    origins = _optional(raw, "cors_origins", list, [], where)
+    if not all(isinstance(o, str) and o for o in origins):
+        raise ConfigError(f"{where}: cors_origins must be a list of origins such as 'https://viewer.example'")
+    return DicomwebConfig(
+        host=_optional(raw, "host", str, "127.0.0.1", where),
+        port=None if port is None else _port(port, where),
+        bucket=_optional(raw, "bucket", str, None, where),
+        cors_origins=tuple(origins),
     )
 
 
@@ -268,6 +295,14 @@ commit_grace_seconds = 120
 # any process keep it longer, up to reader_grace_seconds.
 min_age_seconds = 300
 reader_grace_seconds = 86400
+
+[dicomweb]
+# The DICOMweb front (QIDO-RS, WADO-RS, STOW-RS under /dicom-web) for web
+# viewers; 'objfs serve' starts it when a port is set.
+host = "127.0.0.1"
+# port = 8042
+# Browser origins allowed to call it (CORS), e.g. ["https://viewer.example"].
+cors_origins = []
 
 [dicom]
 port = 11112
