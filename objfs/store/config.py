@@ -52,6 +52,18 @@ class DicomConfig:
     allowed_aets: tuple[str, ...] = ()  # empty: any calling AE is accepted
     duplicates: str = "keep"  # keep | replace | reject
     destinations: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: More AE titles on the same port, each with its bucket (``[dicom.aets]``);
+    #: ``aet`` serves ``bucket`` as before.
+    aets: dict[str, str] = field(default_factory=dict)
+    #: DICOM TLS (PS3.15 B.1): certificate and key (PEM); both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    #: With TLS, peers must present a certificate signed by this CA (PEM).
+    tls_ca_file: str | None = None
+
+    def buckets_by_aet(self) -> dict[str, str]:
+        """Every AE title served and its bucket, the main ``aet`` first."""
+        return {self.aet: self.bucket, **self.aets}
 
 
 @dataclass(frozen=True)
@@ -199,7 +211,20 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     )
     dw = where + " [dicom]"
     draw = _only(
-        _optional(data, "dicom", dict, {}, where), {"port", "aet", "bucket", "allowed_aets", "duplicates", "destinations"}, dw
+        _optional(data, "dicom", dict, {}, where),
+        {
+            "port",
+            "aet",
+            "bucket",
+            "allowed_aets",
+            "duplicates",
+            "destinations",
+            "aets",
+            "tls_certfile",
+            "tls_keyfile",
+            "tls_ca_file",
+        },
+        dw,
     )
     dup = _optional(draw, "duplicates", str, "keep", dw)
     if dup not in ("keep", "replace", "reject"):
@@ -213,6 +238,17 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
             raise ConfigError(f"{dw}: destination {aet!r} has a bad port in {addr!r}")
         dests[aet] = (host, _port(int(port), dw))
     allowed = _optional(draw, "allowed_aets", list, [], dw)
+    aets = {}
+    for title, bucket in _optional(draw, "aets", dict, {}, dw).items():
+        if not isinstance(bucket, str) or not 0 < len(title.strip()) <= 16:
+            raise ConfigError(f"{dw}: aets maps an AE title (1-16 characters) to a bucket name, not {title!r} = {bucket!r}")
+        aets[title.strip()] = bucket
+    tls = {name: _optional(draw, name, str, None, dw) for name in ("tls_certfile", "tls_keyfile", "tls_ca_file")}
+    tls = {name: str(root / value) if value and not os.path.isabs(value) else value for name, value in tls.items()}
+    if bool(tls["tls_certfile"]) != bool(tls["tls_keyfile"]):
+        raise ConfigError(f"{dw}: tls_certfile and tls_keyfile go together")
+    if tls["tls_ca_file"] and not tls["tls_certfile"]:
+        raise ConfigError(f"{dw}: tls_ca_file (client certificates) needs tls_certfile and tls_keyfile")
     dicom = DicomConfig(
         port=_port(_optional(draw, "port", int, 11112, dw), dw),
         aet=_optional(draw, "aet", str, "OBJFS", dw),
@@ -220,6 +256,8 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         allowed_aets=tuple(str(a) for a in allowed),
         duplicates=dup,
         destinations=dests,
+        aets=aets,
+        **tls,
     )
     dicomweb = _dicomweb_config(_optional(data, "dicomweb", dict, {}, where), where + " [dicomweb]")
     worm = _only(_optional(data, "worm", dict, {}, where), {"commit_grace_seconds"}, where + " [worm]")
@@ -312,6 +350,13 @@ bucket = "pacs"
 allowed_aets = []
 # What a C-STORE of an already stored SOP Instance UID does: keep, replace or reject.
 duplicates = "keep"
+# DICOM TLS: certificate and key (PEM, relative to the store); with
+# tls_ca_file, peers must present a certificate signed by that CA.
+# tls_certfile = "tls/dicom.crt"
+# tls_keyfile = "tls/dicom.key"
+# tls_ca_file = "tls/peers-ca.crt"
+# More AE titles on the same port, each with its bucket: AE title = "bucket"
+[dicom.aets]
 # C-MOVE destinations: AE title = "host:port"
 [dicom.destinations]
 
