@@ -13,7 +13,7 @@ too.
 Layout of the ``dicom`` database (``B`` = bucket, all parts ``\\0``-joined,
 keys passed through :func:`~objfs.store.index.fit_key`)::
 
-    i B study series sop oid -> instance {b, k, v, id, size, d: tags}
+    i B study series sop oid -> instance {b, k, v, id, size, d: tags, h: header JSON or None}
     s B study series         -> series   {a: series attrs, n: instances}
     t B study                -> study    {a: patient+study attrs, n, ns: series, mods: {Modality: n}}
     p B pid                  -> patient  {a: patient attrs, n: instances}
@@ -45,7 +45,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from objfs.store.index import Txn, fit_key, object_key
+from objfs.store.objects import HEAD_BYTES  # what extract() is given; fewer bytes are the whole body
 
+from .header import header_json
 from .matching import ATTRS_BY_LEVEL, LEVEL_KEYS, LEVELS, match_record
 from .tags import extract_tags, s3_tags
 
@@ -95,7 +97,11 @@ class DicomIndexer:
         tags = extract_tags(head)
         if tags is None:
             return None
-        return {"dicom": tags, "tags": s3_tags(tags)}
+        extra = {"dicom": tags, "tags": s3_tags(tags)}
+        header = header_json(head, whole=len(head) < HEAD_BYTES)
+        if header is not None:
+            extra["dicom_header"] = header
+        return extra
 
     def on_change(self, txn: Txn, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """Remove ``old``'s entries and add ``new``'s, inside the commit transaction."""
@@ -144,7 +150,15 @@ def _add(txn: Txn, record: dict[str, Any], tags: dict[str, Any]) -> None:
     txn.put(
         "dicom",
         _k(b"i", bucket, study, series, sop, oid),
-        {"b": bucket, "k": record["key"], "v": record["version"], "id": oid, "size": record["size"], "d": tags},
+        {
+            "b": bucket,
+            "k": record["key"],
+            "v": record["version"],
+            "id": oid,
+            "size": record["size"],
+            "d": tags,
+            "h": record.get("dicom_header"),
+        },
     )
     duplicate = _has_copy(txn, bucket, sop, study, series, oid)
     txn.put("dicom", _k(b"o", bucket, sop, study, series, oid), None)
@@ -375,7 +389,8 @@ def find_instances(store: Store, query: dict[str, Any], level: str, *, bucket: s
     """C-MOVE/C-GET: every instance under the patients, studies, series or
     instances that ``query`` matches at ``level``, one per SOP Instance UID.
 
-    Each item is ``{"bucket", "key", "version", "id", "size", "tags"}``.
+    Each item is ``{"bucket", "key", "version", "id", "size", "tags", "header"}``
+    (``header``: the DICOM JSON of :mod:`.header`, None if not kept).
     Where a SOP instance is stored under several names, the gateway's
     canonical ``study/series/sop.dcm`` copy is preferred.
     """
@@ -403,6 +418,7 @@ def find_instances(store: Store, query: dict[str, Any], level: str, *, bucket: s
                             "id": inst["id"],
                             "size": inst["size"],
                             "tags": inst["d"],
+                            "header": inst.get("h"),
                         }
                         prev = by_sop.get((name, sop))
                         if prev is None or (prev["key"] != canonical_key(prev["tags"]) and inst["k"] == canonical_key(inst["d"])):

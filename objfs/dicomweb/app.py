@@ -164,7 +164,8 @@ async def metadata(front: Front, request: Request, principal: Principal) -> Resp
     p = request.path_params
     items = await front.wado.instances(p["study"], p.get("series"), p.get("sop"))
     what = "/".join(filter(None, (p["study"], p.get("series"), p.get("sop"))))
-    return _json(await front.wado.metadata(items, principal, _base(request), what))
+    text = await front.wado.metadata(items, principal, _base(request), what)
+    return Response(text, media_type=DICOM_JSON)
 
 
 def _frame_numbers(text: str) -> list[int]:

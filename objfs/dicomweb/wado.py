@@ -8,9 +8,11 @@ Guarantees:
   the gateway's. A transfer syntax other than the stored one is answered 406.
 * Which instances make up a study or series comes from the DICOM index, one
   per SOP Instance UID (the gateway's copy preferred), never from a listing.
-* Metadata is read from each instance's header only (the reader stops before
-  Pixel Data, which is given by URI) and kept per stored version, which
-  never changes, so a study's metadata is read once.
+* Metadata comes from the DICOM JSON header the index keeps with each
+  instance (:mod:`objfs.dicom.header`), so a study's metadata reads no
+  object; an instance indexed without one has its header read (stopping
+  before Pixel Data, which is given by URI). Either way the answer is kept
+  per stored version, which never changes.
 * Every read is audited with the requesting key (the engine's ``read`` lines,
   plus one line per metadata answer naming the study).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -30,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
 
+from objfs.dicom.header import dataset_json
 from objfs.dicom.index import find_instances
 from objfs.dicom.storage import file_meta_bytes
 from objfs.store import ObjectReader, Principal, Store
@@ -38,7 +42,6 @@ from .engine import Engine, HTTPError
 from .parts import closing, part_header
 
 METADATA_CACHE = 50000  # instances whose metadata is kept in memory
-BULK_THRESHOLD = 1024  # binary values longer than this are given by URI
 PARALLEL_READS = 8
 
 #: Compressed transfer syntax -> the media type of its frames (PS3.18 8.7.3.5).
@@ -156,21 +159,33 @@ class Wado:
 
     # -- metadata ---------------------------------------------------------------------
 
-    async def metadata(self, items: list[dict[str, Any]], principal: Principal, base: str, what: str) -> list[dict[str, Any]]:
-        """The DICOM JSON metadata of ``items`` (read in parallel, cached per stored version)."""
-        out: list[dict[str, Any] | None] = [None] * len(items)
-        limit = trio.Semaphore(PARALLEL_READS)
+    async def metadata(self, items: list[dict[str, Any]], principal: Principal, base: str, what: str) -> str:
+        """The DICOM JSON metadata of ``items`` as one JSON array (text).
 
-        async def one(i: int, item: dict[str, Any]) -> None:
-            cached = self._cached(item, base)
-            if cached is None:
+        From the header the index keeps with each instance; an instance
+        indexed without one (written before, or with a header too large to
+        keep) has its header read from the object, in parallel. Either way
+        the text is kept per stored version and base URL.
+        """
+        out: list[str | None] = [None] * len(items)
+        missing = []
+        for i, item in enumerate(items):
+            out[i] = self._cached(item, base)
+            if out[i] is None:
+                if item.get("header") is not None:
+                    out[i] = self._remember(item, base, item["header"])
+                else:
+                    missing.append(i)
+        if missing:
+            limit = trio.Semaphore(PARALLEL_READS)
+
+            async def one(i: int) -> None:
                 async with limit:
-                    cached = await self.engine.run(self._read_metadata, item, principal, base)
-            out[i] = cached
+                    out[i] = await self.engine.run(self._read_metadata, items[i], principal, base)
 
-        async with trio.open_nursery() as nursery:
-            for i, item in enumerate(items):
-                nursery.start_soon(one, i, item)
+            async with trio.open_nursery() as nursery:
+                for i in missing:
+                    nursery.start_soon(one, i)
         await self.engine.run(
             functools.partial(
                 self.store.record_audit,
@@ -183,42 +198,37 @@ class Wado:
                 detail=f"WADO-RS metadata of {len(items)} instances",
             )
         )
-        return [o for o in out if o is not None]
+        return "[" + ",".join(o for o in out if o is not None) + "]"
 
-    def _cached(self, item: dict[str, Any], base: str) -> dict[str, Any] | None:
+    def _cached(self, item: dict[str, Any], base: str) -> str | None:
         with self._lock:
             found = self._metadata.get((item["id"], base))
             if found is not None:
                 self._metadata.move_to_end((item["id"], base))
             return found
 
-    def _read_metadata(self, item: dict[str, Any], principal: Principal, base: str) -> dict[str, Any]:
+    def _remember(self, item: dict[str, Any], base: str, header: dict[str, Any]) -> str:
+        # Relative bulk data URIs become absolute: a string replace on the JSON text (fast, C-level).
         url = instance_url(base, item["tags"])
+        text = json.dumps(header).replace('"BulkDataURI": "bulkdata/', f'"BulkDataURI": "{url}/bulkdata/')
+        with self._lock:
+            self._metadata[(item["id"], base)] = text
+            while len(self._metadata) > METADATA_CACHE:
+                self._metadata.popitem(last=False)
+        return text
+
+    def _read_metadata(self, item: dict[str, Any], principal: Principal, base: str) -> str:
         with self.store.open_object(item["bucket"], item["key"], item["version"], principal=principal) as reader:
             fp = ObjectFile(reader)
             ds = dcmread(fp, stop_before_pixels=True, force=True)
-            tag = fp.read(4)
+            follows = fp.read(4) in (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
         meta = getattr(ds, "file_meta", None)
         ts = (
             str(meta.TransferSyntaxUID)
             if meta is not None and "TransferSyntaxUID" in meta
             else item["tags"].get("TransferSyntaxUID")
         )
-
-        def bulk_uri(elem: Any) -> str:
-            return f"{url}/bulkdata/{int(elem.tag):08X}"
-
-        body = ds.to_json_dict(bulk_data_threshold=BULK_THRESHOLD, bulk_data_element_handler=bulk_uri)
-        if tag == b"\xe0\x7f\x10\x00":  # Pixel Data follows the header (little endian)
-            vr = "OW" if ts and not _compressed(ts) and int(ds.get("BitsAllocated", 16) or 16) > 8 else "OB"
-            body["7FE00010"] = {"vr": vr, "BulkDataURI": f"{url}/bulkdata/7FE00010"}
-        if ts:
-            body["00083002"] = {"vr": "UI", "Value": [ts]}
-        with self._lock:
-            self._metadata[(item["id"], base)] = body
-            while len(self._metadata) > METADATA_CACHE:
-                self._metadata.popitem(last=False)
-        return body
+        return self._remember(item, base, dataset_json(ds, ts, follows))
 
     # -- whole datasets (frames, bulk data, rendering) ------------------------------
 

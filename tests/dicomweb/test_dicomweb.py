@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -206,11 +207,37 @@ def test_auth_refusals(web, study, tmp_path):
     assert requests.get(f"{web.url}/studies/{uid}/metadata", auth=web.other_bucket).status_code == 403
 
 
-def test_reads_are_audited(web, web_store, study):
+def test_reads_are_audited_and_metadata_reads_no_object(web, web_store, study):
     uid, _ = study
+    before = (web_store / "audit" / "audit.log").read_text().splitlines()
     assert requests.get(f"{web.url}/studies/{uid}/metadata", auth=web.reader).status_code == 200
-    log = (web_store / "audit" / "audit.log").read_text()
-    assert "dicomweb:viewer" in log and uid in log
+    new = [json.loads(line) for line in (web_store / "audit" / "audit.log").read_text().splitlines()[len(before) :]]
+    reads = [e for e in new if e["action"] == "read"]
+    # one line naming the key and the study; no object was opened (the headers are in the index)
+    assert [(e["who"], e["key"]) for e in reads] == [("dicomweb:viewer", uid)]
+    # a retrieve opens each instance, audited with the key
+    assert requests.get(f"{web.url}/studies/{uid}", auth=web.reader).status_code == 200
+    new = [json.loads(line) for line in (web_store / "audit" / "audit.log").read_text().splitlines()[len(before) :]]
+    opened = [e for e in new if e["action"] == "read" and e["key"].startswith(uid + "/")]
+    assert len(opened) == 6 and {e["who"] for e in opened} == {"dicomweb:viewer"}
+
+
+def test_metadata_of_a_header_too_large_for_the_index(web, tmp_path):
+    uid = generate_uid()
+    ds = make_instance(
+        patient_id="BIGHDR", patient_name="Big^Header", study_uid=uid, series_uid=generate_uid(), sop_uid=generate_uid(), number=1
+    )
+    items = []
+    for _ in range(1500):
+        item = pydicom.Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, generate_uid()
+        items.append(item)
+    ds.ReferencedImageSequence = items
+    result = client(web).store_instances([ds])
+    assert len(result.ReferencedSOPSequence) == 1
+    (meta,) = client(web).retrieve_study_metadata(uid)  # read from the object, not the index
+    assert len(meta["00081140"]["Value"]) == 1500
+    assert meta["7FE00010"]["BulkDataURI"].startswith(web.url + "/studies/" + uid)
 
 
 def test_cors_preflight(web, study):
