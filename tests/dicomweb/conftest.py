@@ -64,11 +64,18 @@ def stop(proc: subprocess.Popen) -> str:
 
 
 @pytest.fixture(scope="module")
-def web_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def page_port() -> int:
+    """The port of the browser test's page server: its origin is one CORS allows."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def web_store(tmp_path_factory: pytest.TempPathFactory, page_port: int) -> Path:
     store = tmp_path_factory.mktemp("dicomweb") / "store"
     init_store(store).close()
     configure(store, allowed=["TESTSCU", "FINDSCU"])
-    text = (store / "objfs.toml").read_text().replace("cors_origins = []", 'cors_origins = ["http://viewer.test"]')
+    origins = f'cors_origins = ["http://viewer.test", "http://127.0.0.1:{page_port}"]'
+    text = (store / "objfs.toml").read_text().replace("cors_origins = []", origins)
     (store / "objfs.toml").write_text(text)
     return store
 
