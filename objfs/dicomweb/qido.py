@@ -144,9 +144,9 @@ async def search(
         item = to_json(entry, wanted)
         item["00081190"] = {"vr": "UR", "Value": [retrieve_url(base, entry, level)]}
         out.append(item)
-    headers = {}
+    warnings = []
     if fuzzy:
-        headers["Warning"] = '299 objfs "fuzzymatching is not supported; exact matching was used"'
+        warnings.append('299 objfs "fuzzymatching is not supported; exact matching was used"')
     if len(entries) > offset + limit:
-        headers["Warning"] = '299 objfs "there are more results than the limit"'
-    return out, headers
+        warnings.append('299 objfs "there are more results than the limit"')
+    return out, {"Warning": ", ".join(warnings)} if warnings else {}

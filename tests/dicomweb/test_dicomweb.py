@@ -72,6 +72,11 @@ def test_qido_every_level(web, study):
     )
     assert got.status_code == 200 and got.headers["content-type"] == "application/dicom+json"
     assert "00081190" in got.json()[0]  # RetrieveURL
+    fuzzy = requests.get(
+        f"{web.url}/instances", params={"StudyInstanceUID": uid, "limit": "2", "fuzzymatching": "true"}, auth=web.admin
+    )
+    assert len(fuzzy.json()) == 2
+    assert "fuzzymatching is not supported" in fuzzy.headers["warning"] and "more results" in fuzzy.headers["warning"]
     # a key we cannot match on is refused, not ignored
     bad = requests.get(f"{web.url}/series", params={"OperatorsName": "Smith"}, auth=web.admin)
     assert bad.status_code == 400 and "OperatorsName" in bad.text
