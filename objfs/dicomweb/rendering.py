@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from .engine import HTTPError
-from .wado import frame_count
+from .wado import decoded_pixels, frame_count
 
 MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
@@ -72,10 +72,7 @@ def render(
     count = frame_count(ds)
     if not 1 <= frame <= count:
         raise HTTPError(404, f"frame {frame} out of range 1..{count}")
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise HTTPError(406, f"the stored pixel data cannot be decoded for rendering: {exc}") from exc
+    pixels = decoded_pixels(ds)
     if count > 1:
         pixels = pixels[frame - 1]
     samples = int(ds.get("SamplesPerPixel", 1) or 1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ import trio
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels.decoders import base as _decoders  # noqa: F401  (its logger exists before we filter it)
 from pydicom.tag import Tag
 
 from objfs.dicom.header import dataset_json
@@ -237,6 +239,33 @@ class Wado:
             return dcmread(ObjectFile(reader), force=True)
 
 
+class _QuietWhileDecoding(logging.Filter):
+    """Drops pydicom's log records (tracebacks of failed decoders) in threads that are decoding
+    for us: a frame that cannot be decoded is the client's 406, not a server error."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.active, "on", False)
+
+
+_QUIET = _QuietWhileDecoding()
+# Filters do not apply to child loggers: attach to each of pydicom's (its decoders log under their module names).
+for _name in ["pydicom", *(n for n in logging.root.manager.loggerDict if n.startswith("pydicom."))]:
+    logging.getLogger(_name).addFilter(_QUIET)
+
+
+def decoded_pixels(ds: Dataset) -> Any:
+    """``ds.pixel_array`` (a numpy array); raises HTTPError 406 when no decoder can decode it."""
+    _QUIET.active.on = True
+    try:
+        return ds.pixel_array
+    except Exception as exc:
+        raise HTTPError(406, f"the stored pixel data ({transfer_syntax_of(ds)}) cannot be decoded here: {exc}") from exc
+    finally:
+        _QUIET.active.on = False
+
+
 def _compressed(ts: str) -> bool:
     return ts not in ("1.2.840.10008.1.2", EXPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99")
 
@@ -274,10 +303,7 @@ def frames_of(ds: Dataset, numbers: list[int], as_stored: bool) -> tuple[list[by
     if as_stored:
         stored = list(generate_frames(ds.PixelData, number_of_frames=count))
         return [stored[n - 1] for n in numbers], FRAME_MEDIA_TYPES.get(ts, "application/octet-stream"), ts
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise HTTPError(406, f"the stored frames ({ts}) cannot be decoded here: ask for transfer-syntax=*") from exc
+    pixels = decoded_pixels(ds)
     if count == 1:
         pixels = pixels[None, ...]
     return [pixels[n - 1].tobytes() for n in numbers], "application/octet-stream", EXPLICIT_LE

@@ -14,6 +14,7 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
+from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dicom"))
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dicom"))
 from dicom_scu import find, store_files  # noqa: E402
 from dicomtest import dataset_bytes  # noqa: E402
 
-from objfs.dicom.synth import make_instance, write_study  # noqa: E402
+from objfs.dicom.synth import make_instance, write_large_instance, write_study  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +262,44 @@ def test_cors_preflight(web, study):
     assert other.status_code == 400
     got = requests.get(f"{web.url}/studies", headers={"Origin": "http://viewer.test"}, auth=web.admin)
     assert got.headers["access-control-allow-origin"] == "http://viewer.test"
+
+
+def test_compressed_frames_as_stored(web, tmp_path):
+    path = tmp_path / "wsi.dcm"
+    header = write_large_instance(path, frames=3, frame_bytes=64, patient_id="WSI-WEB")
+    boundary = "wsi"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    stored = requests.post(
+        f"{web.url}/studies",
+        data=body,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+        auth=web.admin,
+    )
+    assert stored.status_code == 200, stored.text
+    base = f"{web.url}/studies/{header.StudyInstanceUID}/series/{header.SeriesInstanceUID}/instances/{header.SOPInstanceUID}"
+    original = list(generate_frames(pydicom.dcmread(path).PixelData, number_of_frames=3))
+    got = requests.get(base + "/frames/3,1", headers={"Accept": 'multipart/related; type="image/jpeg"'}, auth=web.admin)
+    assert got.status_code == 200
+    parts = multipart(got)
+    assert [ctype for ctype, _ in parts] == ["image/jpeg", "image/jpeg"]
+    assert [data for _, data in parts] == [original[2], original[0]]
+    # these frames are not decodable JPEG (see synth.write_large_instance): no uncompressed version
+    assert (
+        requests.get(
+            base + "/frames/1", headers={"Accept": 'multipart/related; type="application/octet-stream"'}, auth=web.admin
+        ).status_code
+        == 406
+    )
+    assert (
+        requests.get(base + "/frames/4", headers={"Accept": 'multipart/related; type="image/jpeg"'}, auth=web.admin).status_code
+        == 404
+    )
+    # the whole instance comes back as stored, in its own transfer syntax
+    whole = requests.get(
+        base, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}, auth=web.admin
+    )
+    assert dataset_bytes(multipart(whole)[0][1]) == dataset_bytes(path.read_bytes())
