@@ -344,7 +344,7 @@ def for_write(
 #: DICOM tags and S3 tags derived from its body, user metadata): on the drives
 #: (fragment footers, meta files, tombstones) they are sealed by the store's
 #: master key; the index (under STORE, off the drives) keeps them in the clear.
-SEALED_FIELDS = ("key", "ctype", "meta", "headers", "tags", "xattrs", "dicom", "upload", "to")
+SEALED_FIELDS = ("key", "ctype", "meta", "headers", "tags", "xattrs", "dicom", "dicom_header", "upload", "to")
 SEALED_UPLOAD = "sealed"  # stands for an upload's sealed description, so readers still see an upload meta
 
 

@@ -79,9 +79,17 @@ def _expected(lines: list[str]) -> tuple[dict[str, set[str]], dict[str, str], se
     versions: dict[str, str] = {}
     dropped: set[str] = set()
     pending: tuple[str, str, str] | None = None
+    def interrupted(op: str, key: str, tag: str) -> None:  # killed mid-operation: the old state or the new one
+        if op in ("put", "delete"):
+            state.setdefault(key, {"-"}).add(tag)
+        elif op == "drop":
+            dropped.add(tag)
+
     for line in lines:
         words = line.split()
         if words[0] == "BEGIN":
+            if pending is not None:  # the previous round's writer died inside this one
+                interrupted(*pending)
             pending = (words[1], words[3], words[4])
         elif words[0] == "ACK":
             op, key, tag = words[1], words[3], words[4]
@@ -92,12 +100,8 @@ def _expected(lines: list[str]) -> tuple[dict[str, set[str]], dict[str, str], se
             elif op == "drop":
                 dropped.add(tag)
             pending = None
-    if pending is not None:  # killed mid-operation: the old state or the new one
-        op, key, tag = pending
-        if op in ("put", "delete"):
-            state.setdefault(key, {"-"}).add(tag)
-        elif op == "drop":
-            dropped.add(tag)
+    if pending is not None:
+        interrupted(*pending)
     return state, versions, dropped
 
 
