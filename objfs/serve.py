@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from objfs import workers
+from objfs.store.storelock import hold_shared
 from objfs.stores import Store
 
 log = logging.getLogger("objfs.serve")
@@ -56,8 +57,13 @@ async def serve(
     dicom_port: int | None = None,
     on_ready: Any = None,
 ) -> None:
-    """Run every front until a signal or until one of them stops."""
-    store = Store.open(store_path)
+    """Run every front until a signal or until one of them stops; holds the store lock shared meanwhile."""
+    store_lock = hold_shared(store_path)
+    try:
+        store = Store.open(store_path)
+    except BaseException:
+        store_lock.release()
+        raise
     stop = trio.Event()
     dicom_stop = threading.Event()
     limiter = trio.CapacityLimiter(2)
@@ -99,6 +105,7 @@ async def serve(
     finally:
         dicom_stop.set()
         store.close()
+        store_lock.release()
 
 
 async def _start_fronts(

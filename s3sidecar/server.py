@@ -24,6 +24,7 @@ from hypercorn.config import Config
 from objfs.store import Store
 from objfs.store.config import load_config
 from objfs.store.errors import StoreError
+from objfs.store.storelock import hold_shared
 
 from .app import create_app
 from .settings import SETTINGS_ENV, STORE_ENV, Settings
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     store_path = Path(args.store).resolve()
     try:
         load_config(store_path)
+        # Held for the process's life (workers included): rebuild-index and upgrade refuse meanwhile.
+        store_lock = hold_shared(store_path)  # noqa: F841
     except StoreError as exc:
         print(f"s3sidecar: {exc}", file=sys.stderr)
         return 2

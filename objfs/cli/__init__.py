@@ -8,7 +8,8 @@ that fails to import fails the command, nothing is skipped silently.
 
 This is the one place where errors become exit codes: a
 :class:`~objfs.store.errors.StoreError` prints ``objfs: <message>`` on stderr
-and exits 1; Ctrl-C exits 130; a reader that closes stdout early (``objfs
+and exits 1 (2 for a store held by another process,
+:class:`~objfs.store.storelock.StoreBusy`); Ctrl-C exits 130; a reader that closes stdout early (``objfs
 status | head -1``) ends the command quietly with 141, as a process killed by
 SIGPIPE would (Python ignores SIGPIPE, and must: the servers write to sockets).
 """
@@ -20,6 +21,7 @@ import os
 import sys
 
 from objfs.store.errors import StoreError
+from objfs.store.storelock import StoreBusy
 
 from . import dicom, keys, mount, objects, serve, store, worm
 
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         # Flushed here, so a closed pipe is seen now and not as a traceback at interpreter exit.
         sys.stdout.flush()
         return code
+    except StoreBusy as exc:
+        print(f"objfs: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"objfs: {exc}", file=sys.stderr)
         return 1

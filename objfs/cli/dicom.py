@@ -15,6 +15,7 @@ import sys
 import threading
 from typing import Any
 
+from objfs.store.storelock import hold_shared
 from objfs.stores import Store
 
 
@@ -65,7 +66,7 @@ def cmd_dicom(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ready = threading.Event()
-    with Store.open(args.store) as store:
+    with hold_shared(args.store), Store.open(args.store) as store:
         cfg = store.config.dicom
         thread = threading.Thread(
             target=serve_dicom,

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 
 
@@ -148,15 +149,17 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
     from objfs.store.rebuild import index_is_empty, move_index_aside, rebuild_index
 
     root = Path(args.store).resolve()
-    with Store.open(root) as store:
-        empty = index_is_empty(store)
-    if not empty:
-        if not args.force:
-            print("objfs: the index is not empty; --force moves it aside and rebuilds", file=sys.stderr)
-            return 2
-        moved = move_index_aside(root)
-        print(f"old index kept at {moved}")
-    with Store.open(root) as store:
-        counts = rebuild_index(store)
+    # Alone, or a serving process would keep writing to the index being moved aside.
+    with hold_exclusive(root, "rebuild-index"):
+        with Store.open(root) as store:
+            empty = index_is_empty(store)
+        if not empty:
+            if not args.force:
+                print("objfs: the index is not empty; --force moves it aside and rebuilds", file=sys.stderr)
+                return 2
+            moved = move_index_aside(root)
+            print(f"old index kept at {moved}")
+        with Store.open(root) as store:
+            counts = rebuild_index(store)
     print(json.dumps(counts))
     return 0
