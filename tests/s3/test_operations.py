@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from s3helpers import create_key, env, make_client, start_server
+import pytest
+from botocore.exceptions import ClientError
+from s3helpers import Key, create_key, env, make_client, start_server
 
 
 def objfs(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -44,3 +47,48 @@ def test_a_second_sidecar_shares_the_lock(store_path: Path) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def _audit_lines(store: Path) -> list[dict]:
+    return [json.loads(line) for line in (store / "audit" / "audit.log").read_text().splitlines()]
+
+
+def test_keys_disable_enable_rotate_delete(store_path: Path) -> None:
+    server = start_server(store_path)
+    try:
+        key = create_key(store_path, "--name", "pacs")
+        s3 = make_client(server.url, key)
+        s3.create_bucket(Bucket="pacs")
+
+        assert b"disabled key" in objfs("key", "disable", str(store_path), key.access_key).stdout
+        listing = json.loads(objfs("key", "list", str(store_path), "--json").stdout)
+        assert [(row["access_key"], row["disabled"]) for row in listing] == [(key.access_key, True)]
+        time.sleep(1.2)  # the sidecar re-reads the keys file at most once a second
+        with pytest.raises(ClientError) as refused:
+            s3.list_objects_v2(Bucket="pacs")
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+        objfs("key", "enable", str(store_path), key.access_key)
+        time.sleep(1.2)
+        s3.put_object(Bucket="pacs", Key="a", Body=b"1")
+
+        rotated = json.loads(objfs("key", "rotate", str(store_path), key.access_key).stdout)
+        assert rotated["access_key"] == key.access_key and rotated["secret_key"] != key.secret_key
+        assert rotated["secret_key"].encode() not in objfs("key", "list", str(store_path)).stdout
+        time.sleep(1.2)
+        with pytest.raises(ClientError) as old_secret:
+            s3.get_object(Bucket="pacs", Key="a")
+        assert old_secret.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        fresh = make_client(server.url, Key(rotated["access_key"], rotated["secret_key"]))
+        assert fresh.get_object(Bucket="pacs", Key="a")["Body"].read() == b"1"
+
+        objfs("key", "delete", str(store_path), key.access_key)
+        assert objfs("key", "list", str(store_path)).stdout == b""
+        missing = objfs("key", "delete", str(store_path), key.access_key, check=False)
+        assert missing.returncode == 1 and b"no access key" in missing.stderr
+    finally:
+        server.stop()
+    actions = [(line["action"], line["who"]) for line in _audit_lines(store_path) if line["action"].startswith("key-")]
+    assert [a for a, _ in actions] == ["key-create", "key-disable", "key-enable", "key-rotate", "key-delete"]
+    assert all(who.startswith("cli") for _, who in actions)
+    assert all(key.access_key in line.get("detail", "") for line in _audit_lines(store_path) if line["action"].startswith("key-"))
