@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 
+from objfs import __version__
 from objfs.store.errors import StoreError
 from objfs.store.storelock import StoreBusy
 
@@ -34,6 +35,7 @@ EXIT_BROKEN_PIPE = 128 + 13  # what the shell reports for a process ended by SIG
 def build_parser() -> argparse.ArgumentParser:
     """The ``objfs`` parser with every command group registered."""
     parser = argparse.ArgumentParser(prog="objfs", description="Erasure-coded archive for medical images")
+    parser.add_argument("--version", action="version", version=f"objfs {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(subparsers)

@@ -1,4 +1,4 @@
-"""``objfs init|status|scrub|gc|replace-drive|rebuild-index``: the store itself and its drives.
+"""``objfs init|status|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
 
 Guarantee: these commands only parse arguments and call the engine; ``scrub``
 exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly.
@@ -51,6 +51,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("store")
     p.add_argument("--force", action="store_true", help="move a non-empty index aside first")
     p.set_defaults(func=cmd_rebuild_index)
+
+    p = subparsers.add_parser("upgrade", help="move the store to this objfs's on-disk format (stop the service first)")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_upgrade)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -162,4 +167,31 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         with Store.open(root) as store:
             counts = rebuild_index(store)
     print(json.dumps(counts))
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Check the store, then record the current format; safe to run again after a crash, or twice.
+
+    Alone (the exclusive store lock): nothing serves while the format changes.
+    """
+    from objfs.store.config import STORE_FORMAT, write_store_format
+
+    root = Path(args.store).resolve()
+    with hold_exclusive(root, "upgrade"):
+        with Store.open(root) as store:
+            before = store.config.format
+            states = {d.drive_id: store.drive_state(d) for d in store.all_drives()}
+        foreign = sorted(d for d, state in states.items() if state == "foreign")
+        if foreign:
+            print(f"objfs: drives {', '.join(foreign)} belong to another store or drive; fix objfs.toml first", file=sys.stderr)
+            return 2
+        changed = write_store_format(root, STORE_FORMAT)
+    result = {"store": str(root), "from": before, "to": STORE_FORMAT, "changed": changed}
+    if args.json:
+        print(json.dumps(result))
+    elif changed:
+        print(f"upgraded {root} from format {before} to format {STORE_FORMAT}")
+    else:
+        print(f"{root} is already format {STORE_FORMAT}")
     return 0

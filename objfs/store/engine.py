@@ -473,7 +473,7 @@ def init_store(
     if len(paths) < k + m:
         raise ConfigError(f"EC {k}+{m} needs at least {k + m} drives, {len(paths)} given")
     root.mkdir(parents=True, exist_ok=True)
-    (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size))
+    (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size, directory_drives=not drive_paths))
     try:
         config = load_config(root)
         for i, path in enumerate(config.hot.drives):
