@@ -26,6 +26,10 @@ COMMANDS = [
     "key",
     "key create",
     "key list",
+    "key delete",
+    "key disable",
+    "key enable",
+    "key rotate",
     "mb",
     "put",
     "get",
@@ -37,6 +41,7 @@ COMMANDS = [
     "dicom",
     "migrate",
     "serve",
+    "upgrade",
 ]
 
 
