@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("replace-drive", help="format an empty replacement disk for a lost drive, then heal")
     p.add_argument("store")
     p.add_argument("drive", help="drive id, as objfs status shows it (e.g. hot-3)")
+    p.add_argument(
+        "--allow-directory",
+        action="store_true",
+        help="accept a path that is not a mount point (stores made with 'objfs init' without --drive always do)",
+    )
     p.set_defaults(func=cmd_replace_drive)
 
     p = subparsers.add_parser("rebuild-index", help="recreate the index from the drives")
@@ -141,6 +147,14 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
             return 2
         if state == "missing" and drive.path.exists() and any(drive.path.iterdir()):
             print(f"objfs: {drive.path} is not empty; mount a new, empty disk there first", file=sys.stderr)
+            return 2
+        if not os.path.ismount(drive.path) and not (store.config.directory_drives or args.allow_directory):
+            # Formatting a bare directory would heal a whole disk's worth of fragments into the root filesystem.
+            print(
+                f"objfs: no disk is mounted at {drive.path}; mount the replacement disk there first "
+                "(or give --allow-directory if this drive is meant to be a directory)",
+                file=sys.stderr,
+            )
             return 2
         format_drive(drive.path, store.config.store_id, drive.drive_id)
         store.refresh_drive_health()

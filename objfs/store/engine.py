@@ -24,7 +24,7 @@ from . import access
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
-from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive
+from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
 from .gc import GarbageMixin
@@ -135,7 +135,8 @@ class Store(
         self.drives: dict[str, list[Drive]] = {}
         self._by_id: dict[str, Drive] = {}
         for tier in config.tiers:
-            drives = [Drive(drive_id_for(config.store_id, tier.name, i), path, tier.name) for i, path in enumerate(tier.drives)]
+            # By marker, not position: reordering drive paths in objfs.toml must not take drives offline.
+            drives = identify_drives(config.store_id, tier.name, tier.drives)
             self.drives[tier.name] = drives
             self._by_id.update((d.drive_id, d) for d in drives)
         # Leaf pools only: a task in one never waits for a task in the same pool.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -83,3 +84,68 @@ def test_upgrade_refuses_while_the_store_is_served(store_path: Path, tmp_path: P
             break
         time.sleep(0.2)
     assert out.returncode == 0, out.stderr
+
+
+def _store_on(tmp_path: Path, cli) -> tuple[Path, list[Path]]:
+    """A store whose drives were given with --drive (as on an appliance), with one object."""
+    disks = [tmp_path / f"disk{i}" for i in range(6)]
+    for disk in disks:
+        disk.mkdir()
+    store = tmp_path / "st"
+    cli("init", str(store), *[arg for disk in disks for arg in ("--drive", str(disk))])
+    cli("mb", str(store), "pacs")
+    cli("put", str(store), "pacs/a.dcm", "-", input=b"x" * 100_000)
+    return store, disks
+
+
+def test_replace_drive_wants_a_mounted_disk(tmp_path: Path, cli) -> None:
+    store, disks = _store_on(tmp_path, cli)
+    assert "directory_drives" not in (store / "objfs.toml").read_text()
+    shutil.rmtree(disks[2])  # the disk died; its mount point is gone (or empty)
+    disks[2].mkdir()
+    refused = cli("replace-drive", str(store), "hot-2", check=False)
+    assert refused.returncode == 2 and b"no disk is mounted at" in refused.stderr
+    assert list(disks[2].iterdir()) == []  # nothing formatted, nothing healed into the root filesystem
+
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(disks[2])], check=True)
+    try:
+        report = json.loads(cli("replace-drive", str(store), "hot-2").stdout.splitlines()[-1])
+        assert report["fragments_repaired"] > 0 and report["lost"] == []
+    finally:
+        subprocess.run(["umount", str(disks[2])], check=True)
+
+    # Told it is meant to be a directory, it formats one.
+    report = json.loads(cli("replace-drive", str(store), "hot-2", "--allow-directory").stdout.splitlines()[-1])
+    assert report["fragments_repaired"] > 0 and report["lost"] == []
+
+
+def test_embedded_directory_drives_are_replaced_without_the_flag(store_path: Path, cli) -> None:
+    assert "directory_drives = true" in (store_path / "objfs.toml").read_text()
+    cli("mb", str(store_path), "pacs")
+    cli("put", str(store_path), "pacs/a", "-", input=b"y" * 50_000)
+    shutil.rmtree(store_path / "drives" / "d1")
+    assert json.loads(cli("replace-drive", str(store_path), "hot-1").stdout.splitlines()[-1])["lost"] == []
+
+
+def test_reordered_drive_paths_keep_every_drive(tmp_path: Path, cli) -> None:
+    store, disks = _store_on(tmp_path, cli)
+    config = store / "objfs.toml"
+    text = config.read_text()
+    a, b, c = (f'"{disks[i]}"' for i in (0, 3, 5))
+    config.write_text(text.replace(a, "@A@").replace(b, a).replace(c, b).replace("@A@", c))
+    assert config.read_text() != text
+    status = json.loads(cli("status", str(store), "--json").stdout)
+    assert all(d["state"] == "ok" for d in status["drives"]), status["drives"]
+    by_path = {d["path"]: d["id"] for d in status["drives"]}
+    assert [by_path[str(disk)] for disk in disks] == [f"hot-{i}" for i in range(6)]
+    assert cli("get", str(store), "pacs/a.dcm").stdout == b"x" * 100_000
+    scrub = json.loads(cli("scrub", str(store), "--json").stdout)
+    assert scrub["fragments_repaired"] == 0 and scrub["lost"] == []
+
+    # Reordered with a drive missing: the others keep their ids, the missing one gets the id left over.
+    shutil.rmtree(disks[3])
+    status = json.loads(cli("status", str(store), "--json").stdout)
+    states = {d["id"]: (d["state"], d["path"]) for d in status["drives"]}
+    assert states["hot-3"] == ("missing", str(disks[3]))
+    assert [s for s, _ in states.values()].count("ok") == 5
+    assert cli("get", str(store), "pacs/a.dcm").stdout == b"x" * 100_000
