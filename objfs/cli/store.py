@@ -1,7 +1,9 @@
 """``objfs init|status|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
 
 Guarantee: these commands only parse arguments and call the engine; ``scrub``
-exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly.
+exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly;
+``status`` exits 1 when the store is degraded (a drive not ok, objects
+waiting for healing) and 2 when objects are lost or a tier is below quorum.
 """
 
 from __future__ import annotations
@@ -101,33 +103,58 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Print the store's state; exits 0 when whole, 1 when degraded, 2 when objects are lost or unreadable."""
     with Store.open(args.store) as store:
         status = store.status()
     if args.json:
         print(json.dumps(status))
-        return 0
+    else:
+        _print_status(status)
+    if status["lost_objects"] or any(t["redundancy_left"] < 0 for t in status["tiers"]):
+        return 2
+    return 1 if status["degraded"] else 0
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _print_status(status: dict[str, Any]) -> None:
     print(f"store {status['store']}")
+    for t in status["tiers"]:
+        print(
+            f"tier {t['name']}: EC {t['ec']}, {t['drives_ok']}/{t['drives']} drives ok, "
+            f"redundancy left {t['redundancy_left']} of {t['m']}; "
+            f"usable {_gib(t['usable_free_bytes'])} free of {_gib(t['usable_bytes'])} "
+            f"(raw {_gib(t['raw_free_bytes'])} free of {_gib(t['raw_bytes'])})"
+        )
     for d in status["drives"]:
         state = d["state"].upper()
-        if "free" in d:
-            flag = "" if d["immutable_flag"] else "  (no immutable flag: WORM hardening unavailable)"
-            print(
-                f"  {d['id']:<8} {state:<9} {d['path']}  {d['free'] / 2**30:.1f} GiB free of {d['total'] / 2**30:.1f} GiB{flag}"
-            )
-        else:
+        if "free" not in d:
             print(f"  {d['id']:<8} {state:<9} {d['path']}")
+            continue
+        flag = "" if d["immutable_flag"] else "  (no immutable flag: WORM hardening unavailable)"
+        space = f"{_gib(d['free'])} free of {_gib(d['total'])}"
+        if "shares_filesystem_with" in d:
+            space = f"same filesystem as {d['shares_filesystem_with']}"
+        print(f"  {d['id']:<8} {state:<9} {d['path']}  {space}{flag}")
     for name in (
+        "format",
         "buckets",
         "objects",
         "noncurrent_versions",
         "bytes",
         "degraded_objects",
+        "lost_objects",
         "heal_queue",
         "gc_queue",
         "multipart_uploads",
     ):
         print(f"{name}: {status[name]}")
-    return 0
+    if status["degraded"]:
+        print("DEGRADED: " + "; ".join(status["degraded"]))
+    else:
+        print("state: ok")
 
 
 def cmd_replace_drive(args: argparse.Namespace) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,8 +147,50 @@ def test_reordered_drive_paths_keep_every_drive(tmp_path: Path, cli) -> None:
 
     # Reordered with a drive missing: the others keep their ids, the missing one gets the id left over.
     shutil.rmtree(disks[3])
-    status = json.loads(cli("status", str(store), "--json").stdout)
+    status = json.loads(cli("status", str(store), "--json", check=False).stdout)
     states = {d["id"]: (d["state"], d["path"]) for d in status["drives"]}
     assert states["hot-3"] == ("missing", str(disks[3]))
     assert [s for s, _ in states.values()].count("ok") == 5
     assert cli("get", str(store), "pacs/a.dcm").stdout == b"x" * 100_000
+
+
+def test_status_reports_tiers_and_exits_non_zero_when_degraded(store_path: Path, cli) -> None:
+    cli("mb", str(store_path), "pacs")
+    cli("put", str(store_path), "pacs/a", "-", input=b"z" * 200_000)
+    whole = cli("status", str(store_path), "--json")
+    status = json.loads(whole.stdout)
+    (tier,) = status["tiers"]
+    assert (tier["ec"], tier["drives_ok"], tier["redundancy_left"]) == ("4+2", 6, 2)
+    # Six directory drives on one filesystem: the disk is counted once, and usable is raw after parity.
+    disk = shutil.disk_usage(store_path)
+    assert abs(tier["raw_bytes"] - disk.total) < 2**20
+    assert tier["usable_bytes"] == int(tier["raw_bytes"] * 4 / 6)
+    assert [d.get("shares_filesystem_with") for d in status["drives"]] == [None] + ["hot-0"] * 5
+    assert status["degraded"] == [] and status["lost_objects"] == 0
+    human = cli("status", str(store_path)).stdout.decode()
+    assert "tier hot: EC 4+2, 6/6 drives ok, redundancy left 2 of 2" in human and "state: ok" in human
+
+    shutil.rmtree(store_path / "drives" / "d4")
+    out = cli("status", str(store_path), "--json", check=False)
+    assert out.returncode == 1
+    status = json.loads(out.stdout)
+    assert status["tiers"][0]["redundancy_left"] == 1 and status["degraded"] == ["drive hot-4 is missing"]
+    human = cli("status", str(store_path), check=False)
+    assert human.returncode == 1 and "DEGRADED: drive hot-4 is missing" in human.stdout.decode()
+
+    # Three drives gone from a 4+2 tier: objects are unreadable, and status says so with exit 2.
+    shutil.rmtree(store_path / "drives" / "d0")
+    shutil.rmtree(store_path / "drives" / "d1")
+    out = cli("status", str(store_path), "--json", check=False)
+    assert out.returncode == 2 and json.loads(out.stdout)["tiers"][0]["redundancy_left"] == -1
+
+    # A reader that stops early ends the command quietly (no traceback).
+    piped = subprocess.run(
+        f"set +o pipefail; {shlex.quote(sys.executable)} -m objfs.cli status {shlex.quote(str(store_path))} | head -1",
+        shell=True,
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])),
+        executable="/bin/bash",
+        timeout=60,
+    )
+    assert piped.stdout.startswith(b"store ") and b"Traceback" not in piped.stderr
