@@ -48,6 +48,8 @@ class StoreLock:
 
 
 def _open(root: Path) -> int:
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file, not a store directory")
     if not (root / CONFIG_NAME).is_file():
         raise ConfigError(f"{root} is not an objfs store (no {CONFIG_NAME}); run 'objfs init' first")
     run = root / "run"
