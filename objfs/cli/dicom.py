@@ -100,7 +100,8 @@ def cmd_dicom(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from objfs.dicom.migrate import migrate
 
-    with Store.open(args.store) as store:
+    # A migration writes for hours: it shares the store lock as a server does.
+    with hold_shared(args.store), Store.open(args.store) as store:
         report = migrate(
             store,
             args.source,
