@@ -35,7 +35,7 @@ from starlette.responses import Response
 from objfs.store import Store
 from objfs.stores import open_store
 
-from . import continue100
+from . import continue100, sse
 from . import errors as S3
 from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
@@ -62,13 +62,13 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate acl analytics attributes cors encryption intelligent-tiering inventory lifecycle logging "
+    "accelerate acl analytics attributes cors intelligent-tiering inventory lifecycle logging "
     "metrics notification ownershipControls policy policyStatus publicAccessBlock replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
-BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock"))
+BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "encryption"))
 OBJECT_ONLY = frozenset(("retention", "legal-hold"))
 
 
@@ -88,6 +88,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"versions"}), None, _op("ListObjectVersions", versioning.list_versions)),
         (frozenset({"object-lock"}), None, _op("GetObjectLockConfiguration", lock.get_lock_configuration)),
         (frozenset({"location"}), None, _op("GetBucketLocation", buckets.get_location)),
+        (frozenset({"encryption"}), None, _op("GetBucketEncryption", sse.get_bucket_encryption)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -96,9 +97,13 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ("bucket", "PUT"): [
         (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True, "xml")),
         (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True, "xml")),
+        (frozenset({"encryption"}), None, _op("PutBucketEncryption", sse.put_bucket_encryption, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
-    ("bucket", "DELETE"): [(_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True))],
+    ("bucket", "DELETE"): [
+        (frozenset({"encryption"}), None, _op("DeleteBucketEncryption", sse.delete_bucket_encryption, True)),
+        (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
+    ],
     ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml"))],
     ("object", "GET"): [
         (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),

@@ -30,6 +30,7 @@ COMMANDS = [
     "key disable",
     "key enable",
     "key rotate",
+    "kms",
     "mb",
     "put",
     "get",
@@ -40,6 +41,7 @@ COMMANDS = [
     "mount",
     "dicom",
     "migrate",
+    "dicomweb",
     "serve",
     "upgrade",
 ]

@@ -24,11 +24,11 @@ from objfs import __version__
 from objfs.store.errors import StoreError
 from objfs.store.storelock import StoreBusy
 
-from . import dicom, keys, mount, objects, serve, store, worm
+from . import dicom, dicomweb, keys, kms, mount, objects, serve, store, worm
 
 __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
-COMMAND_GROUPS = (store, keys, objects, worm, mount, dicom, serve)
+COMMAND_GROUPS = (store, keys, kms, objects, worm, mount, dicom, dicomweb, serve)
 EXIT_BROKEN_PIPE = 128 + 13  # what the shell reports for a process ended by SIGPIPE
 
 

@@ -24,6 +24,7 @@ from . import access
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
+from .crypto import KeyService, check_bucket_default, new_key_file
 from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
@@ -150,6 +151,7 @@ class Store(
         self.run_dir = self.root / "run"
         self.leases = ReaderLeases(self.run_dir)
         self.intents = IntentJournal(self.run_dir, self.index.state)
+        self.encryption = KeyService(config.key_file)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -422,7 +424,7 @@ class Store(
     )
     def update_bucket(self, name: str, *, principal: Principal | None = None, **changes: Any) -> dict[str, Any]:
         """Change bucket settings (versioning, lock_default, tagging, ...)."""
-        allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner"}
+        allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner", "encryption"}
         bad = set(changes) - allowed
         if bad:
             raise InvalidArgument(f"unknown bucket settings {sorted(bad)}")
@@ -433,6 +435,8 @@ class Store(
                     raise InvalidArgument("versioning must be Enabled or Suspended")
                 if settings["object_lock"] and changes["versioning"] != "Enabled":
                     raise InvalidArgument("versioning cannot be suspended on a bucket with object lock")
+            if "encryption" in changes:
+                changes["encryption"] = check_bucket_default(self.encryption, changes["encryption"])
             settings.update(changes)
         self._write_bucket_files(settings)
         with self.index.write() as txn:
@@ -477,6 +481,8 @@ def init_store(
     (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size, directory_drives=not drive_paths))
     try:
         config = load_config(root)
+        if config.key_file is not None and not config.key_file.exists():
+            new_key_file(config.key_file)
         for i, path in enumerate(config.hot.drives):
             format_drive(path, config.store_id, drive_id_for(config.store_id, "hot", i))
     except BaseException:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .crypto import seal_record
 from .fragments import read_meta, write_meta
 from .leases import LeasesUnreadable
 from .locks import lock_active
@@ -97,7 +98,7 @@ class GarbageMixin:
 
     def _write_tombstone(self: Store, rec: dict[str, Any]) -> None:
         drives = self._meta_drives(rec)[: self.config.hot.m + 1]
-        stone = tombstone_of(rec)
+        stone = seal_record(self.encryption, tombstone_of(rec), like=rec)
         written = 0
         for drive in drives:
             try:

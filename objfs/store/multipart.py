@@ -11,8 +11,10 @@ import io
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from . import crypto
 from .audit import audited, guarded
 from .blobs import BlobReader, BlobWriter, new_id
+from .crypto import Encryption
 from .errors import (
     EntityTooSmall,
     InvalidArgument,
@@ -66,10 +68,17 @@ class MultipartMixin:
         legal_hold: bool = False,
         posix: dict[str, int] | None = None,
         principal: Principal | None = None,
+        encryption: Encryption | None = None,
     ) -> str:
-        """Start an upload; returns its id. Durable when it returns."""
+        """Start an upload; returns its id. Durable when it returns.
+
+        The encryption (``encryption``, else the bucket's default) is decided
+        now: every part is encrypted with the upload's one data key.
+        """
         check_key(key)
         check_new_retention(retention, self.clock.now())
+        with self.index.read() as txn:
+            sse, _ = crypto.for_write(self.encryption, self._bucket(txn, bucket), encryption)
         upload_id = new_id()
         upload = {
             "id": upload_id,
@@ -84,6 +93,8 @@ class MultipartMixin:
             "legal_hold": legal_hold,
             "posix": dict(posix or {}),
         }
+        if sse is not None:
+            upload["sse"] = sse  # wrapped only; in the upload's meta files too, for rebuild-index
         with self.index.read() as txn:
             self._bucket(txn, bucket)
         meta = {"id": upload_id, "bucket": bucket, "key": key, "upload": upload, "gen": time.time_ns()}
@@ -116,18 +127,21 @@ class MultipartMixin:
         content_md5: bytes | None = None,
         verify: Any = None,
         principal: Principal | None = None,
+        customer_key: bytes | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` (1..10000), replacing an earlier one. Durable when it returns.
 
-        Returns ``{"number", "etag", "size"}``.
+        Returns ``{"number", "etag", "size"}``. The part is encrypted with the
+        upload's data key; an SSE-C upload needs its ``customer_key``.
         """
         if not 1 <= number <= MAX_PARTS:
             raise InvalidArgument(f"part number must be between 1 and {MAX_PARTS}")
         if isinstance(body, (bytes, bytearray)):
             length = len(body) if length is None else length
             body = io.BytesIO(body)
-        self.get_upload(upload_id)
-        writer = BlobWriter(self, self.config.hot.name)
+        upload = self.get_upload(upload_id)
+        data_key = self.encryption.data_key(upload["sse"], customer_key) if upload.get("sse") else None
+        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
         created = self.clock.now()
         try:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
@@ -162,19 +176,27 @@ class MultipartMixin:
         start: int = 0,
         end: int | None = None,
         principal: Principal | None = None,
+        customer_key: bytes | None = None,
+        source_customer_key: bytes | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` as bytes ``[start, end)`` of an object version (S3 UploadPartCopy).
 
         The source is opened as ``principal``, so the read is audited.
         Durable when it returns; returns like :meth:`upload_part`.
+        ``source_customer_key`` opens an SSE-C source, ``customer_key`` is
+        the upload's own (SSE-C uploads).
         """
-        self.get_upload(upload_id)
-        with self.open_object(src_bucket, src_key, version_id, principal=principal) as reader:
+        upload = self.get_upload(upload_id)
+        if upload.get("sse"):
+            self.encryption.data_key(upload["sse"], customer_key)  # refused before the source is read
+        with self.open_object(src_bucket, src_key, version_id, principal=principal, customer_key=source_customer_key) as reader:
             size = reader.info.size
             end = size if end is None else end
             if not 0 <= start <= end <= size:
                 raise InvalidRange(f"bytes {start}-{end} are not within the {size} bytes of {src_bucket}/{src_key}")
-            return self.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
+            return self.upload_part(
+                upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start, customer_key=customer_key
+            )
 
     @guarded("list", target=_upload_target, scope=_in_upload("list"))
     def list_parts(
@@ -222,9 +244,18 @@ class MultipartMixin:
         scope=_in_upload("write"),
     )
     def complete_multipart(
-        self: Store, upload_id: str, parts: list[tuple[int, str]], *, principal: Principal | None = None
+        self: Store,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        principal: Principal | None = None,
+        customer_key: bytes | None = None,
     ) -> ObjectInfo:
         """Assemble the listed parts into the object, atomically. Durable when it returns.
+
+        The object keeps the upload's encryption. Indexers see the plaintext
+        head, except for an SSE-C upload completed without its ``customer_key``
+        (S3 does not require it there), which is then not indexed.
 
         Raises InvalidPartOrder, InvalidPart (missing part or ETag mismatch),
         EntityTooSmall (a part but the last below the minimum size).
@@ -268,9 +299,16 @@ class MultipartMixin:
             retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
         record["retention"] = retention
         record["legal_hold"] = bool(upload.get("legal_hold"))
-        head = self._head_bytes(record)
-        for indexer in self.indexers:
-            merge_indexed(record, indexer.extract(head, record["key"]))
+        sse = upload.get("sse")
+        data_key = None
+        if sse is not None:
+            record["sse"] = sse
+            if sse["mode"] != "C" or customer_key is not None:
+                data_key = self.encryption.data_key(sse, customer_key)
+        if sse is None or data_key is not None:
+            head = self._head_bytes(record, data_key)
+            for indexer in self.indexers:
+                merge_indexed(record, indexer.extract(head, record["key"]))
         record["seq"] = record["gen"] = time.time_ns()  # newer than the upload's own meta on the drives
         unused = [p["blob"] for n, p in stored.items() if n not in set(numbers)]
 
@@ -301,10 +339,10 @@ class MultipartMixin:
                 except OSError:
                     pass
 
-    def _head_bytes(self: Store, record: dict[str, Any]) -> bytes:
+    def _head_bytes(self: Store, record: dict[str, Any], data_key: bytes | None = None) -> bytes:
         out = bytearray()
         for desc in record["parts"]:
-            reader = BlobReader(self, desc)
+            reader = BlobReader(self, desc, data_key=data_key)
             try:
                 for chunk in reader.iter_range(0, min(desc["size"], HEAD_BYTES - len(out)), prefetch=False):
                     out += chunk

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from . import crypto
 from .audit import audited, guarded
 from .blobs import BlobReader, BlobWriter, new_id
+from .crypto import Encryption
 from .errors import (
     DataLoss,
     InvalidArgument,
@@ -107,14 +109,26 @@ class ObjectReader:
     raises DataLoss (never short or wrong bytes) and is audited as failed.
     """
 
-    def __init__(self, store: Store, info: ObjectInfo, principal: Principal | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        info: ObjectInfo,
+        principal: Principal | None = None,
+        *,
+        customer_key: bytes | None = None,
+        data_key: bytes | None = None,
+    ) -> None:
         self.store = store
         self.info = info
         self.principal = principal
+        sse = info.record.get("sse")
+        if sse and data_key is None:
+            # Before any lease: an SSE-C object read without its key is refused here.
+            data_key = store.encryption.data_key(sse, customer_key)
         self._blob_ids = [desc["id"] for desc in info.record.get("parts", [])]
         store.leases.hold(self._blob_ids)
         self._failed = False
-        self._readers = [BlobReader(store, desc) for desc in info.record.get("parts", [])]
+        self._readers = [BlobReader(store, desc, data_key=data_key) for desc in info.record.get("parts", [])]
         self._offsets = []
         pos = 0
         for desc in info.record.get("parts", []):
@@ -276,6 +290,7 @@ class ObjectsMixin:
         if_unchanged: ObjectInfo | None = None,
         keep_attributes: bool = False,
         xattr_changes: dict[str, bytes | None] | None = None,
+        encryption: Encryption | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -291,7 +306,9 @@ class ObjectsMixin:
         metadata, standard headers and xattrs (with ``xattr_changes`` applied,
         None removing one) are those of the version current *at the commit*,
         so a metadata change another front makes meanwhile is never lost (the
-        mount's close); ``posix`` still applies.
+        mount's close); ``posix`` still applies. ``encryption`` encrypts the
+        body at rest; without it the bucket's default encryption (if any)
+        applies (see :mod:`.crypto`).
         """
         check_key(key)
         if isinstance(body, (bytes, bytearray, memoryview)):
@@ -306,8 +323,10 @@ class ObjectsMixin:
         if (retention or legal_hold) and not settings.get("object_lock"):
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         check_new_retention(retention, self.clock.now())
-        writer = BlobWriter(self, self.config.hot.name)
+        sse, data_key = crypto.for_write(self.encryption, settings, encryption)
+        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
         try:
+            # The head (for indexers) is taken from the plaintext, before encryption.
             etag, head = writer.ingest(body, length, content_md5=content_md5, verify=verify, head_bytes=HEAD_BYTES)
             object_id = writer.blob_id
             record = self._new_record(
@@ -319,13 +338,15 @@ class ObjectsMixin:
                 retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
             record["retention"] = retention
             record["legal_hold"] = bool(legal_hold)
+            if sse is not None:
+                record["sse"] = sse  # in the footer too: rebuild-index restores it
             # Known before the commit so the footer (rebuild-index) carries them too.
             record["seq"] = time.time_ns()
             if settings.get("versioning") == "Enabled":
                 record["version"] = object_id
             for indexer in self.indexers:
                 merge_indexed(record, indexer.extract(head, key))
-            desc = writer.finish(record)
+            desc = writer.finish(crypto.seal_record(self.encryption, record))
         except BaseException:
             writer.discard()
             raise
@@ -522,17 +543,29 @@ class ObjectsMixin:
 
     @audited("read", durable=False)
     def open_object(
-        self: Store, bucket: str, key: str, version_id: str | None = None, *, principal: Principal | None = None
+        self: Store,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        *,
+        principal: Principal | None = None,
+        customer_key: bytes | None = None,
     ) -> ObjectReader:
-        """A reader of the current version (or ``version_id``); raises like head_object."""
+        """A reader of the current version (or ``version_id``); raises like head_object.
+
+        An SSE-C object needs its ``customer_key`` (EncryptionKeyRequired,
+        EncryptionKeyMismatch otherwise).
+        """
         info = self.head_object(bucket, key, version_id)
         if info.delete_marker:
             raise InvalidArgument("a delete marker has no body")
-        return ObjectReader(self, info, principal)
+        return ObjectReader(self, info, principal, customer_key=customer_key)
 
-    def open_record(self: Store, record: dict[str, Any], *, principal: Principal | None = None) -> ObjectReader:
+    def open_record(
+        self: Store, record: dict[str, Any], *, principal: Principal | None = None, customer_key: bytes | None = None
+    ) -> ObjectReader:
         """A reader of a record already in hand (e.g. from a listing)."""
-        return ObjectReader(self, ObjectInfo.from_record(record), principal)
+        return ObjectReader(self, ObjectInfo.from_record(record), principal, customer_key=customer_key)
 
     def record_is_live(self: Store, record: dict[str, Any]) -> bool:
         """Whether ``record``'s version is still in the index (current or noncurrent)."""
@@ -542,9 +575,11 @@ class ObjectsMixin:
                 return True
             return txn.get("versions", version_key(record["bucket"], record["key"], record["seq"])) is not None
 
-    def get_object_bytes(self: Store, bucket: str, key: str, version_id: str | None = None) -> bytes:
+    def get_object_bytes(
+        self: Store, bucket: str, key: str, version_id: str | None = None, *, customer_key: bytes | None = None
+    ) -> bytes:
         """The whole body in memory: for small objects and tests only."""
-        with self.open_object(bucket, key, version_id) as reader:
+        with self.open_object(bucket, key, version_id, customer_key=customer_key) as reader:
             return reader.readall()
 
     # -- deletes, copies, renames ------------------------------------------------
@@ -655,6 +690,8 @@ class ObjectsMixin:
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
         principal: Principal | None = None,
+        source_customer_key: bytes | None = None,
+        encryption: Encryption | None = None,
     ) -> ObjectInfo:
         """Copy an object's bytes into a new object (streamed, re-encoded).
 
@@ -662,8 +699,11 @@ class ObjectsMixin:
         ``replace_metadata``; the copy-source conditions are checked first.
         ``retention`` and ``legal_hold`` apply to the new version as in
         :meth:`put_object` (the source's lock is never copied, as in S3).
+        An SSE-C source needs ``source_customer_key``; the copy is encrypted
+        as ``encryption`` says, else by the destination bucket's default (as
+        in S3: a copy does not inherit its source's encryption).
         """
-        with self.open_object(src_bucket, src_key, version_id) as reader:
+        with self.open_object(src_bucket, src_key, version_id, customer_key=source_customer_key) as reader:
             src = reader.info
             etag = '"' + src.etag + '"'
             if if_match is not None and if_match not in (etag, src.etag, "*"):
@@ -690,4 +730,5 @@ class ObjectsMixin:
                 retention=retention,
                 legal_hold=legal_hold,
                 principal=principal,
+                encryption=encryption,
             )
