@@ -265,6 +265,8 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
         check_port_free(host, port, "S3")
         if kwargs.get("dicom", True):
             check_port_free("", dicom_port, "DICOM")
+        if config.dicomweb.port is not None:
+            check_port_free(config.dicomweb.host, config.dicomweb.port, "DICOMweb")
         if mount is not None:
             from objfs.fuse.mount import MountError, check_mountpoint
 
