@@ -12,8 +12,11 @@ in :mod:`objfs.cli.serve`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
+import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 import trio
 
 from objfs import workers
+from objfs.store.storelock import hold_shared
 from objfs.stores import Store
 
 log = logging.getLogger("objfs.serve")
@@ -56,8 +60,13 @@ async def serve(
     dicom_port: int | None = None,
     on_ready: Any = None,
 ) -> None:
-    """Run every front until a signal or until one of them stops."""
-    store = Store.open(store_path)
+    """Run every front until a signal or until one of them stops; holds the store lock shared meanwhile."""
+    store_lock = hold_shared(store_path)
+    try:
+        store = Store.open(store_path)
+    except BaseException:
+        store_lock.release()
+        raise
     stop = trio.Event()
     dicom_stop = threading.Event()
     limiter = trio.CapacityLimiter(2)
@@ -99,6 +108,7 @@ async def serve(
     finally:
         dicom_stop.set()
         store.close()
+        store_lock.release()
 
 
 async def _start_fronts(
@@ -182,6 +192,44 @@ async def _start_fronts(
         )
 
 
+class StartupError(Exception):
+    """The appliance cannot start (a port taken, ...): one line for the operator, no traceback."""
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise StartupError naming ``what`` and the port when it cannot be listened on.
+
+    Checked before any front starts, so a taken port is one clear line
+    rather than a traceback from deep inside a server library.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            where = f"{host or '*'}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"{what} port {port} is in use ({where}); stop what listens there or choose another port"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise StartupError(f"{what} port {port} needs privileges ({where}); use a port above 1023") from None
+            raise StartupError(f"{what} cannot listen on {where}: {exc.strerror}") from None
+
+
+def _address_in_use(exc: BaseException) -> OSError | None:
+    """The EADDRINUSE error inside ``exc`` (an exception group from the nursery), if any."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _address_in_use(inner)
+        if found is not None:
+            return found
+    cause = exc.__cause__ or exc.__context__
+    return _address_in_use(cause) if cause is not None and cause is not exc else None
+
+
 async def _stop_background_on(stop: trio.Event, background: trio.Nursery) -> None:
     await stop.wait()
     background.cancel_scope.cancel()
@@ -207,7 +255,35 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
             print(f"objfs: DICOMweb at {', '.join(banner['dicomweb'])}", flush=True)
         print("objfs: ready; Ctrl-C or SIGTERM stops and unmounts", flush=True)
 
-    if mount is not None:
-        mount.mkdir(parents=True, exist_ok=True)
-    trio.run(partial(serve, store_path, mount=mount, allow_other=allow_other, on_ready=announce, **kwargs))
+    from objfs.store.config import load_config
+
+    config = load_config(store_path)
+    host = kwargs.get("host") or config.s3.host
+    port = config.s3.port if kwargs.get("port") is None else kwargs["port"]
+    dicom_port = config.dicom.port if kwargs.get("dicom_port") is None else kwargs["dicom_port"]
+    try:
+        check_port_free(host, port, "S3")
+        if kwargs.get("dicom", True):
+            check_port_free("", dicom_port, "DICOM")
+        if config.dicomweb.port is not None:
+            check_port_free(config.dicomweb.host, config.dicomweb.port, "DICOMweb")
+        if mount is not None:
+            from objfs.fuse.mount import MountError, check_mountpoint
+
+            mount.mkdir(parents=True, exist_ok=True)
+            try:
+                check_mountpoint(mount)
+            except MountError as exc:
+                raise StartupError(str(exc)) from None
+        trio.run(partial(serve, store_path, mount=mount, allow_other=allow_other, on_ready=announce, **kwargs))
+    except StartupError as exc:
+        print(f"objfs: {exc}", file=sys.stderr)
+        return 2
+    except BaseException as exc:
+        taken = _address_in_use(exc)
+        if taken is None:
+            raise
+        # Taken between the check and the bind: still one line.
+        print(f"objfs: a port is in use ({taken.strerror}); S3 port {port}, DICOM port {dicom_port}", file=sys.stderr)
+        return 2
     return 0

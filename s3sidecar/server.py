@@ -24,6 +24,7 @@ from hypercorn.config import Config
 from objfs.store import Store
 from objfs.store.config import load_config
 from objfs.store.errors import StoreError
+from objfs.store.storelock import hold_shared
 
 from .app import create_app
 from .settings import SETTINGS_ENV, STORE_ENV, Settings
@@ -104,11 +105,27 @@ def _size(text: str) -> int:
     return int(text)
 
 
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (one line, naming the port), or None."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use ({host}:{port}); stop what listens there or choose another port"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="s3sidecar", description="Serve an objfs store over the S3 REST API.")
     p.add_argument("store", help="path of the objfs store")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--host", help="listen address (default: [s3] host of objfs.toml)")
+    p.add_argument("--port", type=int, help="port (default: [s3] port of objfs.toml)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the store")
     p.add_argument("--certfile", help="TLS certificate (PEM); requires --keyfile")
     p.add_argument("--keyfile", help="TLS private key (PEM)")
@@ -137,9 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     store_path = Path(args.store).resolve()
     try:
-        load_config(store_path)
+        s3_config = load_config(store_path).s3
+        # Held for the process's life (workers included): rebuild-index and upgrade refuse meanwhile.
+        store_lock = hold_shared(store_path)  # noqa: F841
     except StoreError as exc:
         print(f"s3sidecar: {exc}", file=sys.stderr)
+        return 2
+    if args.host is None:
+        args.host = s3_config.host
+    if args.port is None:
+        args.port = s3_config.port
+    problem = _cannot_listen(args.host, args.port)
+    if problem:
+        print(f"s3sidecar: {problem}", file=sys.stderr)
         return 2
     settings = Settings(
         region=args.region,

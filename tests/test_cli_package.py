@@ -26,6 +26,10 @@ COMMANDS = [
     "key",
     "key create",
     "key list",
+    "key delete",
+    "key disable",
+    "key enable",
+    "key rotate",
     "kms",
     "mb",
     "put",
@@ -39,6 +43,7 @@ COMMANDS = [
     "migrate",
     "dicomweb",
     "serve",
+    "upgrade",
 ]
 
 

@@ -8,7 +8,8 @@ that fails to import fails the command, nothing is skipped silently.
 
 This is the one place where errors become exit codes: a
 :class:`~objfs.store.errors.StoreError` prints ``objfs: <message>`` on stderr
-and exits 1; Ctrl-C exits 130; a reader that closes stdout early (``objfs
+and exits 1 (2 for a store held by another process,
+:class:`~objfs.store.storelock.StoreBusy`); Ctrl-C exits 130; a reader that closes stdout early (``objfs
 status | head -1``) ends the command quietly with 141, as a process killed by
 SIGPIPE would (Python ignores SIGPIPE, and must: the servers write to sockets).
 """
@@ -19,7 +20,9 @@ import argparse
 import os
 import sys
 
+from objfs import __version__
 from objfs.store.errors import StoreError
+from objfs.store.storelock import StoreBusy
 
 from . import dicom, dicomweb, keys, kms, mount, objects, serve, store, worm
 
@@ -32,6 +35,7 @@ EXIT_BROKEN_PIPE = 128 + 13  # what the shell reports for a process ended by SIG
 def build_parser() -> argparse.ArgumentParser:
     """The ``objfs`` parser with every command group registered."""
     parser = argparse.ArgumentParser(prog="objfs", description="Erasure-coded archive for medical images")
+    parser.add_argument("--version", action="version", version=f"objfs {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(subparsers)
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         # Flushed here, so a closed pipe is seen now and not as a traceback at interpreter exit.
         sys.stdout.flush()
         return code
+    except StoreBusy as exc:
+        print(f"objfs: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"objfs: {exc}", file=sys.stderr)
         return 1

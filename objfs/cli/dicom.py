@@ -17,6 +17,7 @@ from typing import Any
 
 from objfs.store.errors import StoreError
 from objfs.store.names import check_bucket_name
+from objfs.store.storelock import hold_shared
 from objfs.stores import Store
 
 
@@ -84,11 +85,12 @@ def cmd_dicom(args: argparse.Namespace) -> int:
             failure.append(exc)
 
     try:
+        store_lock = hold_shared(args.store)
         store = Store.open(args.store)
     except StoreError as exc:
         print(f"objfs dicom: {exc}", file=sys.stderr)
         return 2
-    with store:
+    with store_lock, store:
         cfg = store.config.dicom
         try:
             for name in [args.bucket or cfg.bucket, *cfg.aets.values()]:
@@ -120,7 +122,8 @@ def cmd_dicom(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from objfs.dicom.migrate import migrate
 
-    with Store.open(args.store) as store:
+    # A migration writes for hours: it shares the store lock as a server does.
+    with hold_shared(args.store), Store.open(args.store) as store:
         report = migrate(
             store,
             args.source,

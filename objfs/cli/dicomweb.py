@@ -37,9 +37,12 @@ async def _until_signal() -> None:
 def cmd_dicomweb(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="objfs dicomweb: %(levelname)s %(name)s: %(message)s")
     from objfs.dicomweb.app import PREFIX, serve_dicomweb
+    from objfs.store.storelock import hold_shared
     from objfs.stores import Store
 
     try:
+        # Held for the process's life (released at exit): rebuild-index and upgrade refuse meanwhile.
+        store_lock = hold_shared(args.store)  # noqa: F841
         store = Store.open(args.store)
     except StoreError as exc:
         print(f"objfs dicomweb: {exc}", file=sys.stderr)

@@ -1,4 +1,10 @@
-"""``objfs key create|list``: S3 access keys. The secret is printed once, at creation, and never listed."""
+"""``objfs key create|list|delete|disable|enable|rotate``: S3 access keys.
+
+Guarantee: a secret is printed once, at creation or rotation, and never
+listed; every change is a durable audit line (``key-create``, ``key-delete``,
+``key-disable``, ``key-enable``, ``key-rotate``) by the ``cli`` principal
+naming the access key id. A running sidecar sees a change within a second.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,16 @@ import json
 from typing import Any
 
 from objfs.stores import Store
+
+from .common import cli_principal
+
+#: command -> (help, KeyRing method, its extra arguments)
+CHANGES = {
+    "delete": ("delete a key for good", "delete", ()),
+    "disable": ("stop a key from signing requests (its rights are kept)", "set_disabled", (True,)),
+    "enable": ("let a disabled key sign requests again", "set_disabled", (False,)),
+    "rotate": ("give a key a new secret, printed once; the old secret stops working", "rotate", ()),
+}
 
 
 def register(subparsers: Any) -> None:
@@ -28,7 +44,14 @@ def register(subparsers: Any) -> None:
     k.set_defaults(func=cmd_key_create)
     k = keysub.add_parser("list", help="list keys (no secrets)")
     k.add_argument("store")
+    k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_key_list)
+    for command, (text, _, _) in CHANGES.items():
+        k = keysub.add_parser(command, help=text)
+        k.add_argument("store")
+        k.add_argument("access_key")
+        k.add_argument("--json", action="store_true")
+        k.set_defaults(func=cmd_key_change, change=command)
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:
@@ -42,15 +65,44 @@ def cmd_key_create(args: argparse.Namespace) -> int:
             retention=args.retention,
             now=store.clock.now(),
         )
+        store.record_audit("key-create", cli_principal(), "ok", True, detail=f"{key.access_key} ({key.name})")
     print(json.dumps({"access_key": key.access_key, "secret_key": key.secret_key}))
     return 0
 
 
 def cmd_key_list(args: argparse.Namespace) -> int:
     with Store.open(args.store) as store:
-        keys = store.keys.all()
-    for key in keys:
-        scope = ",".join(key.buckets) or "*"
-        rights = ",".join(["read", *key.rights()])
-        print(f"{key.access_key}\t{key.name}\tbuckets={scope}\trights={rights}")
+        keys = store.keys.every()
+    rows = [
+        {
+            "access_key": key.access_key,
+            "name": key.name,
+            "buckets": list(key.buckets),
+            "rights": ["read", *key.rights()],
+            "disabled": key.disabled,
+        }
+        for key in keys
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        scope = ",".join(row["buckets"]) or "*"
+        state = "\tDISABLED" if row["disabled"] else ""
+        print(f"{row['access_key']}\t{row['name']}\tbuckets={scope}\trights={','.join(row['rights'])}{state}")
+    return 0
+
+
+def cmd_key_change(args: argparse.Namespace) -> int:
+    _, method, extra = CHANGES[args.change]
+    with Store.open(args.store) as store:
+        key = getattr(store.keys, method)(args.access_key, *extra)
+        store.record_audit(f"key-{args.change}", cli_principal(), "ok", True, detail=f"{key.access_key} ({key.name})")
+    if args.change == "rotate":
+        print(json.dumps({"access_key": key.access_key, "secret_key": key.secret_key}))
+    elif args.json:
+        print(json.dumps({"access_key": key.access_key, args.change: True}))
+    else:
+        done = {"delete": "deleted", "disable": "disabled", "enable": "enabled"}[args.change]
+        print(f"{done} key {key.access_key} ({key.name})")
     return 0

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from objfs.store.storelock import hold_shared
 from objfs.stores import Store
 
 
@@ -31,7 +32,7 @@ def _serve(args: argparse.Namespace, on_ready: Any) -> None:
 
     from objfs.fuse.mount import run_mount
 
-    with Store.open(args.store) as store:
+    with hold_shared(args.store), Store.open(args.store) as store:
 
         async def main() -> None:
             ready = trio.Event()

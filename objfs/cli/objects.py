@@ -46,6 +46,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("store")
     p.add_argument("bucket")
     p.add_argument("--object-lock", action="store_true", help="WORM bucket (versioning on, retention possible)")
+    period = p.add_mutually_exclusive_group()
+    period.add_argument("--retention-days", type=int, metavar="N", help="default retention of new objects, in days")
+    period.add_argument("--retention-years", type=int, metavar="N", help="default retention of new objects, in years")
+    p.add_argument(
+        "--retention-mode",
+        choices=("GOVERNANCE", "COMPLIANCE"),
+        help="mode of the default retention (COMPLIANCE: nobody can shorten or remove it)",
+    )
     p.set_defaults(func=cmd_mb)
 
     p = subparsers.add_parser("rm", help="delete BUCKET/KEY (a delete marker in versioned buckets) or one version")
@@ -139,8 +147,25 @@ def _iso(ts: float) -> str:
 
 
 def cmd_mb(args: argparse.Namespace) -> int:
+    period = args.retention_days is not None or args.retention_years is not None
+    # Checked before the bucket exists, so a refused default never leaves a bucket without one.
+    if period != (args.retention_mode is not None):
+        raise SystemExit("objfs: a default retention needs --retention-mode and --retention-days or --retention-years")
+    if period and not args.object_lock:
+        raise SystemExit("objfs: a default retention needs --object-lock")
+    if period and (args.retention_days or args.retention_years or 0) <= 0:
+        raise SystemExit("objfs: the default retention period must be a positive whole number")
     with Store.open(args.store) as store:
-        store.create_bucket(args.bucket, object_lock=args.object_lock, principal=cli_principal())
+        principal = cli_principal()
+        store.create_bucket(args.bucket, object_lock=args.object_lock, principal=principal)
+        if period:
+            store.put_lock_configuration(
+                args.bucket,
+                args.retention_mode,
+                days=args.retention_days,
+                years=args.retention_years,
+                principal=principal,
+            )
     print(f"{args.bucket}/")
     return 0
 

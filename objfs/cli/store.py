@@ -1,17 +1,21 @@
-"""``objfs init|status|scrub|gc|replace-drive|rebuild-index``: the store itself and its drives.
+"""``objfs init|status|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
 
 Guarantee: these commands only parse arguments and call the engine; ``scrub``
-exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly.
+exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly;
+``status`` exits 1 when the store is degraded (a drive not ok, objects
+waiting for healing) and 2 when objects are lost or a tier is below quorum.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 
 
@@ -44,12 +48,22 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("replace-drive", help="format an empty replacement disk for a lost drive, then heal")
     p.add_argument("store")
     p.add_argument("drive", help="drive id, as objfs status shows it (e.g. hot-3)")
+    p.add_argument(
+        "--allow-directory",
+        action="store_true",
+        help="accept a path that is not a mount point (stores made with 'objfs init' without --drive always do)",
+    )
     p.set_defaults(func=cmd_replace_drive)
 
     p = subparsers.add_parser("rebuild-index", help="recreate the index from the drives")
     p.add_argument("store")
     p.add_argument("--force", action="store_true", help="move a non-empty index aside first")
     p.set_defaults(func=cmd_rebuild_index)
+
+    p = subparsers.add_parser("upgrade", help="move the store to this objfs's on-disk format (stop the service first)")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_upgrade)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -89,33 +103,58 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Print the store's state; exits 0 when whole, 1 when degraded, 2 when objects are lost or unreadable."""
     with Store.open(args.store) as store:
         status = store.status()
     if args.json:
         print(json.dumps(status))
-        return 0
+    else:
+        _print_status(status)
+    if status["lost_objects"] or any(t["redundancy_left"] < 0 for t in status["tiers"]):
+        return 2
+    return 1 if status["degraded"] else 0
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _print_status(status: dict[str, Any]) -> None:
     print(f"store {status['store']}")
+    for t in status["tiers"]:
+        print(
+            f"tier {t['name']}: EC {t['ec']}, {t['drives_ok']}/{t['drives']} drives ok, "
+            f"redundancy left {t['redundancy_left']} of {t['m']}; "
+            f"usable {_gib(t['usable_free_bytes'])} free of {_gib(t['usable_bytes'])} "
+            f"(raw {_gib(t['raw_free_bytes'])} free of {_gib(t['raw_bytes'])})"
+        )
     for d in status["drives"]:
         state = d["state"].upper()
-        if "free" in d:
-            flag = "" if d["immutable_flag"] else "  (no immutable flag: WORM hardening unavailable)"
-            print(
-                f"  {d['id']:<8} {state:<9} {d['path']}  {d['free'] / 2**30:.1f} GiB free of {d['total'] / 2**30:.1f} GiB{flag}"
-            )
-        else:
+        if "free" not in d:
             print(f"  {d['id']:<8} {state:<9} {d['path']}")
+            continue
+        flag = "" if d["immutable_flag"] else "  (no immutable flag: WORM hardening unavailable)"
+        space = f"{_gib(d['free'])} free of {_gib(d['total'])}"
+        if "shares_filesystem_with" in d:
+            space = f"same filesystem as {d['shares_filesystem_with']}"
+        print(f"  {d['id']:<8} {state:<9} {d['path']}  {space}{flag}")
     for name in (
+        "format",
         "buckets",
         "objects",
         "noncurrent_versions",
         "bytes",
         "degraded_objects",
+        "lost_objects",
         "heal_queue",
         "gc_queue",
         "multipart_uploads",
     ):
         print(f"{name}: {status[name]}")
-    return 0
+    if status["degraded"]:
+        print("DEGRADED: " + "; ".join(status["degraded"]))
+    else:
+        print("state: ok")
 
 
 def cmd_replace_drive(args: argparse.Namespace) -> int:
@@ -136,6 +175,14 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
         if state == "missing" and drive.path.exists() and any(drive.path.iterdir()):
             print(f"objfs: {drive.path} is not empty; mount a new, empty disk there first", file=sys.stderr)
             return 2
+        if not os.path.ismount(drive.path) and not (store.config.directory_drives or args.allow_directory):
+            # Formatting a bare directory would heal a whole disk's worth of fragments into the root filesystem.
+            print(
+                f"objfs: no disk is mounted at {drive.path}; mount the replacement disk there first "
+                "(or give --allow-directory if this drive is meant to be a directory)",
+                file=sys.stderr,
+            )
+            return 2
         format_drive(drive.path, store.config.store_id, drive.drive_id)
         store.refresh_drive_health()
         print(f"formatted {drive.path} as drive {drive.drive_id}; healing its fragments")
@@ -148,15 +195,44 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
     from objfs.store.rebuild import index_is_empty, move_index_aside, rebuild_index
 
     root = Path(args.store).resolve()
-    with Store.open(root) as store:
-        empty = index_is_empty(store)
-    if not empty:
-        if not args.force:
-            print("objfs: the index is not empty; --force moves it aside and rebuilds", file=sys.stderr)
-            return 2
-        moved = move_index_aside(root)
-        print(f"old index kept at {moved}")
-    with Store.open(root) as store:
-        counts = rebuild_index(store)
+    # Alone, or a serving process would keep writing to the index being moved aside.
+    with hold_exclusive(root, "rebuild-index"):
+        with Store.open(root) as store:
+            empty = index_is_empty(store)
+        if not empty:
+            if not args.force:
+                print("objfs: the index is not empty; --force moves it aside and rebuilds", file=sys.stderr)
+                return 2
+            moved = move_index_aside(root)
+            print(f"old index kept at {moved}")
+        with Store.open(root) as store:
+            counts = rebuild_index(store)
     print(json.dumps(counts))
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Check the store, then record the current format; safe to run again after a crash, or twice.
+
+    Alone (the exclusive store lock): nothing serves while the format changes.
+    """
+    from objfs.store.config import STORE_FORMAT, write_store_format
+
+    root = Path(args.store).resolve()
+    with hold_exclusive(root, "upgrade"):
+        with Store.open(root) as store:
+            before = store.config.format
+            states = {d.drive_id: store.drive_state(d) for d in store.all_drives()}
+        foreign = sorted(d for d, state in states.items() if state == "foreign")
+        if foreign:
+            print(f"objfs: drives {', '.join(foreign)} belong to another store or drive; fix objfs.toml first", file=sys.stderr)
+            return 2
+        changed = write_store_format(root, STORE_FORMAT)
+    result = {"store": str(root), "from": before, "to": STORE_FORMAT, "changed": changed}
+    if args.json:
+        print(json.dumps(result))
+    elif changed:
+        print(f"upgraded {root} from format {before} to format {STORE_FORMAT}")
+    else:
+        print(f"{root} is already format {STORE_FORMAT}")
     return 0

@@ -19,6 +19,10 @@ from .errors import ConfigError
 
 CONFIG_NAME = "objfs.toml"
 KEY_FILE_NAME = "keys/objfs-keys.json"
+#: The on-disk format this objfs writes. A store whose ``[store]`` table has no
+#: ``format`` is format 1 (made before formats were recorded) and opens as is;
+#: ``objfs upgrade`` records the current one. A newer format than this is refused.
+STORE_FORMAT = 2
 MAX_DRIVES_PER_TIER = 16
 EC_BACKENDS = ("isa_l_rs_cauchy", "liberasurecode_rs_vand", "isa_l_rs_vand")
 DEFAULT_BACKEND = "isa_l_rs_cauchy"
@@ -87,6 +91,11 @@ class StoreConfig:
     tiers: tuple[TierConfig, ...]
     s3: S3Config
     dicom: DicomConfig
+    #: On-disk format of the store (see STORE_FORMAT).
+    format: int = 1
+    #: The drives are plain directories (``objfs init`` without ``--drive``),
+    #: not mount points: ``objfs replace-drive`` accepts a directory then.
+    directory_drives: bool = False
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     #: Seconds after a write during which a version that took its bucket's
     #: default retention may still be renamed and get its POSIX attributes
@@ -160,10 +169,14 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     """Read and validate ``root/objfs.toml``."""
     root = Path(root).resolve()
     path = root / CONFIG_NAME
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file, not a store directory")
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{root} is not an objfs store (no {CONFIG_NAME}); run 'objfs init' first") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied (run objfs as the store's owner)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
@@ -171,8 +184,16 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
-    store = _only(_require(data, "store", dict, where), {"id", "segment_size"}, where + " [store]")
+    store = _only(_require(data, "store", dict, where), {"id", "segment_size", "format", "directory_drives"}, where + " [store]")
     store_id = _require(store, "id", str, where + " [store]")
+    store_format = _optional(store, "format", int, 1, where + " [store]")
+    if store_format > STORE_FORMAT:
+        raise ConfigError(
+            f"{where}: the store is format {store_format}, written by a newer objfs; this one reads up to {STORE_FORMAT}"
+        )
+    if store_format < 1:
+        raise ConfigError(f"{where} [store]: format {store_format} does not exist")
+    directory_drives = _optional(store, "directory_drives", bool, False, where + " [store]")
     segment_size = _optional(store, "segment_size", int, 1 << 20, where + " [store]")
     if not 64 * 1024 <= segment_size <= 64 << 20:
         raise ConfigError(f"{where}: segment_size must be between 64 KiB and 64 MiB")
@@ -290,6 +311,8 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         tiers=tuple(tiers),
         s3=s3,
         dicom=dicom,
+        format=store_format,
+        directory_drives=directory_drives,
         dicomweb=dicomweb,
         worm_commit_grace=float(grace),
         gc_min_age=float(gc_min_age),
@@ -319,15 +342,23 @@ def render_config(
     *,
     segment_size: int = 1 << 20,
     backend: str = DEFAULT_BACKEND,
+    directory_drives: bool = False,
     key_file: str = KEY_FILE_NAME,
 ) -> str:
-    """The text of a new ``objfs.toml`` with one hot tier."""
+    """The text of a new ``objfs.toml`` with one hot tier, in the current format."""
     drive_list = ",\n".join(f"    {_toml_str(d)}" for d in drives)
+    directories = (
+        "# The drives are directories, not mount points: replace-drive accepts a directory.\ndirectory_drives = true\n"
+        if directory_drives
+        else ""
+    )
     return f"""# objfs store configuration. Every value is checked at start-up.
 [store]
 id = "{uuid.uuid4()}"
+# On-disk format; `objfs upgrade` moves an older store to the current one.
+format = {STORE_FORMAT}
 segment_size = {segment_size}
-
+{directories}
 # The first tier receives new objects.
 [[tiers]]
 name = "hot"
@@ -387,6 +418,50 @@ duplicates = "keep"
 [dicom.destinations]
 
 """
+
+
+_STORE_TABLE = re.compile(r"^\[store\][ \t]*$", re.MULTILINE)
+_FORMAT_LINE = re.compile(r"^format[ \t]*=.*$", re.MULTILINE)
+
+
+def write_store_format(root: str | os.PathLike[str], store_format: int = STORE_FORMAT) -> bool:
+    """Record ``store_format`` in ``[store]`` of ``root/objfs.toml``; False if it was already recorded.
+
+    Crash-safe: the new text is written to a temporary file, fsynced and
+    renamed over the old one, so the file is whole in its old or new form;
+    every other line (and comment) is kept as the administrator wrote it.
+    """
+    root = Path(root).resolve()
+    path = root / CONFIG_NAME
+    text = path.read_text()
+    table = _STORE_TABLE.search(text)
+    if table is None:
+        raise ConfigError(f"{path}: no [store] table")
+    end = re.search(r"^\[", text[table.end() :], re.MULTILINE)
+    body_end = table.end() + end.start() if end else len(text)
+    body = text[table.end() : body_end]
+    line = f"format = {store_format}"
+    if _FORMAT_LINE.search(body):
+        if _FORMAT_LINE.search(body).group(0).strip() == line:
+            return False
+        body = _FORMAT_LINE.sub(line, body, count=1)
+    else:
+        body = "\n" + line + body
+    new = text[: table.end()] + body + text[body_end:]
+    tmp = path.with_name(CONFIG_NAME + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(new)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.rename(tmp, path)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    load_config(root)  # what was written reads back
+    return True
 
 
 def _toml_str(text: str) -> str:

@@ -111,7 +111,45 @@ def format_drive(path: Path, store_id: str, drive_id: str) -> None:
 
 
 def drive_id_for(store_id: str, tier: str, index: int) -> str:
+    """The id a tier's ``index``-th drive gets when it is formatted (``objfs init``)."""
     return f"{tier}-{index}"
+
+
+def read_marker(path: Path) -> dict | None:
+    """The drive marker at ``path``, or None when there is none (or it is unreadable)."""
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def identify_drives(store_id: str, tier: str, paths: tuple[Path, ...] | list[Path]) -> list[Drive]:
+    """The tier's drives, each path under the id its marker names, not its position in ``objfs.toml``.
+
+    Reordering the paths in the configuration therefore changes nothing. A
+    path whose marker is missing (a drive not mounted, a new empty disk) or
+    not one of this tier's takes an id that no marker claims: its positional
+    one when free, else the first free one, so ids stay unique and a
+    replacement disk is formatted under the id of the drive it replaces.
+    """
+    ids = [drive_id_for(store_id, tier, i) for i in range(len(paths))]
+    claimed: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        marker = read_marker(path)
+        if marker and marker.get("store") == store_id and marker.get("drive") in ids:
+            if marker["drive"] not in claimed.values():
+                claimed[i] = marker["drive"]
+    free = [drive_id for drive_id in ids if drive_id not in claimed.values()]
+    result = []
+    for i, path in enumerate(paths):
+        if i in claimed:
+            drive_id = claimed[i]
+        else:
+            drive_id = ids[i] if ids[i] in free else free[0]
+            free.remove(drive_id)
+        result.append(Drive(drive_id, path, tier))
+    return result
 
 
 def rendezvous_order(object_id: str, drives: list[Drive]) -> list[Drive]:

@@ -25,7 +25,7 @@ from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
 from .crypto import KeyService, check_bucket_default, new_key_file
-from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive
+from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
 from .gc import GarbageMixin
@@ -136,7 +136,8 @@ class Store(
         self.drives: dict[str, list[Drive]] = {}
         self._by_id: dict[str, Drive] = {}
         for tier in config.tiers:
-            drives = [Drive(drive_id_for(config.store_id, tier.name, i), path, tier.name) for i, path in enumerate(tier.drives)]
+            # By marker, not position: reordering drive paths in objfs.toml must not take drives offline.
+            drives = identify_drives(config.store_id, tier.name, tier.drives)
             self.drives[tier.name] = drives
             self._by_id.update((d.drive_id, d) for d in drives)
         # Leaf pools only: a task in one never waits for a task in the same pool.
@@ -477,7 +478,7 @@ def init_store(
     if len(paths) < k + m:
         raise ConfigError(f"EC {k}+{m} needs at least {k + m} drives, {len(paths)} given")
     root.mkdir(parents=True, exist_ok=True)
-    (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size))
+    (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size, directory_drives=not drive_paths))
     try:
         config = load_config(root)
         if config.key_file is not None and not config.key_file.exists():

@@ -7,13 +7,14 @@ damaged or names another blob) from the surviving ones, on its own drive
 when that drive takes writes, else on a spare drive of the tier (the record
 and the drives' copy of it then say so). A heal entry is removed only when
 the object is healed or no longer exists; an object beyond repair keeps its
-entry, so ``objfs status`` keeps counting it. Per-drive errors are reported
+entry, so ``objfs status`` keeps counting it (as lost). Per-drive errors are reported
 and never stop the repair of the other drives or objects.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -257,22 +258,63 @@ class MaintenanceMixin:
     # -- status ------------------------------------------------------------------
 
     def status(self: Store) -> dict[str, Any]:
-        """Drives (state, free space), object and byte counts, degraded objects, heal and GC queues."""
+        """The store as an operator needs it: tiers, drives, counts, queues, and whether it is degraded.
+
+        Per tier: EC profile, raw and usable capacity (drives that share a
+        filesystem, as directory drives on one disk do, are counted once),
+        and ``redundancy_left``: how many more drives the tier can lose
+        before data becomes unreadable (m minus the drives not ok; below 0,
+        objects are unreadable now). ``degraded`` lists why the store is
+        not whole: a drive not ok, objects waiting for healing, objects lost.
+        """
         drives = []
-        for drive in self.all_drives():
-            state = self.drive_state(drive)
-            entry: dict[str, Any] = {
-                "id": drive.drive_id,
-                "tier": drive.tier,
-                "path": str(drive.path),
-                "state": state,
-                "healthy": state == "ok",
-            }
-            if self.drive_readable(drive):
-                free, total = drive.free_bytes()
-                entry.update(free=free, total=total, immutable_flag=self.immutable_supported(drive))
-            drives.append(entry)
-        objects = versions = size = 0
+        tiers = []
+        for tier in self.config.tiers:
+            seen: dict[int, str] = {}
+            raw_total = raw_free = 0
+            not_ok = 0
+            for drive in self.drives[tier.name]:
+                state = self.drive_state(drive)
+                not_ok += state != "ok"
+                entry: dict[str, Any] = {
+                    "id": drive.drive_id,
+                    "tier": drive.tier,
+                    "path": str(drive.path),
+                    "state": state,
+                    "healthy": state == "ok",
+                }
+                if self.drive_readable(drive):
+                    try:
+                        dev = os.stat(drive.path).st_dev
+                        free, total = drive.free_bytes()
+                    except OSError:
+                        dev = None
+                    if dev is not None:
+                        entry.update(free=free, total=total, immutable_flag=self.immutable_supported(drive))
+                        if dev in seen:
+                            entry["shares_filesystem_with"] = seen[dev]
+                        else:
+                            seen[dev] = drive.drive_id
+                            raw_total += total
+                            raw_free += free
+                drives.append(entry)
+            scale = tier.k / (tier.k + tier.m)
+            tiers.append(
+                {
+                    "name": tier.name,
+                    "ec": f"{tier.k}+{tier.m}",
+                    "k": tier.k,
+                    "m": tier.m,
+                    "drives": len(self.drives[tier.name]),
+                    "drives_ok": len(self.drives[tier.name]) - not_ok,
+                    "raw_bytes": raw_total,
+                    "raw_free_bytes": raw_free,
+                    "usable_bytes": int(raw_total * scale),
+                    "usable_free_bytes": int(raw_free * scale),
+                    "redundancy_left": tier.m - not_ok,
+                }
+            )
+        objects = versions = size = lost = 0
         with self.index.read() as txn:
             for _, rec in txn.scan("objects"):
                 if not rec.get("delete_marker"):
@@ -281,19 +323,35 @@ class MaintenanceMixin:
             for _, rec in txn.scan("versions"):
                 versions += 1
                 size += rec["size"]
+            for _, item in txn.scan("heal"):
+                lost += str(item.get("reason", "")).startswith("beyond repair")
             heal = txn.count("heal")
             buckets = txn.count("buckets")
             uploads = txn.count("uploads")
             gc = txn.count("gc")
+        degraded = [f"drive {d['id']} is {d['state']}" for d in drives if d["state"] != "ok"]
+        if heal - lost:
+            degraded.append(f"{heal - lost} objects wait for healing")
+        if lost:
+            degraded.append(f"{lost} objects are lost (beyond repair)")
+        degraded += [
+            f"tier {t['name']} has lost more drives than its {t['m']} parity: objects are unreadable"
+            for t in tiers
+            if t["redundancy_left"] < 0
+        ]
         return {
             "store": str(self.root),
+            "format": self.config.format,
+            "tiers": tiers,
             "drives": drives,
             "buckets": buckets,
             "objects": objects,
             "noncurrent_versions": versions,
             "bytes": size,
             "degraded_objects": heal,
+            "lost_objects": lost,
             "heal_queue": heal,
             "gc_queue": gc,
             "multipart_uploads": uploads,
+            "degraded": degraded,
         }

@@ -7,6 +7,13 @@ the store's owner only. A key holds the rights it was created with
 ``legal_hold``, ``retention`` and ``bypass_governance``. A key written
 before a right existed loads with that right off. Fronts reach the keys
 through ``Store.keys`` / ``Store.access_key``.
+
+A key can be disabled (and enabled again), deleted, or rotated (a new
+secret under the same access key id; the old secret stops working at once).
+A disabled key signs nothing: :meth:`KeyRing.get` and :meth:`KeyRing.all`,
+what fronts authenticate against, return enabled keys only;
+:meth:`KeyRing.every` lists them all. Every change replaces the file
+atomically, so a front re-reading it sees the old set or the new one.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ import os
 import secrets
 import string
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from .access import BYPASS_GOVERNANCE, LEGAL_HOLD, RETENTION, RIGHTS, WRITE
-from .errors import InvalidArgument
+from .errors import InvalidArgument, StoreError
 
 KEYS_FILE = "keys.json"
 _ALNUM = string.ascii_uppercase + string.digits
@@ -37,6 +45,7 @@ class AccessKey:
     created: float = 0.0
     legal_hold: bool = False
     retention: bool = False
+    disabled: bool = False
 
     def rights(self) -> list[str]:
         """The rights this key holds beyond reading, by their names in :mod:`.access`."""
@@ -47,6 +56,14 @@ class AccessKey:
             BYPASS_GOVERNANCE: self.bypass_governance,
         }
         return [right for right in RIGHTS if held[right]]
+
+
+class NoSuchKey(StoreError):
+    """No access key with that id in the store."""
+
+
+def _new_secret() -> str:
+    return secrets.token_urlsafe(30)[:40]
 
 
 @dataclass
@@ -82,14 +99,61 @@ class KeyRing:
         self._mtime = mtime
 
     def get(self, access_key: str) -> AccessKey | None:
+        """The enabled key with this id, or None (a disabled key signs nothing)."""
         with self._lock:
             self._load()
-            return self._keys.get(access_key)
+            key = self._keys.get(access_key)
+            return None if key is None or key.disabled else key
 
     def all(self) -> list[AccessKey]:
+        """Every enabled key."""
+        with self._lock:
+            self._load()
+            return [key for key in self._keys.values() if not key.disabled]
+
+    def every(self) -> list[AccessKey]:
+        """Every key, disabled ones included (for listing)."""
         with self._lock:
             self._load()
             return list(self._keys.values())
+
+    def delete(self, access_key: str) -> AccessKey:
+        """Remove a key for good; returns what it was."""
+        return self._change(access_key, lambda key: None)
+
+    def set_disabled(self, access_key: str, disabled: bool) -> AccessKey:
+        """Disable (or enable again) a key without forgetting its rights."""
+        return self._change(access_key, lambda key: replace(key, disabled=disabled))
+
+    def rotate(self, access_key: str) -> AccessKey:
+        """Give a key a new secret; the old one stops working. Returns the key with its new secret."""
+        return self._change(access_key, lambda key: replace(key, secret_key=_new_secret()))
+
+    def _change(self, access_key: str, change: Any) -> AccessKey:
+        with self._lock:
+            self._mtime = -1
+            self._load()
+            keys = dict(self._keys)
+            if access_key not in keys:
+                raise NoSuchKey(f"no access key {access_key!r} in {self.path}")
+            old = keys.pop(access_key)
+            new = change(old)
+            if new is not None:
+                keys[access_key] = new
+            self._write(keys)
+        return new if new is not None else old
+
+    def _write(self, keys: dict[str, AccessKey]) -> None:
+        """Replace the file atomically, 0600 from its first byte; the caller holds ``_lock``."""
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({k: asdict(v) for k, v in keys.items()}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, self.path)
+        self._mtime = -1
 
     def create(
         self,
@@ -109,7 +173,7 @@ class KeyRing:
             raise InvalidArgument("a read-only key cannot hold a lock right")
         key = AccessKey(
             access_key="OBJFS" + "".join(secrets.choice(_ALNUM) for _ in range(15)),
-            secret_key=secrets.token_urlsafe(30)[:40],
+            secret_key=_new_secret(),
             name=name,
             read_only=read_only,
             buckets=tuple(buckets),
@@ -123,13 +187,5 @@ class KeyRing:
             self._load()
             keys = dict(self._keys)
             keys[key.access_key] = key
-            tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({k: asdict(v) for k, v in keys.items()}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, self.path)
-            self._mtime = -1
+            self._write(keys)
         return key
