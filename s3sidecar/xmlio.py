@@ -206,21 +206,22 @@ def parse_complete_multipart(body: bytes) -> list[tuple[int, str]]:
     return parts
 
 
-def parse_delete_objects(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+def parse_delete_objects(body: bytes) -> tuple[list[tuple[str, str | None, str | None]], bool]:
     """Parse a ``Delete`` (DeleteObjects) body.
 
-    Returns ``([(key, version_id_or_None), ...], quiet)``. Guarantees 1..1000
+    Returns ``([(key, version_id_or_None, etag_or_None), ...], quiet)``. Guarantees 1..1000
     objects, each with a non-empty key (whitespace preserved); anything else
     is ``MalformedXML``, as in S3.
     """
     root = _root(body, "Delete")
-    objects: list[tuple[str, str | None]] = []
+    objects: list[tuple[str, str | None, str | None]] = []
     for obj in find_all(root, "Object"):
         key = find_text(obj, "Key")
         if not key:
             raise MalformedXML()
         version = find_text(obj, "VersionId", strip=True)
-        objects.append((key, version or None))
+        etag = find_text(obj, "ETag", strip=True)
+        objects.append((key, version or None, etag or None))
         if len(objects) > MAX_DELETE_KEYS:
             raise MalformedXML()
     if not objects:

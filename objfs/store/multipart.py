@@ -222,12 +222,21 @@ class MultipartMixin:
         scope=_in_upload("write"),
     )
     def complete_multipart(
-        self: Store, upload_id: str, parts: list[tuple[int, str]], *, principal: Principal | None = None
+        self: Store,
+        upload_id: str,
+        parts: list[tuple[int, str]],
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        principal: Principal | None = None,
     ) -> ObjectInfo:
         """Assemble the listed parts into the object, atomically. Durable when it returns.
 
         Raises InvalidPartOrder, InvalidPart (missing part or ETag mismatch),
         EntityTooSmall (a part but the last below the minimum size).
+        ``if_match`` / ``if_none_match`` are checked against the key's live
+        version in the committing transaction, as for :meth:`put_object`; a
+        refused completion leaves the upload as it was, so it can be retried.
         """
         if not parts:
             raise InvalidPart("at least one part is needed")
@@ -284,7 +293,9 @@ class MultipartMixin:
         where = {"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "gen": record["gen"]}
         with self._meta_change([where]):
             self._write_meta_files(record)
-            self._commit_put(settings, record, principal=principal, within=retire_upload)
+            self._commit_put(
+                settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal, within=retire_upload
+            )
         self._forget_upload_meta(upload_id)
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)

@@ -216,6 +216,33 @@ class IterStream(io.RawIOBase):
         return out
 
 
+def etag_condition_holds(condition: str, etag: str) -> bool:
+    """Whether an ``If-Match`` value (``*``, or a list of ETags, quoted or not) names ``etag``."""
+    for item in condition.split(","):
+        item = item.strip()
+        if item.startswith("W/"):
+            item = item[2:]
+        if item == "*" or item.strip('"') == etag:
+            return True
+    return False
+
+
+def check_write_conditions(bucket: str, key: str, live: dict[str, Any] | None, if_match: str | None, if_none_match: bool) -> None:
+    """S3's conditional-write rules against the live version (None: absent or a delete marker).
+
+    ``If-None-Match: *`` fails on any live version; ``If-Match`` on a missing
+    key is NoSuchKey (there is nothing whose ETag could match), on a present
+    one PreconditionFailed unless it names the live ETag (``*``: any).
+    """
+    if if_none_match and live is not None:
+        raise PreconditionFailed(f"{bucket}/{key} exists already")
+    if if_match is not None:
+        if live is None:
+            raise NoSuchKey(f"{bucket}/{key} does not exist")
+        if not etag_condition_holds(if_match, live["etag"]):
+            raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
+
+
 def merge_indexed(record: dict[str, Any], extra: dict[str, Any] | None) -> None:
     """Add an indexer's fields to a new record.
 
@@ -378,10 +405,7 @@ class ObjectsMixin:
             okey = object_key(bucket, key)
             old = txn.get("objects", okey)
             live = old if old is not None and not old.get("delete_marker") else None
-            if if_none_match and live is not None:
-                raise PreconditionFailed(f"{bucket}/{key} exists already")
-            if if_match is not None and (live is None or live["etag"] != if_match.strip('"')):
-                raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
+            check_write_conditions(bucket, key, live, if_match, if_none_match)
             if if_unchanged is not None and (
                 live is None or live["id"] != if_unchanged.object_id or live.get("gen") != if_unchanged.record.get("gen")
             ):
@@ -498,11 +522,15 @@ class ObjectsMixin:
         *,
         principal: Principal | None = None,
         bypass_governance: bool = False,
+        if_match: str | None = None,
     ) -> dict[str, Any]:
         """Delete the current object (a delete marker in versioned buckets) or one version.
 
         Returns ``{"version_id": ..., "delete_marker": bool}``. Raises NoSuchKey
         when there is nothing to delete, ObjectLocked when WORM forbids it.
+        ``if_match`` makes the delete conditional on the ETag of what it
+        deletes (the current version, or ``version_id``): PreconditionFailed
+        when it differs, NoSuchKey when there is no such object (S3's rules).
         Durable when it returns.
         """
         check_key(key)
@@ -527,6 +555,9 @@ class ObjectsMixin:
                 current = txn.get("objects", okey)
                 now = self.clock.now()
                 if version_id is None:
+                    if if_match is not None:
+                        live = current if current is not None and not current.get("delete_marker") else None
+                        check_write_conditions(bucket, key, live, if_match, False)
                     versioning = settings.get("versioning")
                     if versioning is None:
                         if current is None:
@@ -548,6 +579,9 @@ class ObjectsMixin:
                         indexer.on_change(txn, current if current and not current.get("delete_marker") else None, None)
                 else:
                     target = self._find(txn, bucket, key, version_id)
+                    if if_match is not None:
+                        live = None if target.get("delete_marker") else target
+                        check_write_conditions(bucket, key, live, if_match, False)
                     check_lock(target, now, principal, bypass_governance)
                     if current is not None and current["version"] == version_id:
                         txn.delete("objects", okey)

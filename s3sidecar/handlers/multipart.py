@@ -21,7 +21,7 @@ from ..conditional import check_read_conditions, parse_copy_range
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import build, iso8601, parse_complete_multipart
 from .lock import lock_headers_of, require_object_lock
-from .objects import _put_args, copy_source
+from .objects import _put_args, copy_source, write_conditions
 from .service import owner_of
 
 MAX_PARTS_LISTED = 1000
@@ -135,10 +135,11 @@ async def complete(req: S3Request) -> Response:
     upload_id = _upload_id(req)
     parts = parse_complete_multipart(await req.small_body())
     store: Store = req.store
+    if_match, if_none_match = write_conditions(req)
 
     def finish() -> Any:
         _check_upload(req, upload_id)
-        return store.complete_multipart(upload_id, parts, principal=req.principal)
+        return store.complete_multipart(upload_id, parts, if_match=if_match, if_none_match=if_none_match, principal=req.principal)
 
     info = await req.engine.run_upload(finish)
     host = req.headers.get("host", "")

@@ -248,11 +248,17 @@ class EngineStream(Response):
         self.reader.close()
 
 
-def _put_args(req: S3Request) -> dict[str, Any]:
-    """Metadata of a new object from the request headers (PutObject, CreateMultipartUpload)."""
+def write_conditions(req: S3Request) -> tuple[str | None, bool]:
+    """(If-Match, whether If-None-Match: * is set) of a write; the engine checks them at commit."""
     if_none_match = req.headers.get("if-none-match")
     if if_none_match is not None and if_none_match.strip() != "*":
         raise S3.S3NotImplemented("If-None-Match on writes supports only '*'")
+    return req.headers.get("if-match"), if_none_match is not None
+
+
+def _put_args(req: S3Request) -> dict[str, Any]:
+    """Metadata of a new object from the request headers (PutObject, CreateMultipartUpload)."""
+    write_conditions(req)
     return {
         "content_type": req.headers.get("content-type") or None,
         "metadata": req.user_metadata(),
@@ -263,6 +269,7 @@ def _put_args(req: S3Request) -> dict[str, Any]:
 
 async def put_object(req: S3Request) -> Response:
     args = _put_args(req)
+    if_match, if_none_match = write_conditions(req)
     lock = lock_headers_of(req)
     md5 = req.content_md5()
     body, payload, length = req.stream_body()
@@ -280,8 +287,8 @@ async def put_object(req: S3Request) -> Response:
             body,
             length=length,
             content_md5=md5,
-            if_match=req.headers.get("if-match"),
-            if_none_match=req.headers.get("if-none-match") is not None,
+            if_match=if_match,
+            if_none_match=if_none_match,
             principal=req.principal,
             verify=verify,
             **args,
@@ -301,11 +308,16 @@ async def put_object(req: S3Request) -> Response:
 async def delete_object(req: S3Request) -> Response:
     version = req.version_id()
     bypass = req.bypass_governance()
+    if_match = req.headers.get("if-match")
     try:
         result = await req.engine.run(
-            lambda: req.store.delete_object(req.bucket, req.key, version, principal=req.principal, bypass_governance=bypass)
+            lambda: req.store.delete_object(
+                req.bucket, req.key, version, principal=req.principal, bypass_governance=bypass, if_match=if_match
+            )
         )
-    except S3.NoSuchKey:
+    except S3.NoSuchKey as exc:
+        if if_match is not None:
+            raise _not_found(req, exc) from exc.__cause__  # a condition on nothing is not met: 404
         return empty_response(204)  # S3 deletes are idempotent
     except S3.NoSuchVersion:
         # Deleting a version that is not (or no longer) there succeeds in S3 as well.
@@ -318,14 +330,23 @@ async def delete_object(req: S3Request) -> Response:
     return empty_response(204, headers)
 
 
-def _delete_many(req: S3Request, keys: list[tuple[str, str | None]], bypass: bool) -> list[tuple[str, Any]]:
-    """In a worker thread: delete each key (or version); one failure does not stop the others."""
+def _delete_many(req: S3Request, keys: list[tuple[str, str | None, str | None]], bypass: bool) -> list[tuple[str, Any]]:
+    """In a worker thread: delete each key (or version); one failure does not stop the others.
+
+    An object's ``<ETag>`` makes its delete conditional, like If-Match on DeleteObject.
+    """
     out: list[tuple[str, Any]] = []
     store: Store = req.store
-    for key, version in keys:
+    for key, version, etag in keys:
         try:
-            result = store.delete_object(req.bucket, key, version, principal=req.principal, bypass_governance=bypass)
-        except (E.NoSuchKey, E.NoSuchVersion):
+            result = store.delete_object(
+                req.bucket, key, version, principal=req.principal, bypass_governance=bypass, if_match=etag
+            )
+        except (E.NoSuchKey, E.NoSuchVersion) as exc:
+            if etag is not None:
+                err = s3_error_for(exc)
+                out.append(("Error", {"Key": key, "VersionId": version, "Code": err.code, "Message": err.message}))
+                continue
             result = {"version_id": None, "delete_marker": False}
         except E.StoreError as exc:
             err = s3_error_for(exc)

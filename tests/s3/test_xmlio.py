@@ -122,7 +122,9 @@ def test_delete_objects(ns):
     </Delete>""".encode()
     objects, quiet = xmlio.parse_delete_objects(body)
     assert quiet is True
-    assert objects == [(" spaced key ", None), ("a&b<c", "v1")]
+    assert objects == [(" spaced key ", None, None), ("a&b<c", "v1", None)]
+    objects, _ = xmlio.parse_delete_objects(b'<Delete><Object><Key>k</Key><ETag>"e1"</ETag></Object></Delete>')
+    assert objects == [("k", None, '"e1"')]
     _, quiet = xmlio.parse_delete_objects(b"<Delete><Object><Key>k</Key></Object></Delete>")
     assert quiet is False
 
