@@ -44,6 +44,7 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     E.BadDigest: S3.BadDigest,
     E.IncompleteBody: S3.IncompleteBody,
     E.PreconditionFailed: S3.PreconditionFailed,
+    E.InvalidPartNumber: S3.InvalidPartNumber,
     E.InvalidRange: S3.InvalidRange,
     # Too few drives or a full drive: the client should retry later, as for S3's 503s.
     E.InsufficientDrives: S3.ServiceUnavailable,

@@ -264,6 +264,12 @@ class InvalidRange(S3Error):
     message = "The requested range is not satisfiable"
 
 
+class InvalidPartNumber(S3Error):
+    code = "InvalidPartNumber"
+    status = 416
+    message = "The requested partnumber is not satisfiable"
+
+
 class InvalidRequest(S3Error):
     code = "InvalidRequest"
     status = 400

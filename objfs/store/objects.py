@@ -19,6 +19,7 @@ from .blobs import BlobReader, BlobWriter, new_id
 from .errors import (
     DataLoss,
     InvalidArgument,
+    InvalidPartNumber,
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
@@ -84,6 +85,22 @@ class ObjectInfo:
             object_id=record["id"],
             record=record,
         )
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """Bytes ``[start, end)`` of part ``number`` (1-based) as it was uploaded.
+
+        An object written in one piece is its own part 1. Raises
+        InvalidPartNumber for a part the object does not have.
+        """
+        if self.parts_count == 0:
+            if number != 1:
+                raise InvalidPartNumber(f"{self.bucket}/{self.key} was not uploaded in parts; it has part 1 only")
+            return 0, self.size
+        if not 1 <= number <= self.parts_count:
+            raise InvalidPartNumber(f"{self.bucket}/{self.key} has {self.parts_count} parts, not {number}")
+        sizes = [desc["size"] for desc in self.record["parts"]]
+        start = sum(sizes[: number - 1])
+        return start, start + sizes[number - 1]
 
 
 @dataclass

@@ -132,7 +132,7 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
             req.http_date_header("if-modified-since"),
             req.http_date_header("if-unmodified-since"),
         )
-        span = parse_range(h.get("range"), info.size)
+        span = _span(req, info)
         data = None
         if reader is None:
             return _Read(info, span, None, None)
@@ -147,6 +147,29 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
         if reader is not None:
             reader.close()
         raise
+
+
+def _part_number(req: S3Request) -> int | None:
+    text = req.query.get("partNumber")
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10000:
+        raise S3.InvalidArgument(
+            "Part number must be an integer between 1 and 10000, inclusive", ArgumentName="partNumber", ArgumentValue=text
+        )
+    if "range" in req.headers:
+        raise S3.InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+    return int(text)
+
+
+def _span(req: S3Request, info: ObjectInfo) -> tuple[int, int] | None:
+    """The bytes a GET/HEAD asks for: a Range, or a part (``?partNumber=N``); None for all."""
+    number = _part_number(req)
+    if number is None:
+        return parse_range(req.headers.get("range"), info.size)
+    start, end = info.part_range(number)
+    # An empty object has no byte range to name: it is answered whole.
+    return (start, end) if end > start else None
 
 
 def _not_found(req: S3Request, exc: S3.S3Error) -> S3.S3Error:
