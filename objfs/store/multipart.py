@@ -22,7 +22,7 @@ from .errors import (
     NoSuchUpload,
 )
 from .fragments import read_meta
-from .index import Txn
+from .index import Txn, object_key
 from .locks import check_new_retention
 from .names import check_key
 from .objects import HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 MIN_PART_SIZE = 5 << 20
 MAX_PARTS = 10000
+#: How long a completed upload id is remembered, so a client retrying a
+#: Complete whose answer it lost gets the same success (not NoSuchUpload).
+COMPLETED_MEMORY = 24 * 3600
+_FORGET_PER_COMMIT = 100  # expired memories dropped per completion: bounded work per commit
 
 
 def _part_key(upload_id: str, number: int) -> bytes:
@@ -41,6 +45,11 @@ def _part_key(upload_id: str, number: int) -> bytes:
 def _in_upload(action: str):
     """The access scope of a call naming an upload: ``action`` on the upload's bucket."""
     return lambda store, args, kwargs: [(action, store.get_upload(args[0])["bucket"])]
+
+
+def _in_upload_or_completed(action: str):
+    """Like :func:`_in_upload`, for an upload that may have just completed."""
+    return lambda store, args, kwargs: [(action, store.upload_destination(args[0])[0])]
 
 
 def _upload_target(args: tuple, kwargs: dict, result: Any) -> dict[str, Any]:
@@ -98,6 +107,40 @@ class MultipartMixin:
     def get_upload(self: Store, upload_id: str) -> dict[str, Any]:
         with self.index.read() as txn:
             return self._upload(txn, upload_id)
+
+    def upload_destination(self: Store, upload_id: str) -> tuple[str, str]:
+        """(bucket, key) of an unfinished or recently completed upload; NoSuchUpload otherwise."""
+        with self.index.read() as txn:
+            upload = txn.get("uploads", upload_id.encode()) if upload_id else None
+            if upload is None:
+                upload = self._completed(txn, upload_id)
+            if upload is None:
+                raise NoSuchUpload(f"upload {upload_id!r} does not exist")
+            return upload["bucket"], upload["key"]
+
+    def _completed(self: Store, txn: Txn, upload_id: str) -> dict[str, Any] | None:
+        """What the completion of ``upload_id`` made, if it completed less than COMPLETED_MEMORY ago."""
+        done = txn.get("completed", b"u" + upload_id.encode()) if upload_id else None
+        if done is None or done["at"] < self.clock.now() - COMPLETED_MEMORY:
+            return None
+        return done
+
+    def _remember_completion(self: Store, txn: Txn, upload_id: str, record: dict[str, Any]) -> None:
+        """Note what ``upload_id`` became, and forget the oldest notes past COMPLETED_MEMORY."""
+        now = self.clock.now()
+        done = {k: record[k] for k in ("id", "bucket", "key", "version", "size", "etag", "ctype", "created", "mp")}
+        done["at"] = now
+        txn.put("completed", b"u" + upload_id.encode(), done)
+        txn.put("completed", b"t" + int(now * 1e9).to_bytes(8, "big") + upload_id.encode(), b"")
+        horizon = int((now - COMPLETED_MEMORY) * 1e9).to_bytes(8, "big")
+        expired = []
+        for tkey in txn.scan_keys("completed", b"t"):
+            if tkey[1:9] >= horizon or len(expired) >= _FORGET_PER_COMMIT:
+                break
+            expired.append(tkey)
+        for tkey in expired:
+            txn.delete("completed", tkey)
+            txn.delete("completed", b"u" + tkey[9:])
 
     def _upload(self: Store, txn: Txn, upload_id: str) -> dict[str, Any]:
         upload = txn.get("uploads", upload_id.encode()) if upload_id else None
@@ -219,7 +262,7 @@ class MultipartMixin:
     @audited(
         "write",
         target=lambda a, k, r: {"bucket": r.bucket, "key": r.key, "version": r.version_id} if r else {"upload": a[0]},
-        scope=_in_upload("write"),
+        scope=_in_upload_or_completed("write"),
     )
     def complete_multipart(
         self: Store,
@@ -237,7 +280,13 @@ class MultipartMixin:
         ``if_match`` / ``if_none_match`` are checked against the key's live
         version in the committing transaction, as for :meth:`put_object`; a
         refused completion leaves the upload as it was, so it can be retried.
+        Completing an upload that completed less than COMPLETED_MEMORY ago
+        returns what that completion made (a client retrying after a lost
+        answer gets the same success).
         """
+        repeated = self._repeated_completion(upload_id)
+        if repeated is not None:
+            return repeated
         if not parts:
             raise InvalidPart("at least one part is needed")
         numbers = [n for n, _ in parts]
@@ -289,6 +338,7 @@ class MultipartMixin:
                 txn.delete("parts", _part_key(upload_id, number))
             self._queue_blob_gc(txn, unused, upload_id)
             txn.delete("uploads", upload_id.encode())
+            self._remember_completion(txn, upload_id, record)
 
         where = {"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "gen": record["gen"]}
         with self._meta_change([where]):
@@ -300,6 +350,30 @@ class MultipartMixin:
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)
         return ObjectInfo.from_record(record)
+
+    def _repeated_completion(self: Store, upload_id: str) -> ObjectInfo | None:
+        """The result of an earlier completion of ``upload_id`` (None if it is unfinished or unknown)."""
+        with self.index.read() as txn:
+            if upload_id and txn.get("uploads", upload_id.encode()) is not None:
+                return None
+            done = self._completed(txn, upload_id)
+            if done is None:
+                return None
+            current = txn.get("objects", object_key(done["bucket"], done["key"]))
+            if current is not None and current["id"] == done["id"]:
+                return ObjectInfo.from_record(current)
+        # Replaced since: what the completion made is still what it answers.
+        return ObjectInfo(
+            bucket=done["bucket"],
+            key=done["key"],
+            version_id=done["version"],
+            size=done["size"],
+            etag=done["etag"],
+            content_type=done["ctype"],
+            modified=done["created"],
+            parts_count=done["mp"],
+            object_id=done["id"],
+        )
 
     def _forget_upload_meta(self: Store, upload_id: str) -> None:
         """After completion: the upload's own meta files are superseded by the record's; remove them."""

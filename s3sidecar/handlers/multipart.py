@@ -138,7 +138,9 @@ async def complete(req: S3Request) -> Response:
     if_match, if_none_match = write_conditions(req)
 
     def finish() -> Any:
-        _check_upload(req, upload_id)
+        # A recently completed upload still names its destination: a retried Complete succeeds again.
+        if store.upload_destination(upload_id) != (req.bucket, req.key):
+            raise S3.NoSuchUpload(UploadId=upload_id)
         return store.complete_multipart(upload_id, parts, if_match=if_match, if_none_match=if_none_match, principal=req.principal)
 
     info = await req.engine.run_upload(finish)

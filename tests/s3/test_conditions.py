@@ -134,3 +134,28 @@ def test_complete_multipart_if_match(s3, bucket):
             Bucket=bucket, Key="absent", UploadId=upload_id, MultipartUpload={"Parts": parts}, IfMatch="*"
         )
     assert (status(exc), code(exc)) == (404, "NoSuchKey")
+
+
+def test_repeated_complete_returns_the_same_success(s3, bucket):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    upload_id, parts = _upload(s3, bucket, "k", b"body")
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts})
+    # A client that lost the answer retries, even with If-None-Match: * (the object it made exists now).
+    again = s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+    )
+    assert (again["ETag"], again["VersionId"]) == (first["ETag"], first["VersionId"])
+    # Still the same answer once the key moved on; and only one version was made.
+    s3.put_object(Bucket=bucket, Key="k", Body=b"later")
+    third = s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": parts})
+    assert (third["ETag"], third["VersionId"]) == (first["ETag"], first["VersionId"])
+    assert len(s3.list_object_versions(Bucket=bucket)["Versions"]) == 2
+    assert body_of(s3, bucket, "k") == b"later"
+    # The id stays bound to its key: another key does not reach it.
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="other", UploadId=upload_id, MultipartUpload={"Parts": parts})
+    assert code(exc) == "NoSuchUpload"
+    # Other operations on the id see it gone, as S3 does.
+    with pytest.raises(ClientError) as exc:
+        s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id)
+    assert code(exc) == "NoSuchUpload"
