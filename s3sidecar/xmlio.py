@@ -43,6 +43,8 @@ __all__ = [
     "find_all",
     "parse_complete_multipart",
     "parse_delete_objects",
+    "parse_part_checksums",
+    "CHECKSUM_ELEMENTS",
     "parse_tagging",
     "parse_versioning",
     "parse_object_lock_config",
@@ -204,6 +206,27 @@ def parse_complete_multipart(body: bytes) -> list[tuple[int, str]]:
     if not parts:
         raise MalformedXML()
     return parts
+
+
+CHECKSUM_ELEMENTS = {
+    "ChecksumCRC32": "crc32",
+    "ChecksumCRC32C": "crc32c",
+    "ChecksumCRC64NVME": "crc64nvme",
+    "ChecksumSHA1": "sha1",
+    "ChecksumSHA256": "sha256",
+}
+
+
+def parse_part_checksums(body: bytes) -> dict[int, dict[str, str]]:
+    """The per-part checksums of a ``CompleteMultipartUpload`` body: ``{part: {header name: base64}}``."""
+    out: dict[int, dict[str, str]] = {}
+    for part in find_all(_root(body, "CompleteMultipartUpload"), "Part"):
+        number = _int(find_text(part, "PartNumber"), 1, MAX_PARTS)
+        for element, algorithm in CHECKSUM_ELEMENTS.items():
+            value = find_text(part, element, strip=True)
+            if value:
+                out.setdefault(number, {})["x-amz-checksum-" + algorithm] = value
+    return out
 
 
 def parse_delete_objects(body: bytes) -> tuple[list[tuple[str, str | None, str | None]], bool]:

@@ -25,7 +25,7 @@ from .fragments import read_meta
 from .index import Txn, object_key
 from .locks import check_new_retention
 from .names import check_key
-from .objects import HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
+from .objects import CHECKSUM_HEADER_PREFIX, HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -158,11 +158,14 @@ class MultipartMixin:
         length: int | None = None,
         content_md5: bytes | None = None,
         verify: Any = None,
+        checksums: dict[str, str] | None = None,
         principal: Principal | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` (1..10000), replacing an earlier one. Durable when it returns.
 
-        Returns ``{"number", "etag", "size"}``.
+        ``checksums`` (a front's digests of the part, e.g. S3's
+        ``x-amz-checksum-*``) are kept with the part; the dict is read after
+        ``verify`` ran, which may fill it in. Returns ``{"number", "etag", "size"}``.
         """
         if not 1 <= number <= MAX_PARTS:
             raise InvalidArgument(f"part number must be between 1 and {MAX_PARTS}")
@@ -176,11 +179,15 @@ class MultipartMixin:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
             # The footer makes the part self-describing: rebuild-index restores it (newest seq wins).
             owner = {"upload": upload_id, "part": number, "etag": etag, "seq": time.time_ns(), "created": created}
+            if checksums:
+                owner["checksums"] = dict(checksums)
             desc = writer.finish(owner)
         except BaseException:
             writer.discard()
             raise
         part = {"number": number, "etag": etag, "size": desc["size"], "blob": desc, "created": created}
+        if checksums:
+            part["checksums"] = dict(checksums)
         try:
             with self.index.write() as txn:
                 self._upload(txn, upload_id)
@@ -233,6 +240,7 @@ class MultipartMixin:
                     truncated = True
                     break
                 parts.append({k: part[k] for k in ("number", "etag", "size", "created")})
+                parts[-1]["checksums"] = dict(part.get("checksums") or {})
         return upload, parts, truncated
 
     @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
@@ -271,9 +279,16 @@ class MultipartMixin:
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
+        checksum_headers: Any = None,
         principal: Principal | None = None,
     ) -> ObjectInfo:
         """Assemble the listed parts into the object, atomically. Durable when it returns.
+
+        ``checksum_headers(upload, parts)``, if given, is called with the
+        upload and the chosen parts (``number``, ``size``, ``etag``,
+        ``checksums``) before anything is written; it returns the whole
+        object's checksum headers to store in place of the upload's own
+        ``x-amz-checksum-*`` headers, or raises to refuse the completion.
 
         Raises InvalidPartOrder, InvalidPart (missing part or ETag mismatch),
         EntityTooSmall (a part but the last below the minimum size).
@@ -305,6 +320,14 @@ class MultipartMixin:
                 raise EntityTooSmall(f"part {number} is {part['size']} bytes; parts but the last need {self.min_part_size}")
             chosen.append(part)
         etag = hashlib.md5(b"".join(bytes.fromhex(p["etag"]) for p in chosen)).hexdigest() + f"-{len(chosen)}"
+        headers = upload["headers"]
+        if checksum_headers is not None:
+            summaries = [
+                {"number": p["number"], "size": p["size"], "etag": p["etag"], "checksums": dict(p.get("checksums") or {})}
+                for p in chosen
+            ]
+            headers = {k: v for k, v in headers.items() if not k.startswith(CHECKSUM_HEADER_PREFIX)}
+            headers.update(checksum_headers(upload, summaries))
         record = self._new_record(
             upload["bucket"],
             upload["key"],
@@ -313,7 +336,7 @@ class MultipartMixin:
             etag,
             upload["ctype"],
             upload["meta"],
-            upload["headers"],
+            headers,
             upload["posix"],
             None,
             upload["tags"],

@@ -66,7 +66,8 @@ def object_headers(info: ObjectInfo, *, checksums: bool) -> dict[str, str]:
         if name.startswith(CHECKSUM_PREFIX):
             if checksums:
                 headers[name] = value
-                headers["x-amz-checksum-type"] = "FULL_OBJECT"
+                # Stored for multipart objects (COMPOSITE or FULL_OBJECT); a single PUT's is of the whole body.
+                headers["x-amz-checksum-type"] = info.headers.get("x-amz-checksum-type", "FULL_OBJECT")
         else:
             headers[name] = header_value(value)
     for name, value in info.metadata.items():
