@@ -88,6 +88,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"versions"}), None, _op("ListObjectVersions", versioning.list_versions)),
         (frozenset({"object-lock"}), None, _op("GetObjectLockConfiguration", lock.get_lock_configuration)),
         (frozenset({"location"}), None, _op("GetBucketLocation", buckets.get_location)),
+        (frozenset({"tagging"}), None, _op("GetBucketTagging", tagging.get_bucket_tagging)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -96,9 +97,13 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ("bucket", "PUT"): [
         (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True, "xml")),
         (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True, "xml")),
+        (frozenset({"tagging"}), None, _op("PutBucketTagging", tagging.put_bucket_tagging, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
-    ("bucket", "DELETE"): [(_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True))],
+    ("bucket", "DELETE"): [
+        (frozenset({"tagging"}), None, _op("DeleteBucketTagging", tagging.delete_bucket_tagging, True)),
+        (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
+    ],
     ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml"))],
     ("object", "GET"): [
         (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),

@@ -141,6 +141,10 @@ ACTIONS: dict[str, str] = {
     "DeleteObjects": "delete",
     "PutObjectRetention": "retention",
     "PutObjectLegalHold": "legal-hold",
+    "GetBucketTagging": "read",
+    "PutBucketTagging": "bucket-settings",
+    "DeleteBucketTagging": "bucket-settings",
+    "GetObjectAttributes": "head",
 }
 
 

@@ -82,3 +82,15 @@ def test_max_buckets_is_checked(server, admin_key):
     url = f"{server.url}/?max-buckets=0"
     reply = http("GET", url, None, signed_headers("GET", url, admin_key))
     assert (reply.status, error_code(reply.content)) == (400, "InvalidArgument")
+
+
+def test_bucket_tagging(s3, bucket):
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_tagging(Bucket=bucket)
+    assert (status(exc), code(exc)) == (404, "NoSuchTagSet")
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "dept", "Value": "radiology"}]})
+    assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == [{"Key": "dept", "Value": "radiology"}]
+    s3.delete_bucket_tagging(Bucket=bucket)
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_tagging(Bucket=bucket)
+    assert code(exc) == "NoSuchTagSet"
