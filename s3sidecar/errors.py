@@ -366,6 +366,12 @@ class NoSuchObjectLockConfiguration(S3Error):
     message = "The specified object does not have a ObjectLock configuration"
 
 
+class InvalidRetentionPeriod(S3Error):
+    code = "InvalidRetentionPeriod"
+    status = 400
+    message = "Default retention period must be a positive integer value."
+
+
 class NoSuchTagSet(S3Error):
     code = "NoSuchTagSet"
     status = 404

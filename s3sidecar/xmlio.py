@@ -32,7 +32,7 @@ from typing import Any
 from xml.parsers import expat
 
 from objfs.store import RETENTION_MODES
-from s3sidecar.errors import InvalidArgument, InvalidPartOrder, InvalidTag, MalformedXML
+from s3sidecar.errors import InvalidArgument, InvalidPartOrder, InvalidRetentionPeriod, InvalidTag, MalformedXML
 
 __all__ = [
     "S3_NS",
@@ -314,8 +314,8 @@ def parse_object_lock_config(body: bytes) -> dict[str, Any]:
     Returns ``{"enabled": bool, "mode": str|None, "days": int|None,
     "years": int|None}``. If a ``Rule`` is present it must hold a
     ``DefaultRetention`` with a valid mode and exactly one of ``Days`` /
-    ``Years`` (positive; at most 36500 days / 100 years), else
-    ``MalformedXML``. A rule without ``ObjectLockEnabled=Enabled`` is
+    ``Years``, else ``MalformedXML``; a period that is not positive or over
+    36500 days / 100 years is ``InvalidRetentionPeriod``, as in S3. A rule without ``ObjectLockEnabled=Enabled`` is
     ``MalformedXML`` as well.
     """
     root = _root(body, "ObjectLockConfiguration")
@@ -340,10 +340,23 @@ def parse_object_lock_config(body: bytes) -> dict[str, Any]:
         raise MalformedXML()
     result["mode"] = mode
     if days is not None:
-        result["days"] = _int(days, 1, 36500)
+        result["days"] = _period(days, 36500)
     else:
-        result["years"] = _int(years, 1, 100)
+        result["years"] = _period(years, 100)
     return result
+
+
+def _period(text: str, most: int) -> int:
+    """A default retention's Days or Years: a number (else MalformedXML), positive and not too large."""
+    text = text.strip()
+    if not re.fullmatch(r"-?[0-9]{1,10}", text):
+        raise MalformedXML()
+    value = int(text)
+    if value <= 0:
+        raise InvalidRetentionPeriod()
+    if value > most:
+        raise InvalidRetentionPeriod("Default retention period is too large.")
+    return value
 
 
 def parse_retention(body: bytes) -> dict[str, Any]:

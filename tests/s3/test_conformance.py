@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-from s3helpers import error_code, http, signed_headers
+from s3helpers import create_key, error_code, http, make_client, signed_headers
 
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -94,3 +94,24 @@ def test_bucket_tagging(s3, bucket):
     with pytest.raises(ClientError) as exc:
         s3.get_bucket_tagging(Bucket=bucket)
     assert code(exc) == "NoSuchTagSet"
+
+
+@pytest.fixture(scope="module")
+def lock_admin(server, s3_store):
+    return make_client(server.url, create_key(s3_store, "--name", "conformance-lock", "--retention"))
+
+
+@pytest.mark.parametrize("period", [{"Days": 0}, {"Years": 0}, {"Days": -1}])
+def test_zero_retention_period_is_invalid_retention_period(lock_admin, period):
+    s3 = lock_admin
+    name = "lock-" + uuid.uuid4().hex[:12]
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_lock_configuration(
+            Bucket=name,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", **period}},
+            },
+        )
+    assert (status(exc), code(exc)) == (400, "InvalidRetentionPeriod")
