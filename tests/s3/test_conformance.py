@@ -7,6 +7,7 @@ keys the router cannot take.
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import pytest
@@ -115,3 +116,28 @@ def test_zero_retention_period_is_invalid_retention_period(lock_admin, period):
             },
         )
     assert (status(exc), code(exc)) == (400, "InvalidRetentionPeriod")
+
+
+@pytest.mark.parametrize("raw_key", ["a%0Ab", "a%0Db", "%0A"])
+def test_key_with_a_newline_is_an_ordinary_key(s3, server, admin_key, bucket, raw_key):
+    url = f"{server.url}/{bucket}/{raw_key}"
+    reply = http("PUT", url, b"body", signed_headers("PUT", url, admin_key, b"body"))
+    assert reply.status == 200, reply
+    key = raw_key.replace("%0A", "\n").replace("%0D", "\r")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"body"
+    listed = s3.list_objects_v2(Bucket=bucket)
+    assert [o["Key"] for o in listed["Contents"]] == [key]
+
+
+@pytest.mark.parametrize("target", [b"/k/a\nb", b"/k/a b", b"/k/a\x7fb", "/k/\u00e9".encode(), b"/k/a\x00b"])
+def test_unparseable_request_target_gets_an_s3_error(server, target):
+    """Characters the HTTP parser refuses in a raw target: an S3 XML error, not an empty framework answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request"), answer
+    assert b"content-type: application/xml" in head.lower()
+    assert error_code(body) == "InvalidURI"
