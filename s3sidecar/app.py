@@ -41,7 +41,7 @@ from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
-from .handlers import buckets, lock, multipart, objects, service, tagging, versioning
+from .handlers import attributes, buckets, lock, multipart, objects, service, tagging, versioning
 from .settings import STORE_ENV, Settings
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate acl analytics attributes cors encryption intelligent-tiering inventory lifecycle logging "
+    "accelerate acl analytics cors encryption intelligent-tiering inventory lifecycle logging "
     "metrics notification ownershipControls policy policyStatus publicAccessBlock replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
 BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock"))
-OBJECT_ONLY = frozenset(("retention", "legal-hold"))
+OBJECT_ONLY = frozenset(("retention", "legal-hold", "attributes"))
 
 
 def _op(name: str, handler: Handler, write: bool = False, body: str = "") -> Operation:
@@ -110,6 +110,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"legal-hold"}), None, _op("GetObjectLegalHold", lock.get_legal_hold)),
         (frozenset({"tagging"}), None, _op("GetObjectTagging", tagging.get_tagging)),
         (frozenset({"uploadId"}), None, _op("ListParts", multipart.list_parts)),
+        (frozenset({"attributes"}), None, _op("GetObjectAttributes", attributes.get_object_attributes)),
         (_ANY, None, _op("GetObject", objects.get_object)),
     ],
     ("object", "HEAD"): [(_ANY, None, _op("HeadObject", objects.head_object))],

@@ -343,6 +343,9 @@ class MultipartMixin:
         )
         record["parts"] = [p["blob"] for p in chosen]
         record["mp"] = len(chosen)
+        if any(p.get("checksums") for p in chosen):
+            # Kept so each part's checksum can still be told (S3 GetObjectAttributes).
+            record["part_checksums"] = [dict(p.get("checksums") or {}) for p in chosen]
         retention = upload.get("retention")
         if retention is None and settings.get("object_lock") and settings.get("lock_default"):
             default = settings["lock_default"]

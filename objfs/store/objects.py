@@ -86,6 +86,18 @@ class ObjectInfo:
             record=record,
         )
 
+    def parts(self) -> list[dict[str, Any]]:
+        """The parts a multipart object was assembled from, in order: ``number``, ``size``, ``checksums``.
+
+        Empty for an object written in one piece.
+        """
+        if not self.parts_count:
+            return []
+        sums = self.record.get("part_checksums") or [{}] * self.parts_count
+        return [
+            {"number": i, "size": desc["size"], "checksums": dict(sums[i - 1])} for i, desc in enumerate(self.record["parts"], 1)
+        ]
+
     def part_range(self, number: int) -> tuple[int, int]:
         """Bytes ``[start, end)`` of part ``number`` (1-based) as it was uploaded.
 
