@@ -145,6 +145,9 @@ ACTIONS: dict[str, str] = {
     "PutBucketTagging": "bucket-settings",
     "DeleteBucketTagging": "bucket-settings",
     "GetObjectAttributes": "head",
+    "GetBucketCors": "read",
+    "PutBucketCors": "bucket-settings",
+    "DeleteBucketCors": "bucket-settings",
 }
 
 

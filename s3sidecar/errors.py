@@ -372,6 +372,26 @@ class InvalidRetentionPeriod(S3Error):
     message = "Default retention period must be a positive integer value."
 
 
+class NoSuchCORSConfiguration(S3Error):
+    code = "NoSuchCORSConfiguration"
+    status = 404
+    message = "The CORS configuration does not exist"
+
+
+class CORSForbidden(S3Error):
+    """A preflight no rule allows: S3 answers 403 AccessForbidden."""
+
+    code = "AccessForbidden"
+    status = 403
+    message = "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec."
+
+
+class InvalidPolicyDocument(S3Error):
+    code = "InvalidPolicyDocument"
+    status = 400
+    message = "Invalid Policy: Invalid JSON."
+
+
 class NoSuchTagSet(S3Error):
     code = "NoSuchTagSet"
     status = 404

@@ -416,8 +416,8 @@ class Store(
         target=lambda a, k, r: {"bucket": a[0] if a else k.get("name"), "detail": ",".join(sorted(set(k) - {"principal"}))},
     )
     def update_bucket(self, name: str, *, principal: Principal | None = None, **changes: Any) -> dict[str, Any]:
-        """Change bucket settings (versioning, lock_default, tagging, ...)."""
-        allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner"}
+        """Change bucket settings (versioning, lock_default, tagging, cors, ...)."""
+        allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner", "cors"}
         bad = set(changes) - allowed
         if bad:
             raise InvalidArgument(f"unknown bucket settings {sorted(bad)}")
