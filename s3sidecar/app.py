@@ -42,7 +42,7 @@ from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
-from .handlers import attributes, buckets, lock, multipart, objects, service, tagging, versioning
+from .handlers import attributes, buckets, lock, multipart, objects, postobject, service, tagging, versioning
 from .handlers import cors as cors_handlers
 from .settings import STORE_ENV, Settings
 
@@ -117,7 +117,10 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"cors"}), None, _op("DeleteBucketCors", cors_handlers.delete_cors, True)),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
-    ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml"))],
+    ("bucket", "POST"): [
+        (frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml")),
+        (_ANY, None, _op("PostObject", postobject.post_object, True, "object", anonymous=True)),
+    ],
     ("object", "GET"): [
         (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),
         (frozenset({"legal-hold"}), None, _op("GetObjectLegalHold", lock.get_legal_hold)),
@@ -251,7 +254,7 @@ class S3App:
         try:
             response = await self._handle(op, s3req, resource)
             response.headers["x-amz-request-id"] = request_id
-            if "origin" in s3req.headers and s3req.bucket and not op.anonymous:
+            if "origin" in s3req.headers and s3req.bucket and op is not PREFLIGHT:
                 response.headers.update(await self._cors_headers(s3req))
             await response(scope, receive, send)
         finally:

@@ -79,7 +79,7 @@ class S3Request:
 
     def declared_length(self, *, required: bool) -> int | None:
         """The payload length the client announced; EntityTooLarge above the limit."""
-        name = "x-amz-decoded-content-length" if self.signed.is_streaming else "content-length"
+        name = "x-amz-decoded-content-length" if self.signed is not None and self.signed.is_streaming else "content-length"
         text = self.headers.get(name)
         if text is None:
             if required:

@@ -392,6 +392,12 @@ class InvalidPolicyDocument(S3Error):
     message = "Invalid Policy: Invalid JSON."
 
 
+class MaxPostPreDataLengthExceededError(S3Error):
+    code = "MaxPostPreDataLengthExceededError"
+    status = 400
+    message = "Your POST request fields preceding the upload file were too large."
+
+
 class NoSuchTagSet(S3Error):
     code = "NoSuchTagSet"
     status = 404
