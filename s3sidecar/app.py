@@ -42,6 +42,7 @@ from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
+from .handlers import access as access_handlers
 from .handlers import attributes, buckets, lock, multipart, objects, postobject, service, tagging, versioning
 from .handlers import cors as cors_handlers
 from .settings import STORE_ENV, Settings
@@ -67,13 +68,13 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate acl analytics encryption intelligent-tiering inventory lifecycle logging "
-    "metrics notification ownershipControls policy policyStatus publicAccessBlock replication "
+    "accelerate analytics encryption intelligent-tiering inventory lifecycle logging "
+    "metrics notification ownershipControls replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
-BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "cors"))
+BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock"))
 OBJECT_ONLY = frozenset(("retention", "legal-hold", "attributes"))
 
 
@@ -98,6 +99,10 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"location"}), None, _op("GetBucketLocation", buckets.get_location)),
         (frozenset({"tagging"}), None, _op("GetBucketTagging", tagging.get_bucket_tagging)),
         (frozenset({"cors"}), None, _op("GetBucketCors", cors_handlers.get_cors)),
+        (frozenset({"acl"}), None, _op("GetBucketAcl", access_handlers.get_bucket_acl)),
+        (frozenset({"policy"}), None, _op("GetBucketPolicy", access_handlers.get_bucket_policy)),
+        (frozenset({"policyStatus"}), None, _op("GetBucketPolicyStatus", access_handlers.get_policy_status)),
+        (frozenset({"publicAccessBlock"}), None, _op("GetPublicAccessBlock", access_handlers.get_public_access_block)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -110,11 +115,24 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True, "xml")),
         (frozenset({"tagging"}), None, _op("PutBucketTagging", tagging.put_bucket_tagging, True, "xml")),
         (frozenset({"cors"}), None, _op("PutBucketCors", cors_handlers.put_cors, True, "xml")),
+        (frozenset({"acl"}), None, _op("PutBucketAcl", access_handlers.put_bucket_acl, True, "xml")),
+        (frozenset({"policy"}), None, _op("PutBucketPolicy", access_handlers.put_bucket_policy, True, "xml")),
+        (
+            frozenset({"publicAccessBlock"}),
+            None,
+            _op("PutPublicAccessBlock", access_handlers.put_public_access_block, True, "xml"),
+        ),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [
         (frozenset({"tagging"}), None, _op("DeleteBucketTagging", tagging.delete_bucket_tagging, True)),
         (frozenset({"cors"}), None, _op("DeleteBucketCors", cors_handlers.delete_cors, True)),
+        (frozenset({"policy"}), None, _op("DeleteBucketPolicy", access_handlers.delete_bucket_policy, True)),
+        (
+            frozenset({"publicAccessBlock"}),
+            None,
+            _op("DeletePublicAccessBlock", access_handlers.delete_public_access_block, True),
+        ),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
     ("bucket", "POST"): [
@@ -125,6 +143,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),
         (frozenset({"legal-hold"}), None, _op("GetObjectLegalHold", lock.get_legal_hold)),
         (frozenset({"tagging"}), None, _op("GetObjectTagging", tagging.get_tagging)),
+        (frozenset({"acl"}), None, _op("GetObjectAcl", access_handlers.get_object_acl)),
         (frozenset({"uploadId"}), None, _op("ListParts", multipart.list_parts)),
         (frozenset({"attributes"}), None, _op("GetObjectAttributes", attributes.get_object_attributes)),
         (_ANY, None, _op("GetObject", objects.get_object)),
@@ -134,6 +153,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"retention"}), None, _op("PutObjectRetention", lock.put_retention, True, "xml")),
         (frozenset({"legal-hold"}), None, _op("PutObjectLegalHold", lock.put_legal_hold, True, "xml")),
         (frozenset({"tagging"}), None, _op("PutObjectTagging", tagging.put_tagging, True, "xml")),
+        (frozenset({"acl"}), None, _op("PutObjectAcl", access_handlers.put_object_acl, True, "xml")),
         (frozenset({"uploadId", "partNumber"}), True, _op("UploadPartCopy", multipart.upload_part_copy, True)),
         (frozenset({"uploadId", "partNumber"}), False, _op("UploadPart", multipart.upload_part, True, "object")),
         (_ANY, True, _op("CopyObject", objects.copy_object, True)),
@@ -329,7 +349,13 @@ class S3App:
             signed=signed,
             engine=self.engine,
             settings=self.settings,
-            principal=principal_of(access) if access is not None else None,
+            principal=principal_of(
+                access,
+                source_ip=(scope.get("client") or ("", 0))[0],
+                secure_transport=scope.get("scheme") == "https",
+            )
+            if not op.anonymous
+            else None,
             request_id=request_id,
             operation=op.name,
             write=op.write,

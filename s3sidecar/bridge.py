@@ -53,6 +53,7 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     # S3 answers a write to a WORM-locked version with AccessDenied.
     E.ObjectLocked: S3.AccessDenied,
     E.AccessDenied: S3.AccessDenied,
+    E.MalformedPolicy: S3.MalformedPolicy,
     E.InvalidArgument: S3.InvalidArgument,
     E.ConfigError: S3.InternalError,
 }

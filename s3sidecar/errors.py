@@ -398,6 +398,24 @@ class MaxPostPreDataLengthExceededError(S3Error):
     message = "Your POST request fields preceding the upload file were too large."
 
 
+class MalformedPolicy(S3Error):
+    code = "MalformedPolicy"
+    status = 400
+    message = "Policies must be valid JSON and the first byte must be '{'"
+
+
+class NoSuchBucketPolicy(S3Error):
+    code = "NoSuchBucketPolicy"
+    status = 404
+    message = "The bucket policy does not exist"
+
+
+class NoSuchPublicAccessBlockConfiguration(S3Error):
+    code = "NoSuchPublicAccessBlockConfiguration"
+    status = 404
+    message = "The public access block configuration was not found"
+
+
 class NoSuchTagSet(S3Error):
     code = "NoSuchTagSet"
     status = 404

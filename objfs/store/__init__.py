@@ -34,6 +34,7 @@ from .errors import (
     InvalidRange,
     KeyExists,
     KeyTooLong,
+    MalformedPolicy,
     NoSpace,
     NoSuchBucket,
     NoSuchKey,
@@ -47,8 +48,14 @@ from .keys import AccessKey
 from .locks import COMPLIANCE, GOVERNANCE
 from .locks import MODES as RETENTION_MODES
 from .objects import Listing, ObjectInfo, ObjectReader
+from .policy import DEFAULT_ACCOUNT, canonical_id
+from .policy import is_public as policy_is_public
 
 __all__ = [
+    "DEFAULT_ACCOUNT",
+    "canonical_id",
+    "policy_is_public",
+    "MalformedPolicy",
     "Store",
     "init_store",
     "Principal",

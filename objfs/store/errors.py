@@ -113,3 +113,7 @@ class AccessDenied(StoreError):
 
 class InvalidArgument(StoreError):
     """A parameter has a value the engine does not accept."""
+
+
+class MalformedPolicy(InvalidArgument):
+    """A bucket policy document the engine cannot apply exactly as written."""

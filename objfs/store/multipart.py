@@ -26,6 +26,7 @@ from .index import Txn, object_key
 from .locks import check_new_retention
 from .names import check_key
 from .objects import CHECKSUM_HEADER_PREFIX, HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
+from .policy import check_canned_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -74,11 +75,19 @@ class MultipartMixin:
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
         posix: dict[str, int] | None = None,
+        acl: str | None = None,
         principal: Principal | None = None,
     ) -> str:
-        """Start an upload; returns its id. Durable when it returns."""
+        """Start an upload; returns its id. Durable when it returns.
+
+        ``acl`` (a canned ACL) and the principal's account become the object's at completion.
+        """
         check_key(key)
         check_new_retention(retention, self.clock.now())
+        if acl is not None:
+            check_canned_acl(acl)
+            with self.index.read() as txn:
+                check_public_acl_allowed(self._bucket(txn, bucket), acl)
         upload_id = new_id()
         upload = {
             "id": upload_id,
@@ -93,6 +102,10 @@ class MultipartMixin:
             "legal_hold": legal_hold,
             "posix": dict(posix or {}),
         }
+        if acl is not None and acl != "private":
+            upload["acl"] = acl
+        if principal is not None and principal.account:
+            upload["owner"] = principal.account
         with self.index.read() as txn:
             self._bucket(txn, bucket)
         meta = {"id": upload_id, "bucket": bucket, "key": key, "upload": upload, "gen": time.time_ns()}
@@ -352,6 +365,9 @@ class MultipartMixin:
             retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
         record["retention"] = retention
         record["legal_hold"] = bool(upload.get("legal_hold"))
+        for name in ("acl", "owner"):
+            if upload.get(name):
+                record[name] = upload[name]
         head = self._head_bytes(record)
         for indexer in self.indexers:
             merge_indexed(record, indexer.extract(head, record["key"]))

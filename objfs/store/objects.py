@@ -28,6 +28,7 @@ from .errors import (
 from .index import Txn, object_key, version_key
 from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
+from .policy import check_canned_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -315,6 +316,7 @@ class ObjectsMixin:
         principal: Principal | None = None,
         verify: Any = None,
         if_unchanged: ObjectInfo | None = None,
+        acl: str | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -334,6 +336,9 @@ class ObjectsMixin:
             body = io.BytesIO(body)
         with self.index.read() as txn:
             settings = self._bucket(txn, bucket)
+        if acl is not None:
+            check_canned_acl(acl)
+            check_public_acl_allowed(settings, acl)
         if (retention or legal_hold) and not settings.get("object_lock"):
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         check_new_retention(retention, self.clock.now())
@@ -350,6 +355,10 @@ class ObjectsMixin:
                 retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
             record["retention"] = retention
             record["legal_hold"] = bool(legal_hold)
+            if principal is not None and principal.account:
+                record["owner"] = principal.account
+            if acl is not None and acl != "private":
+                record["acl"] = acl
             # Known before the commit so the footer (rebuild-index) carries them too.
             record["seq"] = time.time_ns()
             if settings.get("versioning") == "Enabled":
@@ -657,6 +666,7 @@ class ObjectsMixin:
         if_unmodified_since: float | None = None,
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
+        acl: str | None = None,
         principal: Principal | None = None,
     ) -> ObjectInfo:
         """Copy an object's bytes into a new object (streamed, re-encoded).
@@ -692,5 +702,6 @@ class ObjectsMixin:
                 xattrs=src.xattrs,
                 retention=retention,
                 legal_hold=legal_hold,
+                acl=acl,
                 principal=principal,
             )

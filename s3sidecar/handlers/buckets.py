@@ -7,10 +7,13 @@ from typing import Any
 
 from starlette.responses import Response
 
+from objfs.store import DEFAULT_ACCOUNT
+
 from .. import errors as S3
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import S3_NS, build, iso8601, parse_create_bucket
-from .service import decode_token, encode_token, owner_of
+from .access import canned_acl
+from .service import decode_token, encode_token, owner_of, record_owner
 
 MAX_KEYS = 1000
 
@@ -22,9 +25,20 @@ async def create_bucket(req: S3Request) -> Response:
             f"The {location} location constraint is incompatible for the region specific endpoint this request was sent to."
         )
     lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
-    await req.engine.run(
-        lambda: req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name, principal=req.principal)
-    )
+    acl = canned_acl(req)
+
+    def create() -> None:
+        req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name, principal=req.principal)
+        if acl not in (None, "private"):
+            req.store.put_bucket_acl(req.bucket, acl, principal=req.principal)
+
+    try:
+        await req.engine.run(create)
+    except S3.BucketAlreadyOwnedByYou:
+        settings = await req.engine.run(req.store.head_bucket, req.bucket)
+        if (settings.get("owner_account") or DEFAULT_ACCOUNT) != req.access.account:
+            raise S3.BucketAlreadyExists() from None
+        raise
     return empty_response(200, {"location": f"/{req.bucket}"})
 
 
@@ -77,7 +91,7 @@ def _contents(req: S3Request, listing: Any, encoding: str | None, owner: bool) -
             "StorageClass": "STANDARD",
         }
         if owner:
-            entry["Owner"] = owner_of(req)
+            entry["Owner"] = owner_of(req, record_owner(info.record))
         items.append(("Contents", entry))
     for prefix in listing.common_prefixes:
         items.append(("CommonPrefixes", {"Prefix": url_encode(prefix, encoding)}))

@@ -21,6 +21,7 @@ from .. import errors as S3
 from ..conditional import check_read_conditions, parse_copy_range
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import CHECKSUM_ELEMENTS, build, iso8601, parse_complete_multipart, parse_part_checksums
+from .access import canned_acl
 from .lock import lock_headers_of, require_object_lock
 from .objects import _put_args, copy_source, write_conditions
 from .service import owner_of
@@ -164,7 +165,9 @@ async def create(req: S3Request) -> Response:
         if lock.present:
             # Refused now rather than at completion, after every part was sent.
             require_object_lock(store, req.bucket)
-        return store.create_multipart(req.bucket, req.key, **args, **lock.engine_args())
+        return store.create_multipart(
+            req.bucket, req.key, **args, **lock.engine_args(), acl=canned_acl(req), principal=req.principal
+        )
 
     upload_id = await req.engine.run(start)
     body = build("InitiateMultipartUploadResult", {"Bucket": req.bucket, "Key": req.key, "UploadId": upload_id})

@@ -29,6 +29,7 @@ from ..bridge import Engine, s3_error_for
 from ..conditional import check_read_conditions, parse_range
 from ..context import S3Request, decode_copy_source, empty_response, quote_etag, xml_response
 from ..xmlio import build, http_date, iso8601, parse_delete_objects
+from .access import canned_acl
 from .lock import lock_headers_of, refuse_delete_marker, require_object_lock, response_lock_headers
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
@@ -315,6 +316,7 @@ async def put_object(req: S3Request) -> Response:
             if_none_match=if_none_match,
             principal=req.principal,
             verify=verify,
+            acl=canned_acl(req),
             **args,
             **lock.engine_args(),
         )
@@ -448,6 +450,7 @@ async def copy_object(req: S3Request) -> Response:
             if_modified_since=req.http_date_header("x-amz-copy-source-if-modified-since"),
             if_unmodified_since=req.http_date_header("x-amz-copy-source-if-unmodified-since"),
             principal=req.principal,
+            acl=canned_acl(req),
             **lock.engine_args(),
         )
         return src, info

@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from objfs.store import DEFAULT_ACCOUNT, canonical_id
+
 from .. import errors as S3
 from ..context import S3Request, xml_response
 from ..xmlio import build, iso8601
@@ -28,9 +30,16 @@ def decode_token(token: str) -> str:
         ) from None
 
 
-def owner_of(req: S3Request) -> dict[str, str]:
-    """The Owner element: one store, one owner, named after the store."""
-    return {"ID": "objfs", "DisplayName": "objfs"}
+def owner_of(req: S3Request, account: str | None = None) -> dict[str, str]:
+    """An Owner element: ``account``'s, or by default the requesting key's account."""
+    if account is None:
+        account = req.access.account if req.access is not None else DEFAULT_ACCOUNT
+    return {"ID": canonical_id(account), "DisplayName": account}
+
+
+def record_owner(record: dict[str, Any]) -> str:
+    """The account that wrote an object version (the default account for versions written before accounts)."""
+    return record.get("owner") or DEFAULT_ACCOUNT
 
 
 MAX_BUCKETS = 10000
