@@ -179,8 +179,9 @@ ACTIONS: dict[str, str] = {
 
 
 def lock_arguments(req: S3Request) -> dict[str, Any]:
-    """The lock a write's headers ask for, as the engine's rights check names it."""
-    return {"retention": MODE_HEADER in req.headers, "legal_hold": req.headers.get(HOLD_HEADER) == "ON"}
+    """The lock a write's headers ask for, as the engine's rights check names it (the mode for policy conditions)."""
+    retention = {"mode": req.headers[MODE_HEADER]} if MODE_HEADER in req.headers else None
+    return {"retention": retention, "legal_hold": req.headers.get(HOLD_HEADER) == "ON"}
 
 
 async def authorize(req: S3Request) -> None:

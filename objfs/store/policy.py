@@ -17,7 +17,8 @@ Guarantees:
   ``Principal`` (``*``, account names, canonical ids,
   ``arn:aws:iam::ACCOUNT:root``), ``Action`` and ``Resource`` with ``*``
   and ``?`` wildcards, and conditions ``StringEquals`` / ``StringLike`` /
-  ``StringNotLike`` on ``s3:prefix`` and the object-lock keys,
+  ``StringNotLike`` on ``s3:prefix``, ``s3:object-lock-mode`` and
+  ``s3:object-lock-legal-hold``,
   ``IpAddress`` / ``NotIpAddress`` on ``aws:SourceIp``, ``Bool`` on
   ``aws:SecureTransport``. Anything else is refused when the policy is put
   (:func:`parse_policy`), never silently ignored.
@@ -63,7 +64,6 @@ _CONDITION_KEYS = (
     "aws:securetransport",
     "s3:object-lock-mode",
     "s3:object-lock-legal-hold",
-    "s3:object-lock-remaining-retention-days",
 )
 
 

@@ -60,3 +60,25 @@ def test_policy_allow_and_deny(store: Store) -> None:
         store.put_bucket_policy("pacs", None, principal=viewer)
     with pytest.raises(MalformedPolicy):
         store.put_bucket_policy("pacs", json.dumps({"Statement": [{"Effect": "Allow"}]}), principal=alice)
+
+
+def test_policy_condition_on_the_object_lock_mode(store: Store) -> None:
+    officer = Principal("s3:officer", account="clinic-a", retention=True)
+    store.create_bucket("worm", object_lock=True, principal=officer)
+    no_compliance = {
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": "arn:aws:s3:::worm/*",
+                "Condition": {"StringEquals": {"s3:object-lock-mode": "COMPLIANCE"}},
+            }
+        ]
+    }
+    store.put_bucket_policy("worm", json.dumps(no_compliance), principal=officer)
+    until = store.clock.now() + 3600
+    store.put_object("worm", "g", b"x", retention={"mode": "GOVERNANCE", "until": until}, principal=officer)
+    with pytest.raises(AccessDenied):
+        store.put_object("worm", "c", b"x", retention={"mode": "COMPLIANCE", "until": until}, principal=officer)
+    assert [o.key for o in store.list_objects("worm").objects] == ["g"]
