@@ -360,6 +360,8 @@ class Store(
         # Creating a bucket is between a key and its rights: an existing name is the call's to report.
         if reason is not None or bucket is None or principal.is_system or action == "create-bucket":
             return reason
+        if not principal.account and not principal.anonymous:
+            return None  # a local front (mount, gateway): accounts, policies and ACLs are S3's
         with self.index.read() as txn:
             settings = txn.get("buckets", bucket.encode())
             if settings is None:
