@@ -6,14 +6,14 @@ its own threads) and a background loop that heals queued objects and
 finishes interrupted garbage collection. SIGTERM or SIGINT stops everything
 and unmounts cleanly; if any front stops on its own, the others are stopped
 too, so a service manager sees the failure and restarts the whole appliance.
+This module is the composition root; ``objfs serve``'s arguments are parsed
+in :mod:`objfs.cli.serve`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
-import sys
 import threading
 from functools import partial
 from pathlib import Path
@@ -191,31 +191,3 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
         mount.mkdir(parents=True, exist_ok=True)
     trio.run(partial(serve, store_path, mount=mount, allow_other=allow_other, on_ready=announce, **kwargs))
     return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    return serve_forever(
-        Path(args.store).resolve(),
-        mount=Path(args.mount).resolve() if args.mount else None,
-        allow_other=args.allow_other,
-        host=args.host,
-        port=args.port,
-        dicom=not args.no_dicom,
-        dicom_port=args.dicom_port,
-    )
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run the S3 sidecar, the FUSE mount and the DICOM gateway in one process")
-    p.add_argument("store")
-    p.add_argument("--mount", help="mount point for the FUSE front")
-    p.add_argument("--allow-other", action="store_true", help="let other users (the PACS service user) use the mount")
-    p.add_argument("--host", help="S3 listen address (default from objfs.toml)")
-    p.add_argument("--port", type=int, help="S3 port (default from objfs.toml)")
-    p.add_argument("--dicom-port", type=int, help="DICOM port (default from objfs.toml)")
-    p.add_argument("--no-dicom", action="store_true", help="do not start the DICOM gateway")
-    p.set_defaults(func=cmd_serve)
-
-
-if __name__ == "__main__":
-    sys.exit(0)

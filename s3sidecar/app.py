@@ -36,7 +36,7 @@ from starlette.responses import Response
 from objfs.store import Store
 from objfs.stores import open_store
 
-from . import continue100, cors
+from . import continue100, cors, sse
 from . import errors as S3
 from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
@@ -68,13 +68,15 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate analytics encryption intelligent-tiering inventory lifecycle logging "
+    "accelerate analytics intelligent-tiering inventory lifecycle logging "
     "metrics notification ownershipControls replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
-BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock"))
+BUCKET_ONLY = frozenset(
+    ("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock", "encryption")
+)
 OBJECT_ONLY = frozenset(("retention", "legal-hold", "attributes"))
 
 
@@ -103,6 +105,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"policy"}), None, _op("GetBucketPolicy", access_handlers.get_bucket_policy)),
         (frozenset({"policyStatus"}), None, _op("GetBucketPolicyStatus", access_handlers.get_policy_status)),
         (frozenset({"publicAccessBlock"}), None, _op("GetPublicAccessBlock", access_handlers.get_public_access_block)),
+        (frozenset({"encryption"}), None, _op("GetBucketEncryption", sse.get_bucket_encryption)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -122,6 +125,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
             None,
             _op("PutPublicAccessBlock", access_handlers.put_public_access_block, True, "xml"),
         ),
+        (frozenset({"encryption"}), None, _op("PutBucketEncryption", sse.put_bucket_encryption, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [
@@ -133,6 +137,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
             None,
             _op("DeletePublicAccessBlock", access_handlers.delete_public_access_block, True),
         ),
+        (frozenset({"encryption"}), None, _op("DeleteBucketEncryption", sse.delete_bucket_encryption, True)),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
     ("bucket", "POST"): [

@@ -56,6 +56,12 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     E.MalformedPolicy: S3.MalformedPolicy,
     E.InvalidArgument: S3.InvalidArgument,
     E.ConfigError: S3.InternalError,
+    # Encryption at rest: a store without a key file cannot do what the request asks.
+    E.EncryptionNotConfigured: S3.S3NotImplemented,
+    E.NoSuchEncryptionKey: S3.KMSNotFound,
+    # S3: an SSE-C object read without its key is a 400, with another key a 403.
+    E.EncryptionKeyRequired: S3.InvalidRequest,
+    E.EncryptionKeyMismatch: S3.AccessDenied,
 }
 
 

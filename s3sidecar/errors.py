@@ -270,6 +270,24 @@ class InvalidPartNumber(S3Error):
     message = "The requested partnumber is not satisfiable"
 
 
+class InvalidEncryptionAlgorithmError(S3Error):
+    code = "InvalidEncryptionAlgorithmError"
+    status = 400
+    message = "The encryption request you specified is not valid. The valid value is AES256."
+
+
+class KMSNotFound(S3Error):
+    code = "KMS.NotFoundException"
+    status = 400
+    message = "Invalid keyId"
+
+
+class ServerSideEncryptionConfigurationNotFoundError(S3Error):
+    code = "ServerSideEncryptionConfigurationNotFoundError"
+    status = 404
+    message = "The server side encryption configuration was not found"
+
+
 class InvalidRequest(S3Error):
     code = "InvalidRequest"
     status = 400

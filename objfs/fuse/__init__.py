@@ -1,5 +1,5 @@
 """The FUSE front: buckets as directories, objects as files, for legacy PACS software.
 
-``objfs mount STORE MOUNTPOINT`` (:mod:`.cli`) or :func:`.mount.run_mount`
+``objfs mount STORE MOUNTPOINT`` (:mod:`objfs.cli.mount`) or :func:`.mount.run_mount`
 inside another trio program.
 """

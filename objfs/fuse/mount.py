@@ -2,7 +2,7 @@
 
 :func:`run_mount` is an ordinary trio coroutine, so ``objfs serve`` can run
 the mount beside the S3 server in one process; ``objfs mount`` runs it
-alone (see :mod:`objfs.fuse.cli`).
+alone (see :mod:`objfs.cli.mount`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ async def run_mount(
     ``ready`` is set once the kernel has the mount. On return the mount is
     gone (unmounted even when the loop fails). ``foreground`` is accepted
     for the callers' symmetry: daemonizing happens before the store is
-    opened (see :mod:`objfs.fuse.cli`), never inside a running trio loop.
+    opened (see :mod:`objfs.cli.mount`), never inside a running trio loop.
     """
     path = check_mountpoint(mountpoint)
     ops = ObjfsOperations(store)

@@ -80,7 +80,7 @@ class NameOps(MountState):
         if target is not None and no_replace:
             raise pyfuse3.FUSEError(errno.EEXIST)
         if target is not None and target.kind != DIR:
-            await self._check_change(target.info, "replace", principal)  # replacing it would hide it
+            await self._check_change(target.info, "delete", principal)  # replacing it deletes it
         if st.kind == DIR:
             if target is not None:
                 if target.kind != DIR:
@@ -88,7 +88,7 @@ class NameOps(MountState):
                 if self._pending_under(new) or await self._run(ns.has_children, self.store, new):
                     raise pyfuse3.FUSEError(errno.ENOTEMPTY)
                 if target.explicit:
-                    await self._check_change(target.info, "replace", principal)
+                    await self._check_change(target.info, "delete", principal)
                     await self._run(self.store.delete_object, bucket, dst + "/", principal=principal)
             await self._run(self.store.rename_prefix, bucket, src + "/", dst + "/", principal=principal)
         else:

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from objfs.store import NoSuchKey, ObjectInfo, Principal, Store
+from objfs.store import ObjectInfo, Principal, Store
 
 COPY_CHUNK = 4 << 20
 
@@ -136,28 +136,17 @@ class Spool:
         edit through the mount changes the bytes, not what other fronts said
         about the object.
         """
-        try:
-            old = store.head_object(bucket, key)
-        except NoSuchKey:
-            old = None
-        xattrs: dict[str, bytes] = dict(old.xattrs) if old is not None else {}
-        for name, value in self.xattrs.items():
-            if value is None:
-                xattrs.pop(name, None)
-            else:
-                xattrs[name] = value
         posix = dict(self.posix)
         posix["mode"] = stat.S_IFREG | stat.S_IMODE(posix.get("mode", 0o644))
+        # The engine keeps the attributes current at the commit (another front may change them meanwhile).
         info = store.put_object(
             bucket,
             key,
             _SpoolStream(self.fd, length),
             length=length,
             posix=posix,
-            xattrs=xattrs,
-            content_type=old.content_type if old is not None else None,
-            metadata=old.metadata if old is not None else None,
-            headers=old.headers if old is not None else None,
+            keep_attributes=True,
+            xattr_changes=dict(self.xattrs),
             principal=principal,
         )
         self.base = info

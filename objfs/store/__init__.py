@@ -14,6 +14,7 @@ fsynced and renamed, directories fsynced, LMDB committed); if it raises, no
 part of it is visible.
 """
 
+from .crypto import Encryption
 from .engine import Principal, Store, init_store
 from .errors import (
     AccessDenied,
@@ -22,6 +23,9 @@ from .errors import (
     BucketNotEmpty,
     ConfigError,
     DataLoss,
+    EncryptionKeyMismatch,
+    EncryptionKeyRequired,
+    EncryptionNotConfigured,
     EntityTooSmall,
     IncompleteBody,
     InsufficientDrives,
@@ -37,6 +41,7 @@ from .errors import (
     MalformedPolicy,
     NoSpace,
     NoSuchBucket,
+    NoSuchEncryptionKey,
     NoSuchKey,
     NoSuchUpload,
     NoSuchVersion,
@@ -88,6 +93,11 @@ __all__ = [
     "ObjectLocked",
     "AccessDenied",
     "InvalidArgument",
+    "Encryption",
+    "EncryptionNotConfigured",
+    "EncryptionKeyRequired",
+    "EncryptionKeyMismatch",
+    "NoSuchEncryptionKey",
     "AccessKey",
     "RETENTION_MODES",
     "GOVERNANCE",

@@ -5,6 +5,9 @@ and returns a *descriptor* (a dict kept in the object's record) only once
 at least k+1 fragment files are fsynced and renamed into place.
 :class:`BlobReader` reads segments back, verifying every frame and
 rebuilding from parity when up to m frames of a segment are lost or corrupt.
+With a data key (encryption at rest, :mod:`.crypto`) each segment is sealed
+with AES-256-GCM before it is erasure coded and opened (authenticated) after
+it is decoded; everything between (fragments, parity, healing) is ciphertext.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .codec import get_codec
+from .crypto import TAG_BYTES, SegmentCipher
 from .drives import BLOBS, Drive, rendezvous_order
-from .errors import BadDigest, DataLoss, IncompleteBody, InsufficientDrives, NoSpace
+from .errors import BadDigest, DataLoss, EncryptionKeyRequired, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, owner_tag, read_frame
 from .procs import identity_alive, own_identity, process_start  # noqa: F401 (re-exported for heal)
 
@@ -47,7 +51,7 @@ writer_alive = identity_alive
 class BlobWriter:
     """Stream bytes in with :meth:`write`, then :meth:`finish` for a durable descriptor."""
 
-    def __init__(self, store: Store, tier: str, blob_id: str | None = None) -> None:
+    def __init__(self, store: Store, tier: str, blob_id: str | None = None, *, data_key: bytes | None = None) -> None:
         self.store = store
         self.tier_config = store.config.tier(tier)
         self.tier = tier
@@ -65,6 +69,8 @@ class BlobWriter:
         if len(chosen) < k + m:
             chosen += [d for d in ranked if d not in chosen][: k + m - len(chosen)]
         self.placement: list[Drive] = chosen
+        # Encrypted before erasure coding: fragments, parity and healing only ever see ciphertext.
+        self.cipher = SegmentCipher(data_key, self.blob_id) if data_key is not None else None
         self.writers: dict[int, FragmentWriter] = {}
         # Declared before any file exists: if this process dies before the
         # commit, scrub knows these fragments never became an object.
@@ -95,6 +101,9 @@ class BlobWriter:
             raise cls(f"only {len(alive)} drives accepted the write; at least {self.codec.k + 1} are needed")
 
     def _encode(self, segment: bytes) -> None:
+        plain_length = len(segment)
+        if self.cipher is not None and segment:
+            segment = self.cipher.seal(self.nseg, segment)
         fragments = self.codec.encode(segment)
         if self.nseg == 0:
             self.fsz = len(fragments[0])
@@ -102,7 +111,7 @@ class BlobWriter:
         for index, writer in self.writers.items():
             writer.write_frame(fragments[index])
         self.nseg += 1
-        self.size += len(segment)
+        self.size += plain_length
         if any(w.failed is not None for w in self.writers.values()):
             self._check_quorum()
 
@@ -200,7 +209,7 @@ class BlobWriter:
         return desc
 
     def descriptor(self) -> dict[str, Any]:
-        return {
+        desc = {
             "id": self.blob_id,
             "tier": self.tier,
             "size": self.size,
@@ -213,6 +222,9 @@ class BlobWriter:
             "lfsz": self.lfsz,
             "drives": [d.drive_id for d in self.placement],
         }
+        if self.cipher is not None:
+            desc["enc"] = TAG_BYTES  # bytes each segment grew by (its GCM tag)
+        return desc
 
     def abort(self) -> None:
         for writer in self.writers.values():
@@ -242,9 +254,11 @@ class BlobWriter:
 class BlobReader:
     """Verified, self-repairing reads of one blob's segments. Not thread-safe."""
 
-    def __init__(self, store: Store, desc: dict[str, Any]) -> None:
+    def __init__(self, store: Store, desc: dict[str, Any], *, data_key: bytes | None = None) -> None:
         self.store = store
         self.desc = desc
+        # Without the key only fragment-level work (heal, scrub) is possible on an encrypted blob.
+        self.cipher = SegmentCipher(data_key, desc["id"]) if data_key is not None and desc.get("enc") else None
         self.codec = get_codec(desc["k"], desc["m"], desc["ec"])
         self.drives: list[Drive | None] = [store.drive_by_id(d) for d in desc["drives"]]
         self._files: dict[int, Any] = {}
@@ -325,7 +339,12 @@ class BlobReader:
                         break
         if len(fragments) < k:
             raise DataLoss(f"blob {self.desc['id']} segment {segment}: {len(fragments)} of {k} needed fragments readable")
-        return self.codec.decode(fragments, length)
+        if not self.desc.get("enc"):
+            return self.codec.decode(fragments, length)
+        if self.cipher is None:
+            raise EncryptionKeyRequired(f"blob {self.desc['id']} is encrypted and no key was given")
+        # GCM authenticates the decoded segment, whichever fragments (data or parity) it came from.
+        return self.cipher.open(segment, self.codec.decode(fragments, length + self.desc["enc"]))
 
     def iter_range(self, start: int, end: int, prefetch: bool = True):
         """Yield the bytes ``[start, end)`` of the blob, a segment at a time.

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ConfigError
 
 CONFIG_NAME = "objfs.toml"
+KEY_FILE_NAME = "keys/objfs-keys.json"
 MAX_DRIVES_PER_TIER = 16
 EC_BACKENDS = ("isa_l_rs_cauchy", "liberasurecode_rs_vand", "isa_l_rs_vand")
 DEFAULT_BACKEND = "isa_l_rs_cauchy"
@@ -75,6 +76,9 @@ class StoreConfig:
     gc_min_age: float = 300.0
     #: Longest a reader's lease keeps a retired version from being collected.
     gc_reader_grace: float = 86400.0
+    #: The file holding the master key and the local KMS keys (encryption at
+    #: rest); never on a drive. None: the store cannot encrypt.
+    key_file: Path | None = None
 
     @property
     def hot(self) -> TierConfig:
@@ -140,7 +144,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom", "worm", "gc"}
+    known = {"store", "tiers", "s3", "dicom", "worm", "gc", "encryption"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -221,6 +225,14 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     gc_grace = _optional(gc, "reader_grace_seconds", int, 86400, where + " [gc]")
     if not 60 <= gc_grace <= 30 * 86400:
         raise ConfigError(f"{where} [gc]: reader_grace_seconds must be between 60 and {30 * 86400}")
+    enc = _only(_optional(data, "encryption", dict, {}, where), {"key_file"}, where + " [encryption]")
+    key_file = None
+    if "key_file" in enc:
+        raw_key_file = _require(enc, "key_file", str, where + " [encryption]")
+        key_file = (root / raw_key_file).resolve() if not os.path.isabs(raw_key_file) else Path(raw_key_file)
+        for tier in tiers:
+            if any(key_file == d or d in key_file.parents for d in tier.drives):
+                raise ConfigError(f"{where} [encryption]: key_file must not be on a drive (stolen drives would carry it)")
     return StoreConfig(
         root=root,
         store_id=store_id,
@@ -231,10 +243,19 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         worm_commit_grace=float(grace),
         gc_min_age=float(gc_min_age),
         gc_reader_grace=float(gc_grace),
+        key_file=key_file,
     )
 
 
-def render_config(drives: list[str], k: int, m: int, *, segment_size: int = 1 << 20, backend: str = DEFAULT_BACKEND) -> str:
+def render_config(
+    drives: list[str],
+    k: int,
+    m: int,
+    *,
+    segment_size: int = 1 << 20,
+    backend: str = DEFAULT_BACKEND,
+    key_file: str = KEY_FILE_NAME,
+) -> str:
     """The text of a new ``objfs.toml`` with one hot tier."""
     drive_list = ",\n".join(f"    {_toml_str(d)}" for d in drives)
     return f"""# objfs store configuration. Every value is checked at start-up.
@@ -268,6 +289,11 @@ commit_grace_seconds = 120
 # any process keep it longer, up to reader_grace_seconds.
 min_age_seconds = 300
 reader_grace_seconds = 86400
+
+[encryption]
+# Master key and local KMS keys for encryption at rest (mode 0600). Keep it off
+# the drives and back it up apart from them: without it encrypted objects are lost.
+key_file = {_toml_str(key_file)}
 
 [dicom]
 port = 11112

@@ -24,6 +24,7 @@ from . import access, policy
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
+from .crypto import KeyService, check_bucket_default, new_key_file
 from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
@@ -161,6 +162,7 @@ class Store(
         self.run_dir = self.root / "run"
         self.leases = ReaderLeases(self.run_dir)
         self.intents = IntentJournal(self.run_dir, self.index.state)
+        self.encryption = KeyService(config.key_file)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -303,6 +305,10 @@ class Store(
             free += drive_free
         scale = tier.k / (tier.k + tier.m)
         return {"total": int(total * scale), "free": int(free * scale)}
+
+    def system_principal(self, role: str) -> Principal:
+        """The principal of the engine's own work (heal, gc, scrub): audited under that name."""
+        return Principal.system(role)
 
     def record_audit(self, action: str, principal: Principal | None, outcome: str, durable: bool, **fields: Any) -> None:
         """Append one line to the audit trail (see :mod:`.audit`)."""
@@ -469,7 +475,7 @@ class Store(
         target=lambda a, k, r: {"bucket": a[0] if a else k.get("name"), "detail": ",".join(sorted(set(k) - {"principal"}))},
     )
     def update_bucket(self, name: str, *, principal: Principal | None = None, **changes: Any) -> dict[str, Any]:
-        """Change bucket settings (versioning, lock_default, tagging, cors, ...)."""
+        """Change bucket settings (versioning, lock_default, tagging, cors, encryption, ...)."""
         allowed = {
             "versioning",
             "lock_default",
@@ -481,6 +487,7 @@ class Store(
             "acl",
             "policy",
             "public_access_block",
+            "encryption",
         }
         bad = set(changes) - allowed
         if bad:
@@ -492,6 +499,8 @@ class Store(
                     raise InvalidArgument("versioning must be Enabled or Suspended")
                 if settings["object_lock"] and changes["versioning"] != "Enabled":
                     raise InvalidArgument("versioning cannot be suspended on a bucket with object lock")
+            if "encryption" in changes:
+                changes["encryption"] = check_bucket_default(self.encryption, changes["encryption"])
             settings.update(changes)
         self._write_bucket_files(settings)
         with self.index.write() as txn:
@@ -566,6 +575,8 @@ def init_store(
     (root / CONFIG_NAME).write_text(render_config(paths, k, m, segment_size=segment_size))
     try:
         config = load_config(root)
+        if config.key_file is not None and not config.key_file.exists():
+            new_key_file(config.key_file)
         for i, path in enumerate(config.hot.drives):
             format_drive(path, config.store_id, drive_id_for(config.store_id, "hot", i))
     except BaseException:

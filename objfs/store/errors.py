@@ -115,5 +115,21 @@ class InvalidArgument(StoreError):
     """A parameter has a value the engine does not accept."""
 
 
+class EncryptionNotConfigured(StoreError):
+    """An encrypted write (or read) was asked of a store without its key file."""
+
+
+class NoSuchEncryptionKey(InvalidArgument):
+    """The named KMS key (or key version) does not exist in the store's key file."""
+
+
+class EncryptionKeyRequired(AccessDenied):
+    """The object is encrypted with a customer key (SSE-C) and none was given."""
+
+
+class EncryptionKeyMismatch(AccessDenied):
+    """The customer key given is not the one the object was encrypted with."""
+
+
 class MalformedPolicy(InvalidArgument):
     """A bucket policy document the engine cannot apply exactly as written."""

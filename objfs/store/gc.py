@@ -27,8 +27,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .crypto import seal_record
 from .fragments import read_meta, write_meta
+from .leases import LeasesUnreadable
 from .locks import lock_active
+from .reports import Report
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -42,16 +45,13 @@ GC_BATCH = 500
 
 
 @dataclass
-class GcReport:
+class GcReport(Report):
     collected: int = 0
     waiting: int = 0
     leased: int = 0
     locked: int = 0
     unreachable: int = 0
     refused: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class GarbageMixin:
 
     def _write_tombstone(self: Store, rec: dict[str, Any]) -> None:
         drives = self._meta_drives(rec)[: self.config.hot.m + 1]
-        stone = tombstone_of(rec)
+        stone = seal_record(self.encryption, tombstone_of(rec), like=rec)
         written = 0
         for drive in drives:
             try:
@@ -146,7 +146,11 @@ class GarbageMixin:
                 return report
             start = batch[-1][0]
             now = time.time()
-            held = self.leases.held(now, self.config.gc_reader_grace)
+            try:
+                held = self.leases.held(now, self.config.gc_reader_grace)
+            except LeasesUnreadable:
+                report.waiting += len(batch)  # a reader's lease file was mid-rewrite: next pass
+                return report
             done = []
             for raw_key, entry in batch:
                 verdict = self._collect_one(entry, now, min_age, held, report)
@@ -189,6 +193,17 @@ class GarbageMixin:
             report.unreachable += 1
             return False
         report.collected += 1
+        if rec is not None:  # one line per collected version; its deletion was audited when it happened
+            self.record_audit(
+                "collect",
+                self.system_principal("gc"),
+                "ok",
+                False,
+                bucket=rec["bucket"],
+                key=rec["key"],
+                version=rec["version"],
+                detail=f"blob {desc['id']}",
+            )
         return True
 
     def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:

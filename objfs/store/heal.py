@@ -24,6 +24,7 @@ from .errors import DataLoss
 from .fragments import FragmentWriter, owner_tag, read_footer
 from .index import object_key, version_key
 from .locks import lock_active
+from .reports import Report
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -32,16 +33,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class HealReport:
+class HealReport(Report):
     objects: int = 0
     blobs: int = 0
     fragments_checked: int = 0
     fragments_repaired: int = 0
     lost: list[str] = field(default_factory=list)
     drive_errors: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class MaintenanceMixin:
@@ -113,9 +111,20 @@ class MaintenanceMixin:
                     break
         finally:
             self.leases.release([d["id"] for d in record.get("parts", [])])
-        if report.fragments_repaired > repaired and lock_active(record, self.clock.now()):
-            # A rewritten fragment of a locked version must be as immutable as the one it replaces.
-            self._protect_files(record, True)
+        if report.fragments_repaired > repaired:
+            if lock_active(record, self.clock.now()):
+                # A rewritten fragment of a locked version must be as immutable as the one it replaces.
+                self._protect_files(record, True)
+            self.record_audit(
+                "heal",
+                self.system_principal("heal"),
+                "ok",
+                True,
+                bucket=record["bucket"],
+                key=record["key"],
+                version=record["version"],
+                detail=f"{report.fragments_repaired - repaired} fragments rewritten",
+            )
         if moved:
             self._record_new_placement(record)
         return whole

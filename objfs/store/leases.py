@@ -2,9 +2,12 @@
 
 Every :class:`~objfs.store.objects.ObjectReader` holds a lease on the blobs
 of the version it opened, from open to close. Leases of this process are
-counted in memory and published, on every change, in
-``STORE/run/leases/<pid>-<start>`` (rewritten atomically; not fsynced: a
-lease only matters while its process lives, and a crash ends both). The
+counted in memory and published in ``STORE/run/leases/<pid>-<start>``
+(rewritten in place; not fsynced: a lease only matters while its process
+lives, and a crash ends both): at once when a blob is leased, and within
+:data:`RELEASE_LAG` seconds when leases end (a lease published a little too
+long only delays the collector). A reader of the file that catches it half
+rewritten cannot parse it and must then collect nothing this time. The
 garbage collector of any process reads every published lease before it
 deletes a blob and keeps every blob leased by a live process, for at most
 ``[gc] reader_grace_seconds`` after the lease was taken (so a reader that
@@ -25,6 +28,12 @@ import msgpack
 from .procs import own_identity, process_start
 
 _NAME = re.compile(r"^(\d+)-(\d+)$")
+#: Seconds a released lease may stay published.
+RELEASE_LAG = 0.2
+
+
+class LeasesUnreadable(Exception):
+    """Another process's lease file was caught mid-rewrite: collect nothing this pass."""
 
 
 class ReaderLeases:
@@ -36,6 +45,10 @@ class ReaderLeases:
         self._counts: collections.Counter[str] = collections.Counter()
         self._since: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._fd_pid = -1
+        self._published = 0.0
+        self._timer: threading.Timer | None = None
 
     def _own_path(self) -> Path:
         me = own_identity()
@@ -67,21 +80,29 @@ class ReaderLeases:
                     del self._counts[blob_id]
                     self._since.pop(blob_id, None)
                     gone = True
-            if gone:
+            if not gone:
+                return
+            if time.monotonic() - self._published >= RELEASE_LAG:
                 self._publish()
+            elif self._timer is None:
+                self._timer = threading.Timer(RELEASE_LAG, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._publish()
 
     def _publish(self) -> None:
-        path = self._own_path()
-        if not self._since:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            return
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb(self._since))
-        os.replace(tmp, path)
+        """Rewrite this process's lease file in place (one pwrite): cheap enough for every read."""
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd = os.open(self._own_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd_pid = os.getpid()
+        body = msgpack.packb(self._since)
+        os.pwrite(self._fd, body, 0)
+        os.ftruncate(self._fd, len(body))
+        self._published = time.monotonic()
 
     def held(self, now: float, grace: float) -> set[str]:
         """Blob ids leased by any live process (this one included) for less than ``grace`` seconds."""
@@ -104,7 +125,9 @@ class ReaderLeases:
                 continue
             try:
                 since = msgpack.unpackb((self.dir / name).read_bytes())
-            except (OSError, ValueError):
+            except FileNotFoundError:
                 continue
+            except (OSError, ValueError) as exc:
+                raise LeasesUnreadable(f"lease file {name}: {exc}") from None
             out.update(b for b, t in since.items() if now - t < grace)
         return out

@@ -11,8 +11,10 @@ import io
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from . import crypto
 from .audit import audited, guarded
 from .blobs import BlobReader, BlobWriter, new_id
+from .crypto import Encryption
 from .errors import (
     EntityTooSmall,
     InvalidArgument,
@@ -77,17 +79,23 @@ class MultipartMixin:
         posix: dict[str, int] | None = None,
         acl: str | None = None,
         principal: Principal | None = None,
+        encryption: Encryption | None = None,
     ) -> str:
         """Start an upload; returns its id. Durable when it returns.
 
         ``acl`` (a canned ACL) and the principal's account become the object's at completion.
+        The encryption (``encryption``, else the bucket's default) is decided
+        now: every part is encrypted with the upload's one data key.
         """
         check_key(key)
         check_new_retention(retention, self.clock.now())
         if acl is not None:
             check_canned_acl(acl)
-            with self.index.read() as txn:
-                check_public_acl_allowed(self._bucket(txn, bucket), acl)
+        with self.index.read() as txn:
+            settings = self._bucket(txn, bucket)
+            if acl is not None:
+                check_public_acl_allowed(settings, acl)
+            sse, _ = crypto.for_write(self.encryption, settings, encryption)
         upload_id = new_id()
         upload = {
             "id": upload_id,
@@ -106,6 +114,8 @@ class MultipartMixin:
             upload["acl"] = acl
         if principal is not None and principal.account:
             upload["owner"] = principal.account
+        if sse is not None:
+            upload["sse"] = sse  # wrapped only; in the upload's meta files too, for rebuild-index
         with self.index.read() as txn:
             self._bucket(txn, bucket)
         meta = {"id": upload_id, "bucket": bucket, "key": key, "upload": upload, "gen": time.time_ns()}
@@ -173,20 +183,24 @@ class MultipartMixin:
         verify: Any = None,
         checksums: dict[str, str] | None = None,
         principal: Principal | None = None,
+        customer_key: bytes | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` (1..10000), replacing an earlier one. Durable when it returns.
 
         ``checksums`` (a front's digests of the part, e.g. S3's
         ``x-amz-checksum-*``) are kept with the part; the dict is read after
         ``verify`` ran, which may fill it in. Returns ``{"number", "etag", "size"}``.
+        The part is encrypted with the upload's data key; an SSE-C upload
+        needs its ``customer_key``.
         """
         if not 1 <= number <= MAX_PARTS:
             raise InvalidArgument(f"part number must be between 1 and {MAX_PARTS}")
         if isinstance(body, (bytes, bytearray)):
             length = len(body) if length is None else length
             body = io.BytesIO(body)
-        self.get_upload(upload_id)
-        writer = BlobWriter(self, self.config.hot.name)
+        upload = self.get_upload(upload_id)
+        data_key = self.encryption.data_key(upload["sse"], customer_key) if upload.get("sse") else None
+        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
         created = self.clock.now()
         try:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
@@ -225,19 +239,27 @@ class MultipartMixin:
         start: int = 0,
         end: int | None = None,
         principal: Principal | None = None,
+        customer_key: bytes | None = None,
+        source_customer_key: bytes | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` as bytes ``[start, end)`` of an object version (S3 UploadPartCopy).
 
         The source is opened as ``principal``, so the read is audited.
         Durable when it returns; returns like :meth:`upload_part`.
+        ``source_customer_key`` opens an SSE-C source, ``customer_key`` is
+        the upload's own (SSE-C uploads).
         """
-        self.get_upload(upload_id)
-        with self.open_object(src_bucket, src_key, version_id, principal=principal) as reader:
+        upload = self.get_upload(upload_id)
+        if upload.get("sse"):
+            self.encryption.data_key(upload["sse"], customer_key)  # refused before the source is read
+        with self.open_object(src_bucket, src_key, version_id, principal=principal, customer_key=source_customer_key) as reader:
             size = reader.info.size
             end = size if end is None else end
             if not 0 <= start <= end <= size:
                 raise InvalidRange(f"bytes {start}-{end} are not within the {size} bytes of {src_bucket}/{src_key}")
-            return self.upload_part(upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start)
+            return self.upload_part(
+                upload_id, number, IterStream(reader.iter_range(start, end)), length=end - start, customer_key=customer_key
+            )
 
     @guarded("list", target=_upload_target, scope=_in_upload("list"))
     def list_parts(
@@ -294,9 +316,13 @@ class MultipartMixin:
         if_none_match: bool = False,
         checksum_headers: Any = None,
         principal: Principal | None = None,
+        customer_key: bytes | None = None,
     ) -> ObjectInfo:
         """Assemble the listed parts into the object, atomically. Durable when it returns.
 
+        The object keeps the upload's encryption. Indexers see the plaintext
+        head, except for an SSE-C upload completed without its ``customer_key``
+        (S3 does not require it there), which is then not indexed.
         ``checksum_headers(upload, parts)``, if given, is called with the
         upload and the chosen parts (``number``, ``size``, ``etag``,
         ``checksums``) before anything is written; it returns the whole
@@ -368,9 +394,16 @@ class MultipartMixin:
         for name in ("acl", "owner"):
             if upload.get(name):
                 record[name] = upload[name]
-        head = self._head_bytes(record)
-        for indexer in self.indexers:
-            merge_indexed(record, indexer.extract(head, record["key"]))
+        sse = upload.get("sse")
+        data_key = None
+        if sse is not None:
+            record["sse"] = sse
+            if sse["mode"] != "C" or customer_key is not None:
+                data_key = self.encryption.data_key(sse, customer_key)
+        if sse is None or data_key is not None:
+            head = self._head_bytes(record, data_key)
+            for indexer in self.indexers:
+                merge_indexed(record, indexer.extract(head, record["key"]))
         record["seq"] = record["gen"] = time.time_ns()  # newer than the upload's own meta on the drives
         unused = [p["blob"] for n, p in stored.items() if n not in set(numbers)]
 
@@ -428,10 +461,10 @@ class MultipartMixin:
                 except OSError:
                     pass
 
-    def _head_bytes(self: Store, record: dict[str, Any]) -> bytes:
+    def _head_bytes(self: Store, record: dict[str, Any], data_key: bytes | None = None) -> bytes:
         out = bytearray()
         for desc in record["parts"]:
-            reader = BlobReader(self, desc)
+            reader = BlobReader(self, desc, data_key=data_key)
             try:
                 for chunk in reader.iter_range(0, min(desc["size"], HEAD_BYTES - len(out)), prefetch=False):
                     out += chunk

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from . import crypto
 from .audit import audited, guarded
 from .blobs import BlobReader, BlobWriter, new_id
+from .crypto import Encryption
 from .errors import (
     DataLoss,
     InvalidArgument,
@@ -33,6 +35,8 @@ from .policy import check_canned_acl, check_public_acl_allowed
 if TYPE_CHECKING:
     from .engine import Principal, Store
 
+#: Tries of a content-only commit whose attributes another front keeps changing.
+COMMIT_ATTEMPTS = 32
 HEAD_BYTES = 2 << 20  # first bytes of a body kept for indexers (DICOM header)
 STANDARD_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
 # S3 additional checksums of the whole body (x-amz-checksum-crc32 ...), kept so GET/HEAD can return them.
@@ -135,14 +139,26 @@ class ObjectReader:
     raises DataLoss (never short or wrong bytes) and is audited as failed.
     """
 
-    def __init__(self, store: Store, info: ObjectInfo, principal: Principal | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        info: ObjectInfo,
+        principal: Principal | None = None,
+        *,
+        customer_key: bytes | None = None,
+        data_key: bytes | None = None,
+    ) -> None:
         self.store = store
         self.info = info
         self.principal = principal
+        sse = info.record.get("sse")
+        if sse and data_key is None:
+            # Before any lease: an SSE-C object read without its key is refused here.
+            data_key = store.encryption.data_key(sse, customer_key)
         self._blob_ids = [desc["id"] for desc in info.record.get("parts", [])]
         store.leases.hold(self._blob_ids)
         self._failed = False
-        self._readers = [BlobReader(store, desc) for desc in info.record.get("parts", [])]
+        self._readers = [BlobReader(store, desc, data_key=data_key) for desc in info.record.get("parts", [])]
         self._offsets = []
         pos = 0
         for desc in info.record.get("parts", []):
@@ -273,6 +289,19 @@ def check_write_conditions(bucket: str, key: str, live: dict[str, Any] | None, i
             raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
 
 
+def _inherited(base: ObjectInfo | None, xattr_changes: dict[str, bytes | None] | None) -> tuple:
+    """(content type, metadata, headers, xattrs) a new content of ``base`` keeps, with xattr changes applied."""
+    xattrs = dict(base.xattrs) if base is not None else {}
+    for name, value in (xattr_changes or {}).items():
+        if value is None:
+            xattrs.pop(name, None)
+        else:
+            xattrs[name] = value
+    if base is None:
+        return None, None, None, xattrs
+    return base.content_type, dict(base.metadata), dict(base.headers), xattrs
+
+
 def merge_indexed(record: dict[str, Any], extra: dict[str, Any] | None) -> None:
     """Add an indexer's fields to a new record.
 
@@ -316,6 +345,9 @@ class ObjectsMixin:
         principal: Principal | None = None,
         verify: Any = None,
         if_unchanged: ObjectInfo | None = None,
+        keep_attributes: bool = False,
+        xattr_changes: dict[str, bytes | None] | None = None,
+        encryption: Encryption | None = None,
         acl: str | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
@@ -327,8 +359,14 @@ class ObjectsMixin:
         called with nothing after the body is read and before the commit; it
         raises to refuse the write (used for S3 checksums). ``if_unchanged``
         makes the write conditional on the current version still being that
-        record, attributes included (PreconditionFailed otherwise): a front
-        that merged its change into what it read loses no concurrent update.
+        record, attributes included (PreconditionFailed otherwise).
+        ``keep_attributes`` replaces only the content: content type, user
+        metadata, standard headers and xattrs (with ``xattr_changes`` applied,
+        None removing one) are those of the version current *at the commit*,
+        so a metadata change another front makes meanwhile is never lost (the
+        mount's close); ``posix`` still applies. ``encryption`` encrypts the
+        body at rest; without it the bucket's default encryption (if any)
+        applies (see :mod:`.crypto`).
         """
         check_key(key)
         if isinstance(body, (bytes, bytearray, memoryview)):
@@ -339,11 +377,17 @@ class ObjectsMixin:
         if acl is not None:
             check_canned_acl(acl)
             check_public_acl_allowed(settings, acl)
+        base = None
+        if keep_attributes:
+            base = self._current_or_none(bucket, key)
+            content_type, metadata, headers, xattrs = _inherited(base, xattr_changes)
         if (retention or legal_hold) and not settings.get("object_lock"):
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         check_new_retention(retention, self.clock.now())
-        writer = BlobWriter(self, self.config.hot.name)
+        sse, data_key = crypto.for_write(self.encryption, settings, encryption)
+        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
         try:
+            # The head (for indexers) is taken from the plaintext, before encryption.
             etag, head = writer.ingest(body, length, content_md5=content_md5, verify=verify, head_bytes=HEAD_BYTES)
             object_id = writer.blob_id
             record = self._new_record(
@@ -359,22 +403,32 @@ class ObjectsMixin:
                 record["owner"] = principal.account
             if acl is not None and acl != "private":
                 record["acl"] = acl
+            if sse is not None:
+                record["sse"] = sse  # in the footer too: rebuild-index restores it
             # Known before the commit so the footer (rebuild-index) carries them too.
             record["seq"] = time.time_ns()
             if settings.get("versioning") == "Enabled":
                 record["version"] = object_id
             for indexer in self.indexers:
                 merge_indexed(record, indexer.extract(head, key))
-            desc = writer.finish(record)
+            desc = writer.finish(crypto.seal_record(self.encryption, record))
         except BaseException:
             writer.discard()
             raise
         record["parts"] = [desc]
         degraded = len(desc["written"]) < desc["k"] + desc["m"]
         try:
-            self._commit_put(
-                settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal, if_unchanged=if_unchanged
-            )
+            if keep_attributes:
+                self._commit_keeping_attributes(settings, record, base, xattr_changes, principal)
+            else:
+                self._commit_put(
+                    settings,
+                    record,
+                    if_match=if_match,
+                    if_none_match=if_none_match,
+                    principal=principal,
+                    if_unchanged=if_unchanged,
+                )
         except BaseException:
             writer.discard()
             raise
@@ -384,6 +438,33 @@ class ObjectsMixin:
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)
         return ObjectInfo.from_record(record)
+
+    def _current_or_none(self: Store, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            return self.head_object(bucket, key)
+        except NoSuchKey:
+            return None
+
+    def _commit_keeping_attributes(self: Store, settings, record, base, xattr_changes, principal) -> None:
+        """Commit new content under the attributes current at the commit (see ``keep_attributes``).
+
+        When another front changed them since ``base`` was read, the record
+        takes the new ones, the drives learn the merged record (a newer
+        ``gen``), and the commit is tried again: the body is not read twice.
+        """
+        for _attempt in range(COMMIT_ATTEMPTS):
+            try:
+                self._commit_put(settings, record, principal=principal, if_unchanged=base, if_none_match=base is None)
+                return
+            except PreconditionFailed:
+                base = self._current_or_none(record["bucket"], record["key"])
+                ctype, meta, headers, xattrs = _inherited(base, xattr_changes)
+                record.update(ctype=ctype or "application/octet-stream", meta=meta, headers=headers, xattrs=xattrs)
+                record["gen"] = time.time_ns()
+                where = {"id": record["id"], "bucket": record["bucket"], "key": record["key"], "gen": record["gen"]}
+                with self._meta_change([where]):
+                    self._write_meta_files(record)
+        raise PreconditionFailed(f"{record['bucket']}/{record['key']} kept changing while its content was stored")
 
     def _new_record(
         self: Store, bucket, key, object_id, size, etag, content_type, metadata, headers, posix, xattrs, tags
@@ -524,17 +605,29 @@ class ObjectsMixin:
 
     @audited("read", durable=False)
     def open_object(
-        self: Store, bucket: str, key: str, version_id: str | None = None, *, principal: Principal | None = None
+        self: Store,
+        bucket: str,
+        key: str,
+        version_id: str | None = None,
+        *,
+        principal: Principal | None = None,
+        customer_key: bytes | None = None,
     ) -> ObjectReader:
-        """A reader of the current version (or ``version_id``); raises like head_object."""
+        """A reader of the current version (or ``version_id``); raises like head_object.
+
+        An SSE-C object needs its ``customer_key`` (EncryptionKeyRequired,
+        EncryptionKeyMismatch otherwise).
+        """
         info = self.head_object(bucket, key, version_id)
         if info.delete_marker:
             raise InvalidArgument("a delete marker has no body")
-        return ObjectReader(self, info, principal)
+        return ObjectReader(self, info, principal, customer_key=customer_key)
 
-    def open_record(self: Store, record: dict[str, Any], *, principal: Principal | None = None) -> ObjectReader:
+    def open_record(
+        self: Store, record: dict[str, Any], *, principal: Principal | None = None, customer_key: bytes | None = None
+    ) -> ObjectReader:
         """A reader of a record already in hand (e.g. from a listing)."""
-        return ObjectReader(self, ObjectInfo.from_record(record), principal)
+        return ObjectReader(self, ObjectInfo.from_record(record), principal, customer_key=customer_key)
 
     def record_is_live(self: Store, record: dict[str, Any]) -> bool:
         """Whether ``record``'s version is still in the index (current or noncurrent)."""
@@ -544,9 +637,11 @@ class ObjectsMixin:
                 return True
             return txn.get("versions", version_key(record["bucket"], record["key"], record["seq"])) is not None
 
-    def get_object_bytes(self: Store, bucket: str, key: str, version_id: str | None = None) -> bytes:
+    def get_object_bytes(
+        self: Store, bucket: str, key: str, version_id: str | None = None, *, customer_key: bytes | None = None
+    ) -> bytes:
         """The whole body in memory: for small objects and tests only."""
-        with self.open_object(bucket, key, version_id) as reader:
+        with self.open_object(bucket, key, version_id, customer_key=customer_key) as reader:
             return reader.readall()
 
     # -- deletes, copies, renames ------------------------------------------------
@@ -668,6 +763,8 @@ class ObjectsMixin:
         legal_hold: bool = False,
         acl: str | None = None,
         principal: Principal | None = None,
+        source_customer_key: bytes | None = None,
+        encryption: Encryption | None = None,
     ) -> ObjectInfo:
         """Copy an object's bytes into a new object (streamed, re-encoded).
 
@@ -675,8 +772,11 @@ class ObjectsMixin:
         ``replace_metadata``; the copy-source conditions are checked first.
         ``retention`` and ``legal_hold`` apply to the new version as in
         :meth:`put_object` (the source's lock is never copied, as in S3).
+        An SSE-C source needs ``source_customer_key``; the copy is encrypted
+        as ``encryption`` says, else by the destination bucket's default (as
+        in S3: a copy does not inherit its source's encryption).
         """
-        with self.open_object(src_bucket, src_key, version_id) as reader:
+        with self.open_object(src_bucket, src_key, version_id, customer_key=source_customer_key) as reader:
             src = reader.info
             etag = '"' + src.etag + '"'
             if if_match is not None and if_match not in (etag, src.etag, "*"):
@@ -704,4 +804,5 @@ class ObjectsMixin:
                 legal_hold=legal_hold,
                 acl=acl,
                 principal=principal,
+                encryption=encryption,
             )

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .crypto import KeyService, unseal_record
 from .drives import BLOBS, Drive
 from .errors import StoreError
 from .fragments import read_footer, read_meta
@@ -97,7 +98,7 @@ class _Found:
         self.parts.update(other.parts)
 
 
-def _scan_drive(drive: Drive) -> _Found:
+def _scan_drive(drive: Drive, keys: KeyService) -> _Found:
     found = _Found()
     for name in _listdir(drive.path / BUCKETS_DIR):
         if name.endswith(".meta"):
@@ -110,7 +111,7 @@ def _scan_drive(drive: Drive) -> _Found:
             if name.endswith(".meta"):
                 rec = read_meta(path)
                 if rec and "id" in rec:
-                    found.offer(rec)
+                    found.offer(unseal_record(keys, rec))
                 continue
             footer = read_footer(path)
             if footer is None:
@@ -118,7 +119,7 @@ def _scan_drive(drive: Drive) -> _Found:
             desc = footer["blob"]
             found.blobs[desc["id"]] = desc
             found.fragments[desc["id"]] += 1
-            owner = footer.get("owner") or {}
+            owner = unseal_record(keys, footer.get("owner") or {})
             if "upload" in owner and "part" in owner:
                 found.parts[desc["id"]] = owner
             elif "bucket" in owner and "key" in owner and "id" in owner:
@@ -133,7 +134,7 @@ def rebuild_index(store: Store) -> dict[str, int]:
     drives = [d for d in store.all_drives() if store.drive_readable(d)]
     found = _Found()
     with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
-        for part in pool.map(_scan_drive, drives):
+        for part in pool.map(lambda d: _scan_drive(d, store.encryption), drives):
             found.merge(part)
     plan = _plan(store, found)
     counts = {"buckets": 0, "objects": 0, "versions": 0, "uploads": 0, "garbage": len(plan["garbage"])}

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .audit import audited
+from .crypto import seal_record
 from .drives import rendezvous_order
 from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
 from .fragments import read_meta, write_meta
@@ -215,9 +216,10 @@ class RenamesMixin:
         if not drives:
             return
         errors = 0
+        on_drive = seal_record(self.encryption, record)  # an encrypted object's name and tags stay off the drives
         for drive in drives:
             try:
-                write_meta(drive.meta_path(record["id"]), drive.tmp_dir, record)
+                write_meta(drive.meta_path(record["id"]), drive.tmp_dir, on_drive)
             except OSError:
                 errors += 1
         if len(drives) - errors < 1:

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .crypto import unseal_record
 from .drives import BLOBS, BUCKETS, Drive
-from .fragments import read_footer
+from .fragments import read_footer, read_meta
 from .heal import HealReport
 from .index import object_key
 from .procs import identity_alive, process_start
@@ -214,18 +215,27 @@ class ScrubMixin:
         if identity_alive(footer.get("writer")):
             return True
         blob_id = footer["blob"]["id"]
-        owner = footer.get("owner") or {}
+        owner = unseal_record(self.encryption, footer.get("owner") or {})
         with self.index.read() as txn:
             if txn.get("gc", blob_id.encode()) is not None:
                 return True
             if "upload" in owner:
-                return any(p["blob"]["id"] == blob_id for _, p in txn.scan("parts", owner["upload"].encode() + b"\0"))
+                if any(p["blob"]["id"] == blob_id for _, p in txn.scan("parts", owner["upload"].encode() + b"\0")):
+                    return True
+                # A completed upload: its record (named by the upload id) says where it went.
+                owner = self._record_meta(owner["upload"]) or {}
             if "bucket" in owner and "key" in owner:
                 prefix = object_key(owner["bucket"], owner["key"])
                 current = txn.get("objects", prefix)
                 records = ([current] if current else []) + [r for _, r in txn.scan("versions", prefix + b"\0")]
                 return any(d["id"] == blob_id for r in records for d in r.get("parts", []))
         return False
+
+    def _record_meta(self: Store, object_id: str) -> dict[str, Any] | None:
+        """The newest metadata the drives hold for ``object_id`` (any drive), or None."""
+        metas = [read_meta(d.meta_path(object_id)) for d in self.all_drives() if self.drive_readable(d)]
+        metas = [m for m in metas if m]
+        return max(metas, key=lambda m: m.get("gen", 0)) if metas else None
 
     def _dead_journals(self: Store) -> list[Any]:
         """Intent journals of dead processes written against *this* index (no newer one)."""

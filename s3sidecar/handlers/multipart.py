@@ -15,8 +15,9 @@ from typing import Any
 from starlette.responses import Response
 
 from objfs.store import Store
+from objfs.store import errors as E
 
-from .. import checksums
+from .. import checksums, sse
 from .. import errors as S3
 from ..conditional import check_read_conditions, parse_copy_range
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
@@ -161,18 +162,27 @@ async def create(req: S3Request) -> Response:
     lock = lock_headers_of(req)
     store: Store = req.store
 
-    def start() -> str:
+    encryption = sse.write_encryption(req.headers)
+
+    def start() -> tuple[str, Any]:
         if lock.present:
             # Refused now rather than at completion, after every part was sent.
             require_object_lock(store, req.bucket)
-        return store.create_multipart(
-            req.bucket, req.key, **args, **lock.engine_args(), acl=canned_acl(req), principal=req.principal
+        upload_id = store.create_multipart(
+            req.bucket,
+            req.key,
+            encryption=encryption,
+            **args,
+            **lock.engine_args(),
+            acl=canned_acl(req),
+            principal=req.principal,
         )
+        return upload_id, store.get_upload(upload_id).get("sse")
 
-    upload_id = await req.engine.run(start)
+    upload_id, upload_sse = await req.engine.run(start)
     body = build("InitiateMultipartUploadResult", {"Bucket": req.bucket, "Key": req.key, "UploadId": upload_id})
+    headers = sse.response_headers(upload_sse, encryption.customer_key if encryption else None)
     declared = _upload_checksum_headers(req)
-    headers = {}
     if declared:
         headers["x-amz-checksum-algorithm"] = declared["x-amz-checksum-algorithm"].upper()
         headers["x-amz-checksum-type"] = declared["x-amz-checksum-type"]
@@ -184,16 +194,28 @@ async def upload_part(req: S3Request) -> Response:
     number = _part_number(req)
     md5 = req.content_md5()
     body, payload, length = req.stream_body()
+    customer_key = sse.read_customer_key(req.headers)
 
-    def put() -> dict[str, Any]:
-        _check_upload(req, upload_id)
+    def put() -> tuple[dict[str, Any], Any]:
+        upload = _check_upload(req, upload_id)
+        sse.refuse_needless_key(upload, customer_key)
         # payload.checksums is filled in by body.finish, which the engine calls before reading it.
-        return req.store.upload_part(
-            upload_id, number, body, length=length, content_md5=md5, verify=body.finish, checksums=payload.checksums
+        part = req.store.upload_part(
+            upload_id,
+            number,
+            body,
+            length=length,
+            content_md5=md5,
+            verify=body.finish,
+            checksums=payload.checksums,
+            customer_key=customer_key,
         )
+        return part, upload.get("sse")
 
-    part = await req.engine.run_upload(put)
-    return empty_response(200, {"etag": quote_etag(part["etag"]), **payload.checksums})
+    part, upload_sse = await req.engine.run_upload(put)
+    return empty_response(
+        200, {"etag": quote_etag(part["etag"]), **payload.checksums, **sse.response_headers(upload_sse, customer_key)}
+    )
 
 
 async def upload_part_copy(req: S3Request) -> Response:
@@ -202,12 +224,19 @@ async def upload_part_copy(req: S3Request) -> Response:
     src_bucket, src_key, src_version = copy_source(req)
     h = req.headers
     store: Store = req.store
+    customer_key = sse.read_customer_key(h)
+    source_key = sse.copy_source_customer_key(h)
+    upload_sse = None
 
     def copy() -> dict[str, Any]:
-        _check_upload(req, upload_id)
+        nonlocal upload_sse
+        upload = _check_upload(req, upload_id)
+        sse.refuse_needless_key(upload, customer_key)
+        upload_sse = upload.get("sse")
         info = store.head_object(src_bucket, src_key, src_version)
         if info.delete_marker:
             raise S3.InvalidRequest("The source of a copy request may not specifically refer to a delete marker by version id.")
+        sse.refuse_needless_key(info.record, source_key)
         try:
             check_read_conditions(
                 info,
@@ -233,11 +262,14 @@ async def upload_part_copy(req: S3Request) -> Response:
             start=start,
             end=end,
             principal=req.principal,
+            customer_key=customer_key,
+            source_customer_key=source_key,
         )
 
     part = await req.engine.run_upload(copy)
     body = build("CopyPartResult", {"LastModified": iso8601(time.time()), "ETag": quote_etag(part["etag"])})
     headers = {"x-amz-copy-source-version-id": src_version} if src_version else {}
+    headers.update(sse.response_headers(upload_sse, customer_key))
     return xml_response(body, headers=headers)
 
 
@@ -248,11 +280,16 @@ async def complete(req: S3Request) -> Response:
     from_xml = parse_part_checksums(document)
     store: Store = req.store
     if_match, if_none_match = write_conditions(req)
+    customer_key = sse.read_customer_key(req.headers)
 
     def finish() -> Any:
         # A recently completed upload still names its destination: a retried Complete succeeds again.
         if store.upload_destination(upload_id) != (req.bucket, req.key):
             raise S3.NoSuchUpload(UploadId=upload_id)
+        try:
+            sse.refuse_needless_key(store.get_upload(upload_id), customer_key)
+        except E.NoSuchUpload:
+            pass  # completed already: the engine answers with what it made
         return store.complete_multipart(
             upload_id,
             parts,
@@ -260,6 +297,7 @@ async def complete(req: S3Request) -> Response:
             if_none_match=if_none_match,
             checksum_headers=lambda upload, chosen: object_checksum(req, from_xml, upload, chosen),
             principal=req.principal,
+            customer_key=customer_key,
         )
 
     info = await req.engine.run_upload(finish)
@@ -275,6 +313,7 @@ async def complete(req: S3Request) -> Response:
         },
     )
     headers = {"x-amz-version-id": info.version_id} if info.version_id != "null" else {}
+    headers.update(sse.response_headers(info.record.get("sse"), customer_key))
     return xml_response(body, headers=headers)
 
 

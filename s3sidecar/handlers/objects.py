@@ -25,6 +25,7 @@ from objfs.store import ObjectInfo, Store
 from objfs.store import errors as E
 
 from .. import errors as S3
+from .. import sse
 from ..bridge import Engine, s3_error_for
 from ..conditional import check_read_conditions, parse_range
 from ..context import S3Request, decode_copy_source, empty_response, quote_etag, xml_response
@@ -121,9 +122,11 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
     if version is not None:
         # A delete marker has a version id but no body: S3 answers 405, not 404.
         refuse_delete_marker(store.head_object(req.bucket, req.key, version))
-    reader = store.open_object(req.bucket, req.key, version, principal=req.principal)
+    customer_key = sse.read_customer_key(h)
+    reader = store.open_object(req.bucket, req.key, version, principal=req.principal, customer_key=customer_key)
     try:
         info = reader.info
+        sse.refuse_needless_key(info.record, customer_key)
         if not body:
             reader.close()
             reader = None
@@ -194,6 +197,7 @@ def _response_headers(req: S3Request, read: _Read) -> tuple[int, dict[str, str]]
     full = read.span is None
     checksums = full and req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(info, checksums=checksums)
+    headers.update(sse.response_headers(info.record.get("sse"), sse.read_customer_key(req.headers)))
     start, end = read.span if read.span is not None else (0, info.size)
     headers["content-length"] = str(end - start)
     status = 200
@@ -295,6 +299,7 @@ def _put_args(req: S3Request) -> dict[str, Any]:
 async def put_object(req: S3Request) -> Response:
     args = _put_args(req)
     if_match, if_none_match = write_conditions(req)
+    encryption = sse.write_encryption(req.headers)  # refused before the body is read
     lock = lock_headers_of(req)
     md5 = req.content_md5()
     body, payload, length = req.stream_body()
@@ -317,6 +322,7 @@ async def put_object(req: S3Request) -> Response:
             principal=req.principal,
             verify=verify,
             acl=canned_acl(req),
+            encryption=encryption,
             **args,
             **lock.engine_args(),
         )
@@ -326,6 +332,7 @@ async def put_object(req: S3Request) -> Response:
         await req.engine.run(require_object_lock, req.store, req.bucket)
     info = await req.engine.run_upload(put)
     out = {"etag": quote_etag(info.etag), **payload.checksums}
+    out.update(sse.response_headers(info.record.get("sse"), encryption.customer_key if encryption else None))
     if info.version_id != "null":
         out["x-amz-version-id"] = info.version_id
     return empty_response(200, out)
@@ -413,7 +420,15 @@ async def copy_object(req: S3Request) -> Response:
     args = _put_args(req) if replace else {}
     tags = (req.tagging_header() or {}) if replace_tags else None
     lock = lock_headers_of(req)
-    if (src_bucket, src_key) == (req.bucket, req.key) and not replace and not replace_tags and src_version is None:
+    encryption = sse.write_encryption(req.headers)
+    source_key = sse.copy_source_customer_key(req.headers)
+    if (
+        (src_bucket, src_key) == (req.bucket, req.key)
+        and not replace
+        and not replace_tags
+        and src_version is None
+        and encryption is None
+    ):
         raise S3.InvalidRequest(
             "This copy request is illegal because it is trying to copy an object to itself without changing the "
             "object's metadata, storage class, website redirect location or encryption attributes."
@@ -425,6 +440,7 @@ async def copy_object(req: S3Request) -> Response:
         src = store.head_object(src_bucket, src_key, src_version)
         if src.delete_marker:
             raise S3.InvalidRequest("The source of a copy request may not specifically refer to a delete marker by version id.")
+        sse.refuse_needless_key(src.record, source_key)
         if lock.present:
             require_object_lock(store, req.bucket)
         headers = args.get("headers")
@@ -451,13 +467,15 @@ async def copy_object(req: S3Request) -> Response:
             if_unmodified_since=req.http_date_header("x-amz-copy-source-if-unmodified-since"),
             principal=req.principal,
             acl=canned_acl(req),
+            source_customer_key=source_key,
+            encryption=encryption,
             **lock.engine_args(),
         )
         return src, info
 
     src, info = await req.engine.run_upload(copy)
     body = build("CopyObjectResult", {"LastModified": iso8601(info.modified), "ETag": quote_etag(info.etag)})
-    headers = {}
+    headers = sse.response_headers(info.record.get("sse"), encryption.customer_key if encryption else None)
     if src.version_id != "null":
         headers["x-amz-copy-source-version-id"] = src.version_id
     if info.version_id != "null":

@@ -214,12 +214,16 @@ def test_a_failed_read_fails_visibly_and_is_audited(store: Store) -> None:
     assert [e["outcome"] for e in lines] == ["ok", "failed"] and lines[1]["who"] == "s3:reader"
 
 
-def test_wiped_read_only_and_missing_drives(store_path: Path, cli) -> None:
-    """Finding 5: a wiped drive crashed scrub, was called healthy, and writes recreated files in it."""
+def _filled(store_path: Path, count: int) -> None:
     with Store.open(store_path) as store:
         store.create_bucket("pacs")
-        for i in range(8):
+        for i in range(count):
             store.put_object("pacs", f"k{i}", body(f"k{i}", 3000))
+
+
+def test_wiped_read_only_and_missing_drives(store_path: Path, cli) -> None:
+    """Finding 5: a wiped drive crashed scrub, was called healthy, and writes recreated files in it."""
+    _filled(store_path, 8)
     d2 = store_path / "drives" / "d2"
     for child in d2.iterdir():  # `rm -rf d2/*`: the dot-file marker survives
         if not child.name.startswith("."):
@@ -246,10 +250,7 @@ def _bind_read_only(path: Path) -> bool:
 
 
 def test_a_read_only_drive_is_read_not_written_and_reported(store_path: Path, cli) -> None:
-    with Store.open(store_path) as store:
-        store.create_bucket("pacs")
-        for i in range(6):
-            store.put_object("pacs", f"k{i}", body(f"k{i}", 3000))
+    _filled(store_path, 6)
     d4 = store_path / "drives" / "d4"
     assert _bind_read_only(d4), "tests run as root and need bind mounts"
     try:
@@ -331,6 +332,7 @@ def test_scrub_keeps_lost_objects_degraded_and_repairs_bad_footers(store: Store)
     assert store.status()["degraded_objects"] == 1  # the lost object keeps its heal entry
     assert store.scrub().lost == ["pacs/lost@null"]
     verify(store.get_object_bytes("pacs", "fine"))
+    assert [e["who"] for e in store.audit.show(key="fine") if e["action"] == "heal"] == ["heal"]
 
 
 @pytest.mark.allow_warnings  # the refusal is logged as an error
@@ -350,6 +352,7 @@ def test_locked_versions_are_never_collected(store: Store) -> None:
         txn.delete("gc", info.record["parts"][0]["id"].encode())
     store.delete_object("locked", "study", info.version_id, principal=ADMIN, bypass_governance=True)
     assert store.collect_garbage(min_age=0).collected == 1
+    assert [e["who"] for e in store.audit.show(key="study") if e["action"] == "collect"] == ["gc"]
 
 
 @pytest.mark.allow_warnings

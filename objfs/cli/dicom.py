@@ -1,4 +1,9 @@
-"""``objfs dicom`` (the gateway) and ``objfs migrate`` (copy in a legacy share)."""
+"""``objfs dicom`` (the gateway) and ``objfs migrate`` (copy in a legacy share).
+
+Guarantee: argument parsing only; the gateway stops cleanly on SIGTERM or
+SIGINT, and ``migrate`` exits 3 while the copy is incomplete. pynetdicom is
+imported when a command runs, not for every ``objfs`` command.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ def cmd_dicom(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    from .server import serve_dicom
+    from objfs.dicom.server import serve_dicom
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -92,7 +97,7 @@ def cmd_dicom(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .migrate import migrate
+    from objfs.dicom.migrate import migrate
 
     with Store.open(args.store) as store:
         report = migrate(

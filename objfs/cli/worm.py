@@ -1,54 +1,59 @@
-"""``objfs retention``, ``objfs rm`` and ``objfs audit``: WORM and the audit trail from the CLI.
+"""``objfs retention`` and ``objfs audit``: WORM and the audit trail from the CLI.
 
 The CLI acts as ``cli:<user>``, the ``cli`` system principal (every right).
 It obeys the same WORM rules as every other front: COMPLIANCE cannot be
 shortened or bypassed by anyone; the local administrator may bypass
 GOVERNANCE (shorten, remove, or harden it to COMPLIANCE) only by asking for
-it explicitly with ``--bypass-governance``.
+it explicitly with ``--bypass-governance`` (``objfs retention`` and ``objfs rm``).
 """
 
 from __future__ import annotations
 
 import argparse
-import calendar
-import getpass
 import json
-import sys
-import time
 from typing import Any
 
-from objfs.store import RETENTION_MODES, Principal
+from objfs.store import RETENTION_MODES
 from objfs.store.locks import utc_text
 from objfs.stores import Store
 
-
-def _principal() -> Principal:
-    return Principal.system("cli", who=getpass.getuser())
+from .common import cli_principal, parse_time, split_target
 
 
-def _target(text: str) -> tuple[str, str]:
-    bucket, _, key = text.partition("/")
-    return bucket, key
+def register(subparsers: Any) -> None:
+    """Add the ``retention`` and ``audit`` commands to the ``objfs`` parser."""
+    p = subparsers.add_parser("retention", help="show or change WORM retention and legal holds")
+    p.add_argument("action", choices=["show", "set", "extend", "legal-hold"])
+    p.add_argument("store")
+    p.add_argument("target", metavar="BUCKET/KEY")
+    p.add_argument("state", nargs="?", choices=["on", "off"], help="for legal-hold")
+    p.add_argument("--version")
+    p.add_argument("--mode", choices=RETENTION_MODES)
+    p.add_argument("--until", help="retain until DATE (YYYY-MM-DD[THH:MM:SSZ])")
+    p.add_argument("--days", type=int, help="retain for N days from now")
+    p.add_argument("--bypass-governance", action="store_true", help="shorten, remove or harden GOVERNANCE retention")
+    p.set_defaults(func=cmd_retention)
 
-
-def _parse_time(text: str) -> float:
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
-        try:
-            return float(calendar.timegm(time.strptime(text, fmt)))
-        except ValueError:
-            continue
-    raise SystemExit(f"objfs: cannot read the date {text!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)")
+    p = subparsers.add_parser("audit", help="verify or show the audit trail")
+    p.add_argument("action", choices=["verify", "show"])
+    p.add_argument("store")
+    p.add_argument("--bucket")
+    p.add_argument("--key", help="a key, or a prefix ending in '/' (a study)")
+    p.add_argument("--since", help="YYYY-MM-DD[THH:MM:SSZ]")
+    p.add_argument("--who")
+    p.add_argument("--reads-only", action="store_true", help="only reads: who opened it")
+    p.set_defaults(func=cmd_audit)
 
 
 def _until(args: argparse.Namespace, store: Store) -> float:
     if args.until:
-        return _parse_time(args.until)
+        return parse_time(args.until)
     if args.days:
         return store.clock.now() + args.days * 86400
     raise SystemExit("objfs: give --until DATE or --days N")
 
 
-def _show(info) -> dict[str, Any]:
+def _show(info: Any) -> dict[str, Any]:
     retention = info.retention
     return {
         "bucket": info.bucket,
@@ -60,8 +65,8 @@ def _show(info) -> dict[str, Any]:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    bucket, key = _target(args.target)
-    principal = _principal()
+    bucket, key = split_target(args.target)
+    principal = cli_principal()
     with Store.open(args.store) as store:
         if args.action == "show":
             info = store.head_object(bucket, key, args.version)
@@ -89,14 +94,6 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rm(args: argparse.Namespace) -> int:
-    bucket, key = _target(args.target)
-    with Store.open(args.store) as store:
-        result = store.delete_object(bucket, key, args.version, principal=_principal(), bypass_governance=args.bypass_governance)
-    print(json.dumps(result))
-    return 0
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     with Store.open(args.store) as store:
         if args.action == "verify":
@@ -105,44 +102,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"TAMPERED: {problem}")
             print(json.dumps({"ok": not problems, "lines": head["lines"], "head_seq": head["seq"], "head_hash": head["hash"]}))
             return 1 if problems else 0
-        since = _parse_time(args.since) if args.since else None
+        since = parse_time(args.since) if args.since else None
         for entry in store.audit.show(bucket=args.bucket, key=args.key, since=since, who=args.who):
             if args.action == "show" and args.reads_only and entry.get("action") != "read":
                 continue
             print(json.dumps(entry, sort_keys=True))
     return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("retention", help="show or change WORM retention and legal holds")
-    p.add_argument("action", choices=["show", "set", "extend", "legal-hold"])
-    p.add_argument("store")
-    p.add_argument("target", metavar="BUCKET/KEY")
-    p.add_argument("state", nargs="?", choices=["on", "off"], help="for legal-hold")
-    p.add_argument("--version")
-    p.add_argument("--mode", choices=RETENTION_MODES)
-    p.add_argument("--until", help="retain until DATE (YYYY-MM-DD[THH:MM:SSZ])")
-    p.add_argument("--days", type=int, help="retain for N days from now")
-    p.add_argument("--bypass-governance", action="store_true", help="shorten, remove or harden GOVERNANCE retention")
-    p.set_defaults(func=cmd_retention)
-
-    p = sub.add_parser("rm", help="delete BUCKET/KEY (a delete marker in versioned buckets) or one version")
-    p.add_argument("store")
-    p.add_argument("target", metavar="BUCKET/KEY")
-    p.add_argument("--version")
-    p.add_argument("--bypass-governance", action="store_true")
-    p.set_defaults(func=cmd_rm)
-
-    p = sub.add_parser("audit", help="verify or show the audit trail")
-    p.add_argument("action", choices=["verify", "show"])
-    p.add_argument("store")
-    p.add_argument("--bucket")
-    p.add_argument("--key", help="a key, or a prefix ending in '/' (a study)")
-    p.add_argument("--since", help="YYYY-MM-DD[THH:MM:SSZ]")
-    p.add_argument("--who")
-    p.add_argument("--reads-only", action="store_true", help="only reads: who opened it")
-    p.set_defaults(func=cmd_audit)
-
-
-if __name__ == "__main__":
-    sys.exit(0)

@@ -1,4 +1,9 @@
-"""``objfs mount STORE MOUNTPOINT [--foreground] [--allow-other]``."""
+"""``objfs mount STORE MOUNTPOINT [--foreground] [--allow-other]``: the FUSE front on its own.
+
+Guarantee: the command exits 0 only once the kernel has the mount (in the
+background case too), and reports a refused or failed mount with exit 2 or 1.
+pyfuse3 and trio are imported when the command runs, not for every ``objfs`` command.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,7 @@ import os
 import sys
 from typing import Any
 
-import trio
-
 from objfs.stores import Store
-
-from .mount import MountError, check_mountpoint, run_mount
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +27,10 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace, on_ready: Any) -> None:
+    import trio
+
+    from objfs.fuse.mount import run_mount
+
     with Store.open(args.store) as store:
 
         async def main() -> None:
@@ -50,6 +55,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     parent waits on a pipe that the child closes with "ok" once the kernel
     has the mount, or with the error.
     """
+    from objfs.fuse.mount import MountError, check_mountpoint
+
     try:
         check_mountpoint(args.mountpoint)
     except MountError as exc:
