@@ -68,3 +68,16 @@ def test_part_number_is_validated(s3, bucket):
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket=bucket, Key="one", PartNumber=0)
     assert (status(exc), code(exc)) == (400, "InvalidArgument")
+
+
+def test_part_of_an_encrypted_multipart_object(s3, bucket):
+    parts = [os.urandom(5 * MiB), os.urandom(777)]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="enc", ServerSideEncryption="AES256")["UploadId"]
+    done = []
+    for number, data in enumerate(parts, 1):
+        etag = s3.upload_part(Bucket=bucket, Key="enc", UploadId=upload_id, PartNumber=number, Body=data)["ETag"]
+        done.append({"PartNumber": number, "ETag": etag})
+    s3.complete_multipart_upload(Bucket=bucket, Key="enc", UploadId=upload_id, MultipartUpload={"Parts": done})
+    second = s3.get_object(Bucket=bucket, Key="enc", PartNumber=2)
+    assert second["Body"].read() == parts[1]
+    assert second["ContentRange"] == f"bytes {len(parts[0])}-{len(parts[0]) + len(parts[1]) - 1}/{sum(map(len, parts))}"
