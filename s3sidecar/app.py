@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import trio
@@ -35,13 +36,15 @@ from starlette.responses import Response
 from objfs.store import Store
 from objfs.stores import open_store
 
-from . import continue100, sse
+from . import continue100, cors, sse
 from . import errors as S3
 from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
-from .handlers import buckets, lock, multipart, objects, service, tagging, versioning
+from .handlers import access as access_handlers
+from .handlers import attributes, buckets, lock, multipart, objects, postobject, service, tagging, versioning
+from .handlers import cors as cors_handlers
 from .settings import STORE_ENV, Settings
 
 log = logging.getLogger(__name__)
@@ -57,23 +60,31 @@ class Operation:
     #: What the body is: "object" (PutObject, UploadPart: up to max_object_size),
     #: "xml" (a document up to max_xml_bytes) or "" (none is read).
     body: str = ""
+    #: Answered without a signature (CORS preflight; a POST upload proves
+    #: itself by its signed policy): the handler gets no key and no principal.
+    anonymous: bool = False
 
 
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate acl analytics attributes cors intelligent-tiering inventory lifecycle logging "
-    "metrics notification ownershipControls policy policyStatus publicAccessBlock replication "
+    "accelerate analytics intelligent-tiering inventory lifecycle logging "
+    "metrics notification ownershipControls replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
-BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "encryption"))
-OBJECT_ONLY = frozenset(("retention", "legal-hold"))
+BUCKET_ONLY = frozenset(
+    ("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock", "encryption")
+)
+OBJECT_ONLY = frozenset(("retention", "legal-hold", "attributes"))
 
 
-def _op(name: str, handler: Handler, write: bool = False, body: str = "") -> Operation:
-    return Operation(name, handler, write, body)
+def _op(name: str, handler: Handler, write: bool = False, body: str = "", anonymous: bool = False) -> Operation:
+    return Operation(name, handler, write, body, anonymous)
+
+
+PREFLIGHT = _op("PreflightRequest", cors_handlers.preflight, anonymous=True)
 
 
 _ANY: frozenset[str] = frozenset()
@@ -88,28 +99,58 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"versions"}), None, _op("ListObjectVersions", versioning.list_versions)),
         (frozenset({"object-lock"}), None, _op("GetObjectLockConfiguration", lock.get_lock_configuration)),
         (frozenset({"location"}), None, _op("GetBucketLocation", buckets.get_location)),
+        (frozenset({"tagging"}), None, _op("GetBucketTagging", tagging.get_bucket_tagging)),
+        (frozenset({"cors"}), None, _op("GetBucketCors", cors_handlers.get_cors)),
+        (frozenset({"acl"}), None, _op("GetBucketAcl", access_handlers.get_bucket_acl)),
+        (frozenset({"policy"}), None, _op("GetBucketPolicy", access_handlers.get_bucket_policy)),
+        (frozenset({"policyStatus"}), None, _op("GetBucketPolicyStatus", access_handlers.get_policy_status)),
+        (frozenset({"publicAccessBlock"}), None, _op("GetPublicAccessBlock", access_handlers.get_public_access_block)),
         (frozenset({"encryption"}), None, _op("GetBucketEncryption", sse.get_bucket_encryption)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
     ],
     ("bucket", "HEAD"): [(_ANY, None, _op("HeadBucket", buckets.head_bucket))],
+    ("bucket", "OPTIONS"): [(_ANY, None, PREFLIGHT)],
+    ("object", "OPTIONS"): [(_ANY, None, PREFLIGHT)],
     ("bucket", "PUT"): [
         (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True, "xml")),
         (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True, "xml")),
+        (frozenset({"tagging"}), None, _op("PutBucketTagging", tagging.put_bucket_tagging, True, "xml")),
+        (frozenset({"cors"}), None, _op("PutBucketCors", cors_handlers.put_cors, True, "xml")),
+        (frozenset({"acl"}), None, _op("PutBucketAcl", access_handlers.put_bucket_acl, True, "xml")),
+        (frozenset({"policy"}), None, _op("PutBucketPolicy", access_handlers.put_bucket_policy, True, "xml")),
+        (
+            frozenset({"publicAccessBlock"}),
+            None,
+            _op("PutPublicAccessBlock", access_handlers.put_public_access_block, True, "xml"),
+        ),
         (frozenset({"encryption"}), None, _op("PutBucketEncryption", sse.put_bucket_encryption, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [
+        (frozenset({"tagging"}), None, _op("DeleteBucketTagging", tagging.delete_bucket_tagging, True)),
+        (frozenset({"cors"}), None, _op("DeleteBucketCors", cors_handlers.delete_cors, True)),
+        (frozenset({"policy"}), None, _op("DeleteBucketPolicy", access_handlers.delete_bucket_policy, True)),
+        (
+            frozenset({"publicAccessBlock"}),
+            None,
+            _op("DeletePublicAccessBlock", access_handlers.delete_public_access_block, True),
+        ),
         (frozenset({"encryption"}), None, _op("DeleteBucketEncryption", sse.delete_bucket_encryption, True)),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
-    ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml"))],
+    ("bucket", "POST"): [
+        (frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml")),
+        (_ANY, None, _op("PostObject", postobject.post_object, True, "object", anonymous=True)),
+    ],
     ("object", "GET"): [
         (frozenset({"retention"}), None, _op("GetObjectRetention", lock.get_retention)),
         (frozenset({"legal-hold"}), None, _op("GetObjectLegalHold", lock.get_legal_hold)),
         (frozenset({"tagging"}), None, _op("GetObjectTagging", tagging.get_tagging)),
+        (frozenset({"acl"}), None, _op("GetObjectAcl", access_handlers.get_object_acl)),
         (frozenset({"uploadId"}), None, _op("ListParts", multipart.list_parts)),
+        (frozenset({"attributes"}), None, _op("GetObjectAttributes", attributes.get_object_attributes)),
         (_ANY, None, _op("GetObject", objects.get_object)),
     ],
     ("object", "HEAD"): [(_ANY, None, _op("HeadObject", objects.head_object))],
@@ -117,6 +158,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"retention"}), None, _op("PutObjectRetention", lock.put_retention, True, "xml")),
         (frozenset({"legal-hold"}), None, _op("PutObjectLegalHold", lock.put_legal_hold, True, "xml")),
         (frozenset({"tagging"}), None, _op("PutObjectTagging", tagging.put_tagging, True, "xml")),
+        (frozenset({"acl"}), None, _op("PutObjectAcl", access_handlers.put_object_acl, True, "xml")),
         (frozenset({"uploadId", "partNumber"}), True, _op("UploadPartCopy", multipart.upload_part_copy, True)),
         (frozenset({"uploadId", "partNumber"}), False, _op("UploadPart", multipart.upload_part, True, "object")),
         (_ANY, True, _op("CopyObject", objects.copy_object, True)),
@@ -237,9 +279,20 @@ class S3App:
         try:
             response = await self._handle(op, s3req, resource)
             response.headers["x-amz-request-id"] = request_id
+            if "origin" in s3req.headers and s3req.bucket and op is not PREFLIGHT:
+                response.headers.update(await self._cors_headers(s3req))
             await response(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    async def _cors_headers(self, req: S3Request) -> dict[str, str]:
+        """The CORS headers the bucket's rules give a browser's actual request (none if no rule matches)."""
+        try:
+            settings = await self.engine.run(self.engine.store.head_bucket, req.bucket)
+        except S3.S3Error:
+            return {}
+        rule = cors.matching_rule(settings.get("cors") or [], req.headers["origin"], req.method, [])
+        return cors.response_headers(rule, req.headers["origin"]) if rule is not None else {}
 
     async def _refuse(self, request: Request, response: Response, send: Callable) -> None:
         """Send a refusal at once, then close; its body is never processed.
@@ -280,13 +333,16 @@ class S3App:
         for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="utf-8"):
             query.setdefault(name, value)
         op = resolve(request.method, bucket, key, query, headers)
-        if self.authenticating >= self.settings.max_authenticating:
-            raise S3.SlowDown(headers={"retry-after": "1"})
-        self.authenticating += 1
-        try:
-            access, signed = await self.auth.authenticate(request.method, raw_path, query_string, raw_headers)
-        finally:
-            self.authenticating -= 1
+        access: Any = None
+        signed: Any = None
+        if not op.anonymous:
+            if self.authenticating >= self.settings.max_authenticating:
+                raise S3.SlowDown(headers={"retry-after": "1"})
+            self.authenticating += 1
+            try:
+                access, signed = await self.auth.authenticate(request.method, raw_path, query_string, raw_headers)
+            finally:
+                self.authenticating -= 1
         s3req = S3Request(
             request=request,
             method=request.method,
@@ -298,12 +354,19 @@ class S3App:
             signed=signed,
             engine=self.engine,
             settings=self.settings,
-            principal=principal_of(access),
+            principal=principal_of(
+                access,
+                source_ip=(scope.get("client") or ("", 0))[0],
+                secure_transport=scope.get("scheme") == "https",
+            )
+            if not op.anonymous
+            else None,
             request_id=request_id,
             operation=op.name,
             write=op.write,
         )
-        await authorize(s3req)
+        if not op.anonymous:
+            await authorize(s3req)
         check_body_size(s3req, op.body)
         return s3req, op
 

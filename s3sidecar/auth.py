@@ -2,7 +2,8 @@
 
 Guarantees:
 
-* Every request is authenticated; anonymous requests are AccessDenied.
+* Every signed request is verified; an unsigned one is anonymous, and the
+  engine allows it only what a bucket's ACL or policy grants anyone.
 * Secrets come from the store's keys (``Store.keys``, ``objfs key create``).
   Keys are cached in memory and the keys file re-read (in a worker thread,
   never on the event loop) when it may have changed: at most once a second,
@@ -64,14 +65,18 @@ class Authenticator:
 
     async def authenticate(
         self, method: str, raw_path: bytes, query_string: bytes, headers: Iterable[tuple[bytes, bytes]]
-    ) -> tuple[AccessKey, SignedRequest]:
-        """The key that signed this request and what the signature proves.
+    ) -> tuple[AccessKey | None, SignedRequest | None]:
+        """The key that signed this request and what the signature proves; (None, None) if it is unsigned.
 
-        Raises the S3 errors of :func:`s3sidecar.sigv4.verify_request`.
+        An unsigned request is anonymous: the engine allows it only what a
+        bucket's ACL or policy grants anyone. Raises the S3 errors of
+        :func:`s3sidecar.sigv4.verify_request`.
         """
         if time.monotonic() - self._loaded > REFRESH_SECONDS:
             await self._refresh(REFRESH_SECONDS)
         headers = list(headers)
+        if is_anonymous(headers, query_string):
+            return None, None
         auth_text = b""
         query_lower = query_string.lower()
         for name, value in headers:
@@ -89,6 +94,17 @@ class Authenticator:
 
         signed = verify_request(method, raw_path, query_string, headers, lookup, self.region, time.time())
         return self._keys[signed.access_key], signed
+
+
+_SIGNATURE_PARAMETERS = (b"x-amz-credential=", b"x-amz-signature=", b"awsaccesskeyid=", b"signature=")
+
+
+def is_anonymous(headers: list[tuple[bytes, bytes]], query: bytes) -> bool:
+    """Whether a request carries no credentials at all (no Authorization header, no presigned parameters)."""
+    if any(name == b"authorization" for name, _ in headers):
+        return False
+    lowered = b"&" + query.lower()
+    return not any(b"&" + parameter in lowered for parameter in _SIGNATURE_PARAMETERS)
 
 
 def _access_key_of(auth: bytes, query: bytes) -> str:
@@ -144,12 +160,31 @@ ACTIONS: dict[str, str] = {
     "DeleteObjects": "delete",
     "PutObjectRetention": "retention",
     "PutObjectLegalHold": "legal-hold",
+    "GetBucketTagging": "read",
+    "PutBucketTagging": "bucket-settings",
+    "DeleteBucketTagging": "bucket-settings",
+    "GetObjectAttributes": "head",
+    "GetBucketCors": "read",
+    "PutBucketCors": "bucket-settings",
+    "DeleteBucketCors": "bucket-settings",
+    "GetBucketAcl": "read",
+    "PutBucketAcl": "bucket-settings",
+    "GetObjectAcl": "head",
+    "PutObjectAcl": "setattr",
+    "GetBucketPolicy": "read",
+    "PutBucketPolicy": "bucket-settings",
+    "DeleteBucketPolicy": "bucket-settings",
+    "GetBucketPolicyStatus": "read",
+    "GetPublicAccessBlock": "read",
+    "PutPublicAccessBlock": "bucket-settings",
+    "DeletePublicAccessBlock": "bucket-settings",
 }
 
 
 def lock_arguments(req: S3Request) -> dict[str, Any]:
-    """The lock a write's headers ask for, as the engine's rights check names it."""
-    return {"retention": MODE_HEADER in req.headers, "legal_hold": req.headers.get(HOLD_HEADER) == "ON"}
+    """The lock a write's headers ask for, as the engine's rights check names it (the mode for policy conditions)."""
+    retention = {"mode": req.headers[MODE_HEADER]} if MODE_HEADER in req.headers else None
+    return {"retention": retention, "legal_hold": req.headers.get(HOLD_HEADER) == "ON"}
 
 
 async def authorize(req: S3Request) -> None:
@@ -161,16 +196,24 @@ async def authorize(req: S3Request) -> None:
     """
     store: Store = req.store
     action = ACTIONS.get(req.operation, req.operation)
-    checks: list[tuple[str, str | None, dict[str, Any]]] = [(action, req.bucket, lock_arguments(req))]
+    first: dict[str, Any] = lock_arguments(req)
+    if action == "list":
+        first["prefix"] = req.query.get("prefix", "")
+    checks: list[tuple[str, str | None, str | None, dict[str, Any]]] = [(action, req.bucket, req.key, first)]
     if "x-amz-copy-source" in req.headers and req.operation in COPY_OPERATIONS:
-        checks.append(("read", decode_copy_source(req.headers["x-amz-copy-source"])[0], {}))
-    for checked, bucket, arguments in checks:
-        if store.access_denial(req.principal, checked, bucket, **arguments) is not None:
-            await req.engine.run(functools.partial(store.authorize, req.principal, checked, bucket, req.key, **arguments))
+        src_bucket, src_key, _ = decode_copy_source(req.headers["x-amz-copy-source"])
+        checks.append(("read", src_bucket, src_key, {}))
+    for checked, bucket, key, arguments in checks:
+        # The bucket's policy and ACLs are in the index: one read, off the event loop.
+        denial = functools.partial(store.access_denial, req.principal, checked, bucket, key, **arguments)
+        if await req.engine.run(denial) is not None:
+            await req.engine.run(functools.partial(store.authorize, req.principal, checked, bucket, key, **arguments))
 
 
-def principal_of(key: AccessKey) -> Principal:
-    """The engine's principal for a key: its name and every right it holds."""
+def principal_of(key: AccessKey | None, *, source_ip: str = "", secure_transport: bool = False) -> Principal:
+    """The engine's principal for a key (None: an anonymous request): its name, account, rights, and where it came from."""
+    if key is None:
+        return Principal.anonymous_request(source_ip=source_ip, secure_transport=secure_transport)
     return Principal(
         name=f"s3:{key.name}",
         read_only=key.read_only,
@@ -178,4 +221,7 @@ def principal_of(key: AccessKey) -> Principal:
         bypass_governance=key.bypass_governance,
         legal_hold=key.legal_hold,
         retention=key.retention,
+        account=key.account,
+        source_ip=source_ip,
+        secure_transport=secure_transport,
     )

@@ -102,10 +102,11 @@ class Payload:
         self.declared = declared
         self.limit = limit
         self.length = 0
-        self._sha = signed.payload_hasher()
+        # An anonymous request (signed None) promises no payload hash.
+        self._sha = signed.payload_hasher() if signed is not None else None
         trailer_names = [t.strip().lower() for t in headers.get("x-amz-trailer", "").split(",") if t.strip()]
         self._decoder: ChunkedDecoder | None = None
-        if signed.is_streaming:
+        if signed is not None and signed.is_streaming:
             self._decoder = signed.chunk_decoder(expected_trailers=trailer_names, decoded_length=declared)
         elif trailer_names:
             raise S3.InvalidRequest("x-amz-trailer needs an aws-chunked body")

@@ -44,6 +44,7 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     E.BadDigest: S3.BadDigest,
     E.IncompleteBody: S3.IncompleteBody,
     E.PreconditionFailed: S3.PreconditionFailed,
+    E.InvalidPartNumber: S3.InvalidPartNumber,
     E.InvalidRange: S3.InvalidRange,
     # Too few drives or a full drive: the client should retry later, as for S3's 503s.
     E.InsufficientDrives: S3.ServiceUnavailable,
@@ -52,6 +53,7 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     # S3 answers a write to a WORM-locked version with AccessDenied.
     E.ObjectLocked: S3.AccessDenied,
     E.AccessDenied: S3.AccessDenied,
+    E.MalformedPolicy: S3.MalformedPolicy,
     E.InvalidArgument: S3.InvalidArgument,
     E.ConfigError: S3.InternalError,
     # Encryption at rest: a store without a key file cannot do what the request asks.

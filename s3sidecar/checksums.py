@@ -40,6 +40,9 @@ __all__ = [
     "verify",
     "crc32c_pure",
     "crc64nvme_pure",
+    "composite",
+    "full_object",
+    "FULL_OBJECT_ALGORITHMS",
 ]
 
 ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
@@ -59,6 +62,9 @@ def _reflected_table(poly: int, width: int) -> list[int]:
 
 
 # Reflected polynomials: CRC-32C (Castagnoli) and CRC-64/NVME.
+_POLYNOMIALS = {"crc32": (0xEDB88320, 32), "crc32c": (0x82F63B78, 32), "crc64nvme": (0x9A6C9329AC4BC9B5, 64)}
+#: Algorithms whose whole-object value can be derived from the parts' values (CRCs combine).
+FULL_OBJECT_ALGORITHMS = tuple(_POLYNOMIALS)
 _CRC32C_TABLE = _reflected_table(0x82F63B78, 32)
 _CRC64NVME_TABLE = _reflected_table(0x9A6C9329AC4BC9B5, 64)
 _M32 = 0xFFFFFFFF
@@ -232,3 +238,79 @@ def verify(checksum: Checksum, expected_b64: str) -> None:
         raise InvalidRequest(f"Value for x-amz-checksum-{alg} header is invalid.")
     if not hmac.compare_digest(expected, checksum.digest()):
         raise BadDigest(f"The {alg.upper()} you specified did not match the calculated checksum.")
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out = 0
+    row = 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return out
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]
+
+
+def crc_combine(algorithm: str, first: int, second: int, second_length: int) -> int:
+    """The CRC of ``A + B`` from ``crc(A)``, ``crc(B)`` and ``len(B)`` (zlib's crc32_combine, any width).
+
+    Holds for the reflected CRCs with all-ones initial value and final xor
+    that S3 uses (CRC32, CRC32C, CRC64/NVME): ``crc(A)`` is advanced over
+    ``len(B)`` zero bytes by repeated squaring of the one-zero-bit operator.
+    """
+    poly, width = _POLYNOMIALS[algorithm]
+    if second_length == 0:
+        return first
+    odd = [poly] + [1 << n for n in range(width - 1)]  # one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)
+        if second_length & 1:
+            first = _gf2_times(even, first)
+        second_length >>= 1
+        if not second_length:
+            break
+        odd = _gf2_square(even)
+        if second_length & 1:
+            first = _gf2_times(odd, first)
+        second_length >>= 1
+        if not second_length:
+            break
+    return first ^ second
+
+
+def _decode(algorithm: str, value_b64: str) -> bytes:
+    try:
+        raw = base64.b64decode(value_b64.strip(), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != _DIGEST_SIZE[algorithm]:
+        raise InvalidRequest(f"Value for x-amz-checksum-{algorithm} header is invalid.")
+    return raw
+
+
+def full_object(algorithm: str, parts: list[tuple[str, int]]) -> str:
+    """The whole object's checksum (base64) from its parts' ``(checksum base64, size)``, in order (CRCs only)."""
+    alg = normalize_algorithm(algorithm)
+    if alg not in _POLYNOMIALS:
+        raise InvalidRequest(f"The FULL_OBJECT checksum type cannot be used with the {alg} checksum algorithm.")
+    size = _DIGEST_SIZE[alg]
+    value = 0
+    for index, (part_b64, length) in enumerate(parts):
+        crc = int.from_bytes(_decode(alg, part_b64), "big")
+        value = crc if index == 0 else crc_combine(alg, value, crc, length)
+    return base64.b64encode(value.to_bytes(size, "big")).decode("ascii")
+
+
+def composite(algorithm: str, parts: list[str]) -> str:
+    """S3's composite checksum: the checksum of the parts' raw digests, base64, then ``-N``."""
+    alg = normalize_algorithm(algorithm)
+    checksum = make_checksum(alg)
+    for part_b64 in parts:
+        checksum.update(_decode(alg, part_b64))
+    return f"{checksum.b64digest()}-{len(parts)}"

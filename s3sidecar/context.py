@@ -79,7 +79,7 @@ class S3Request:
 
     def declared_length(self, *, required: bool) -> int | None:
         """The payload length the client announced; EntityTooLarge above the limit."""
-        name = "x-amz-decoded-content-length" if self.signed.is_streaming else "content-length"
+        name = "x-amz-decoded-content-length" if self.signed is not None and self.signed.is_streaming else "content-length"
         text = self.headers.get(name)
         if text is None:
             if required:
@@ -99,12 +99,20 @@ class S3Request:
         payload = Payload(self.signed, self.headers, declared=length, limit=self.settings.max_object_size)
         return BlockingBody(self.source, payload), payload, length
 
-    async def small_body(self) -> bytes:
-        """A whole XML document, verified against every digest the client sent (Content-MD5 too)."""
+    async def small_body(self, *, object_checksums: bool = False) -> bytes:
+        """A whole XML document, verified against every digest the client sent (Content-MD5 too).
+
+        ``object_checksums``: the request's ``x-amz-checksum-*`` headers
+        describe the object being made (CompleteMultipartUpload), not this
+        document, so they are not checked against it.
+        """
         declared = self.declared_length(required=False)
         if declared is not None and declared > self.settings.max_xml_bytes:
             raise S3.MalformedXML("The XML you provided was larger than the maximum allowed size")
-        payload = Payload(self.signed, self.headers, declared=declared, limit=self.settings.max_xml_bytes + 1)
+        headers = self.headers
+        if object_checksums:
+            headers = Headers(raw=[(n, v) for n, v in headers.raw if not n.lower().startswith(b"x-amz-checksum-")])
+        payload = Payload(self.signed, headers, declared=declared, limit=self.settings.max_xml_bytes + 1)
         body = await read_small_body(self.source, payload, self.settings.max_xml_bytes)
         md5 = self.content_md5()
         if md5 is not None:

@@ -14,6 +14,9 @@ Guarantees, once installed:
   the connection after the answer (the request was not read to its end).
 * A client that sends its body without waiting is unaffected: Hypercorn
   reads what arrives, bounded by its application queue, as before.
+* A request Hypercorn cannot parse (a raw space, newline or non-ASCII byte
+  in its target, a malformed header) is answered with an S3 XML error
+  (InvalidURI for a 400), not an empty framework answer.
 * Status lines carry their reason phrase (``HTTP/1.1 403 Forbidden``):
   botocore, refused while it waits for ``100 Continue``, recognises a final
   answer only by a three-part status line.
@@ -88,6 +91,22 @@ class DeferredContinueH11Protocol(H11Protocol):
         super().__init__(app, config, *args, **kwargs)
         self.connection = _GatedConnection(h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
         self.app = _AskingApp(app, self)
+
+    async def _send_error_response(self, status_code: int) -> None:
+        """Hypercorn's answer to a request it could not parse, as an S3 error document."""
+        from . import errors as S3
+
+        kind = {400: S3.InvalidURI, 431: S3.RequestHeaderSectionTooLarge}.get(status_code, S3.S3Error)
+        body = kind().to_xml()
+        headers = [
+            (b"content-type", b"application/xml"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *self.config.response_headers("h11"),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers, reason=_reason(status_code)))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
 
     async def stream_send(self, event: Any) -> None:
         if isinstance(event, Response) and event.status_code >= 200:

@@ -264,6 +264,12 @@ class InvalidRange(S3Error):
     message = "The requested range is not satisfiable"
 
 
+class InvalidPartNumber(S3Error):
+    code = "InvalidPartNumber"
+    status = 416
+    message = "The requested partnumber is not satisfiable"
+
+
 class InvalidEncryptionAlgorithmError(S3Error):
     code = "InvalidEncryptionAlgorithmError"
     status = 400
@@ -376,6 +382,56 @@ class NoSuchObjectLockConfiguration(S3Error):
     code = "NoSuchObjectLockConfiguration"
     status = 404
     message = "The specified object does not have a ObjectLock configuration"
+
+
+class InvalidRetentionPeriod(S3Error):
+    code = "InvalidRetentionPeriod"
+    status = 400
+    message = "Default retention period must be a positive integer value."
+
+
+class NoSuchCORSConfiguration(S3Error):
+    code = "NoSuchCORSConfiguration"
+    status = 404
+    message = "The CORS configuration does not exist"
+
+
+class CORSForbidden(S3Error):
+    """A preflight no rule allows: S3 answers 403 AccessForbidden."""
+
+    code = "AccessForbidden"
+    status = 403
+    message = "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec."
+
+
+class InvalidPolicyDocument(S3Error):
+    code = "InvalidPolicyDocument"
+    status = 400
+    message = "Invalid Policy: Invalid JSON."
+
+
+class MaxPostPreDataLengthExceededError(S3Error):
+    code = "MaxPostPreDataLengthExceededError"
+    status = 400
+    message = "Your POST request fields preceding the upload file were too large."
+
+
+class MalformedPolicy(S3Error):
+    code = "MalformedPolicy"
+    status = 400
+    message = "Policies must be valid JSON and the first byte must be '{'"
+
+
+class NoSuchBucketPolicy(S3Error):
+    code = "NoSuchBucketPolicy"
+    status = 404
+    message = "The bucket policy does not exist"
+
+
+class NoSuchPublicAccessBlockConfiguration(S3Error):
+    code = "NoSuchPublicAccessBlockConfiguration"
+    status = 404
+    message = "The public access block configuration was not found"
 
 
 class NoSuchTagSet(S3Error):

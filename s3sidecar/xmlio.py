@@ -32,7 +32,7 @@ from typing import Any
 from xml.parsers import expat
 
 from objfs.store import RETENTION_MODES
-from s3sidecar.errors import InvalidArgument, InvalidPartOrder, InvalidTag, MalformedXML
+from s3sidecar.errors import InvalidArgument, InvalidPartOrder, InvalidRetentionPeriod, InvalidTag, MalformedXML
 
 __all__ = [
     "S3_NS",
@@ -43,6 +43,8 @@ __all__ = [
     "find_all",
     "parse_complete_multipart",
     "parse_delete_objects",
+    "parse_part_checksums",
+    "CHECKSUM_ELEMENTS",
     "parse_tagging",
     "parse_versioning",
     "parse_object_lock_config",
@@ -206,21 +208,43 @@ def parse_complete_multipart(body: bytes) -> list[tuple[int, str]]:
     return parts
 
 
-def parse_delete_objects(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+CHECKSUM_ELEMENTS = {
+    "ChecksumCRC32": "crc32",
+    "ChecksumCRC32C": "crc32c",
+    "ChecksumCRC64NVME": "crc64nvme",
+    "ChecksumSHA1": "sha1",
+    "ChecksumSHA256": "sha256",
+}
+
+
+def parse_part_checksums(body: bytes) -> dict[int, dict[str, str]]:
+    """The per-part checksums of a ``CompleteMultipartUpload`` body: ``{part: {header name: base64}}``."""
+    out: dict[int, dict[str, str]] = {}
+    for part in find_all(_root(body, "CompleteMultipartUpload"), "Part"):
+        number = _int(find_text(part, "PartNumber"), 1, MAX_PARTS)
+        for element, algorithm in CHECKSUM_ELEMENTS.items():
+            value = find_text(part, element, strip=True)
+            if value:
+                out.setdefault(number, {})["x-amz-checksum-" + algorithm] = value
+    return out
+
+
+def parse_delete_objects(body: bytes) -> tuple[list[tuple[str, str | None, str | None]], bool]:
     """Parse a ``Delete`` (DeleteObjects) body.
 
-    Returns ``([(key, version_id_or_None), ...], quiet)``. Guarantees 1..1000
+    Returns ``([(key, version_id_or_None, etag_or_None), ...], quiet)``. Guarantees 1..1000
     objects, each with a non-empty key (whitespace preserved); anything else
     is ``MalformedXML``, as in S3.
     """
     root = _root(body, "Delete")
-    objects: list[tuple[str, str | None]] = []
+    objects: list[tuple[str, str | None, str | None]] = []
     for obj in find_all(root, "Object"):
         key = find_text(obj, "Key")
         if not key:
             raise MalformedXML()
         version = find_text(obj, "VersionId", strip=True)
-        objects.append((key, version or None))
+        etag = find_text(obj, "ETag", strip=True)
+        objects.append((key, version or None, etag or None))
         if len(objects) > MAX_DELETE_KEYS:
             raise MalformedXML()
     if not objects:
@@ -290,8 +314,8 @@ def parse_object_lock_config(body: bytes) -> dict[str, Any]:
     Returns ``{"enabled": bool, "mode": str|None, "days": int|None,
     "years": int|None}``. If a ``Rule`` is present it must hold a
     ``DefaultRetention`` with a valid mode and exactly one of ``Days`` /
-    ``Years`` (positive; at most 36500 days / 100 years), else
-    ``MalformedXML``. A rule without ``ObjectLockEnabled=Enabled`` is
+    ``Years``, else ``MalformedXML``; a period that is not positive or over
+    36500 days / 100 years is ``InvalidRetentionPeriod``, as in S3. A rule without ``ObjectLockEnabled=Enabled`` is
     ``MalformedXML`` as well.
     """
     root = _root(body, "ObjectLockConfiguration")
@@ -316,10 +340,23 @@ def parse_object_lock_config(body: bytes) -> dict[str, Any]:
         raise MalformedXML()
     result["mode"] = mode
     if days is not None:
-        result["days"] = _int(days, 1, 36500)
+        result["days"] = _period(days, 36500)
     else:
-        result["years"] = _int(years, 1, 100)
+        result["years"] = _period(years, 100)
     return result
+
+
+def _period(text: str, most: int) -> int:
+    """A default retention's Days or Years: a number (else MalformedXML), positive and not too large."""
+    text = text.strip()
+    if not re.fullmatch(r"-?[0-9]{1,10}", text):
+        raise MalformedXML()
+    value = int(text)
+    if value <= 0:
+        raise InvalidRetentionPeriod()
+    if value > most:
+        raise InvalidRetentionPeriod("Default retention period is too large.")
+    return value
 
 
 def parse_retention(body: bytes) -> dict[str, Any]:

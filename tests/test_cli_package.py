@@ -5,6 +5,7 @@ Every command runs as a real ``python -m objfs.cli`` subprocess on a real store.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
@@ -137,3 +138,12 @@ def test_a_reader_that_closes_early_ends_the_command_quietly(with_object) -> Non
     )
     assert out.stdout.split() == ["status=141", "10", "get=141"]
     assert out.stderr == ""
+
+
+def test_keys_belong_to_the_account_they_are_created_for(tmp_path: Path, cli) -> None:
+    store = tmp_path / "store"
+    cli("init", str(store))
+    cli("key", "create", str(store), "--name", "viewer", "--account", "radiology")
+    cli("key", "create", str(store), "--name", "other")
+    listed = {k["name"]: k["account"] for k in json.loads(cli("key", "list", str(store), "--json").stdout)}
+    assert listed["viewer"] == "radiology" and listed["other"] != "radiology"

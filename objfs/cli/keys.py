@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     k.add_argument("store")
     k.add_argument("--name", default="default")
     k.add_argument("--read-only", action="store_true")
+    k.add_argument("--account", default=None, help="the account the key acts for (default: the store's default account)")
     k.add_argument("--bucket", action="append", help="limit the key to this bucket; repeat")
     k.add_argument("--legal-hold", action="store_true", help="may place and lift legal holds")
     k.add_argument("--retention", action="store_true", help="may set and extend retention (and lock headers on writes)")
@@ -64,6 +65,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
             legal_hold=args.legal_hold,
             retention=args.retention,
             now=store.clock.now(),
+            **({"account": args.account} if args.account else {}),
         )
         store.record_audit("key-create", cli_principal(), "ok", True, detail=f"{key.access_key} ({key.name})")
     print(json.dumps({"access_key": key.access_key, "secret_key": key.secret_key}))
@@ -77,6 +79,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
         {
             "access_key": key.access_key,
             "name": key.name,
+            "account": key.account,
             "buckets": list(key.buckets),
             "rights": ["read", *key.rights()],
             "disabled": key.disabled,
@@ -89,7 +92,9 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     for row in rows:
         scope = ",".join(row["buckets"]) or "*"
         state = "\tDISABLED" if row["disabled"] else ""
-        print(f"{row['access_key']}\t{row['name']}\tbuckets={scope}\trights={','.join(row['rights'])}{state}")
+        print(
+            f"{row['access_key']}\t{row['name']}\taccount={row['account']}\tbuckets={scope}\trights={','.join(row['rights'])}{state}"
+        )
     return 0
 
 

@@ -33,10 +33,12 @@ from .errors import (
     InvalidBucketName,
     InvalidKey,
     InvalidPart,
+    InvalidPartNumber,
     InvalidPartOrder,
     InvalidRange,
     KeyExists,
     KeyTooLong,
+    MalformedPolicy,
     NoSpace,
     NoSuchBucket,
     NoSuchEncryptionKey,
@@ -51,8 +53,14 @@ from .keys import AccessKey
 from .locks import COMPLIANCE, GOVERNANCE
 from .locks import MODES as RETENTION_MODES
 from .objects import Listing, ObjectInfo, ObjectReader
+from .policy import DEFAULT_ACCOUNT, canonical_id
+from .policy import is_public as policy_is_public
 
 __all__ = [
+    "DEFAULT_ACCOUNT",
+    "canonical_id",
+    "policy_is_public",
+    "MalformedPolicy",
     "Store",
     "init_store",
     "Principal",
@@ -77,6 +85,7 @@ __all__ = [
     "BadDigest",
     "IncompleteBody",
     "PreconditionFailed",
+    "InvalidPartNumber",
     "InvalidRange",
     "InsufficientDrives",
     "NoSpace",

@@ -15,6 +15,9 @@ Guarantees:
   record a refusal as a durable ``denied`` audit line naming the principal.
 * A principal of None (an internal call) is not checked: the engine calls
   itself, and maintenance runs as a system principal holding every right.
+* This table is about a key's own rights; whose bucket it is, and what its
+  policy and ACLs grant other accounts and anonymous requests, is
+  :mod:`.policy`'s (``Store.access_denial`` asks both).
 
 Rights a key may hold (``objfs key create``): ``write`` (every key but a
 read-only one), ``legal-hold`` (place or lift a legal hold),

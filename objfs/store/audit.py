@@ -246,10 +246,20 @@ def audited(action: str, *, durable: bool = True, target: Any = None, scope: Any
         }
 
     def check(store: Any, principal: Any, args: tuple, kwargs: dict) -> None:
-        pairs = scope(store, args, kwargs) if scope is not None else [(action, name(args, kwargs, None)["bucket"])]
+        key = None
+        if scope is None:
+            named = name(args, kwargs, None)
+            pairs, key = [(action, named["bucket"])], named.get("key")
+        else:
+            pairs = scope(store, args, kwargs)
         locks = {arg: kwargs.get(arg) for arg in LOCK_ARGUMENTS}
+        # A listing's prefix, for policies that grant a prefix (s3:prefix).
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 and isinstance(args[1], str) else "")
         for i, (checked, bucket) in enumerate(pairs):
-            reason = store.access_denial(principal, checked, bucket, **(locks if i == 0 else {}))
+            extra = {"prefix": prefix} if checked == "list" else {}
+            reason = store.access_denial(
+                principal, checked, bucket, key if i == 0 else None, **extra, **(locks if i == 0 else {})
+            )
             if reason is not None:
                 raise AccessDenied(reason)
 

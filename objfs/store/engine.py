@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import access
+from . import access, policy
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
@@ -30,7 +30,7 @@ from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigErr
 from .fragments import write_meta
 from .gc import GarbageMixin
 from .heal import MaintenanceMixin
-from .index import DATABASES, Index, Txn, bucket_prefix
+from .index import DATABASES, Index, Txn, bucket_prefix, object_key
 from .intents import IntentJournal
 from .keys import AccessKey, KeyRing
 from .leases import ReaderLeases
@@ -91,6 +91,18 @@ class Principal:
     legal_hold: bool = False
     retention: bool = False
     is_system: bool = False
+    #: The account an S3 key belongs to (:mod:`.policy`); "" for local
+    #: principals (mount, gateway), which act for the archive itself.
+    account: str = ""
+    #: An unsigned request: no rights, only what an ACL or policy grants anyone.
+    anonymous: bool = False
+    #: Where the request came from and whether over TLS (policy conditions).
+    source_ip: str = ""
+    secure_transport: bool = False
+
+    @classmethod
+    def anonymous_request(cls, *, source_ip: str = "", secure_transport: bool = False) -> Principal:
+        return cls("anonymous", read_only=True, anonymous=True, source_ip=source_ip, secure_transport=secure_transport)
 
     @classmethod
     def system(cls, role: str, *, who: str | None = None) -> Principal:
@@ -331,11 +343,50 @@ class Store(
             self.record_audit(action, principal, "denied", True, bucket=bucket, key=key, detail=reason)
             raise AccessDenied(reason)
 
-    def access_denial(self, principal: Principal | None, action: str, bucket: str | None, **arguments: Any) -> str | None:
-        """Why ``principal`` may not do ``action`` on ``bucket`` now, or None (no I/O, nothing audited)."""
+    def access_denial(
+        self,
+        principal: Principal | None,
+        action: str,
+        bucket: str | None,
+        key: str | None = None,
+        prefix: str | None = None,
+        **arguments: Any,
+    ) -> str | None:
+        """Why ``principal`` may not do ``action`` on ``bucket`` (and ``key``) now, or None (nothing audited).
+
+        The key's rights first (:mod:`.access`, pure), then the bucket's
+        owner, policy and ACLs (:mod:`.policy`, one index read; the object's
+        record too when only its ACL could grant a read). ``prefix`` is a
+        listing's, for ``s3:prefix`` policy conditions.
+        """
         if principal is None:
             return None
-        return access.denial(principal, action, bucket, arguments)
+        reason = access.denial(principal, action, bucket, arguments)
+        if reason is None and bucket is None and principal.anonymous:
+            reason = "anonymous requests may not list buckets"
+        # Creating a bucket is between a key and its rights: an existing name is the call's to report.
+        if reason is not None or bucket is None or principal.is_system or action == "create-bucket":
+            return reason
+        if not principal.account and not principal.anonymous:
+            return None  # a local front (mount, gateway): accounts, policies and ACLs are S3's
+        with self.index.read() as txn:
+            settings = txn.get("buckets", bucket.encode())
+            if settings is None:
+                return None  # the call itself will say NoSuchBucket (or create it)
+            record = None
+            if key is not None and action in ("read", "head") and principal.account != policy.owner_account(settings):
+                current = txn.get("objects", object_key(bucket, key))
+                record = current if current is not None and not current.get("delete_marker") else None
+        context = {
+            "aws:sourceip": principal.source_ip or None,
+            "aws:securetransport": "true" if principal.secure_transport else "false",
+            "s3:prefix": prefix,
+            "s3:object-lock-mode": (arguments.get("retention") or {}).get("mode")
+            if isinstance(arguments.get("retention"), dict)
+            else None,
+            "s3:object-lock-legal-hold": "ON" if arguments.get("legal_hold") else None,
+        }
+        return policy.bucket_denial(principal, action, bucket, key, settings, record, context)
 
     @functools.cached_property
     def keys(self) -> KeyRing:
@@ -369,6 +420,8 @@ class Store(
             "lock_default": None,
             "tagging": {},
         }
+        if principal is not None and principal.account:
+            settings["owner_account"] = principal.account
         with self.index.read() as txn:
             if txn.get("buckets", name.encode()) is not None:
                 raise BucketAlreadyExists(f"bucket {name!r} exists already")
@@ -416,15 +469,27 @@ class Store(
     def list_buckets(self, *, principal: Principal | None = None) -> list[dict[str, Any]]:
         """Every bucket's settings; with a principal only the buckets in its scope."""
         with self.index.read() as txn:
-            return [value for _, value in txn.scan("buckets") if principal is None or access.sees(principal, value["name"])]
+            return [value for _, value in txn.scan("buckets") if principal is None or _lists(principal, value)]
 
     @audited(
         "bucket-settings",
         target=lambda a, k, r: {"bucket": a[0] if a else k.get("name"), "detail": ",".join(sorted(set(k) - {"principal"}))},
     )
     def update_bucket(self, name: str, *, principal: Principal | None = None, **changes: Any) -> dict[str, Any]:
-        """Change bucket settings (versioning, lock_default, tagging, ...)."""
-        allowed = {"versioning", "lock_default", "tagging", "lifecycle", "replication", "owner", "encryption"}
+        """Change bucket settings (versioning, lock_default, tagging, cors, encryption, ...)."""
+        allowed = {
+            "versioning",
+            "lock_default",
+            "tagging",
+            "lifecycle",
+            "replication",
+            "owner",
+            "cors",
+            "acl",
+            "policy",
+            "public_access_block",
+            "encryption",
+        }
         bad = set(changes) - allowed
         if bad:
             raise InvalidArgument(f"unknown bucket settings {sorted(bad)}")
@@ -445,11 +510,41 @@ class Store(
             txn.put("buckets", name.encode(), current)
         return current
 
+    def put_bucket_policy(self, name: str, text: str | None, *, principal: Principal | None = None) -> None:
+        """Set (``text``, the policy's JSON) or remove (None) a bucket's policy; MalformedPolicy if unusable."""
+        parsed = policy.parse_policy(text, name) if text is not None else None
+        if parsed is not None:
+            with self.index.read() as txn:
+                policy.check_public_policy_allowed(self._bucket(txn, name), parsed)
+        self.update_bucket(name, policy=parsed, principal=principal)
+
+    def put_bucket_acl(self, name: str, acl: str, *, principal: Principal | None = None) -> None:
+        """Set a bucket's canned ACL (:data:`.policy.CANNED_ACLS`)."""
+        policy.check_canned_acl(acl)
+        with self.index.read() as txn:
+            policy.check_public_acl_allowed(self._bucket(txn, name), acl)
+        self.update_bucket(name, acl=None if acl == "private" else acl, principal=principal)
+
+    def put_public_access_block(self, name: str, flags: dict[str, bool] | None, *, principal: Principal | None = None) -> None:
+        """Set (or remove, None) a bucket's public access block (:data:`.policy.BLOCK_FLAGS`)."""
+        if flags is not None and set(flags) - set(policy.BLOCK_FLAGS):
+            raise InvalidArgument(f"unknown public access block flags {sorted(set(flags) - set(policy.BLOCK_FLAGS))}")
+        self.update_bucket(name, public_access_block=flags, principal=principal)
+
     def _bucket(self, txn: Txn, name: str) -> dict[str, Any]:
         settings = txn.get("buckets", name.encode())
         if settings is None:
             raise NoSuchBucket(f"bucket {name!r} does not exist")
         return settings
+
+
+def _lists(principal: Principal, settings: dict[str, Any]) -> bool:
+    """Whether ListBuckets shows this bucket to ``principal``: in its scope and, for a key, of its account."""
+    if principal.anonymous:
+        return False
+    if principal.account and not principal.is_system and policy.owner_account(settings) != principal.account:
+        return False
+    return access.sees(principal, settings["name"])
 
 
 def init_store(

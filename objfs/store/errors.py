@@ -84,6 +84,10 @@ class InvalidRange(StoreError):
     """The requested byte range does not overlap the object."""
 
 
+class InvalidPartNumber(InvalidRange):
+    """The requested part of an object does not exist (it has fewer parts)."""
+
+
 class InsufficientDrives(StoreError):
     """Fewer healthy drives than the write quorum (k+1); nothing was written."""
 
@@ -125,3 +129,7 @@ class EncryptionKeyRequired(AccessDenied):
 
 class EncryptionKeyMismatch(AccessDenied):
     """The customer key given is not the one the object was encrypted with."""
+
+
+class MalformedPolicy(InvalidArgument):
+    """A bucket policy document the engine cannot apply exactly as written."""

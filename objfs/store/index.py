@@ -7,6 +7,8 @@ Named databases (values are msgpack):
 ``versions``  bucket \\0 key \\0 version -> noncurrent versions (versioned buckets)
 ``uploads``   upload id -> multipart upload; ``parts``: upload id \\0 part -> part
 ``heal``      object id -> why it needs healing; ``gc``: blob id -> fragments to delete
+``completed`` ``u`` upload id -> what a recent completion made (a retried Complete answers
+              the same); ``t`` time upload id -> nothing, to forget them in order
 
 Secondary indexes (e.g. DICOM's) bring their own named databases, opened by
 :meth:`Index.open_db` when their indexer is registered with the store
@@ -41,7 +43,7 @@ import lmdb
 import msgpack
 
 T = TypeVar("T")
-DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "settings")
+DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "settings", "completed")
 MAX_DBS = 64  # the engine's databases plus room for those of indexers registered later (LMDB fixes it at open)
 _KEY_LIMIT = 500
 _KEEP = 480

@@ -4,8 +4,9 @@ The secret is printed once at creation; the file holds it because SigV4
 verification needs the secret itself, which is why the file is readable by
 the store's owner only. A key holds the rights it was created with
 (:mod:`.access`): read-only or writer, a bucket scope, and the lock rights
-``legal_hold``, ``retention`` and ``bypass_governance``. A key written
-before a right existed loads with that right off. Fronts reach the keys
+``legal_hold``, ``retention`` and ``bypass_governance``, and the account it acts for
+(:mod:`.policy`). A key written before a right existed loads with that
+right off, one written before accounts in the default account. Fronts reach the keys
 through ``Store.keys`` / ``Store.access_key``.
 
 A key can be disabled (and enabled again), deleted, or rotated (a new
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import string
 import threading
@@ -29,6 +31,7 @@ from typing import Any
 
 from .access import BYPASS_GOVERNANCE, LEGAL_HOLD, RETENTION, RIGHTS, WRITE
 from .errors import InvalidArgument, StoreError
+from .policy import DEFAULT_ACCOUNT
 
 KEYS_FILE = "keys.json"
 _ALNUM = string.ascii_uppercase + string.digits
@@ -46,6 +49,8 @@ class AccessKey:
     legal_hold: bool = False
     retention: bool = False
     disabled: bool = False
+    #: The account the key acts for (:mod:`.policy`); keys made before accounts share the default one.
+    account: str = DEFAULT_ACCOUNT
 
     def rights(self) -> list[str]:
         """The rights this key holds beyond reading, by their names in :mod:`.access`."""
@@ -164,11 +169,14 @@ class KeyRing:
         bypass_governance: bool = False,
         legal_hold: bool = False,
         retention: bool = False,
+        account: str = DEFAULT_ACCOUNT,
         now: float = 0.0,
     ) -> AccessKey:
-        """Create a key; the file is replaced atomically and stays 0600."""
+        """Create a key (of ``account``); the file is replaced atomically and stays 0600."""
         if not name or len(name) > 64:
             raise InvalidArgument("a key name is 1 to 64 characters")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", account):
+            raise InvalidArgument("an account name is 1 to 64 letters, digits, '.', '_' or '-'")
         if read_only and (legal_hold or retention or bypass_governance):
             raise InvalidArgument("a read-only key cannot hold a lock right")
         key = AccessKey(
@@ -180,6 +188,7 @@ class KeyRing:
             bypass_governance=bypass_governance,
             legal_hold=legal_hold,
             retention=retention,
+            account=account,
             created=now,
         )
         with self._lock:

@@ -24,16 +24,21 @@ from .errors import (
     NoSuchUpload,
 )
 from .fragments import read_meta
-from .index import Txn
+from .index import Txn, object_key
 from .locks import check_new_retention
 from .names import check_key
-from .objects import HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
+from .objects import CHECKSUM_HEADER_PREFIX, HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
+from .policy import check_canned_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
 
 MIN_PART_SIZE = 5 << 20
 MAX_PARTS = 10000
+#: How long a completed upload id is remembered, so a client retrying a
+#: Complete whose answer it lost gets the same success (not NoSuchUpload).
+COMPLETED_MEMORY = 24 * 3600
+_FORGET_PER_COMMIT = 100  # expired memories dropped per completion: bounded work per commit
 
 
 def _part_key(upload_id: str, number: int) -> bytes:
@@ -43,6 +48,11 @@ def _part_key(upload_id: str, number: int) -> bytes:
 def _in_upload(action: str):
     """The access scope of a call naming an upload: ``action`` on the upload's bucket."""
     return lambda store, args, kwargs: [(action, store.get_upload(args[0])["bucket"])]
+
+
+def _in_upload_or_completed(action: str):
+    """Like :func:`_in_upload`, for an upload that may have just completed."""
+    return lambda store, args, kwargs: [(action, store.upload_destination(args[0])[0])]
 
 
 def _upload_target(args: tuple, kwargs: dict, result: Any) -> dict[str, Any]:
@@ -67,18 +77,25 @@ class MultipartMixin:
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
         posix: dict[str, int] | None = None,
+        acl: str | None = None,
         principal: Principal | None = None,
         encryption: Encryption | None = None,
     ) -> str:
         """Start an upload; returns its id. Durable when it returns.
 
+        ``acl`` (a canned ACL) and the principal's account become the object's at completion.
         The encryption (``encryption``, else the bucket's default) is decided
         now: every part is encrypted with the upload's one data key.
         """
         check_key(key)
         check_new_retention(retention, self.clock.now())
+        if acl is not None:
+            check_canned_acl(acl)
         with self.index.read() as txn:
-            sse, _ = crypto.for_write(self.encryption, self._bucket(txn, bucket), encryption)
+            settings = self._bucket(txn, bucket)
+            if acl is not None:
+                check_public_acl_allowed(settings, acl)
+            sse, _ = crypto.for_write(self.encryption, settings, encryption)
         upload_id = new_id()
         upload = {
             "id": upload_id,
@@ -93,6 +110,10 @@ class MultipartMixin:
             "legal_hold": legal_hold,
             "posix": dict(posix or {}),
         }
+        if acl is not None and acl != "private":
+            upload["acl"] = acl
+        if principal is not None and principal.account:
+            upload["owner"] = principal.account
         if sse is not None:
             upload["sse"] = sse  # wrapped only; in the upload's meta files too, for rebuild-index
         with self.index.read() as txn:
@@ -110,6 +131,40 @@ class MultipartMixin:
         with self.index.read() as txn:
             return self._upload(txn, upload_id)
 
+    def upload_destination(self: Store, upload_id: str) -> tuple[str, str]:
+        """(bucket, key) of an unfinished or recently completed upload; NoSuchUpload otherwise."""
+        with self.index.read() as txn:
+            upload = txn.get("uploads", upload_id.encode()) if upload_id else None
+            if upload is None:
+                upload = self._completed(txn, upload_id)
+            if upload is None:
+                raise NoSuchUpload(f"upload {upload_id!r} does not exist")
+            return upload["bucket"], upload["key"]
+
+    def _completed(self: Store, txn: Txn, upload_id: str) -> dict[str, Any] | None:
+        """What the completion of ``upload_id`` made, if it completed less than COMPLETED_MEMORY ago."""
+        done = txn.get("completed", b"u" + upload_id.encode()) if upload_id else None
+        if done is None or done["at"] < self.clock.now() - COMPLETED_MEMORY:
+            return None
+        return done
+
+    def _remember_completion(self: Store, txn: Txn, upload_id: str, record: dict[str, Any]) -> None:
+        """Note what ``upload_id`` became, and forget the oldest notes past COMPLETED_MEMORY."""
+        now = self.clock.now()
+        done = {k: record[k] for k in ("id", "bucket", "key", "version", "size", "etag", "ctype", "created", "mp")}
+        done["at"] = now
+        txn.put("completed", b"u" + upload_id.encode(), done)
+        txn.put("completed", b"t" + int(now * 1e9).to_bytes(8, "big") + upload_id.encode(), b"")
+        horizon = int((now - COMPLETED_MEMORY) * 1e9).to_bytes(8, "big")
+        expired = []
+        for tkey in txn.scan_keys("completed", b"t"):
+            if tkey[1:9] >= horizon or len(expired) >= _FORGET_PER_COMMIT:
+                break
+            expired.append(tkey)
+        for tkey in expired:
+            txn.delete("completed", tkey)
+            txn.delete("completed", b"u" + tkey[9:])
+
     def _upload(self: Store, txn: Txn, upload_id: str) -> dict[str, Any]:
         upload = txn.get("uploads", upload_id.encode()) if upload_id else None
         if upload is None:
@@ -126,13 +181,17 @@ class MultipartMixin:
         length: int | None = None,
         content_md5: bytes | None = None,
         verify: Any = None,
+        checksums: dict[str, str] | None = None,
         principal: Principal | None = None,
         customer_key: bytes | None = None,
     ) -> dict[str, Any]:
         """Store part ``number`` (1..10000), replacing an earlier one. Durable when it returns.
 
-        Returns ``{"number", "etag", "size"}``. The part is encrypted with the
-        upload's data key; an SSE-C upload needs its ``customer_key``.
+        ``checksums`` (a front's digests of the part, e.g. S3's
+        ``x-amz-checksum-*``) are kept with the part; the dict is read after
+        ``verify`` ran, which may fill it in. Returns ``{"number", "etag", "size"}``.
+        The part is encrypted with the upload's data key; an SSE-C upload
+        needs its ``customer_key``.
         """
         if not 1 <= number <= MAX_PARTS:
             raise InvalidArgument(f"part number must be between 1 and {MAX_PARTS}")
@@ -147,11 +206,15 @@ class MultipartMixin:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
             # The footer makes the part self-describing: rebuild-index restores it (newest seq wins).
             owner = {"upload": upload_id, "part": number, "etag": etag, "seq": time.time_ns(), "created": created}
+            if checksums:
+                owner["checksums"] = dict(checksums)
             desc = writer.finish(owner)
         except BaseException:
             writer.discard()
             raise
         part = {"number": number, "etag": etag, "size": desc["size"], "blob": desc, "created": created}
+        if checksums:
+            part["checksums"] = dict(checksums)
         try:
             with self.index.write() as txn:
                 self._upload(txn, upload_id)
@@ -212,6 +275,7 @@ class MultipartMixin:
                     truncated = True
                     break
                 parts.append({k: part[k] for k in ("number", "etag", "size", "created")})
+                parts[-1]["checksums"] = dict(part.get("checksums") or {})
         return upload, parts, truncated
 
     @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
@@ -241,13 +305,16 @@ class MultipartMixin:
     @audited(
         "write",
         target=lambda a, k, r: {"bucket": r.bucket, "key": r.key, "version": r.version_id} if r else {"upload": a[0]},
-        scope=_in_upload("write"),
+        scope=_in_upload_or_completed("write"),
     )
     def complete_multipart(
         self: Store,
         upload_id: str,
         parts: list[tuple[int, str]],
         *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        checksum_headers: Any = None,
         principal: Principal | None = None,
         customer_key: bytes | None = None,
     ) -> ObjectInfo:
@@ -256,10 +323,24 @@ class MultipartMixin:
         The object keeps the upload's encryption. Indexers see the plaintext
         head, except for an SSE-C upload completed without its ``customer_key``
         (S3 does not require it there), which is then not indexed.
+        ``checksum_headers(upload, parts)``, if given, is called with the
+        upload and the chosen parts (``number``, ``size``, ``etag``,
+        ``checksums``) before anything is written; it returns the whole
+        object's checksum headers to store in place of the upload's own
+        ``x-amz-checksum-*`` headers, or raises to refuse the completion.
 
         Raises InvalidPartOrder, InvalidPart (missing part or ETag mismatch),
         EntityTooSmall (a part but the last below the minimum size).
+        ``if_match`` / ``if_none_match`` are checked against the key's live
+        version in the committing transaction, as for :meth:`put_object`; a
+        refused completion leaves the upload as it was, so it can be retried.
+        Completing an upload that completed less than COMPLETED_MEMORY ago
+        returns what that completion made (a client retrying after a lost
+        answer gets the same success).
         """
+        repeated = self._repeated_completion(upload_id)
+        if repeated is not None:
+            return repeated
         if not parts:
             raise InvalidPart("at least one part is needed")
         numbers = [n for n, _ in parts]
@@ -278,6 +359,14 @@ class MultipartMixin:
                 raise EntityTooSmall(f"part {number} is {part['size']} bytes; parts but the last need {self.min_part_size}")
             chosen.append(part)
         etag = hashlib.md5(b"".join(bytes.fromhex(p["etag"]) for p in chosen)).hexdigest() + f"-{len(chosen)}"
+        headers = upload["headers"]
+        if checksum_headers is not None:
+            summaries = [
+                {"number": p["number"], "size": p["size"], "etag": p["etag"], "checksums": dict(p.get("checksums") or {})}
+                for p in chosen
+            ]
+            headers = {k: v for k, v in headers.items() if not k.startswith(CHECKSUM_HEADER_PREFIX)}
+            headers.update(checksum_headers(upload, summaries))
         record = self._new_record(
             upload["bucket"],
             upload["key"],
@@ -286,19 +375,25 @@ class MultipartMixin:
             etag,
             upload["ctype"],
             upload["meta"],
-            upload["headers"],
+            headers,
             upload["posix"],
             None,
             upload["tags"],
         )
         record["parts"] = [p["blob"] for p in chosen]
         record["mp"] = len(chosen)
+        if any(p.get("checksums") for p in chosen):
+            # Kept so each part's checksum can still be told (S3 GetObjectAttributes).
+            record["part_checksums"] = [dict(p.get("checksums") or {}) for p in chosen]
         retention = upload.get("retention")
         if retention is None and settings.get("object_lock") and settings.get("lock_default"):
             default = settings["lock_default"]
             retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
         record["retention"] = retention
         record["legal_hold"] = bool(upload.get("legal_hold"))
+        for name in ("acl", "owner"):
+            if upload.get(name):
+                record[name] = upload[name]
         sse = upload.get("sse")
         data_key = None
         if sse is not None:
@@ -318,15 +413,42 @@ class MultipartMixin:
                 txn.delete("parts", _part_key(upload_id, number))
             self._queue_blob_gc(txn, unused, upload_id)
             txn.delete("uploads", upload_id.encode())
+            self._remember_completion(txn, upload_id, record)
 
         where = {"id": upload_id, "bucket": upload["bucket"], "key": upload["key"], "gen": record["gen"]}
         with self._meta_change([where]):
             self._write_meta_files(record)
-            self._commit_put(settings, record, principal=principal, within=retire_upload)
+            self._commit_put(
+                settings, record, if_match=if_match, if_none_match=if_none_match, principal=principal, within=retire_upload
+            )
         self._forget_upload_meta(upload_id)
         if record.get("retention") or record.get("legal_hold"):
             self._protect_files(record, True)
         return ObjectInfo.from_record(record)
+
+    def _repeated_completion(self: Store, upload_id: str) -> ObjectInfo | None:
+        """The result of an earlier completion of ``upload_id`` (None if it is unfinished or unknown)."""
+        with self.index.read() as txn:
+            if upload_id and txn.get("uploads", upload_id.encode()) is not None:
+                return None
+            done = self._completed(txn, upload_id)
+            if done is None:
+                return None
+            current = txn.get("objects", object_key(done["bucket"], done["key"]))
+            if current is not None and current["id"] == done["id"]:
+                return ObjectInfo.from_record(current)
+        # Replaced since: what the completion made is still what it answers.
+        return ObjectInfo(
+            bucket=done["bucket"],
+            key=done["key"],
+            version_id=done["version"],
+            size=done["size"],
+            etag=done["etag"],
+            content_type=done["ctype"],
+            modified=done["created"],
+            parts_count=done["mp"],
+            object_id=done["id"],
+        )
 
     def _forget_upload_meta(self: Store, upload_id: str) -> None:
         """After completion: the upload's own meta files are superseded by the record's; remove them."""

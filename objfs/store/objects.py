@@ -21,6 +21,7 @@ from .crypto import Encryption
 from .errors import (
     DataLoss,
     InvalidArgument,
+    InvalidPartNumber,
     NoSuchBucket,
     NoSuchKey,
     NoSuchVersion,
@@ -29,6 +30,7 @@ from .errors import (
 from .index import Txn, object_key, version_key
 from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
+from .policy import check_canned_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -88,6 +90,34 @@ class ObjectInfo:
             object_id=record["id"],
             record=record,
         )
+
+    def parts(self) -> list[dict[str, Any]]:
+        """The parts a multipart object was assembled from, in order: ``number``, ``size``, ``checksums``.
+
+        Empty for an object written in one piece.
+        """
+        if not self.parts_count:
+            return []
+        sums = self.record.get("part_checksums") or [{}] * self.parts_count
+        return [
+            {"number": i, "size": desc["size"], "checksums": dict(sums[i - 1])} for i, desc in enumerate(self.record["parts"], 1)
+        ]
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """Bytes ``[start, end)`` of part ``number`` (1-based) as it was uploaded.
+
+        An object written in one piece is its own part 1. Raises
+        InvalidPartNumber for a part the object does not have.
+        """
+        if self.parts_count == 0:
+            if number != 1:
+                raise InvalidPartNumber(f"{self.bucket}/{self.key} was not uploaded in parts; it has part 1 only")
+            return 0, self.size
+        if not 1 <= number <= self.parts_count:
+            raise InvalidPartNumber(f"{self.bucket}/{self.key} has {self.parts_count} parts, not {number}")
+        sizes = [desc["size"] for desc in self.record["parts"]]
+        start = sum(sizes[: number - 1])
+        return start, start + sizes[number - 1]
 
 
 @dataclass
@@ -232,6 +262,33 @@ class IterStream(io.RawIOBase):
         return out
 
 
+def etag_condition_holds(condition: str, etag: str) -> bool:
+    """Whether an ``If-Match`` value (``*``, or a list of ETags, quoted or not) names ``etag``."""
+    for item in condition.split(","):
+        item = item.strip()
+        if item.startswith("W/"):
+            item = item[2:]
+        if item == "*" or item.strip('"') == etag:
+            return True
+    return False
+
+
+def check_write_conditions(bucket: str, key: str, live: dict[str, Any] | None, if_match: str | None, if_none_match: bool) -> None:
+    """S3's conditional-write rules against the live version (None: absent or a delete marker).
+
+    ``If-None-Match: *`` fails on any live version; ``If-Match`` on a missing
+    key is NoSuchKey (there is nothing whose ETag could match), on a present
+    one PreconditionFailed unless it names the live ETag (``*``: any).
+    """
+    if if_none_match and live is not None:
+        raise PreconditionFailed(f"{bucket}/{key} exists already")
+    if if_match is not None:
+        if live is None:
+            raise NoSuchKey(f"{bucket}/{key} does not exist")
+        if not etag_condition_holds(if_match, live["etag"]):
+            raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
+
+
 def _inherited(base: ObjectInfo | None, xattr_changes: dict[str, bytes | None] | None) -> tuple:
     """(content type, metadata, headers, xattrs) a new content of ``base`` keeps, with xattr changes applied."""
     xattrs = dict(base.xattrs) if base is not None else {}
@@ -291,6 +348,7 @@ class ObjectsMixin:
         keep_attributes: bool = False,
         xattr_changes: dict[str, bytes | None] | None = None,
         encryption: Encryption | None = None,
+        acl: str | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -316,6 +374,9 @@ class ObjectsMixin:
             body = io.BytesIO(body)
         with self.index.read() as txn:
             settings = self._bucket(txn, bucket)
+        if acl is not None:
+            check_canned_acl(acl)
+            check_public_acl_allowed(settings, acl)
         base = None
         if keep_attributes:
             base = self._current_or_none(bucket, key)
@@ -338,6 +399,10 @@ class ObjectsMixin:
                 retention = {"mode": default["mode"], "until": self.clock.now() + default["seconds"], "source": "default"}
             record["retention"] = retention
             record["legal_hold"] = bool(legal_hold)
+            if principal is not None and principal.account:
+                record["owner"] = principal.account
+            if acl is not None and acl != "private":
+                record["acl"] = acl
             if sse is not None:
                 record["sse"] = sse  # in the footer too: rebuild-index restores it
             # Known before the commit so the footer (rebuild-index) carries them too.
@@ -459,10 +524,7 @@ class ObjectsMixin:
             okey = object_key(bucket, key)
             old = txn.get("objects", okey)
             live = old if old is not None and not old.get("delete_marker") else None
-            if if_none_match and live is not None:
-                raise PreconditionFailed(f"{bucket}/{key} exists already")
-            if if_match is not None and (live is None or live["etag"] != if_match.strip('"')):
-                raise PreconditionFailed(f"{bucket}/{key} does not have ETag {if_match}")
+            check_write_conditions(bucket, key, live, if_match, if_none_match)
             if if_unchanged is not None and (
                 live is None or live["id"] != if_unchanged.object_id or live.get("gen") != if_unchanged.record.get("gen")
             ):
@@ -593,11 +655,15 @@ class ObjectsMixin:
         *,
         principal: Principal | None = None,
         bypass_governance: bool = False,
+        if_match: str | None = None,
     ) -> dict[str, Any]:
         """Delete the current object (a delete marker in versioned buckets) or one version.
 
         Returns ``{"version_id": ..., "delete_marker": bool}``. Raises NoSuchKey
         when there is nothing to delete, ObjectLocked when WORM forbids it.
+        ``if_match`` makes the delete conditional on the ETag of what it
+        deletes (the current version, or ``version_id``): PreconditionFailed
+        when it differs, NoSuchKey when there is no such object (S3's rules).
         Durable when it returns.
         """
         check_key(key)
@@ -622,6 +688,9 @@ class ObjectsMixin:
                 current = txn.get("objects", okey)
                 now = self.clock.now()
                 if version_id is None:
+                    if if_match is not None:
+                        live = current if current is not None and not current.get("delete_marker") else None
+                        check_write_conditions(bucket, key, live, if_match, False)
                     versioning = settings.get("versioning")
                     if versioning is None:
                         if current is None:
@@ -643,6 +712,9 @@ class ObjectsMixin:
                         indexer.on_change(txn, current if current and not current.get("delete_marker") else None, None)
                 else:
                     target = self._find(txn, bucket, key, version_id)
+                    if if_match is not None:
+                        live = None if target.get("delete_marker") else target
+                        check_write_conditions(bucket, key, live, if_match, False)
                     check_lock(target, now, principal, bypass_governance)
                     if current is not None and current["version"] == version_id:
                         txn.delete("objects", okey)
@@ -689,6 +761,7 @@ class ObjectsMixin:
         if_unmodified_since: float | None = None,
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
+        acl: str | None = None,
         principal: Principal | None = None,
         source_customer_key: bytes | None = None,
         encryption: Encryption | None = None,
@@ -729,6 +802,7 @@ class ObjectsMixin:
                 xattrs=src.xattrs,
                 retention=retention,
                 legal_hold=legal_hold,
+                acl=acl,
                 principal=principal,
                 encryption=encryption,
             )

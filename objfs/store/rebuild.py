@@ -239,9 +239,10 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
         parts = []
         for number, (_seq, blob_id) in sorted(newest.items()):
             owner, desc = found.parts[blob_id], found.blobs[blob_id]
-            parts.append(
-                {"number": number, "etag": owner["etag"], "size": desc["size"], "blob": desc, "created": owner["created"]}
-            )
+            part = {"number": number, "etag": owner["etag"], "size": desc["size"], "blob": desc, "created": owner["created"]}
+            if owner.get("checksums"):
+                part["checksums"] = owner["checksums"]
+            parts.append(part)
             claimed.add(blob_id)
         uploads.append((rec["upload"], parts))
     # Parts of uploads that completed or were aborted, and replaced parts, are garbage by that evidence.

@@ -21,6 +21,7 @@ from .index import Txn, object_key, version_key
 from .locks import check_lock, in_commit_grace, lock_active
 from .names import check_key
 from .objects import ObjectInfo
+from .policy import check_canned_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -128,11 +129,12 @@ class RenamesMixin:
         metadata: dict[str, str] | None = None,
         xattrs: dict[str, bytes | None] | None = None,
         tags: dict[str, str] | None = None,
+        acl: str | None = None,
         principal: Principal | None = None,
     ) -> ObjectInfo:
         """Change attributes in the index only (no data moves): POSIX attributes
         (merged), user xattrs (a None value removes one), tags (replaced),
-        metadata (replaced). Durable when it returns.
+        metadata (replaced), the canned ACL (:mod:`.policy`). Durable when it returns.
 
         POSIX attributes of a WORM-locked version are frozen (as chattr +i
         freezes them); tags and extended attributes may still change, as S3
@@ -155,6 +157,11 @@ class RenamesMixin:
                 new["meta"] = dict(metadata)
             if tags is not None:
                 new["tags"] = dict(tags)
+            if acl is not None:
+                check_canned_acl(acl)
+                with self.index.read() as txn:
+                    check_public_acl_allowed(self._bucket(txn, bucket), acl)
+                new["acl"] = acl
             if xattrs:
                 merged = dict(record.get("xattrs") or {})
                 for name, value in xattrs.items():

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from html import escape
 from typing import Any
 
 from starlette.responses import Response
 
+from objfs.store import DEFAULT_ACCOUNT
+
 from .. import errors as S3
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import S3_NS, build, iso8601, parse_create_bucket
-from .service import owner_of
+from .access import canned_acl
+from .service import decode_token, encode_token, owner_of, record_owner
 
 MAX_KEYS = 1000
 
@@ -24,9 +25,20 @@ async def create_bucket(req: S3Request) -> Response:
             f"The {location} location constraint is incompatible for the region specific endpoint this request was sent to."
         )
     lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
-    await req.engine.run(
-        lambda: req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name, principal=req.principal)
-    )
+    acl = canned_acl(req)
+
+    def create() -> None:
+        req.store.create_bucket(req.bucket, object_lock=lock, owner=req.access.name, principal=req.principal)
+        if acl not in (None, "private"):
+            req.store.put_bucket_acl(req.bucket, acl, principal=req.principal)
+
+    try:
+        await req.engine.run(create)
+    except S3.BucketAlreadyOwnedByYou:
+        settings = await req.engine.run(req.store.head_bucket, req.bucket)
+        if (settings.get("owner_account") or DEFAULT_ACCOUNT) != req.access.account:
+            raise S3.BucketAlreadyExists() from None
+        raise
     return empty_response(200, {"location": f"/{req.bucket}"})
 
 
@@ -79,24 +91,11 @@ def _contents(req: S3Request, listing: Any, encoding: str | None, owner: bool) -
             "StorageClass": "STANDARD",
         }
         if owner:
-            entry["Owner"] = owner_of(req)
+            entry["Owner"] = owner_of(req, record_owner(info.record))
         items.append(("Contents", entry))
     for prefix in listing.common_prefixes:
         items.append(("CommonPrefixes", {"Prefix": url_encode(prefix, encoding)}))
     return items
-
-
-def encode_token(marker: str) -> str:
-    return base64.urlsafe_b64encode(marker.encode("utf-8")).decode("ascii")
-
-
-def decode_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeError):
-        raise S3.InvalidArgument(
-            "The continuation token provided is incorrect", ArgumentName="continuation-token", ArgumentValue=token
-        ) from None
 
 
 async def list_objects_v2(req: S3Request) -> Response:
@@ -115,9 +114,12 @@ async def list_objects_v2(req: S3Request) -> Response:
         ("MaxKeys", max_keys),
         ("EncodingType", encoding),
         ("KeyCount", len(listing.objects) + len(listing.common_prefixes)),
-        ("IsTruncated", listing.truncated),
+        ("IsTruncated", listing.truncated and max_keys > 0),
         ("ContinuationToken", token),
-        ("NextContinuationToken", encode_token(listing.next_marker) if listing.truncated and listing.next_marker else None),
+        (
+            "NextContinuationToken",
+            encode_token(listing.next_marker) if listing.truncated and listing.next_marker and max_keys > 0 else None,
+        ),
         ("StartAfter", url_encode(start_after, encoding) if start_after else None),
     ]
     fields += _contents(req, listing, encoding, owner=req.query.get("fetch-owner") == "true")
@@ -133,12 +135,17 @@ async def list_objects_v1(req: S3Request) -> Response:
     listing = await req.engine.run(req.store.list_objects, req.bucket, prefix, delimiter, marker, max_keys)
     fields: list[tuple[str, Any]] = [
         ("Name", req.bucket),
-        ("Prefix", url_encode(prefix, encoding)),
+        # S3 encodes the keys, markers and delimiter of a v1 listing, not the Prefix echoed back.
+        ("Prefix", prefix),
         ("Marker", url_encode(marker, encoding)),
-        ("NextMarker", url_encode(listing.next_marker, encoding) if listing.truncated and listing.next_marker else None),
+        (
+            "NextMarker",
+            url_encode(listing.next_marker, encoding) if listing.truncated and listing.next_marker and max_keys > 0 else None,
+        ),
         ("MaxKeys", max_keys),
         ("Delimiter", url_encode(delimiter, encoding) if delimiter else None),
-        ("IsTruncated", listing.truncated),
+        # Nothing was asked for, so nothing was left out (S3 says false for max-keys=0).
+        ("IsTruncated", listing.truncated and max_keys > 0),
         ("EncodingType", encoding),
     ]
     fields += _contents(req, listing, encoding, owner=True)

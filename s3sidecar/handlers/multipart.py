@@ -15,14 +15,16 @@ from typing import Any
 from starlette.responses import Response
 
 from objfs.store import Store
+from objfs.store import errors as E
 
+from .. import checksums, sse
 from .. import errors as S3
-from .. import sse
 from ..conditional import check_read_conditions, parse_copy_range
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
-from ..xmlio import build, iso8601, parse_complete_multipart
+from ..xmlio import CHECKSUM_ELEMENTS, build, iso8601, parse_complete_multipart, parse_part_checksums
+from .access import canned_acl
 from .lock import lock_headers_of, require_object_lock
-from .objects import _put_args, copy_source
+from .objects import _put_args, copy_source, write_conditions
 from .service import owner_of
 
 MAX_PARTS_LISTED = 1000
@@ -53,8 +55,110 @@ def _part_number(req: S3Request) -> int:
     return int(text)
 
 
+CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
+_NOT_A_CHECKSUM = ("x-amz-checksum-type", "x-amz-checksum-algorithm", "x-amz-checksum-mode")
+
+
+def _checksum_type(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if text.upper() not in CHECKSUM_TYPES:
+        raise S3.InvalidRequest(f"Value for x-amz-checksum-type header is invalid: {text!r}")
+    return text.upper()
+
+
+def _default_type(algorithm: str) -> str:
+    # CRC64NVME has only a full-object form in S3; the others are composite unless asked.
+    return "FULL_OBJECT" if algorithm == "crc64nvme" else "COMPOSITE"
+
+
+def _check_type(algorithm: str, kind: str) -> None:
+    if kind == "FULL_OBJECT" and algorithm not in checksums.FULL_OBJECT_ALGORITHMS:
+        raise S3.InvalidRequest(f"The FULL_OBJECT checksum type cannot be used with the {algorithm} checksum algorithm.")
+    if kind == "COMPOSITE" and algorithm == "crc64nvme":
+        raise S3.InvalidRequest("The COMPOSITE checksum type cannot be used with the crc64nvme checksum algorithm.")
+
+
+def _upload_checksum_headers(req: S3Request) -> dict[str, str]:
+    """The checksum an upload declares at creation (algorithm and type), kept with the upload."""
+    algorithm = req.headers.get("x-amz-checksum-algorithm")
+    kind = _checksum_type(req.headers.get("x-amz-checksum-type"))
+    if algorithm is None:
+        if kind is not None:
+            raise S3.InvalidRequest("x-amz-checksum-type needs x-amz-checksum-algorithm")
+        return {}
+    algorithm = checksums.normalize_algorithm(algorithm)
+    kind = kind or _default_type(algorithm)
+    _check_type(algorithm, kind)
+    return {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": kind}
+
+
+def object_checksum(
+    req: S3Request, from_xml: dict[int, dict[str, str]], upload: dict[str, Any], parts: list[dict[str, Any]]
+) -> dict[str, str]:
+    """In the engine, at completion: the whole object's checksum headers, verified against what the client sent.
+
+    The algorithm is the upload's (from CreateMultipartUpload) or the one the
+    Complete request's ``x-amz-checksum-*`` header names; the type COMPOSITE
+    (checksum of the parts' checksums, ``-N``) or FULL_OBJECT (the CRCs
+    combined: the checksum of the whole body). Per-part checksums in the XML
+    must equal the parts' own (InvalidPart otherwise).
+    """
+    for part in parts:
+        for name, value in from_xml.get(part["number"], {}).items():
+            if part["checksums"].get(name) != value:
+                raise S3.InvalidPart(f"The {name[15:]} checksum of part {part['number']} does not match the uploaded part")
+    size = req.headers.get("x-amz-mp-object-size")
+    if size is not None and size.strip() != str(sum(p["size"] for p in parts)):
+        raise S3.InvalidRequest("The provided x-amz-mp-object-size does not match the size of the parts")
+    declared = upload["headers"]
+    given = {n: v for n, v in req.headers.items() if n.startswith("x-amz-checksum-") and n not in _NOT_A_CHECKSUM}
+    if len(given) > 1:
+        raise S3.InvalidRequest("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")
+    algorithm = declared.get("x-amz-checksum-algorithm")
+    if given:
+        named = checksums.normalize_algorithm(next(iter(given)))
+        if algorithm is not None and named != algorithm:
+            raise S3.InvalidRequest(f"The upload was created for {algorithm} checksums, not {named}")
+        algorithm = named
+    if algorithm is None:
+        return {}
+    kind = _checksum_type(req.headers.get("x-amz-checksum-type"))
+    if kind is not None and declared.get("x-amz-checksum-type") not in (None, kind):
+        raise S3.InvalidRequest(f"The upload was created for {declared['x-amz-checksum-type']} checksums, not {kind}")
+    kind = kind or declared.get("x-amz-checksum-type") or _default_type(algorithm)
+    _check_type(algorithm, kind)
+    header = "x-amz-checksum-" + algorithm
+    missing = [p["number"] for p in parts if header not in p["checksums"]]
+    if missing:
+        raise S3.InvalidRequest(f"Part {missing[0]} was uploaded without a {algorithm} checksum")
+    if kind == "COMPOSITE":
+        value = checksums.composite(algorithm, [p["checksums"][header] for p in parts])
+    else:
+        value = checksums.full_object(algorithm, [(p["checksums"][header], p["size"]) for p in parts])
+    if given:
+        expected = next(iter(given.values())).strip()
+        # A composite value may be sent with or without its -N suffix.
+        if expected != value and not (kind == "COMPOSITE" and expected == value.rsplit("-", 1)[0]):
+            raise S3.BadDigest(f"The {algorithm.upper()} you specified did not match the calculated checksum.")
+    return {header: value, "x-amz-checksum-type": kind}
+
+
+def checksum_fields(headers: dict[str, str]) -> list[tuple[str, Any]]:
+    """``ChecksumX`` / ``ChecksumType`` elements for an object's stored checksum headers."""
+    fields: list[tuple[str, Any]] = []
+    for element, algorithm in CHECKSUM_ELEMENTS.items():
+        value = headers.get("x-amz-checksum-" + algorithm)
+        if value is not None:
+            fields.append((element, value))
+    if fields:
+        fields.append(("ChecksumType", headers.get("x-amz-checksum-type", "FULL_OBJECT")))
+    return fields
+
+
 async def create(req: S3Request) -> Response:
     args = _put_args(req)
+    args["headers"].update(_upload_checksum_headers(req))
     lock = lock_headers_of(req)
     store: Store = req.store
 
@@ -64,15 +168,24 @@ async def create(req: S3Request) -> Response:
         if lock.present:
             # Refused now rather than at completion, after every part was sent.
             require_object_lock(store, req.bucket)
-        upload_id = store.create_multipart(req.bucket, req.key, encryption=encryption, **args, **lock.engine_args())
+        upload_id = store.create_multipart(
+            req.bucket,
+            req.key,
+            encryption=encryption,
+            **args,
+            **lock.engine_args(),
+            acl=canned_acl(req),
+            principal=req.principal,
+        )
         return upload_id, store.get_upload(upload_id).get("sse")
 
     upload_id, upload_sse = await req.engine.run(start)
     body = build("InitiateMultipartUploadResult", {"Bucket": req.bucket, "Key": req.key, "UploadId": upload_id})
     headers = sse.response_headers(upload_sse, encryption.customer_key if encryption else None)
-    algorithm = req.headers.get("x-amz-checksum-algorithm")
-    if algorithm:
-        headers["x-amz-checksum-algorithm"] = algorithm
+    declared = _upload_checksum_headers(req)
+    if declared:
+        headers["x-amz-checksum-algorithm"] = declared["x-amz-checksum-algorithm"].upper()
+        headers["x-amz-checksum-type"] = declared["x-amz-checksum-type"]
     return xml_response(body, headers=headers)
 
 
@@ -86,8 +199,16 @@ async def upload_part(req: S3Request) -> Response:
     def put() -> tuple[dict[str, Any], Any]:
         upload = _check_upload(req, upload_id)
         sse.refuse_needless_key(upload, customer_key)
+        # payload.checksums is filled in by body.finish, which the engine calls before reading it.
         part = req.store.upload_part(
-            upload_id, number, body, length=length, content_md5=md5, verify=body.finish, customer_key=customer_key
+            upload_id,
+            number,
+            body,
+            length=length,
+            content_md5=md5,
+            verify=body.finish,
+            checksums=payload.checksums,
+            customer_key=customer_key,
         )
         return part, upload.get("sse")
 
@@ -154,13 +275,30 @@ async def upload_part_copy(req: S3Request) -> Response:
 
 async def complete(req: S3Request) -> Response:
     upload_id = _upload_id(req)
-    parts = parse_complete_multipart(await req.small_body())
+    document = await req.small_body(object_checksums=True)
+    parts = parse_complete_multipart(document)
+    from_xml = parse_part_checksums(document)
     store: Store = req.store
+    if_match, if_none_match = write_conditions(req)
     customer_key = sse.read_customer_key(req.headers)
 
     def finish() -> Any:
-        sse.refuse_needless_key(_check_upload(req, upload_id), customer_key)
-        return store.complete_multipart(upload_id, parts, principal=req.principal, customer_key=customer_key)
+        # A recently completed upload still names its destination: a retried Complete succeeds again.
+        if store.upload_destination(upload_id) != (req.bucket, req.key):
+            raise S3.NoSuchUpload(UploadId=upload_id)
+        try:
+            sse.refuse_needless_key(store.get_upload(upload_id), customer_key)
+        except E.NoSuchUpload:
+            pass  # completed already: the engine answers with what it made
+        return store.complete_multipart(
+            upload_id,
+            parts,
+            if_match=if_match,
+            if_none_match=if_none_match,
+            checksum_headers=lambda upload, chosen: object_checksum(req, from_xml, upload, chosen),
+            principal=req.principal,
+            customer_key=customer_key,
+        )
 
     info = await req.engine.run_upload(finish)
     host = req.headers.get("host", "")
@@ -171,6 +309,7 @@ async def complete(req: S3Request) -> Response:
             "Bucket": req.bucket,
             "Key": req.key,
             "ETag": quote_etag(info.etag),
+            **dict(checksum_fields(info.headers)),
         },
     )
     headers = {"x-amz-version-id": info.version_id} if info.version_id != "null" else {}
@@ -230,6 +369,7 @@ async def list_parts(req: S3Request) -> Response:
                     "LastModified": iso8601(part["created"]),
                     "ETag": quote_etag(part["etag"]),
                     "Size": part["size"],
+                    **dict(checksum_fields(part["checksums"])[:-1]),
                 },
             )
         )

@@ -30,6 +30,7 @@ from ..bridge import Engine, s3_error_for
 from ..conditional import check_read_conditions, parse_range
 from ..context import S3Request, decode_copy_source, empty_response, quote_etag, xml_response
 from ..xmlio import build, http_date, iso8601, parse_delete_objects
+from .access import canned_acl
 from .lock import lock_headers_of, refuse_delete_marker, require_object_lock, response_lock_headers
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
@@ -67,7 +68,8 @@ def object_headers(info: ObjectInfo, *, checksums: bool) -> dict[str, str]:
         if name.startswith(CHECKSUM_PREFIX):
             if checksums:
                 headers[name] = value
-                headers["x-amz-checksum-type"] = "FULL_OBJECT"
+                # Stored for multipart objects (COMPOSITE or FULL_OBJECT); a single PUT's is of the whole body.
+                headers["x-amz-checksum-type"] = info.headers.get("x-amz-checksum-type", "FULL_OBJECT")
         else:
             headers[name] = header_value(value)
     for name, value in info.metadata.items():
@@ -135,7 +137,7 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
             req.http_date_header("if-modified-since"),
             req.http_date_header("if-unmodified-since"),
         )
-        span = parse_range(h.get("range"), info.size)
+        span = _span(req, info)
         data = None
         if reader is None:
             return _Read(info, span, None, None)
@@ -150,6 +152,29 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
         if reader is not None:
             reader.close()
         raise
+
+
+def _part_number(req: S3Request) -> int | None:
+    text = req.query.get("partNumber")
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10000:
+        raise S3.InvalidArgument(
+            "Part number must be an integer between 1 and 10000, inclusive", ArgumentName="partNumber", ArgumentValue=text
+        )
+    if "range" in req.headers:
+        raise S3.InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+    return int(text)
+
+
+def _span(req: S3Request, info: ObjectInfo) -> tuple[int, int] | None:
+    """The bytes a GET/HEAD asks for: a Range, or a part (``?partNumber=N``); None for all."""
+    number = _part_number(req)
+    if number is None:
+        return parse_range(req.headers.get("range"), info.size)
+    start, end = info.part_range(number)
+    # An empty object has no byte range to name: it is answered whole.
+    return (start, end) if end > start else None
 
 
 def _not_found(req: S3Request, exc: S3.S3Error) -> S3.S3Error:
@@ -252,11 +277,17 @@ class EngineStream(Response):
         self.reader.close()
 
 
-def _put_args(req: S3Request) -> dict[str, Any]:
-    """Metadata of a new object from the request headers (PutObject, CreateMultipartUpload)."""
+def write_conditions(req: S3Request) -> tuple[str | None, bool]:
+    """(If-Match, whether If-None-Match: * is set) of a write; the engine checks them at commit."""
     if_none_match = req.headers.get("if-none-match")
     if if_none_match is not None and if_none_match.strip() != "*":
         raise S3.S3NotImplemented("If-None-Match on writes supports only '*'")
+    return req.headers.get("if-match"), if_none_match is not None
+
+
+def _put_args(req: S3Request) -> dict[str, Any]:
+    """Metadata of a new object from the request headers (PutObject, CreateMultipartUpload)."""
+    write_conditions(req)
     return {
         "content_type": req.headers.get("content-type") or None,
         "metadata": req.user_metadata(),
@@ -267,6 +298,7 @@ def _put_args(req: S3Request) -> dict[str, Any]:
 
 async def put_object(req: S3Request) -> Response:
     args = _put_args(req)
+    if_match, if_none_match = write_conditions(req)
     encryption = sse.write_encryption(req.headers)  # refused before the body is read
     lock = lock_headers_of(req)
     md5 = req.content_md5()
@@ -285,10 +317,11 @@ async def put_object(req: S3Request) -> Response:
             body,
             length=length,
             content_md5=md5,
-            if_match=req.headers.get("if-match"),
-            if_none_match=req.headers.get("if-none-match") is not None,
+            if_match=if_match,
+            if_none_match=if_none_match,
             principal=req.principal,
             verify=verify,
+            acl=canned_acl(req),
             encryption=encryption,
             **args,
             **lock.engine_args(),
@@ -308,11 +341,16 @@ async def put_object(req: S3Request) -> Response:
 async def delete_object(req: S3Request) -> Response:
     version = req.version_id()
     bypass = req.bypass_governance()
+    if_match = req.headers.get("if-match")
     try:
         result = await req.engine.run(
-            lambda: req.store.delete_object(req.bucket, req.key, version, principal=req.principal, bypass_governance=bypass)
+            lambda: req.store.delete_object(
+                req.bucket, req.key, version, principal=req.principal, bypass_governance=bypass, if_match=if_match
+            )
         )
-    except S3.NoSuchKey:
+    except S3.NoSuchKey as exc:
+        if if_match is not None:
+            raise _not_found(req, exc) from exc.__cause__  # a condition on nothing is not met: 404
         return empty_response(204)  # S3 deletes are idempotent
     except S3.NoSuchVersion:
         # Deleting a version that is not (or no longer) there succeeds in S3 as well.
@@ -325,14 +363,23 @@ async def delete_object(req: S3Request) -> Response:
     return empty_response(204, headers)
 
 
-def _delete_many(req: S3Request, keys: list[tuple[str, str | None]], bypass: bool) -> list[tuple[str, Any]]:
-    """In a worker thread: delete each key (or version); one failure does not stop the others."""
+def _delete_many(req: S3Request, keys: list[tuple[str, str | None, str | None]], bypass: bool) -> list[tuple[str, Any]]:
+    """In a worker thread: delete each key (or version); one failure does not stop the others.
+
+    An object's ``<ETag>`` makes its delete conditional, like If-Match on DeleteObject.
+    """
     out: list[tuple[str, Any]] = []
     store: Store = req.store
-    for key, version in keys:
+    for key, version, etag in keys:
         try:
-            result = store.delete_object(req.bucket, key, version, principal=req.principal, bypass_governance=bypass)
-        except (E.NoSuchKey, E.NoSuchVersion):
+            result = store.delete_object(
+                req.bucket, key, version, principal=req.principal, bypass_governance=bypass, if_match=etag
+            )
+        except (E.NoSuchKey, E.NoSuchVersion) as exc:
+            if etag is not None:
+                err = s3_error_for(exc)
+                out.append(("Error", {"Key": key, "VersionId": version, "Code": err.code, "Message": err.message}))
+                continue
             result = {"version_id": None, "delete_marker": False}
         except E.StoreError as exc:
             err = s3_error_for(exc)
@@ -419,6 +466,7 @@ async def copy_object(req: S3Request) -> Response:
             if_modified_since=req.http_date_header("x-amz-copy-source-if-modified-since"),
             if_unmodified_since=req.http_date_header("x-amz-copy-source-if-unmodified-since"),
             principal=req.principal,
+            acl=canned_acl(req),
             source_customer_key=source_key,
             encryption=encryption,
             **lock.engine_args(),

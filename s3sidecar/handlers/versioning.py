@@ -25,7 +25,7 @@ from .. import errors as S3
 from ..context import S3Request, empty_response, quote_etag, url_encode, xml_response
 from ..xmlio import build, iso8601, parse_versioning
 from .buckets import encoding_of, max_keys_of
-from .service import owner_of
+from .service import owner_of, record_owner
 
 
 async def get_versioning(req: S3Request) -> Response:
@@ -61,7 +61,7 @@ def _entry(req: S3Request, info: ObjectInfo, latest: bool, encoding: str | None)
                 "VersionId": info.version_id,
                 "IsLatest": latest,
                 "LastModified": iso8601(info.modified),
-                "Owner": owner_of(req),
+                "Owner": owner_of(req, record_owner(info.record)),
             },
         )
     return (
@@ -74,7 +74,7 @@ def _entry(req: S3Request, info: ObjectInfo, latest: bool, encoding: str | None)
             "ETag": quote_etag(info.etag),
             "Size": info.size,
             "StorageClass": "STANDARD",
-            "Owner": owner_of(req),
+            "Owner": owner_of(req, record_owner(info.record)),
         },
     )
 

@@ -161,5 +161,5 @@ def test_virtual_host_addressing(s3, bucket, server):
 
 def test_unsupported_subresource_is_not_implemented(s3, bucket):
     with pytest.raises(ClientError) as exc:
-        s3.get_bucket_policy(Bucket=bucket)
+        s3.get_bucket_website(Bucket=bucket)
     assert code(exc) == "NotImplemented"

@@ -122,7 +122,9 @@ def test_delete_objects(ns):
     </Delete>""".encode()
     objects, quiet = xmlio.parse_delete_objects(body)
     assert quiet is True
-    assert objects == [(" spaced key ", None), ("a&b<c", "v1")]
+    assert objects == [(" spaced key ", None, None), ("a&b<c", "v1", None)]
+    objects, _ = xmlio.parse_delete_objects(b'<Delete><Object><Key>k</Key><ETag>"e1"</ETag></Object></Delete>')
+    assert objects == [("k", None, '"e1"')]
     _, quiet = xmlio.parse_delete_objects(b"<Delete><Object><Key>k</Key></Object></Delete>")
     assert quiet is False
 
@@ -198,13 +200,19 @@ def test_object_lock_config():
         "<Mode>COMPLIANCE</Mode>",
         "<Days>1</Days>",
         "<Mode>STRICT</Mode><Days>1</Days>",
-        "<Mode>COMPLIANCE</Mode><Days>0</Days>",
-        "<Mode>COMPLIANCE</Mode><Days>-5</Days>",
+        "<Mode>COMPLIANCE</Mode><Days>ten</Days>",
     ],
 )
 def test_object_lock_config_invalid(retention):
     body = f"<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>{retention}</DefaultRetention></Rule></ObjectLockConfiguration>"
     with pytest.raises(errors.MalformedXML):
+        xmlio.parse_object_lock_config(body.encode())
+
+
+@pytest.mark.parametrize("period", ["<Days>0</Days>", "<Days>-5</Days>", "<Years>0</Years>", "<Years>101</Years>"])
+def test_object_lock_config_bad_period(period):
+    body = f"<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode>{period}</DefaultRetention></Rule></ObjectLockConfiguration>"
+    with pytest.raises(errors.InvalidRetentionPeriod):
         xmlio.parse_object_lock_config(body.encode())
 
 
