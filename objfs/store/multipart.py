@@ -69,13 +69,16 @@ class MultipartMixin:
         posix: dict[str, int] | None = None,
         principal: Principal | None = None,
         encryption: Encryption | None = None,
+        tier: str | None = None,
     ) -> str:
         """Start an upload; returns its id. Durable when it returns.
 
         The encryption (``encryption``, else the bucket's default) is decided
-        now: every part is encrypted with the upload's one data key.
+        now: every part is encrypted with the upload's one data key. Every
+        part is written to ``tier`` (default: the first tier).
         """
         check_key(key)
+        tier = self.config.tier(tier).name if tier else self.config.hot.name
         check_new_retention(retention, self.clock.now())
         with self.index.read() as txn:
             sse, _ = crypto.for_write(self.encryption, self._bucket(txn, bucket), encryption)
@@ -92,6 +95,7 @@ class MultipartMixin:
             "retention": retention,
             "legal_hold": legal_hold,
             "posix": dict(posix or {}),
+            "tier": tier,
         }
         if sse is not None:
             upload["sse"] = sse  # wrapped only; in the upload's meta files too, for rebuild-index
@@ -141,7 +145,8 @@ class MultipartMixin:
             body = io.BytesIO(body)
         upload = self.get_upload(upload_id)
         data_key = self.encryption.data_key(upload["sse"], customer_key) if upload.get("sse") else None
-        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
+        tier = upload.get("tier") if upload.get("tier") in self.drives else self.config.hot.name
+        writer = BlobWriter(self, tier, data_key=data_key)
         created = self.clock.now()
         try:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)
