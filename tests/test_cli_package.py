@@ -38,6 +38,13 @@ COMMANDS = [
     "dicom",
     "migrate",
     "serve",
+    "tier",
+    "tier add",
+    "tier list",
+    "lifecycle",
+    "lifecycle set",
+    "lifecycle show",
+    "lifecycle run",
 ]
 
 
