@@ -41,7 +41,7 @@ from .auth import Authenticator, authorize, principal_of
 from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
-from .handlers import buckets, lock, multipart, objects, service, tagging, versioning
+from .handlers import buckets, lifecycle, lock, multipart, objects, service, tagging, versioning
 from .settings import STORE_ENV, Settings
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,13 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate acl analytics attributes cors intelligent-tiering inventory lifecycle logging "
+    "accelerate acl analytics attributes cors intelligent-tiering inventory logging "
     "metrics notification ownershipControls policy policyStatus publicAccessBlock replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
-BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "encryption"))
+BUCKET_ONLY = frozenset(("versioning", "versions", "object-lock", "encryption", "lifecycle"))
 OBJECT_ONLY = frozenset(("retention", "legal-hold"))
 
 
@@ -89,6 +89,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"object-lock"}), None, _op("GetObjectLockConfiguration", lock.get_lock_configuration)),
         (frozenset({"location"}), None, _op("GetBucketLocation", buckets.get_location)),
         (frozenset({"encryption"}), None, _op("GetBucketEncryption", sse.get_bucket_encryption)),
+        (frozenset({"lifecycle"}), None, _op("GetBucketLifecycleConfiguration", lifecycle.get_lifecycle)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -98,10 +99,12 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"versioning"}), None, _op("PutBucketVersioning", versioning.put_versioning, True, "xml")),
         (frozenset({"object-lock"}), None, _op("PutObjectLockConfiguration", lock.put_lock_configuration, True, "xml")),
         (frozenset({"encryption"}), None, _op("PutBucketEncryption", sse.put_bucket_encryption, True, "xml")),
+        (frozenset({"lifecycle"}), None, _op("PutBucketLifecycleConfiguration", lifecycle.put_lifecycle, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [
         (frozenset({"encryption"}), None, _op("DeleteBucketEncryption", sse.delete_bucket_encryption, True)),
+        (frozenset({"lifecycle"}), None, _op("DeleteBucketLifecycleConfiguration", lifecycle.delete_lifecycle, True)),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
     ("bucket", "POST"): [(frozenset({"delete"}), None, _op("DeleteObjects", objects.delete_objects, True, "xml"))],

@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from .config import CONFIG_NAME, DEFAULT_BACKEND, StoreConfig, load_config, parse_ec
 from .drives import drive_id_for, format_drive, fsync_dir
-from .errors import ConfigError, InvalidArgument
+from .errors import ConfigError, InvalidStorageClass
+
+__all__ = ["InvalidStorageClass", "TiersMixin", "add_tier", "tier_of_record"]
 
 if TYPE_CHECKING:
     from .engine import Store
-
-
-class InvalidStorageClass(InvalidArgument):
-    """A storage class no tier of this store answers to."""
 
 
 def tier_of_record(record: dict[str, Any], default: str) -> str:
