@@ -2,7 +2,7 @@
 
 One :class:`~objfs.store.Store` (LMDB must be opened once per process) is
 shared by the S3 sidecar, the FUSE mount, the DICOM gateway (pynetdicom runs
-its own threads) and a background loop that heals queued objects and
+its own threads), the DICOMweb front (when ``[dicomweb] port`` is set) and a background loop that heals queued objects and
 finishes interrupted garbage collection. SIGTERM or SIGINT stops everything
 and unmounts cleanly; if any front stops on its own, the others are stopped
 too, so a service manager sees the failure and restarts the whole appliance.
@@ -152,6 +152,23 @@ async def _start_fronts(
         if not dicom_ready.is_set():
             raise RuntimeError("the DICOM gateway did not come up")
         dicom_port = dicom_port or store.config.dicom.port
+    dicomweb = None
+    web = store.config.dicomweb
+    if web.port is not None:
+        from objfs.dicomweb.app import PREFIX, serve_dicomweb
+
+        web_addresses = await nursery.start(
+            partial(
+                serve_dicomweb,
+                store,
+                web.host,
+                web.port,
+                bucket=web.bucket,
+                cors_origins=web.cors_origins,
+                shutdown_trigger=stop.wait,
+            )
+        )
+        dicomweb = [a + PREFIX for a in web_addresses]
     workers.start(background, store, limiter)
     if on_ready is not None:
         on_ready(
@@ -160,6 +177,7 @@ async def _start_fronts(
                 "mount": str(mounted) if mounted else None,
                 "dicom_port": dicom_port if dicom else None,
                 "aet": store.config.dicom.aet,
+                "dicomweb": dicomweb,
             }
         )
 
@@ -185,6 +203,8 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
             print(f"objfs: FUSE mount at {banner['mount']}", flush=True)
         if banner["dicom_port"]:
             print(f"objfs: DICOM gateway on port {banner['dicom_port']} (AE title {banner['aet']})", flush=True)
+        if banner.get("dicomweb"):
+            print(f"objfs: DICOMweb at {', '.join(banner['dicomweb'])}", flush=True)
         print("objfs: ready; Ctrl-C or SIGTERM stops and unmounts", flush=True)
 
     if mount is not None:

@@ -37,6 +37,7 @@ COMMANDS = [
     "mount",
     "dicom",
     "migrate",
+    "dicomweb",
     "serve",
     "tier",
     "tier add",

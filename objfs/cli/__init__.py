@@ -21,11 +21,11 @@ import sys
 
 from objfs.store.errors import StoreError
 
-from . import dicom, keys, kms, lifecycle, mount, objects, serve, store, tier, worm
+from . import dicom, dicomweb, keys, kms, lifecycle, mount, objects, serve, store, tier, worm
 
 __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
-COMMAND_GROUPS = (store, keys, kms, objects, worm, mount, dicom, serve, tier, lifecycle)
+COMMAND_GROUPS = (store, keys, kms, objects, worm, mount, dicom, dicomweb, serve, tier, lifecycle)
 EXIT_BROKEN_PIPE = 128 + 13  # what the shell reports for a process ended by SIGPIPE
 
 

@@ -15,6 +15,8 @@ import sys
 import threading
 from typing import Any
 
+from objfs.store.errors import StoreError
+from objfs.store.names import check_bucket_name
 from objfs.stores import Store
 
 
@@ -65,28 +67,47 @@ def cmd_dicom(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     ready = threading.Event()
-    with Store.open(args.store) as store:
+    failure: list[BaseException] = []
+
+    def run(store: Store) -> None:
+        try:
+            serve_dicom(
+                store,
+                port=args.port,
+                aet=args.aet,
+                bucket=args.bucket,
+                host=args.host,
+                ready_event=ready,
+                stop_event=stop,
+            )
+        except (StoreError, OSError, ValueError) as exc:  # reported in one line by the main thread
+            failure.append(exc)
+
+    try:
+        store = Store.open(args.store)
+    except StoreError as exc:
+        print(f"objfs dicom: {exc}", file=sys.stderr)
+        return 2
+    with store:
         cfg = store.config.dicom
-        thread = threading.Thread(
-            target=serve_dicom,
-            args=(store,),
-            kwargs={
-                "port": args.port,
-                "aet": args.aet,
-                "bucket": args.bucket,
-                "host": args.host,
-                "ready_event": ready,
-                "stop_event": stop,
-            },
-            name="objfs-dicom",
-            daemon=True,
-        )
+        try:
+            for name in [args.bucket or cfg.bucket, *cfg.aets.values()]:
+                check_bucket_name(name)
+        except StoreError as exc:
+            print(f"objfs dicom: {exc}", file=sys.stderr)
+            return 2
+        thread = threading.Thread(target=run, args=(store,), name="objfs-dicom", daemon=True)
         thread.start()
         while not ready.wait(0.1):
             if not thread.is_alive():
+                reason = failure[0] if failure else "the gateway stopped"
+                print(f"objfs dicom: {reason}", file=sys.stderr)
                 return 1
+        titles = ", ".join(f"{t} -> {b}" for t, b in {args.aet or cfg.aet: args.bucket or cfg.bucket, **cfg.aets}.items())
+        tls = " (TLS)" if cfg.tls_certfile else ""
         print(
-            f"objfs dicom: {args.aet or cfg.aet} listening on port {args.port or cfg.port}, bucket {args.bucket or cfg.bucket}",
+            f"objfs dicom: {args.aet or cfg.aet} listening on port {args.port or cfg.port}{tls}, bucket {args.bucket or cfg.bucket}"
+            + (f"; AE titles {titles}" if cfg.aets else ""),
             flush=True,
         )
         # The main thread only waits, so signals are handled promptly.

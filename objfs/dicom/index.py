@@ -13,7 +13,7 @@ too.
 Layout of the ``dicom`` database (``B`` = bucket, all parts ``\\0``-joined,
 keys passed through :func:`~objfs.store.index.fit_key`)::
 
-    i B study series sop oid -> instance {b, k, v, id, size, d: tags}
+    i B study series sop oid -> instance {b, k, v, id, size, d: tags, h: header JSON or None}
     s B study series         -> series   {a: series attrs, n: instances}
     t B study                -> study    {a: patient+study attrs, n, ns: series, mods: {Modality: n}}
     p B pid                  -> patient  {a: patient attrs, n: instances}
@@ -24,9 +24,13 @@ keys passed through :func:`~objfs.store.index.fit_key`)::
 ``dicomkeys`` maps ``bucket\\0key`` to what :meth:`on_change` needs to remove
 an object's entries, so removal never depends on the old record's tags.
 
-Counters count objects: a SOP instance stored under two names (a migrated
-legacy path and a gateway path) counts twice; retrieval and IMAGE-level
-C-FIND report it once. Level attributes are "last write wins" (a corrected
+Counters ``n`` count objects; ``dup`` counts the copies among them of a SOP
+instance already held in the same series (one stored under two names: a
+migrated legacy path and a gateway path). The ``NumberOf...Related
+Instances`` answered are ``n - dup``, so a SOP instance counts once, as in
+retrieval and IMAGE-level C-FIND. (Both move together, so entries written
+before ``dup`` existed stay consistent; their old duplicates count until
+``rebuild-index``.) Level attributes are "last write wins" (a corrected
 re-send updates the study) and are not recomputed when instances go.
 
 Queries (:func:`find`, :func:`find_instances`) read one consistent snapshot.
@@ -41,7 +45,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from objfs.store.index import Txn, fit_key, object_key
+from objfs.store.objects import HEAD_BYTES  # what extract() is given; fewer bytes are the whole body
 
+from .header import header_json
 from .matching import ATTRS_BY_LEVEL, LEVEL_KEYS, LEVELS, match_record
 from .tags import extract_tags, s3_tags
 
@@ -91,7 +97,11 @@ class DicomIndexer:
         tags = extract_tags(head)
         if tags is None:
             return None
-        return {"dicom": tags, "tags": s3_tags(tags)}
+        extra = {"dicom": tags, "tags": s3_tags(tags)}
+        header = header_json(head, whole=len(head) < HEAD_BYTES)
+        if header is not None:
+            extra["dicom_header"] = header
+        return extra
 
     def on_change(self, txn: Txn, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """Remove ``old``'s entries and add ``new``'s, inside the commit transaction."""
@@ -140,8 +150,17 @@ def _add(txn: Txn, record: dict[str, Any], tags: dict[str, Any]) -> None:
     txn.put(
         "dicom",
         _k(b"i", bucket, study, series, sop, oid),
-        {"b": bucket, "k": record["key"], "v": record["version"], "id": oid, "size": record["size"], "d": tags},
+        {
+            "b": bucket,
+            "k": record["key"],
+            "v": record["version"],
+            "id": oid,
+            "size": record["size"],
+            "d": tags,
+            "h": record.get("dicom_header"),
+        },
     )
+    duplicate = _has_copy(txn, bucket, sop, study, series, oid)
     txn.put("dicom", _k(b"o", bucket, sop, study, series, oid), None)
     _, new_series = _bump(txn, _k(b"s", bucket, study, series), 1, _pick(tags, _SERIES_ATTRS))
     study_key = _k(b"t", bucket, study)
@@ -155,6 +174,8 @@ def _add(txn: Txn, record: dict[str, Any], tags: dict[str, Any]) -> None:
     _bump(txn, _k(b"p", bucket, pid), 1, _pick(tags, _PATIENT_ATTRS))
     _count(txn, _k(b"q", bucket, pid, study), 1)
     _count(txn, _k(b"e", bucket, series, study), 1)
+    if duplicate:
+        _dup(txn, bucket, study, series, pid, 1)
     okey = object_key(bucket, record["key"])
     txn.put(
         "dicomkeys",
@@ -172,6 +193,8 @@ def _remove(txn: Txn, bucket: str, key: str) -> None:
     study, series, sop, oid, pid, modality = (ref[n] for n in ("study", "series", "sop", "oid", "pid", "mod"))
     txn.delete("dicom", _k(b"i", bucket, study, series, sop, oid))
     txn.delete("dicom", _k(b"o", bucket, sop, study, series, oid))
+    if _has_copy(txn, bucket, sop, study, series, oid):
+        _dup(txn, bucket, study, series, pid, -1)
     series_left, _ = _bump(txn, _k(b"s", bucket, study, series), -1)
     study_key = _k(b"t", bucket, study)
     study_entry, _ = _bump(txn, study_key, -1)
@@ -186,6 +209,25 @@ def _remove(txn: Txn, bucket: str, key: str) -> None:
     _bump(txn, _k(b"p", bucket, pid), -1)
     _count(txn, _k(b"q", bucket, pid, study), -1)
     _count(txn, _k(b"e", bucket, series, study), -1)
+
+
+def _has_copy(txn: Txn, bucket: str, sop: str, study: str, series: str, oid: str) -> bool:
+    """Whether another object than ``oid`` holds SOP instance ``sop`` in this series."""
+    own = _k(b"o", bucket, sop, study, series, oid)
+    return any(key != own for key in txn.scan_keys("dicom", _prefix(b"o", bucket, sop, study, series)))
+
+
+def _dup(txn: Txn, bucket: str, study: str, series: str, pid: str, delta: int) -> None:
+    """Count one more (or one fewer) duplicate copy on the series, study and patient entries."""
+    for key in (_k(b"s", bucket, study, series), _k(b"t", bucket, study), _k(b"p", bucket, pid)):
+        entry = txn.get("dicom", key)
+        if entry is not None:
+            entry["dup"] = max(entry.get("dup", 0) + delta, 0)
+            txn.put("dicom", key, entry)
+
+
+def _distinct(entry: dict[str, Any]) -> int:
+    return entry["n"] - entry.get("dup", 0)
 
 
 def _count(txn: Txn, key: bytes, delta: int) -> None:
@@ -303,12 +345,12 @@ def find(store: Store, query: dict[str, Any], level: str, *, bucket: str | None 
                 if level == "STUDY":
                     entry = _study_flat(st)
                     entry["NumberOfStudyRelatedSeries"] = st["ns"]
-                    entry["NumberOfStudyRelatedInstances"] = st["n"]
+                    entry["NumberOfStudyRelatedInstances"] = _distinct(st)
                     out.append(entry)
                     continue
                 for series, se in _series(txn, name, study, query):
                     if level == "SERIES":
-                        out.append({**st["a"], **se["a"], "NumberOfSeriesRelatedInstances": se["n"]})
+                        out.append({**st["a"], **se["a"], "NumberOfSeriesRelatedInstances": _distinct(se)})
                         continue
                     seen: set[str] = set()
                     for inst in _instances(txn, name, study, series, query):
@@ -337,7 +379,7 @@ def _find_patients(txn: Txn, bucket: str, query: dict[str, Any]) -> list[dict[st
                 **entry["a"],
                 "NumberOfPatientRelatedStudies": len(studies),
                 "NumberOfPatientRelatedSeries": series,
-                "NumberOfPatientRelatedInstances": entry["n"],
+                "NumberOfPatientRelatedInstances": _distinct(entry),
             }
         )
     return out
@@ -347,7 +389,8 @@ def find_instances(store: Store, query: dict[str, Any], level: str, *, bucket: s
     """C-MOVE/C-GET: every instance under the patients, studies, series or
     instances that ``query`` matches at ``level``, one per SOP Instance UID.
 
-    Each item is ``{"bucket", "key", "version", "id", "size", "tags"}``.
+    Each item is ``{"bucket", "key", "version", "id", "size", "tags", "header"}``
+    (``header``: the DICOM JSON of :mod:`.header`, None if not kept).
     Where a SOP instance is stored under several names, the gateway's
     canonical ``study/series/sop.dcm`` copy is preferred.
     """
@@ -375,6 +418,7 @@ def find_instances(store: Store, query: dict[str, Any], level: str, *, bucket: s
                             "id": inst["id"],
                             "size": inst["size"],
                             "tags": inst["d"],
+                            "header": inst.get("h"),
                         }
                         prev = by_sop.get((name, sop))
                         if prev is None or (prev["key"] != canonical_key(prev["tags"]) and inst["k"] == canonical_key(inst["d"])):

@@ -25,9 +25,10 @@ Guarantees / choices
 * List of UID matching for UI (``1.2.3\\1.2.4``); other VRs also accept a
   ``\\`` separated list, matching if any value matches.
 * Multi-valued stored attributes (ModalitiesInStudy) match if any value does.
-* Query keys we do not index are ignored for matching (PS3.4 allows an SCP
-  not to support matching on a key); they are returned empty by
-  :func:`build_response`.  Combined date-time range matching is not done.
+* A query key we do not index is a return key only: given empty (universal)
+  it is returned empty by :func:`build_response`; given a value, the gateway
+  refuses the query (:func:`unmatchable_keys`) rather than ignore the key
+  and match everything.  Combined date-time range matching is not done.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ __all__ = [
     "COUNT_KEYS",
     "matches",
     "match_record",
+    "unmatchable_keys",
     "query_from_dataset",
     "aggregate",
     "build_response",
@@ -66,10 +68,14 @@ VR_OF: dict[str, str] = {
     "StudyDescription": "LO",
     "ReferringPhysicianName": "PN",
     "ModalitiesInStudy": "CS",
+    "StudyID": "SH",
     "SeriesInstanceUID": "UI",
     "Modality": "CS",
     "SeriesNumber": "IS",
     "SeriesDescription": "LO",
+    "SeriesDate": "DA",
+    "SeriesTime": "TM",
+    "BodyPartExamined": "CS",
     "SOPInstanceUID": "UI",
     "SOPClassUID": "UI",
     "InstanceNumber": "IS",
@@ -92,8 +98,17 @@ ATTRS_BY_LEVEL: dict[str, list[str]] = {
         "StudyDescription",
         "ReferringPhysicianName",
         "ModalitiesInStudy",
+        "StudyID",
     ],
-    "SERIES": ["SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"],
+    "SERIES": [
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+    ],
     "IMAGE": ["SOPInstanceUID", "SOPClassUID", "InstanceNumber"],
 }
 #: Computed return keys added by :func:`aggregate`, per level.
@@ -296,6 +311,39 @@ def query_from_dataset(identifier: Dataset) -> dict[str, str]:
             out[keyword] = _as_text(value)
         except Exception:
             continue
+    return out
+
+
+#: Return keys the gateway computes or fills itself: never matched, never refused.
+RETURN_ONLY = frozenset(
+    {
+        "QueryRetrieveLevel",
+        "SpecificCharacterSet",
+        "RetrieveAETitle",
+        "InstanceAvailability",
+        "TimezoneOffsetFromUTC",
+        *(k for keys in COUNT_KEYS.values() for k in keys),
+    }
+)
+
+
+def unmatchable_keys(identifier: Dataset) -> list[str]:
+    """Keys of a C-FIND identifier given a value we cannot match on (not held by the index).
+
+    Empty (universal) keys are plain return keys and fine; so are sequences
+    and the keys of :data:`RETURN_ONLY`.
+    """
+    out = []
+    for elem in identifier:
+        keyword = elem.keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})"
+        if keyword in VR_OF or keyword in RETURN_ONLY or elem.tag.element == 0 or elem.VR == "SQ":
+            continue
+        try:
+            value = elem.value
+        except Exception:
+            continue
+        if _as_text(value).strip(" \0*") != "":
+            out.append(keyword)
     return out
 
 

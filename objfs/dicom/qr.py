@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +41,7 @@ from objfs.store import Principal, Store
 from objfs.store.errors import StoreError
 
 from .index import find, find_instances
-from .matching import LEVEL_KEYS, build_response, query_from_dataset
+from .matching import LEVEL_KEYS, build_response, query_from_dataset, unmatchable_keys
 from .storage import file_meta_bytes, peer_principal
 
 __all__ = ["QueryRetrieve", "StoredInstance", "install_send_patch"]
@@ -48,6 +49,7 @@ __all__ = ["QueryRetrieve", "StoredInstance", "install_send_patch"]
 log = logging.getLogger(__name__)
 
 PREFETCH = 3  # instances prepared ahead of the one being sent
+MOVE_PROBE_SECONDS = 5.0
 _STUDY_ROOT = {
     str(StudyRootQueryRetrieveInformationModelFind),
     str(StudyRootQueryRetrieveInformationModelMove),
@@ -119,6 +121,7 @@ class QueryRetrieve:
         self.conn_handlers = conn_handlers
         self.spool = store.spool_area("dicom-send")
         install_send_patch()
+        install_move_failure_patch()
 
     # -- C-FIND ---------------------------------------------------------------------
 
@@ -127,6 +130,15 @@ class QueryRetrieve:
         level = _level(identifier, str(event.request.AffectedSOPClassUID))
         if level is None:
             yield 0xA900, None
+            return
+        unmatchable = unmatchable_keys(identifier)
+        if unmatchable:
+            # Ignoring the key would match every record: refuse, naming it.
+            refusal = Dataset()
+            refusal.Status = 0xA900
+            refusal.ErrorComment = f"cannot match on {', '.join(unmatchable)}"[:64]
+            log.info("C-FIND refused: no matching on %s", unmatchable)
+            yield refusal, None
             return
         query = query_from_dataset(identifier)
         try:
@@ -165,6 +177,15 @@ class QueryRetrieve:
             yield 0xA900, None
             return
         contexts = _move_contexts(instances)
+        name = str(event.move_destination).strip()
+        reason = _unreachable(destination)
+        # Should the sub-association fail, the answer names the reason (see install_move_failure_patch).
+        event.assoc._objfs_move = {
+            "instances": [i["tags"]["SOPInstanceUID"] for i in instances],
+            "reason": f"move destination {name} at {destination[0]}:{destination[1]}: {reason or 'association refused'}",
+        }
+        if reason:
+            log.warning("C-MOVE destination %s at %s:%d unreachable: %s", name, destination[0], destination[1], reason)
         yield destination[0], destination[1], {"contexts": contexts or None, "evt_handlers": self.conn_handlers}
         yield len(instances)
         yield from self._send(event, instances)
@@ -236,6 +257,56 @@ class QueryRetrieve:
             log.error("cannot read %s/%s for retrieval: %s", item["bucket"], item["key"], exc)
             path.unlink(missing_ok=True)
             return None
+
+
+def _unreachable(destination: tuple[str, int]) -> str | None:
+    """Why a TCP connection to a C-MOVE destination fails, or None if it opens."""
+    try:
+        with socket.create_connection(destination, timeout=MOVE_PROBE_SECONDS):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def install_move_failure_patch() -> None:
+    """Answer a C-MOVE whose configured destination cannot be associated with as failed
+    sub-operations (0xA702, every instance counted failed, the reason in ErrorComment
+    and the instances in FailedSOPInstanceUIDList) instead of pynetdicom's 0xA801
+    "Move Destination Unknown", which would send the administrator to the wrong
+    setting. An unconfigured destination still gets 0xA801. Idempotent."""
+    from pynetdicom.dimse import DIMSEServiceProvider
+    from pynetdicom.dimse_primitives import C_MOVE
+
+    if getattr(DIMSEServiceProvider.send_msg, "_objfs", False):
+        return
+    original = DIMSEServiceProvider.send_msg
+
+    @functools.wraps(original)
+    def send_msg(self: Any, primitive: Any, context_id: int) -> None:
+        move = getattr(self.assoc, "_objfs_move", None)
+        if move is not None and isinstance(primitive, C_MOVE) and primitive.Status == 0xA801:
+            primitive.Status = 0xA702
+            primitive.ErrorComment = move["reason"][:64]
+            primitive.NumberOfRemainingSuboperations = 0
+            primitive.NumberOfCompletedSuboperations = 0
+            primitive.NumberOfWarningSuboperations = 0
+            primitive.NumberOfFailedSuboperations = len(move["instances"])
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = move["instances"]
+            primitive.Identifier = _encode(failed, self.assoc, context_id)
+        return original(self, primitive, context_id)
+
+    send_msg._objfs = True  # type: ignore[attr-defined]
+    DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
+
+
+def _encode(ds: Dataset, assoc: Any, context_id: int) -> Any:
+    from io import BytesIO
+
+    from pynetdicom.dsutils import encode
+
+    ts = assoc._accepted_cx[context_id].transfer_syntax[0]
+    return BytesIO(encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated))
 
 
 def _move_contexts(instances: list[dict[str, Any]]) -> list[Any]:

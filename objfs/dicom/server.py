@@ -1,7 +1,12 @@
 """The DICOM gateway: a pynetdicom AE serving Verification, Storage and Q/R.
 
 ``serve_dicom`` runs it (blocking, thread-friendly) for ``objfs dicom`` and
-``objfs serve``. Every association socket gets TCP_NODELAY: DIMSE is
+``objfs serve``. One port serves several AE titles, each with its bucket
+(``[dicom] aet``/``bucket`` and ``[dicom.aets]``); an association to any
+other called AE title is rejected (called-AE-title-not-recognized), as
+Orthanc and dcm4chee do. With ``tls_certfile``/``tls_keyfile`` the port
+speaks DICOM TLS (PS3.15 B.1, TLS 1.2 or later), checking peer certificates
+against ``tls_ca_file`` when set. Every association socket gets TCP_NODELAY: DIMSE is
 request/response with small PDUs at the end of each message, and Nagle's
 algorithm with delayed ACKs turns each of them into a ~40 ms stall (a
 300-slice study takes ~15 s instead of well under a second).
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -71,6 +77,51 @@ def set_nodelay(event: Any) -> None:
         log.debug("TCP_NODELAY not set: %s", exc)
 
 
+def install_called_aet_patch() -> None:
+    """Let one listening AE answer to several called AE titles.
+
+    pynetdicom compares the called AE title with the server's one title
+    (``require_called_aet``); before that check, an association calling one
+    of the AE's ``objfs_aets`` gets that title as its acceptor title, so it
+    passes (and the A-ASSOCIATE-AC names it), while any other title is
+    rejected. Handlers pick the bucket from ``assoc.acceptor.ae_title``. Idempotent.
+    """
+    from pynetdicom.acse import ACSE
+
+    if getattr(ACSE._negotiate_as_acceptor, "_objfs", False):
+        return
+    original = ACSE._negotiate_as_acceptor
+
+    def negotiate(self: Any) -> None:
+        titles = getattr(self.assoc.ae, "objfs_aets", None)
+        if titles:
+            called = str(self.requestor.primitive.called_ae_title).strip()
+            if called in titles:
+                self.acceptor.ae_title = called
+        return original(self)
+
+    negotiate._objfs = True  # type: ignore[attr-defined]
+    ACSE._negotiate_as_acceptor = negotiate  # type: ignore[method-assign]
+
+
+def _by_called_aet(handlers: dict[str, Any]) -> Any:
+    """An event handler passing each event to the handler of the association's called AE title."""
+
+    def dispatch(event: Any) -> Any:
+        return handlers[str(event.assoc.acceptor.ae_title).strip()](event)
+
+    return dispatch
+
+
+def tls_context(certfile: str, keyfile: str, ca_file: str | None = None) -> ssl.SSLContext:
+    """The server side of DICOM TLS: TLS 1.2+, peer certificates required when ``ca_file`` is given."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    context.verify_mode = ssl.CERT_REQUIRED if ca_file else ssl.CERT_NONE
+    return context
+
+
 def build_ae(
     store: Store,
     *,
@@ -79,22 +130,30 @@ def build_ae(
     allowed_aets: tuple[str, ...] | list[str] = (),
     duplicates: str = "keep",
     destinations: dict[str, tuple[str, int]] | None = None,
+    aets: dict[str, str] | None = None,
 ) -> tuple[AE, list[tuple[Any, Any]]]:
     """The configured AE and the event handlers to start its server with.
 
-    Creates ``bucket`` if it does not exist.
+    ``aet`` serves ``bucket``; ``aets`` maps further AE titles to their
+    buckets. Creates the buckets that do not exist (an invalid name raises
+    InvalidBucketName before anything listens).
     """
-    try:
-        store.create_bucket(bucket, principal=GATEWAY)
-    except BucketAlreadyExists:
-        pass
+    titles = {aet.strip(): bucket, **{t.strip(): b for t, b in (aets or {}).items()}}
+    for name in dict.fromkeys(titles.values()):
+        try:
+            store.create_bucket(name, principal=GATEWAY)
+        except BucketAlreadyExists:
+            pass
     # Bounded memory whatever the instance size: received datasets are
     # spooled to the store's disk as they arrive (and removed whatever
     # becomes of their association), sent ones are read from disk no faster
     # than the socket drains.
     install_receive_spool(store)
     install_send_backpressure()
+    install_called_aet_patch()
     ae = AE(ae_title=aet)
+    ae.require_called_aet = True
+    ae.objfs_aets = frozenset(titles)  # type: ignore[attr-defined]
     ae.maximum_pdu_size = MAX_PDU
     ae.maximum_associations = MAX_ASSOCIATIONS
     ae.network_timeout = 60
@@ -110,13 +169,14 @@ def build_ae(
     for model in _QR_MODELS:
         ae.add_supported_context(model)
     nodelay = [(evt.EVT_CONN_OPEN, set_nodelay)]
-    qr = QueryRetrieve(store, bucket, aet, destinations or {}, nodelay)
+    stores = {t: StoreHandler(store, b, duplicates) for t, b in titles.items()}
+    qrs = {t: QueryRetrieve(store, b, t, destinations or {}, nodelay) for t, b in titles.items()}
     handlers = [
         *nodelay,
-        (evt.EVT_C_STORE, StoreHandler(store, bucket, duplicates)),
-        (evt.EVT_C_FIND, qr.on_find),
-        (evt.EVT_C_MOVE, qr.on_move),
-        (evt.EVT_C_GET, qr.on_get),
+        (evt.EVT_C_STORE, _by_called_aet(stores)),
+        (evt.EVT_C_FIND, _by_called_aet({t: qr.on_find for t, qr in qrs.items()})),
+        (evt.EVT_C_MOVE, _by_called_aet({t: qr.on_move for t, qr in qrs.items()})),
+        (evt.EVT_C_GET, _by_called_aet({t: qr.on_get for t, qr in qrs.items()})),
     ]
     return ae, handlers
 
@@ -146,14 +206,17 @@ def serve_dicom(
         allowed_aets=cfg.allowed_aets,
         duplicates=cfg.duplicates,
         destinations=cfg.destinations,
+        aets=cfg.aets,
     )
-    server = ae.start_server((host, cfg.port if port is None else port), block=False, evt_handlers=handlers)
+    context = tls_context(cfg.tls_certfile, cfg.tls_keyfile, cfg.tls_ca_file) if cfg.tls_certfile and cfg.tls_keyfile else None
+    server = ae.start_server((host, cfg.port if port is None else port), block=False, evt_handlers=handlers, ssl_context=context)
     log.info(
-        "DICOM gateway %s listening on %s:%d (bucket %s)",
+        "DICOM gateway %s listening on %s:%d (bucket %s%s)",
         ae.ae_title,
         host or "*",
         server.server_address[1],
         bucket or cfg.bucket,
+        ", TLS" if context else "",
     )
     try:
         if ready_event is not None:

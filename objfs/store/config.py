@@ -53,6 +53,28 @@ class DicomConfig:
     allowed_aets: tuple[str, ...] = ()  # empty: any calling AE is accepted
     duplicates: str = "keep"  # keep | replace | reject
     destinations: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: More AE titles on the same port, each with its bucket (``[dicom.aets]``);
+    #: ``aet`` serves ``bucket`` as before.
+    aets: dict[str, str] = field(default_factory=dict)
+    #: DICOM TLS (PS3.15 B.1): certificate and key (PEM); both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    #: With TLS, peers must present a certificate signed by this CA (PEM).
+    tls_ca_file: str | None = None
+
+    def buckets_by_aet(self) -> dict[str, str]:
+        """Every AE title served and its bucket, the main ``aet`` first."""
+        return {self.aet: self.bucket, **self.aets}
+
+
+@dataclass(frozen=True)
+class DicomwebConfig:
+    """``[dicomweb]``: the DICOMweb front; ``objfs serve`` starts it only when ``port`` is set."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    bucket: str | None = None  # None: the gateway's [dicom] bucket
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call it ("*" for any)
 
 
 #: Storage classes and the tier each maps to by default (when a tier of that name exists).
@@ -85,6 +107,7 @@ class StoreConfig:
     tiers: tuple[TierConfig, ...]
     s3: S3Config
     dicom: DicomConfig
+    dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     #: Seconds after a write during which a version that took its bucket's
     #: default retention may still be renamed and get its POSIX attributes
     #: set (write-to-temp-then-rename, as rsync and many PACS do). Its
@@ -168,7 +191,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom", "worm", "gc", "encryption", "lifecycle", "storage_classes"}
+    known = {"store", "tiers", "s3", "dicom", "dicomweb", "worm", "gc", "encryption", "lifecycle", "storage_classes"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -216,7 +239,20 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
     )
     dw = where + " [dicom]"
     draw = _only(
-        _optional(data, "dicom", dict, {}, where), {"port", "aet", "bucket", "allowed_aets", "duplicates", "destinations"}, dw
+        _optional(data, "dicom", dict, {}, where),
+        {
+            "port",
+            "aet",
+            "bucket",
+            "allowed_aets",
+            "duplicates",
+            "destinations",
+            "aets",
+            "tls_certfile",
+            "tls_keyfile",
+            "tls_ca_file",
+        },
+        dw,
     )
     dup = _optional(draw, "duplicates", str, "keep", dw)
     if dup not in ("keep", "replace", "reject"):
@@ -230,6 +266,17 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
             raise ConfigError(f"{dw}: destination {aet!r} has a bad port in {addr!r}")
         dests[aet] = (host, _port(int(port), dw))
     allowed = _optional(draw, "allowed_aets", list, [], dw)
+    aets = {}
+    for title, bucket in _optional(draw, "aets", dict, {}, dw).items():
+        if not isinstance(bucket, str) or not 0 < len(title.strip()) <= 16:
+            raise ConfigError(f"{dw}: aets maps an AE title (1-16 characters) to a bucket name, not {title!r} = {bucket!r}")
+        aets[title.strip()] = bucket
+    tls = {name: _optional(draw, name, str, None, dw) for name in ("tls_certfile", "tls_keyfile", "tls_ca_file")}
+    tls = {name: str(root / value) if value and not os.path.isabs(value) else value for name, value in tls.items()}
+    if bool(tls["tls_certfile"]) != bool(tls["tls_keyfile"]):
+        raise ConfigError(f"{dw}: tls_certfile and tls_keyfile go together")
+    if tls["tls_ca_file"] and not tls["tls_certfile"]:
+        raise ConfigError(f"{dw}: tls_ca_file (client certificates) needs tls_certfile and tls_keyfile")
     dicom = DicomConfig(
         port=_port(_optional(draw, "port", int, 11112, dw), dw),
         aet=_optional(draw, "aet", str, "OBJFS", dw),
@@ -237,7 +284,10 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         allowed_aets=tuple(str(a) for a in allowed),
         duplicates=dup,
         destinations=dests,
+        aets=aets,
+        **tls,
     )
+    dicomweb = _dicomweb_config(_optional(data, "dicomweb", dict, {}, where), where + " [dicomweb]")
     worm = _only(_optional(data, "worm", dict, {}, where), {"commit_grace_seconds"}, where + " [worm]")
     grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
     if not 0 <= grace <= 3600:
@@ -266,6 +316,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         tiers=tuple(tiers),
         s3=s3,
         dicom=dicom,
+        dicomweb=dicomweb,
         worm_commit_grace=float(grace),
         gc_min_age=float(gc_min_age),
         gc_reader_grace=float(gc_grace),
@@ -320,6 +371,20 @@ def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str) -> Life
     return LifecycleConfig(float(day), float(interval), rate, transitions)
 
 
+def _dicomweb_config(raw: dict[str, Any], where: str) -> DicomwebConfig:
+    _only(raw, {"host", "port", "bucket", "cors_origins"}, where)
+    port = _optional(raw, "port", int, None, where)
+    origins = _optional(raw, "cors_origins", list, [], where)
+    if not all(isinstance(o, str) and o for o in origins):
+        raise ConfigError(f"{where}: cors_origins must be a list of origins such as 'https://viewer.example'")
+    return DicomwebConfig(
+        host=_optional(raw, "host", str, "127.0.0.1", where),
+        port=None if port is None else _port(port, where),
+        bucket=_optional(raw, "bucket", str, None, where),
+        cors_origins=tuple(origins),
+    )
+
+
 def render_config(
     drives: list[str],
     k: int,
@@ -368,6 +433,14 @@ reader_grace_seconds = 86400
 # the drives and back it up apart from them: without it encrypted objects are lost.
 key_file = {_toml_str(key_file)}
 
+[dicomweb]
+# The DICOMweb front (QIDO-RS, WADO-RS, STOW-RS under /dicom-web) for web
+# viewers; 'objfs serve' starts it when a port is set.
+host = "127.0.0.1"
+# port = 8042
+# Browser origins allowed to call it (CORS), e.g. ["https://viewer.example"].
+cors_origins = []
+
 [dicom]
 port = 11112
 aet = "OBJFS"
@@ -376,6 +449,13 @@ bucket = "pacs"
 allowed_aets = []
 # What a C-STORE of an already stored SOP Instance UID does: keep, replace or reject.
 duplicates = "keep"
+# DICOM TLS: certificate and key (PEM, relative to the store); with
+# tls_ca_file, peers must present a certificate signed by that CA.
+# tls_certfile = "tls/dicom.crt"
+# tls_keyfile = "tls/dicom.key"
+# tls_ca_file = "tls/peers-ca.crt"
+# More AE titles on the same port, each with its bucket: AE title = "bucket"
+[dicom.aets]
 # C-MOVE destinations: AE title = "host:port"
 [dicom.destinations]
 

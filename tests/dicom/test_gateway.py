@@ -112,6 +112,7 @@ def test_find_levels_and_matching(gateway, stored) -> None:
         "NumberOfStudyRelatedSeries": "",
         "NumberOfStudyRelatedInstances": "",
         "StudyID": "",
+        "AdmittingDiagnosesDescription": "",
     }
     found, _ = scu.find(port, q)
     assert [f.StudyInstanceUID for f in found] == [study_uid]
@@ -121,7 +122,8 @@ def test_find_levels_and_matching(gateway, stored) -> None:
         or found[0].ModalitiesInStudy == "CT"
     )
     assert int(found[0].NumberOfStudyRelatedSeries) == 2 and int(found[0].NumberOfStudyRelatedInstances) == 8
-    assert found[0].StudyID in ("", None)
+    assert found[0].StudyID == "1"  # indexed since the gateway conformance work
+    assert found[0].AdmittingDiagnosesDescription in ("", None)  # not held: returned empty
     assert scu.find(port, dict(q, StudyDate="-20231231"))[0] == []
     assert len(scu.find(port, dict(q, StudyDate="20240215"))[0]) == 1
     # ? wildcard, list of UIDs, universal matching

@@ -183,6 +183,7 @@ def test_generated_roundtrip(ts: str) -> None:
         "StudyDescription": "CHEST",
         "ReferringPhysicianName": "Ref^Doc",
         "ModalitiesInStudy": ["CT", "PR"],
+        "StudyID": "1",
         "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.1.1",
         "Modality": "CT",
         "SeriesNumber": 3,
