@@ -43,7 +43,7 @@ from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
 from .handlers import access as access_handlers
-from .handlers import attributes, buckets, lock, multipart, objects, postobject, service, tagging, versioning
+from .handlers import attributes, buckets, lifecycle, lock, multipart, objects, postobject, service, tagging, versioning
 from .handlers import cors as cors_handlers
 from .settings import STORE_ENV, Settings
 
@@ -68,14 +68,14 @@ class Operation:
 # Subresources we know S3 has but this sidecar does not implement: answered
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
-    "accelerate analytics intelligent-tiering inventory lifecycle logging "
+    "accelerate analytics intelligent-tiering inventory logging "
     "metrics notification ownershipControls replication "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
 BUCKET_ONLY = frozenset(
-    ("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock", "encryption")
+    ("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock", "encryption", "lifecycle")
 )
 OBJECT_ONLY = frozenset(("retention", "legal-hold", "attributes"))
 
@@ -106,6 +106,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"policyStatus"}), None, _op("GetBucketPolicyStatus", access_handlers.get_policy_status)),
         (frozenset({"publicAccessBlock"}), None, _op("GetPublicAccessBlock", access_handlers.get_public_access_block)),
         (frozenset({"encryption"}), None, _op("GetBucketEncryption", sse.get_bucket_encryption)),
+        (frozenset({"lifecycle"}), None, _op("GetBucketLifecycleConfiguration", lifecycle.get_lifecycle)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -126,6 +127,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
             _op("PutPublicAccessBlock", access_handlers.put_public_access_block, True, "xml"),
         ),
         (frozenset({"encryption"}), None, _op("PutBucketEncryption", sse.put_bucket_encryption, True, "xml")),
+        (frozenset({"lifecycle"}), None, _op("PutBucketLifecycleConfiguration", lifecycle.put_lifecycle, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [
@@ -138,6 +140,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
             _op("DeletePublicAccessBlock", access_handlers.delete_public_access_block, True),
         ),
         (frozenset({"encryption"}), None, _op("DeleteBucketEncryption", sse.delete_bucket_encryption, True)),
+        (frozenset({"lifecycle"}), None, _op("DeleteBucketLifecycleConfiguration", lifecycle.delete_lifecycle, True)),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
     ("bucket", "POST"): [

@@ -26,6 +26,7 @@ T = TypeVar("T")
 # Most specific first does not matter: lookup walks the exception's MRO.
 ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     E.InvalidBucketName: S3.InvalidBucketName,
+    E.InvalidStorageClass: S3.InvalidStorageClass,
     # AWS has no code for a key that is not a valid path (empty, "." or ".."
     # segment, NUL): InvalidArgument is the closest it uses for bad input.
     E.InvalidKey: S3.InvalidArgument,

@@ -372,6 +372,12 @@ class NoSuchBucket(S3Error):
     message = "The specified bucket does not exist"
 
 
+class NoSuchLifecycleConfiguration(S3Error):
+    code = "NoSuchLifecycleConfiguration"
+    status = 404
+    message = "The lifecycle configuration does not exist"
+
+
 class NoSuchKey(S3Error):
     code = "NoSuchKey"
     status = 404

@@ -45,6 +45,13 @@ COMMANDS = [
     "dicomweb",
     "serve",
     "upgrade",
+    "tier",
+    "tier add",
+    "tier list",
+    "lifecycle",
+    "lifecycle set",
+    "lifecycle show",
+    "lifecycle run",
 ]
 
 

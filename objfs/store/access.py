@@ -59,6 +59,7 @@ REQUIRED: dict[str, str] = {
     "create-bucket": WRITE,
     "delete-bucket": WRITE,
     "bucket-settings": WRITE,
+    "transition": WRITE,
     "retention": RETENTION,
     "lock-config": RETENTION,
     "legal-hold": LEGAL_HOLD,

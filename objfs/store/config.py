@@ -81,6 +81,26 @@ class DicomwebConfig:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call it ("*" for any)
 
 
+#: Storage classes and the tier each maps to by default (when a tier of that name exists).
+DEFAULT_CLASS_TIERS = (("STANDARD_IA", "warm"), ("GLACIER_IR", "archive"))
+#: The seed policy for buckets without rules: warm after 90 days, archive after 7 years.
+DEFAULT_TRANSITIONS = ((90, "STANDARD_IA"), (7 * 365, "GLACIER_IR"))
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    """``[lifecycle]`` in objfs.toml."""
+
+    #: Seconds a lifecycle day lasts (86400; a test or demo shortens it, as RGW's rgw_lc_debug_interval).
+    day_seconds: float = 86400.0
+    #: Seconds between two passes of the lifecycle loop of ``objfs serve``.
+    interval_seconds: float = 3600.0
+    #: Bytes per second the mover copies at most (0: no limit).
+    max_bytes_per_second: int = 0
+    #: Store-wide default transitions (days, storage class) for buckets without rules.
+    default_transitions: tuple[tuple[int, str], ...] = DEFAULT_TRANSITIONS
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """Everything ``objfs.toml`` says, validated."""
@@ -111,6 +131,10 @@ class StoreConfig:
     #: The file holding the master key and the local KMS keys (encryption at
     #: rest); never on a drive. None: the store cannot encrypt.
     key_file: Path | None = None
+    #: S3 storage class -> tier name (see :mod:`.tiers`); every value names a tier.
+    storage_classes: dict[str, str] = field(default_factory=dict)
+    #: ``[lifecycle]``: the length of a lifecycle day, the mover's pace and the store-wide default rules.
+    lifecycle: LifecycleConfig = field(default_factory=lambda: LifecycleConfig())
 
     @property
     def hot(self) -> TierConfig:
@@ -165,14 +189,14 @@ def _port(value: int, where: str) -> int:
     return value
 
 
-def load_config(root: str | os.PathLike[str]) -> StoreConfig:
-    """Read and validate ``root/objfs.toml``."""
+def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> StoreConfig:
+    """Read and validate ``root/objfs.toml`` (or ``text``, a new version of it, before it is written)."""
     root = Path(root).resolve()
     path = root / CONFIG_NAME
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root} is a file, not a store directory")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text() if text is None else text)
     except FileNotFoundError:
         raise ConfigError(f"{root} is not an objfs store (no {CONFIG_NAME}); run 'objfs init' first") from None
     except PermissionError:
@@ -180,7 +204,7 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom", "dicomweb", "worm", "gc", "encryption"}
+    known = {"store", "tiers", "s3", "dicom", "dicomweb", "worm", "gc", "encryption", "lifecycle", "storage_classes"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -304,6 +328,8 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         for tier in tiers:
             if any(key_file == d or d in key_file.parents for d in tier.drives):
                 raise ConfigError(f"{where} [encryption]: key_file must not be on a drive (stolen drives would carry it)")
+    storage_classes = _storage_classes(_optional(data, "storage_classes", dict, {}, where), tiers, where)
+    lifecycle = _lifecycle(_optional(data, "lifecycle", dict, {}, where), storage_classes, where + " [lifecycle]")
     return StoreConfig(
         root=root,
         store_id=store_id,
@@ -318,7 +344,54 @@ def load_config(root: str | os.PathLike[str]) -> StoreConfig:
         gc_min_age=float(gc_min_age),
         gc_reader_grace=float(gc_grace),
         key_file=key_file,
+        storage_classes=storage_classes,
+        lifecycle=lifecycle,
     )
+
+
+def _storage_classes(raw: dict[str, Any], tiers: list[TierConfig], where: str) -> dict[str, str]:
+    """STANDARD is the first tier; STANDARD_IA and GLACIER_IR the tiers named warm and archive, unless set."""
+    names = [t.name for t in tiers]
+    classes = {"STANDARD": names[0]}
+    classes.update((cls, tier) for cls, tier in DEFAULT_CLASS_TIERS if tier in names)
+    for cls, tier in raw.items():
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", cls):
+            raise ConfigError(f"{where} [storage_classes]: {cls!r} is not a storage class name")
+        if not isinstance(tier, str) or tier not in names:
+            raise ConfigError(f"{where} [storage_classes]: {cls} names no tier ({tier!r}; tiers: {names})")
+        classes[cls] = tier
+    return classes
+
+
+def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str) -> LifecycleConfig:
+    _only(raw, {"day_seconds", "interval_seconds", "max_bytes_per_second", "default_transitions"}, where)
+    day = _optional(raw, "day_seconds", int, 86400, where)
+    if not 1 <= day <= 86400:
+        raise ConfigError(f"{where}: day_seconds must be between 1 and 86400")
+    interval = _optional(raw, "interval_seconds", int, 3600, where)
+    if not 1 <= interval <= 7 * 86400:
+        raise ConfigError(f"{where}: interval_seconds must be between 1 and {7 * 86400}")
+    rate = _optional(raw, "max_bytes_per_second", int, 0, where)
+    if rate < 0:
+        raise ConfigError(f"{where}: max_bytes_per_second must not be negative")
+    transitions = DEFAULT_TRANSITIONS
+    if "default_transitions" in raw:
+        transitions = []
+        for item in _require(raw, "default_transitions", list, where):
+            if not isinstance(item, dict):
+                raise ConfigError(f'{where}: default_transitions holds tables {{days = N, storage_class = "..."}}')
+            _only(item, {"days", "storage_class"}, where + " default_transitions")
+            days = _require(item, "days", int, where + " default_transitions")
+            cls = _require(item, "storage_class", str, where + " default_transitions")
+            if days < 0:
+                raise ConfigError(f"{where}: default_transitions days must not be negative")
+            if cls not in classes:
+                raise ConfigError(f"{where}: default_transitions names storage class {cls!r}, which maps to no tier")
+            transitions.append((days, cls))
+        transitions = tuple(transitions)
+    # The seed policy applies only to the tiers that exist.
+    transitions = tuple((d, c) for d, c in transitions if c in classes)
+    return LifecycleConfig(float(day), float(interval), rate, transitions)
 
 
 def _dicomweb_config(raw: dict[str, Any], where: str) -> DicomwebConfig:

@@ -34,7 +34,9 @@ from .index import DATABASES, Index, Txn, bucket_prefix, object_key
 from .intents import IntentJournal
 from .keys import AccessKey, KeyRing
 from .leases import ReaderLeases
+from .lifecycle import LifecycleMixin
 from .listing import ListingMixin
+from .mover import MoverMixin
 from .multipart import MultipartMixin
 from .names import check_bucket_name
 from .objects import ObjectsMixin
@@ -43,6 +45,7 @@ from .renames import RenamesMixin
 from .retention import RetentionMixin
 from .scrub import ScrubMixin
 from .spool import SpoolMixin
+from .tiers import TiersMixin
 
 HEALTH_TTL = 1.0  # seconds a drive health check is trusted
 FS_IOC_GETFLAGS = 0x80086601
@@ -134,6 +137,9 @@ class Store(
     ScrubMixin,
     GarbageMixin,
     SpoolMixin,
+    TiersMixin,
+    MoverMixin,
+    LifecycleMixin,
 ):
     """An open objfs store."""
 

@@ -115,6 +115,10 @@ class InvalidArgument(StoreError):
     """A parameter has a value the engine does not accept."""
 
 
+class InvalidStorageClass(InvalidArgument):
+    """A storage class no tier of this store answers to (see tiers.py)."""
+
+
 class EncryptionNotConfigured(StoreError):
     """An encrypted write (or read) was asked of a store without its key file."""
 

@@ -80,14 +80,17 @@ class MultipartMixin:
         acl: str | None = None,
         principal: Principal | None = None,
         encryption: Encryption | None = None,
+        tier: str | None = None,
     ) -> str:
         """Start an upload; returns its id. Durable when it returns.
 
         ``acl`` (a canned ACL) and the principal's account become the object's at completion.
         The encryption (``encryption``, else the bucket's default) is decided
-        now: every part is encrypted with the upload's one data key.
+        now: every part is encrypted with the upload's one data key. Every
+        part is written to ``tier`` (default: the first tier).
         """
         check_key(key)
+        tier = self.config.tier(tier).name if tier else self.config.hot.name
         check_new_retention(retention, self.clock.now())
         if acl is not None:
             check_canned_acl(acl)
@@ -109,6 +112,7 @@ class MultipartMixin:
             "retention": retention,
             "legal_hold": legal_hold,
             "posix": dict(posix or {}),
+            "tier": tier,
         }
         if acl is not None and acl != "private":
             upload["acl"] = acl
@@ -200,7 +204,8 @@ class MultipartMixin:
             body = io.BytesIO(body)
         upload = self.get_upload(upload_id)
         data_key = self.encryption.data_key(upload["sse"], customer_key) if upload.get("sse") else None
-        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
+        tier = upload.get("tier") if upload.get("tier") in self.drives else self.config.hot.name
+        writer = BlobWriter(self, tier, data_key=data_key)
         created = self.clock.now()
         try:
             etag, _ = writer.ingest(body, length, content_md5=content_md5, verify=verify)

@@ -349,6 +349,7 @@ class ObjectsMixin:
         xattr_changes: dict[str, bytes | None] | None = None,
         encryption: Encryption | None = None,
         acl: str | None = None,
+        tier: str | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -366,9 +367,11 @@ class ObjectsMixin:
         so a metadata change another front makes meanwhile is never lost (the
         mount's close); ``posix`` still applies. ``encryption`` encrypts the
         body at rest; without it the bucket's default encryption (if any)
-        applies (see :mod:`.crypto`).
+        applies (see :mod:`.crypto`). ``tier`` (default: the first tier) is
+        where the bytes go (a storage class named by the front, :mod:`.tiers`).
         """
         check_key(key)
+        tier = self.config.tier(tier).name if tier else self.config.hot.name
         if isinstance(body, (bytes, bytearray, memoryview)):
             length = len(body) if length is None else length
             body = io.BytesIO(body)
@@ -385,7 +388,7 @@ class ObjectsMixin:
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         check_new_retention(retention, self.clock.now())
         sse, data_key = crypto.for_write(self.encryption, settings, encryption)
-        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
+        writer = BlobWriter(self, tier, data_key=data_key)
         try:
             # The head (for indexers) is taken from the plaintext, before encryption.
             etag, head = writer.ingest(body, length, content_md5=content_md5, verify=verify, head_bytes=HEAD_BYTES)
@@ -765,6 +768,7 @@ class ObjectsMixin:
         principal: Principal | None = None,
         source_customer_key: bytes | None = None,
         encryption: Encryption | None = None,
+        tier: str | None = None,
     ) -> ObjectInfo:
         """Copy an object's bytes into a new object (streamed, re-encoded).
 
@@ -805,4 +809,5 @@ class ObjectsMixin:
                 acl=acl,
                 principal=principal,
                 encryption=encryption,
+                tier=tier,
             )

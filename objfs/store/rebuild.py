@@ -77,6 +77,7 @@ class _Found:
         self.blobs: dict[str, dict[str, Any]] = {}
         self.fragments: Counter[str] = Counter()
         self.parts: dict[str, dict[str, Any]] = {}  # blob id -> part footer owner
+        self.owners: dict[str, str] = {}  # blob id -> the object id its footer names
 
     def offer(self, rec: dict[str, Any]) -> None:
         old = self.records.get(rec["id"])
@@ -96,6 +97,7 @@ class _Found:
         self.blobs.update(other.blobs)
         self.fragments.update(other.fragments)
         self.parts.update(other.parts)
+        self.owners.update(other.owners)
 
 
 def _scan_drive(drive: Drive, keys: KeyService) -> _Found:
@@ -124,6 +126,9 @@ def _scan_drive(drive: Drive, keys: KeyService) -> _Found:
                 found.parts[desc["id"]] = owner
             elif "bucket" in owner and "key" in owner and "id" in owner:
                 found.offer(dict(owner, parts=owner.get("parts") or [desc]))
+                found.owners[desc["id"]] = owner["id"]
+            elif "moved" in owner:  # a blob a tier move wrote for a multipart version (its record is in the meta)
+                found.owners[desc["id"]] = owner["moved"]
     return found
 
 
@@ -249,6 +254,12 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
     for blob_id, owner in found.parts.items():
         known = found.records.get(owner["upload"])
         if blob_id not in claimed and known is not None:
+            garbage.append((found.blobs[blob_id], None))
+            claimed.add(blob_id)
+    # A blob whose footer names an object whose newest record lists other blobs was left by a tier
+    # move (the version's bytes are elsewhere now): garbage by that record's evidence.
+    for blob_id, object_id in found.owners.items():
+        if blob_id not in claimed and object_id in found.records:
             garbage.append((found.blobs[blob_id], None))
             claimed.add(blob_id)
     unclaimed = sum(1 for blob_id in found.blobs if blob_id not in claimed)

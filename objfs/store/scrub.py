@@ -265,11 +265,11 @@ class ScrubMixin:
         return collected
 
     def _delete_uncommitted(self: Store, blob_id: str) -> None:
-        tier = self.config.hot
+        width = max(t.k + t.m for t in self.config.tiers)  # a blob of any tier
         for drive in self.all_drives():
             if not self.drive_readable(drive):
                 continue
-            for index in range(tier.k + tier.m):
+            for index in range(width):
                 try:
                     os.unlink(drive.fragment_path(blob_id, index))
                 except OSError:

@@ -8,7 +8,11 @@ timer) and ``objfs gc`` run the same engine passes from the command line.
 
 - heal: rewrites fragments that reads found missing or corrupt;
 - gc: deletes retired versions' fragments once the trust model allows it
-  (see docs/trust-model.md): old enough, unread, unlocked.
+  (see docs/trust-model.md): old enough, unread, unlocked;
+- lifecycle: one pass of the bucket rules every ``[lifecycle]
+  interval_seconds`` (tier moves at ``max_bytes_per_second``, expirations),
+  at most LIFECYCLE_BATCH actions a pass; its cursor is in the index, so the
+  next pass (or the next process) resumes where this one stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger("objfs.workers")
 
 HEAL_INTERVAL = 30.0
 GC_INTERVAL = 60.0
+LIFECYCLE_BATCH = 1000
 
 
 async def _every(
@@ -49,7 +54,26 @@ def _gc_report(report: Any) -> None:
         log.info("gc: collected %d blobs; %d refused (locked)", report.collected, report.locked)
 
 
+def _lifecycle_report(report: Any) -> None:
+    if report.moved or report.expired or report.aborted or report.failed:
+        log.info(
+            "lifecycle: %d moved, %d expired, %d uploads aborted, %d failed",
+            len(report.moved),
+            len(report.expired),
+            len(report.aborted),
+            len(report.failed),
+        )
+
+
 def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) -> None:
     """Start every background loop in ``nursery`` (they run until it is cancelled)."""
     nursery.start_soon(_every, HEAL_INTERVAL, "heal", limiter, store.process_heal_queue, _heal_report)
     nursery.start_soon(_every, GC_INTERVAL, "gc", limiter, store.collect_garbage, _gc_report)
+    nursery.start_soon(
+        _every,
+        store.config.lifecycle.interval_seconds,
+        "lifecycle",
+        limiter,
+        lambda: store.run_lifecycle(max_actions=LIFECYCLE_BATCH),
+        _lifecycle_report,
+    )

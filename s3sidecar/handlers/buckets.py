@@ -88,7 +88,7 @@ def _contents(req: S3Request, listing: Any, encoding: str | None, owner: bool) -
             "LastModified": iso8601(info.modified),
             "ETag": quote_etag(info.etag),
             "Size": info.size,
-            "StorageClass": "STANDARD",
+            "StorageClass": req.store.storage_class_of(info.record),
         }
         if owner:
             entry["Owner"] = owner_of(req, record_owner(info.record))

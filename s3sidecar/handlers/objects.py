@@ -31,6 +31,7 @@ from ..conditional import check_read_conditions, parse_range
 from ..context import S3Request, decode_copy_source, empty_response, quote_etag, xml_response
 from ..xmlio import build, http_date, iso8601, parse_delete_objects
 from .access import canned_acl
+from .lifecycle import storage_class_headers, storage_tier
 from .lock import lock_headers_of, refuse_delete_marker, require_object_lock, response_lock_headers
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
@@ -198,6 +199,7 @@ def _response_headers(req: S3Request, read: _Read) -> tuple[int, dict[str, str]]
     checksums = full and req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     headers = object_headers(info, checksums=checksums)
     headers.update(sse.response_headers(info.record.get("sse"), sse.read_customer_key(req.headers)))
+    headers.update(storage_class_headers(req, info.record))
     start, end = read.span if read.span is not None else (0, info.size)
     headers["content-length"] = str(end - start)
     status = 200
@@ -293,6 +295,7 @@ def _put_args(req: S3Request) -> dict[str, Any]:
         "metadata": req.user_metadata(),
         "headers": req.standard_headers(),
         "tags": req.tagging_header(),
+        "tier": storage_tier(req),
     }
 
 
@@ -457,6 +460,7 @@ async def copy_object(req: S3Request) -> Response:
             # is overwritten meanwhile.
             version_id=src.version_id,
             replace_metadata=replace,
+            tier=storage_tier(req),
             content_type=args.get("content_type"),
             metadata=args.get("metadata"),
             headers=headers,

@@ -73,7 +73,7 @@ def _entry(req: S3Request, info: ObjectInfo, latest: bool, encoding: str | None)
             "LastModified": iso8601(info.modified),
             "ETag": quote_etag(info.etag),
             "Size": info.size,
-            "StorageClass": "STANDARD",
+            "StorageClass": req.store.storage_class_of(info.record),
             "Owner": owner_of(req, record_owner(info.record)),
         },
     )

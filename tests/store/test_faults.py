@@ -79,6 +79,7 @@ def _expected(lines: list[str]) -> tuple[dict[str, set[str]], dict[str, str], se
     versions: dict[str, str] = {}
     dropped: set[str] = set()
     pending: tuple[str, str, str] | None = None
+
     def interrupted(op: str, key: str, tag: str) -> None:  # killed mid-operation: the old state or the new one
         if op in ("put", "delete"):
             state.setdefault(key, {"-"}).add(tag)
