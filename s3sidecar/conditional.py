@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from objfs.store import ObjectInfo
+from objfs.store import ObjectInfo, etag_condition_holds
 
 from . import errors as S3
 from .xmlio import http_date
@@ -12,15 +12,8 @@ from .xmlio import http_date
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-def etag_matches(header: str, etag: str) -> bool:
-    """True if any entity tag in an If-Match / If-None-Match list is ``etag`` (or ``*``)."""
-    for item in header.split(","):
-        item = item.strip()
-        if item.startswith("W/"):
-            item = item[2:]
-        if item == "*" or item.strip('"') == etag:
-            return True
-    return False
+#: True if any entity tag in an If-Match / If-None-Match list is ``etag`` (or ``*``): the engine's rule.
+etag_matches = etag_condition_holds
 
 
 def check_read_conditions(

@@ -52,12 +52,13 @@ from .errors import (
 from .keys import AccessKey
 from .locks import COMPLIANCE, GOVERNANCE
 from .locks import MODES as RETENTION_MODES
-from .objects import Listing, ObjectInfo, ObjectReader
+from .objects import Listing, ObjectInfo, ObjectReader, etag_condition_holds
 from .policy import DEFAULT_ACCOUNT, canonical_id
 from .policy import is_public as policy_is_public
 
 __all__ = [
     "DEFAULT_ACCOUNT",
+    "etag_condition_holds",
     "canonical_id",
     "policy_is_public",
     "MalformedPolicy",

@@ -317,6 +317,19 @@ class Store(
         """The principal of the engine's own work (heal, gc, scrub): audited under that name."""
         return Principal.system(role)
 
+    def audit_maintenance(self, action: str, role: str, record: dict[str, Any], detail: str, *, durable: bool) -> None:
+        """One audit line for what a system worker (``role``) did to a version."""
+        self.record_audit(
+            action,
+            self.system_principal(role),
+            "ok",
+            durable,
+            bucket=record["bucket"],
+            key=record["key"],
+            version=record["version"],
+            detail=detail,
+        )
+
     def record_audit(self, action: str, principal: Principal | None, outcome: str, durable: bool, **fields: Any) -> None:
         """Append one line to the audit trail (see :mod:`.audit`)."""
         self.audit.append(

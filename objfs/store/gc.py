@@ -194,16 +194,7 @@ class GarbageMixin:
             return False
         report.collected += 1
         if rec is not None:  # one line per collected version; its deletion was audited when it happened
-            self.record_audit(
-                "collect",
-                self.system_principal("gc"),
-                "ok",
-                False,
-                bucket=rec["bucket"],
-                key=rec["key"],
-                version=rec["version"],
-                detail=f"blob {desc['id']}",
-            )
+            self.audit_maintenance("collect", "gc", rec, f"blob {desc['id']}", durable=False)
         return True
 
     def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:

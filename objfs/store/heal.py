@@ -116,16 +116,8 @@ class MaintenanceMixin:
             if lock_active(record, self.clock.now()):
                 # A rewritten fragment of a locked version must be as immutable as the one it replaces.
                 self._protect_files(record, True)
-            self.record_audit(
-                "heal",
-                self.system_principal("heal"),
-                "ok",
-                True,
-                bucket=record["bucket"],
-                key=record["key"],
-                version=record["version"],
-                detail=f"{report.fragments_repaired - repaired} fragments rewritten",
-            )
+            detail = f"{report.fragments_repaired - repaired} fragments rewritten"
+            self.audit_maintenance("heal", "heal", record, detail, durable=True)
         if moved:
             self._record_new_placement(record)
         return whole
