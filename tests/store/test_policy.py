@@ -173,8 +173,8 @@ def test_keys_carry_their_rights_and_old_keys_load_without_the_new_ones(store_pa
     made = json.loads(cli("key", "create", str(store_path), "--name", "locks", "--legal-hold", "--retention").stdout)
     plain = json.loads(cli("key", "create", str(store_path), "--name", "plain", "--read-only").stdout)
     listing = cli("key", "list", str(store_path)).stdout.decode()
-    assert f"{made['access_key']}\tlocks\tbuckets=*\trights=read,write,legal-hold,retention\n" in listing
-    assert f"{plain['access_key']}\tplain\tbuckets=*\trights=read\n" in listing
+    assert f"{made['access_key']}\tlocks\taccount=objfs\tbuckets=*\trights=read,write,legal-hold,retention\n" in listing
+    assert f"{plain['access_key']}\tplain\taccount=objfs\tbuckets=*\trights=read\n" in listing
     refused = cli("key", "create", str(store_path), "--read-only", "--legal-hold", check=False)
     assert refused.returncode != 0 and b"read-only key cannot hold a lock right" in refused.stderr
     keys = store_path / "keys.json"
