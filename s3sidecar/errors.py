@@ -330,6 +330,18 @@ class MalformedTrailerError(S3Error):
     message = "The request contained trailing data that was not well-formed or did not conform to our published schema."
 
 
+class MalformedACLError(S3Error):
+    code = "MalformedACLError"
+    status = 400
+    message = "The XML you provided was not well-formed or did not validate against our published schema"
+
+
+class UnresolvableGrantByEmailAddress(S3Error):
+    code = "UnresolvableGrantByEmailAddress"
+    status = 400
+    message = "The email address you provided does not match any account on record."
+
+
 class MalformedXML(S3Error):
     code = "MalformedXML"
     status = 400

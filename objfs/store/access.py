@@ -63,6 +63,8 @@ REQUIRED: dict[str, str] = {
     "retention": RETENTION,
     "lock-config": RETENTION,
     "legal-hold": LEGAL_HOLD,
+    "read-acl": READ,
+    "write-acl": WRITE,
 }
 
 #: Keyword arguments of a write that lock the new version, and the right each needs when true.

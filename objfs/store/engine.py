@@ -375,7 +375,7 @@ class Store(
 
         The key's rights first (:mod:`.access`, pure), then the bucket's
         owner, policy and ACLs (:mod:`.policy`, one index read; the object's
-        record too when only its ACL could grant a read). ``prefix`` is a
+        record too when only its ACL could grant a read or its ACL). ``prefix`` is a
         listing's, for ``s3:prefix`` policy conditions.
         """
         if principal is None:
@@ -393,7 +393,11 @@ class Store(
             if settings is None:
                 return None  # the call itself will say NoSuchBucket (or create it)
             record = None
-            if key is not None and action in ("read", "head") and principal.account != policy.owner_account(settings):
+            if (
+                key is not None
+                and action in ("read", "head", "read-acl", "write-acl")
+                and principal.account != policy.owner_account(settings)
+            ):
                 current = txn.get("objects", object_key(bucket, key))
                 record = current if current is not None and not current.get("delete_marker") else None
         context = {
@@ -537,12 +541,22 @@ class Store(
                 policy.check_public_policy_allowed(self._bucket(txn, name), parsed)
         self.update_bucket(name, policy=parsed, principal=principal)
 
-    def put_bucket_acl(self, name: str, acl: str, *, principal: Principal | None = None) -> None:
-        """Set a bucket's canned ACL (:data:`.policy.CANNED_ACLS`)."""
-        policy.check_canned_acl(acl)
+    @guarded("read-acl", target=lambda a, k, r: {"bucket": a[0] if a else k.get("name")})
+    def bucket_acl(self, name: str, *, principal: Principal | None = None) -> dict[str, Any]:
+        """The bucket's settings, for its ACL (``acl``) and owner: the owner's, or READ_ACP's by a grant."""
+        with self.index.read() as txn:
+            return self._bucket(txn, name)
+
+    @audited("write-acl", target=lambda a, k, r: {"bucket": a[0] if a else k.get("name")})
+    def put_bucket_acl(self, name: str, acl: str | list[dict[str, str]], *, principal: Principal | None = None) -> None:
+        """Set a bucket's ACL, canned (:data:`.policy.CANNED_ACLS`) or grants (:func:`.policy.check_acl`).
+
+        The owner's, or WRITE_ACP's by a grant; durable (on the drives' bucket files) when it returns.
+        """
+        acl = policy.check_acl(acl)
         with self.index.read() as txn:
             policy.check_public_acl_allowed(self._bucket(txn, name), acl)
-        self.update_bucket(name, acl=None if acl == "private" else acl, principal=principal)
+        self.update_bucket(name, acl=None if acl == "private" else acl)
 
     def put_public_access_block(self, name: str, flags: dict[str, bool] | None, *, principal: Principal | None = None) -> None:
         """Set (or remove, None) a bucket's public access block (:data:`.policy.BLOCK_FLAGS`)."""

@@ -28,7 +28,7 @@ from .index import Txn, object_key
 from .locks import check_new_retention
 from .names import check_key
 from .objects import CHECKSUM_HEADER_PREFIX, HEAD_BYTES, IterStream, ObjectInfo, merge_indexed
-from .policy import check_canned_acl, check_public_acl_allowed
+from .policy import check_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -77,14 +77,14 @@ class MultipartMixin:
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
         posix: dict[str, int] | None = None,
-        acl: str | None = None,
+        acl: str | list[dict[str, str]] | None = None,
         principal: Principal | None = None,
         encryption: Encryption | None = None,
         tier: str | None = None,
     ) -> str:
         """Start an upload; returns its id. Durable when it returns.
 
-        ``acl`` (a canned ACL) and the principal's account become the object's at completion.
+        ``acl`` (canned or grants, :mod:`.policy`) and the principal's account become the object's at completion.
         The encryption (``encryption``, else the bucket's default) is decided
         now: every part is encrypted with the upload's one data key. Every
         part is written to ``tier`` (default: the first tier).
@@ -93,7 +93,7 @@ class MultipartMixin:
         tier = self.config.tier(tier).name if tier else self.config.hot.name
         check_new_retention(retention, self.clock.now())
         if acl is not None:
-            check_canned_acl(acl)
+            acl = check_acl(acl)
         with self.index.read() as txn:
             settings = self._bucket(txn, bucket)
             if acl is not None:

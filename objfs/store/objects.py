@@ -30,7 +30,7 @@ from .errors import (
 from .index import Txn, object_key, version_key
 from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
-from .policy import check_canned_acl, check_public_acl_allowed
+from .policy import check_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -348,7 +348,7 @@ class ObjectsMixin:
         keep_attributes: bool = False,
         xattr_changes: dict[str, bytes | None] | None = None,
         encryption: Encryption | None = None,
-        acl: str | None = None,
+        acl: str | list[dict[str, str]] | None = None,
         tier: str | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
@@ -378,7 +378,7 @@ class ObjectsMixin:
         with self.index.read() as txn:
             settings = self._bucket(txn, bucket)
         if acl is not None:
-            check_canned_acl(acl)
+            acl = check_acl(acl)
             check_public_acl_allowed(settings, acl)
         base = None
         if keep_attributes:
@@ -764,7 +764,7 @@ class ObjectsMixin:
         if_unmodified_since: float | None = None,
         retention: dict[str, Any] | None = None,
         legal_hold: bool = False,
-        acl: str | None = None,
+        acl: str | list[dict[str, str]] | None = None,
         principal: Principal | None = None,
         source_customer_key: bytes | None = None,
         encryption: Encryption | None = None,

@@ -22,6 +22,15 @@ Guarantees:
   ``IpAddress`` / ``NotIpAddress`` on ``aws:SourceIp``, ``Bool`` on
   ``aws:SecureTransport``. Anything else is refused when the policy is put
   (:func:`parse_policy`), never silently ignored.
+* An ACL is a canned name (:data:`CANNED_ACLS`) or a list of explicit
+  grants (:func:`check_acl`): ``{"grantee": G, "permission": P}`` with G a
+  canonical id or the group ``AllUsers`` / ``AuthenticatedUsers`` and P one
+  of :data:`PERMISSIONS`. The owner account always holds FULL_CONTROL,
+  whatever its ACL says. On a bucket READ lets list, WRITE put and delete
+  objects; on an object READ lets get and head; READ_ACP / WRITE_ACP let
+  read / change the ACL of what carries them; FULL_CONTROL is all of them.
+  An object written by another account (through a bucket WRITE grant)
+  belongs to that account too, for its own reads and ACL.
 * A public access block ignores public ACLs and public policy grants
   (``IgnorePublicAcls`` / ``RestrictPublicBuckets``) and refuses to store
   new ones (``BlockPublicAcls`` / ``BlockPublicPolicy``).
@@ -44,6 +53,8 @@ if TYPE_CHECKING:
 DEFAULT_ACCOUNT = "objfs"
 CANNED_ACLS = ("private", "public-read", "authenticated-read", "bucket-owner-read", "bucket-owner-full-control")
 PUBLIC_ACLS = ("public-read", "authenticated-read")
+PERMISSIONS = ("READ", "WRITE", "READ_ACP", "WRITE_ACP", "FULL_CONTROL")
+GROUPS = ("AllUsers", "AuthenticatedUsers")
 BLOCK_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 
 #: Engine action -> the S3 policy action that grants it. Actions not here are the owner's alone.
@@ -56,7 +67,16 @@ POLICY_ACTIONS: dict[str, str] = {
     "upload": "s3:PutObject",
     "delete": "s3:DeleteObject",
     "setattr": "s3:PutObjectTagging",
+    "read-acl": "s3:GetObjectAcl",
+    "write-acl": "s3:PutObjectAcl",
 }
+#: The policy action of an ACL action on the bucket itself (no key).
+_BUCKET_POLICY_ACTIONS = {"read-acl": "s3:GetBucketAcl", "write-acl": "s3:PutBucketAcl"}
+#: Engine action -> the ACL permission that grants it, on the bucket's ACL (any key) ...
+_BUCKET_PERMISSIONS = {"list": "READ", "write": "WRITE", "copy": "WRITE", "upload": "WRITE", "delete": "WRITE"}
+#: ... on the bucket's ACL when no key is named, on the object's when one is.
+_ACP_PERMISSIONS = {"read-acl": "READ_ACP", "write-acl": "WRITE_ACP"}
+_OBJECT_PERMISSIONS = {"read": "READ", "head": "READ", **_ACP_PERMISSIONS}
 _CONDITION_OPERATORS = ("StringEquals", "StringLike", "StringNotEquals", "StringNotLike", "IpAddress", "NotIpAddress", "Bool")
 _CONDITION_KEYS = (
     "s3:prefix",
@@ -80,6 +100,34 @@ def check_canned_acl(acl: str) -> str:
     if acl not in CANNED_ACLS:
         raise InvalidArgument(f"unsupported canned ACL {acl!r}; one of {', '.join(CANNED_ACLS)}")
     return acl
+
+
+def check_acl(acl: Any) -> str | list[dict[str, str]]:
+    """A canned ACL name, or explicit grants normalized (duplicates dropped); InvalidArgument if unusable."""
+    if isinstance(acl, str):
+        return check_canned_acl(acl)
+    if not isinstance(acl, list):
+        raise InvalidArgument("an ACL is a canned ACL name or a list of grants")
+    grants: list[dict[str, str]] = []
+    for grant in acl:
+        if not isinstance(grant, dict):
+            raise InvalidArgument("a grant names a grantee and a permission")
+        grantee, permission = grant.get("grantee"), grant.get("permission")
+        if permission not in PERMISSIONS:
+            raise InvalidArgument(f"unknown permission {permission!r}; one of {', '.join(PERMISSIONS)}")
+        if not isinstance(grantee, str) or (grantee not in GROUPS and not re.fullmatch(r"[0-9a-f]{64}", grantee)):
+            raise InvalidArgument(f"Invalid id {grantee!r}: a grantee is a canonical id or a group")
+        normalized = {"grantee": grantee, "permission": permission}
+        if normalized not in grants:
+            grants.append(normalized)
+    return grants
+
+
+def is_public_acl(acl: Any) -> bool:
+    """Whether an ACL grants anything to everyone or to every signed request."""
+    if isinstance(acl, list):
+        return any(grant["grantee"] in GROUPS for grant in acl)
+    return acl in PUBLIC_ACLS
 
 
 def _list(value: Any) -> list[Any]:
@@ -193,7 +241,7 @@ def evaluate(
     """``"Deny"``, ``"Allow"`` or None (the policy says nothing) for this request."""
     if not policy or action not in POLICY_ACTIONS:
         return None
-    wanted = POLICY_ACTIONS[action]
+    wanted = _BUCKET_POLICY_ACTIONS[action] if key is None and action in _BUCKET_POLICY_ACTIONS else POLICY_ACTIONS[action]
     resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None and action != "list" else "")
     names = _names(principal)
     verdict = None
@@ -224,10 +272,11 @@ def is_public(policy: dict[str, Any] | None) -> bool:
     return False
 
 
-def check_public_acl_allowed(settings: dict[str, Any], acl: str | None) -> None:
-    """BlockPublicAcls: refuse to store a public canned ACL on this bucket or its objects."""
-    if acl in PUBLIC_ACLS and (settings.get("public_access_block") or {}).get("BlockPublicAcls"):
-        raise AccessDenied(f"the bucket's public access block refuses the {acl} ACL")
+def check_public_acl_allowed(settings: dict[str, Any], acl: Any) -> None:
+    """BlockPublicAcls: refuse to store a public ACL (canned or by group grants) on this bucket or its objects."""
+    if is_public_acl(acl) and (settings.get("public_access_block") or {}).get("BlockPublicAcls"):
+        name = acl if isinstance(acl, str) else "public grants (AllUsers, AuthenticatedUsers)"
+        raise AccessDenied(f"the bucket's public access block refuses the ACL with {name}")
 
 
 def check_public_policy_allowed(settings: dict[str, Any], policy: dict[str, Any]) -> None:
@@ -235,10 +284,24 @@ def check_public_policy_allowed(settings: dict[str, Any], policy: dict[str, Any]
         raise AccessDenied("the bucket's public access block refuses a public policy")
 
 
-def _acl_grants(acl: str | None, principal: Principal, *, ignore_public: bool) -> bool:
-    if acl == "public-read" and not ignore_public:
-        return True
-    return acl == "authenticated-read" and not ignore_public and not principal.anonymous
+def acl_permits(acl: Any, principal: Principal, permission: str, *, ignore_public: bool = False) -> bool:
+    """Whether ``acl`` grants ``permission`` to ``principal`` (its owner's implicit FULL_CONTROL aside)."""
+    if isinstance(acl, str):
+        # Canned ACLs grant READ to a group; the bucket-owner-* ones only the bucket's owner, who has it anyway.
+        if permission != "READ" or ignore_public:
+            return False
+        return acl == "public-read" or (acl == "authenticated-read" and not principal.anonymous)
+    names = _names(principal)
+    for grant in acl or ():
+        if grant["permission"] not in (permission, "FULL_CONTROL"):
+            continue
+        grantee = grant["grantee"]
+        if grantee == "AllUsers" or (grantee == "AuthenticatedUsers" and not principal.anonymous):
+            if not ignore_public:
+                return True
+        elif grantee in names:
+            return True
+    return False
 
 
 def bucket_denial(
@@ -272,9 +335,18 @@ def bucket_denial(
     if verdict == "Allow":
         return None
     ignore = bool(block.get("IgnorePublicAcls"))
-    if action == "list" and _acl_grants(settings.get("acl"), principal, ignore_public=ignore):
-        return None
-    if action in ("read", "head") and record is not None:
-        if _acl_grants(record.get("acl"), principal, ignore_public=ignore):
+    if key is None and action == "head":  # HeadBucket: whoever may list it
+        if acl_permits(settings.get("acl"), principal, "READ", ignore_public=ignore):
+            return None
+    elif key is None and action in _ACP_PERMISSIONS:
+        if acl_permits(settings.get("acl"), principal, _ACP_PERMISSIONS[action], ignore_public=ignore):
+            return None
+    elif action in _BUCKET_PERMISSIONS:
+        if acl_permits(settings.get("acl"), principal, _BUCKET_PERMISSIONS[action], ignore_public=ignore):
+            return None
+    elif action in _OBJECT_PERMISSIONS and record is not None:
+        if not principal.anonymous and record.get("owner") == principal.account:
+            return None  # the object's own writer (another account, through a bucket WRITE grant)
+        if acl_permits(record.get("acl"), principal, _OBJECT_PERMISSIONS[action], ignore_public=ignore):
             return None
     return f"{who} may not {action} in bucket {bucket} of account {owner}"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .audit import audited
+from .audit import audited, guarded
 from .crypto import seal_record
 from .drives import rendezvous_order
 from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
@@ -21,7 +21,7 @@ from .index import Txn, object_key, version_key
 from .locks import check_lock, in_commit_grace, lock_active
 from .names import check_key
 from .objects import ObjectInfo
-from .policy import check_canned_acl, check_public_acl_allowed
+from .policy import check_acl, check_public_acl_allowed
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -129,12 +129,12 @@ class RenamesMixin:
         metadata: dict[str, str] | None = None,
         xattrs: dict[str, bytes | None] | None = None,
         tags: dict[str, str] | None = None,
-        acl: str | None = None,
+        acl: str | list[dict[str, str]] | None = None,
         principal: Principal | None = None,
     ) -> ObjectInfo:
         """Change attributes in the index only (no data moves): POSIX attributes
         (merged), user xattrs (a None value removes one), tags (replaced),
-        metadata (replaced), the canned ACL (:mod:`.policy`). Durable when it returns.
+        metadata (replaced), the ACL (canned or grants, :mod:`.policy`). Durable when it returns.
 
         POSIX attributes of a WORM-locked version are frozen (as chattr +i
         freezes them); tags and extended attributes may still change, as S3
@@ -158,7 +158,7 @@ class RenamesMixin:
             if tags is not None:
                 new["tags"] = dict(tags)
             if acl is not None:
-                check_canned_acl(acl)
+                acl = check_acl(acl)
                 with self.index.read() as txn:
                     check_public_acl_allowed(self._bucket(txn, bucket), acl)
                 new["acl"] = acl
@@ -188,6 +188,26 @@ class RenamesMixin:
                 continue
             return ObjectInfo.from_record(new)
         raise PreconditionFailed("the object changed during the update; try again")
+
+    @guarded("read-acl")
+    def object_acl(
+        self: Store, bucket: str, key: str, *, version_id: str | None = None, principal: Principal | None = None
+    ) -> ObjectInfo:
+        """The version whose ACL is asked for (its record's ``acl`` and ``owner``): READ_ACP's, or its owners'."""
+        return self.head_object(bucket, key, version_id)
+
+    @audited("write-acl")
+    def put_object_acl(
+        self: Store,
+        bucket: str,
+        key: str,
+        acl: str | list[dict[str, str]],
+        *,
+        version_id: str | None = None,
+        principal: Principal | None = None,
+    ) -> ObjectInfo:
+        """Set a version's ACL (canned or grants, :mod:`.policy`): WRITE_ACP's, or its owners'; as :meth:`update_object`."""
+        return self.update_object(bucket, key, version_id=version_id, acl=acl)
 
     def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
         """Write back a changed record where it lives (current or noncurrent)."""
