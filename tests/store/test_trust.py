@@ -369,3 +369,37 @@ def test_spool_files_of_dead_processes_are_swept(store_path: Path) -> None:
     with Store.open(store_path) as store:
         assert not path.exists()
         assert store.sweep_spool() == 0
+
+
+class _BodyThatWaits:
+    """A body whose reading is interrupted by another front's change (deterministic race)."""
+
+    def __init__(self, data: bytes, during) -> None:
+        self.data, self.pos, self.during = data, 0, during
+
+    def read(self, size: int = -1) -> bytes:
+        if self.pos == 0 and self.during is not None:
+            self.during()
+            self.during = None
+        chunk = self.data[self.pos : self.pos + (size if size >= 0 else len(self.data))]
+        self.pos += len(chunk)
+        return chunk
+
+
+def test_new_content_keeps_attributes_changed_during_the_write(store: Store) -> None:
+    """Finding 11: the mount's commit read the metadata, then put: a change in between was lost."""
+    store.create_bucket("pacs")
+    store.put_object("pacs", "report", b"v1", metadata={"author": "a"}, xattrs={"user.keep": b"1"})
+
+    def other_front() -> None:
+        store.update_object("pacs", "report", metadata={"author": "b", "reviewed": "yes"}, xattrs={"user.new": b"2"})
+
+    data = body("v2", 100_000)
+    info = store.put_object(
+        "pacs", "report", _BodyThatWaits(data, other_front), length=len(data), keep_attributes=True,
+        xattr_changes={"user.mine": b"3"},
+    )  # fmt: skip
+    assert info.metadata == {"author": "b", "reviewed": "yes"}
+    assert info.xattrs == {"user.keep": b"1", "user.new": b"2", "user.mine": b"3"}
+    verify(store.get_object_bytes("pacs", "report"))
+    assert store.head_object("pacs", "report").metadata == {"author": "b", "reviewed": "yes"}
