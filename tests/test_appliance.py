@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from ports import free_port
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
@@ -21,12 +22,6 @@ from objfs.appliance import prepare
 from objfs.store.keys import KeyRing
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int) -> list[str]:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from ports import free_port
+
 from objfs.store import init_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,12 +28,6 @@ def one_line(out: subprocess.CompletedProcess) -> str:
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_port_in_use_is_named(tmp_path: Path) -> None:

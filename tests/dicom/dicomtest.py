@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -14,17 +13,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from ports import free_port
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 REPO = Path(__file__).resolve().parents[2]
 DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")  # Nagle off in dcmtk tools (Debian default is on)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def echo(port: int, aet: str = "OBJFS", calling: str = "TESTSCU") -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -44,12 +45,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:
