@@ -29,8 +29,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int) -> list[str]:
-    """`objfs serve` on loopback ports of the test's choosing."""
+def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int, admin_port: int | None = None) -> list[str]:
+    """`objfs serve` on loopback ports of the test's choosing (the admin port a free one unless given)."""
     return [
         sys.executable,
         "-m",
@@ -43,6 +43,8 @@ def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int) -> list
         str(s3_port),
         "--dicom-port",
         str(dicom_port),
+        "--admin-port",
+        str(admin_port or free_port()),
     ]
 
 

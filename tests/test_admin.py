@@ -1,0 +1,165 @@
+"""The admin endpoint of a real ``objfs serve``: health, readiness, Prometheus metrics, logs, over plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from prometheus_client.parser import text_string_to_metric_families
+
+from objfs.appliance import prepare
+from objfs.store.config import load_config
+from tests.test_appliance import free_port, serve_command
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Appliance:
+    store: Path
+    admin: str
+    s3: object
+    stderr: Path
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(self.admin + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def log(self) -> str:
+        return self.stderr.read_text()
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    tmp = tmp_path_factory.mktemp("admin")
+    store, mnt = tmp / "store", tmp / "mnt"
+    key = prepare(store)
+    s3_port, admin_port = free_port(), free_port()
+    stderr = tmp / "stderr.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("JOURNAL_STREAM", None)
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            serve_command(store, mnt, s3_port, free_port(), admin_port),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            text=True,
+        )
+    output = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if line.startswith("objfs: ready"):
+                break
+        if not any(line.startswith("objfs: ready") for line in output):
+            pytest.fail("objfs serve did not come up:\n" + "".join(output) + stderr.read_text())
+        assert f"objfs: admin (health, metrics, dashboard) at http://127.0.0.1:{admin_port}\n" in output
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            aws_access_key_id=key["access_key"],
+            aws_secret_access_key=key["secret_key"],
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+        yield Appliance(store, f"http://127.0.0.1:{admin_port}", s3, stderr)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    assert proc.returncode == 0, stderr.read_text()
+
+
+def families(text: str) -> dict[str, list]:
+    """Metric name -> samples, as Prometheus would parse them."""
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def test_healthz_answers(appliance: Appliance) -> None:
+    assert appliance.get("/healthz") == (200, "ok\n")
+
+
+def test_metrics_parse_and_show_drives_queues_audit_and_s3_requests(appliance: Appliance) -> None:
+    appliance.s3.create_bucket(Bucket="metrics")
+    appliance.s3.put_object(Bucket="metrics", Key="a/1.dcm", Body=b"x" * 1000)
+    assert appliance.s3.get_object(Bucket="metrics", Key="a/1.dcm")["Body"].read() == b"x" * 1000
+    status, text = appliance.get("/metrics")
+    assert status == 200
+    found = families(text)
+    states = [s for s in found["objfs_drive_state"] if s.value == 1]
+    assert len(states) == 6
+    assert {s.labels["state"] for s in states} == {"ok"}
+    assert len(found["objfs_drive_free_bytes"]) == 6 and all(s.value > 0 for s in found["objfs_drive_free_bytes"])
+    assert found["objfs_heal_queue"][0].value == 0
+    assert "objfs_gc_queue" in found
+    assert found["objfs_objects"][0].value >= 1 and found["objfs_stored_bytes"][0].value >= 1000
+    assert found["objfs_audit_chain_length"][0].value >= 3  # bucket, put, get
+    assert {s.labels["front"]: s.value for s in found["objfs_front_up"]} == {"s3": 1, "fuse": 1, "dicom": 1}
+    puts = [
+        s
+        for s in found["objfs_request_duration_seconds"]
+        if s.name.endswith("_count") and s.labels == {"front": "s3", "operation": "PutObject"}
+    ]
+    assert puts and puts[0].value >= 1
+    by_status = {
+        (s.labels["operation"], s.labels["status"]): s.value for s in found["objfs_requests"] if s.name.endswith("_total")
+    }
+    assert by_status[("GetObject", "200")] >= 1
+    bytes_out = {s.labels["operation"]: s.value for s in found["objfs_request_bytes_out"] if s.name.endswith("_total")}
+    assert bytes_out["GetObject"] >= 1000
+
+
+def test_readyz_flips_to_503_when_two_drives_go_missing(appliance: Appliance) -> None:
+    status, body = appliance.get("/readyz")
+    assert status == 200 and json.loads(body) == {"ready": True, "reasons": []}
+    drives = load_config(appliance.store).hot.drives
+    assert len(drives) == 6
+    moved = [(d, d.with_name(d.name + ".gone")) for d in drives[:2]]
+    for src, dst in moved:
+        src.rename(dst)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            status, body = appliance.get("/readyz")
+            if status == 503:
+                break
+            time.sleep(0.3)
+        assert status == 503, body
+        answer = json.loads(body)
+        assert answer["ready"] is False
+        assert any("tier hot: 4 writable drives, at least 5 needed" in r and "missing" in r for r in answer["reasons"])
+        status, text = appliance.get("/metrics")
+        missing = [s for s in families(text)["objfs_drive_state"] if s.labels["state"] == "missing" and s.value == 1]
+        assert len(missing) == 2
+    finally:
+        for src, dst in moved:
+            dst.rename(src)
+    deadline = time.time() + 10
+    while time.time() < deadline and appliance.get("/readyz")[0] != 200:
+        time.sleep(0.3)
+    assert appliance.get("/readyz")[0] == 200
