@@ -271,7 +271,9 @@ async def _background_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> No
 
 def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: bool = False, **kwargs: Any) -> int:
     """Blocking entry point (``objfs serve``, ``make run``); prints where each front listens."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from objfs.admin.journal import configure_logging
+
+    configure_logging(logging.INFO)
 
     def announce(banner: dict[str, Any]) -> None:
         print(f"objfs: S3 at {', '.join(banner['s3'])}", flush=True)

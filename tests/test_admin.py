@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
 from objfs.appliance import prepare
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass
 class Appliance:
     store: Path
+    mnt: Path
     admin: str
     s3: object
     stderr: Path
@@ -82,7 +85,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
         )
-        yield Appliance(store, f"http://127.0.0.1:{admin_port}", s3, stderr)
+        yield Appliance(store, mnt, f"http://127.0.0.1:{admin_port}", s3, stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -163,3 +166,75 @@ def test_readyz_flips_to_503_when_two_drives_go_missing(appliance: Appliance) ->
     while time.time() < deadline and appliance.get("/readyz")[0] != 200:
         time.sleep(0.3)
     assert appliance.get("/readyz")[0] == 200
+
+
+def wait_for(predicate, seconds: float = 10) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_access_log_lines_carry_journald_priorities(appliance: Appliance) -> None:
+    appliance.s3.create_bucket(Bucket="logs")
+    appliance.s3.put_object(Bucket="logs", Key="study 1/a.dcm", Body=b"y" * 321)
+    assert wait_for(lambda: 'resource="logs/study 1/a.dcm"' in appliance.log())
+    line = next(ln for ln in appliance.log().splitlines() if "op=PutObject" in ln and "logs/study 1/a.dcm" in ln)
+    assert line.startswith("<6>") and " objfs.access INFO s3 client=127.0.0.1 principal=s3:admin " in line
+    assert 'resource="logs/study 1/a.dcm" status=200 in=321 out=0 ms=' in line and " id=" in line
+
+
+def test_a_failed_login_leaves_an_access_line_naming_the_key(appliance: Appliance) -> None:
+    intruder = boto3.client(
+        "s3",
+        endpoint_url=appliance.s3.meta.endpoint_url,
+        aws_access_key_id="AKIDNOTAKEY0000",
+        aws_secret_access_key="wrong",
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ClientError):
+        intruder.get_object(Bucket="logs", Key="study 1/a.dcm")
+    assert wait_for(lambda: "principal=AKIDNOTAKEY0000" in appliance.log())
+    line = next(ln for ln in appliance.log().splitlines() if "principal=AKIDNOTAKEY0000" in ln)
+    assert line.startswith("<6>") and " status=403 " in line and "client=127.0.0.1" in line
+
+
+def test_errors_and_warnings_carry_their_priorities(appliance: Appliance) -> None:
+    """Three drives of a 4+2 tier gone: an S3 read fails (a warning) and a read through the mount fails (an error)."""
+    appliance.s3.create_bucket(Bucket="lost")
+    appliance.s3.put_object(Bucket="lost", Key="x.dcm", Body=b"z" * 5000)
+    drives = load_config(appliance.store).hot.drives
+    moved = [(d, d.with_name(d.name + ".away")) for d in drives[:3]]
+    for src, dst in moved:
+        src.rename(dst)
+    try:
+        time.sleep(1.2)  # the engine caches a drive's state for a second
+        with pytest.raises(ClientError) as refused:
+            appliance.s3.get_object(Bucket="lost", Key="x.dcm")["Body"].read()
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 500
+        with pytest.raises(OSError):
+            (appliance.mnt / "lost" / "x.dcm").read_bytes()
+    finally:
+        for src, dst in moved:
+            dst.rename(src)
+    assert wait_for(lambda: any(ln.startswith("<3>") for ln in appliance.log().splitlines()))
+    lines = appliance.log().splitlines()
+    assert any(ln.startswith("<4>") and "GET /lost/x.dcm" in ln for ln in lines), "\n".join(lines)
+    assert any(ln.startswith("<3>") and "objfs.fuse" in ln for ln in lines), "\n".join(lines)
+
+
+def test_plain_lines_on_a_terminal_prefixed_under_journald(monkeypatch: pytest.MonkeyPatch) -> None:
+    from objfs.admin.journal import JournalFormatter, wants_priorities
+
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        assert not wants_priorities(terminal)
+        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+        assert wants_priorities(terminal)
+    os.close(leader)
+    record = logging.LogRecord("objfs.x", logging.ERROR, __file__, 1, "two\nlines", None, None)
+    assert JournalFormatter("%(message)s").format(record) == "<3>two\n<3>lines"

@@ -16,6 +16,7 @@ a management network; they show counts and states, never object names.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -129,7 +130,7 @@ async def serve_admin(
     config.worker_class = "trio"
     config.graceful_timeout = 5
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler (journald priorities)
     config.loglevel = "WARNING"
     config.include_server_header = False
     app = create_app(store, fronts)
