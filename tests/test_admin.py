@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -22,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from objfs.appliance import prepare
 from objfs.store.config import load_config
+from objfs.store.keys import KeyRing
 from tests.test_appliance import free_port, serve_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 class Appliance:
     store: Path
     mnt: Path
+    key: tuple[str, str]
     admin: str
     s3: object
     stderr: Path
@@ -85,7 +90,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
         )
-        yield Appliance(store, mnt, f"http://127.0.0.1:{admin_port}", s3, stderr)
+        yield Appliance(store, mnt, (key["access_key"], key["secret_key"]), f"http://127.0.0.1:{admin_port}", s3, stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -238,3 +243,37 @@ def test_plain_lines_on_a_terminal_prefixed_under_journald(monkeypatch: pytest.M
     os.close(leader)
     record = logging.LogRecord("objfs.x", logging.ERROR, __file__, 1, "two\nlines", None, None)
     assert JournalFormatter("%(message)s").format(record) == "<3>two\n<3>lines"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_dashboard_refuses_without_a_key_and_a_scoped_key(appliance: Appliance) -> None:
+    status, _ = appliance.get("/")
+    assert status == 401
+    bad = base64.b64encode(f"{appliance.key[0]}:wrong".encode()).decode()
+    assert appliance.get("/", {"Authorization": f"Basic {bad}"})[0] == 401
+    ring = KeyRing.of_store(appliance.store)
+    scoped = ring.create("viewer", buckets=("metrics",), now=time.time())
+    basic = base64.b64encode(f"{scoped.access_key}:{scoped.secret_key}".encode()).decode()
+    assert appliance.get("/", {"Authorization": f"Basic {basic}"})[0] == 403
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_dashboard_in_headless_chromium_shows_tiers_drives_and_queues(appliance: Appliance, tmp_path: Path) -> None:
+    assert wait_for(lambda: appliance.get("/readyz")[0] == 200)  # drives moved by earlier tests are back
+    access, secret = appliance.key
+    url = appliance.admin.replace("http://", f"http://{quote(access, safe='')}:{quote(secret, safe='')}@") + "/"
+    done = subprocess.run(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path}",
+         "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    page = done.stdout
+    assert "<h2>Capacity per tier</h2>" in page, page + done.stderr[-2000:]
+    assert ">hot<" in page and ">4+2<" in page and ">6 / 6<" in page
+    assert page.count('<span class="ok">ok</span>') == 6
+    assert "<th>heal queue</th>" in page and "<th>GC queue</th>" in page
+    assert "ready" in page and "NOT READY" not in page

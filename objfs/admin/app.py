@@ -1,4 +1,4 @@
-"""The admin ASGI app: ``/healthz``, ``/readyz``, ``/metrics`` (and the dashboard, :mod:`.dashboard`).
+"""The admin ASGI app: ``/healthz``, ``/readyz``, ``/metrics`` and the dashboard at ``/`` (:mod:`.dashboard`).
 
 * ``/healthz``: 200 while the process answers at all (liveness).
 * ``/readyz``: 200 only when every front ``objfs serve`` started is up and
@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from objfs.store import Store
 
-from . import meter
+from . import dashboard, meter
 from .metrics import StoreCollector
 
 _OCTAL = re.compile(r"\\([0-7]{3})")  # /proc/self/mounts writes a space as \040
@@ -109,6 +109,7 @@ def create_app(store: Store, fronts: Fronts | None = None) -> Starlette:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    routes += dashboard.routes(store, fronts, limiter)
     return Starlette(routes=routes)
 
 
