@@ -58,6 +58,7 @@ async def serve(
     port: int | None = None,
     dicom: bool = True,
     dicom_port: int | None = None,
+    admin_port: int | None = None,
     on_ready: Any = None,
 ) -> None:
     """Run every front until a signal or until one of them stops; holds the store lock shared meanwhile."""
@@ -88,6 +89,7 @@ async def serve(
                     port=port,
                     dicom=dicom,
                     dicom_port=dicom_port,
+                    admin_port=admin_port,
                     on_ready=on_ready,
                 )
                 await stop.wait()
@@ -126,17 +128,39 @@ async def _start_fronts(
     port: int | None,
     dicom: bool,
     dicom_port: int | None,
+    admin_port: int | None,
     on_ready: Any,
 ) -> None:
-    """Start every front and the background tasks; ``mount_ready`` is set once mounted."""
+    """Start every front and the background tasks; ``mount_ready`` is set once mounted.
+
+    The admin endpoint starts first, so ``/healthz`` answers and ``/readyz``
+    says which front is still starting while the others come up.
+    """
     background: trio.Nursery = await nursery.start(_background_nursery)
     background.start_soon(_until_signal, stop)
     nursery.start_soon(_stop_background_on, stop, background)
+    from objfs.admin.app import Fronts, is_mounted, serve_admin
     from s3sidecar.server import serve_s3
+
+    fronts = Fronts()
+    for name, wanted in (
+        ("s3", True),
+        ("fuse", mount is not None),
+        ("dicom", dicom),
+        ("dicomweb", store.config.dicomweb.port is not None),
+    ):
+        if wanted:
+            fronts.expect(name)
+    admin_host = store.config.admin.host
+    admin_port = store.config.admin.port if admin_port is None else admin_port
+    admin = await nursery.start(
+        partial(_run_then_stop, stop, serve_admin, store, admin_host, admin_port, fronts=fronts, shutdown_trigger=stop.wait)
+    )
 
     s3_host = host or store.config.s3.host
     s3_port = store.config.s3.port if port is None else port
     addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, shutdown_trigger=stop.wait))
+    fronts.watch("s3", lambda: "stopping" if stop.is_set() else None)
     mounted = None
     if mount is not None:
         from objfs.fuse.mount import run_mount
@@ -149,6 +173,7 @@ async def _start_fronts(
         if not mount_ready.is_set():
             raise RuntimeError(f"the FUSE mount at {mount} did not come up")
         mounted = mount
+        fronts.watch("fuse", lambda: None if not mount_done.is_set() and is_mounted(mount) else f"{mount} is not mounted")
     if dicom:
         from objfs.dicom.server import serve_dicom
 
@@ -162,6 +187,7 @@ async def _start_fronts(
         if not dicom_ready.is_set():
             raise RuntimeError("the DICOM gateway did not come up")
         dicom_port = dicom_port or store.config.dicom.port
+        fronts.watch("dicom", lambda: "stopping" if dicom_stop.is_set() or stop.is_set() else None)
     dicomweb = None
     web = store.config.dicomweb
     if web.port is not None:
@@ -179,6 +205,7 @@ async def _start_fronts(
             )
         )
         dicomweb = [a + PREFIX for a in web_addresses]
+        fronts.watch("dicomweb", lambda: "stopping" if stop.is_set() else None)
     workers.start(background, store, limiter)
     if on_ready is not None:
         on_ready(
@@ -188,6 +215,7 @@ async def _start_fronts(
                 "dicom_port": dicom_port if dicom else None,
                 "aet": store.config.dicom.aet,
                 "dicomweb": dicomweb,
+                "admin": admin,
             }
         )
 
@@ -243,7 +271,9 @@ async def _background_nursery(task_status: Any = trio.TASK_STATUS_IGNORED) -> No
 
 def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: bool = False, **kwargs: Any) -> int:
     """Blocking entry point (``objfs serve``, ``make run``); prints where each front listens."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from objfs.admin.journal import configure_logging
+
+    configure_logging(logging.INFO)
 
     def announce(banner: dict[str, Any]) -> None:
         print(f"objfs: S3 at {', '.join(banner['s3'])}", flush=True)
@@ -253,6 +283,8 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
             print(f"objfs: DICOM gateway on port {banner['dicom_port']} (AE title {banner['aet']})", flush=True)
         if banner.get("dicomweb"):
             print(f"objfs: DICOMweb at {', '.join(banner['dicomweb'])}", flush=True)
+        if banner.get("admin"):
+            print(f"objfs: admin (health, metrics, dashboard) at {', '.join(banner['admin'])}", flush=True)
         print("objfs: ready; Ctrl-C or SIGTERM stops and unmounts", flush=True)
 
     from objfs.store.config import load_config
@@ -267,6 +299,8 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
             check_port_free("", dicom_port, "DICOM")
         if config.dicomweb.port is not None:
             check_port_free(config.dicomweb.host, config.dicomweb.port, "DICOMweb")
+        admin_port = config.admin.port if kwargs.get("admin_port") is None else kwargs["admin_port"]
+        check_port_free(config.admin.host, admin_port, "admin")
         if mount is not None:
             from objfs.fuse.mount import MountError, check_mountpoint
 

@@ -33,6 +33,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
+from objfs.admin.meter import RequestMeter
 from objfs.store import Store
 from objfs.stores import open_store
 
@@ -258,6 +259,13 @@ class S3App:
         self.authenticating = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        meter = RequestMeter("s3", scope, receive, send)  # metrics and the access log (objfs.admin.meter)
+        try:
+            await self._serve(scope, meter.receive, meter.send, meter)
+        finally:
+            meter.finished()
+
+    async def _serve(self, scope: dict, receive: Callable, send: Callable, meter: RequestMeter) -> None:
         request = Request(scope, receive)
         request_id = secrets.token_hex(8).upper()
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -274,6 +282,7 @@ class S3App:
             log.exception("internal error on %s %s", request.method, resource)
             await self._refuse(request, _error_response(S3.InternalError(), resource, request_id, head, close=True), send)
             return
+        meter.note(op.name, s3req.bucket, s3req.key, s3req.principal.name if s3req.principal else None)
         if self.in_flight >= self.settings.max_requests:
             err = S3.SlowDown(headers={"retry-after": "1"})
             await self._refuse(request, _error_response(err, resource, request_id, head, close=True), send)

@@ -58,7 +58,7 @@ def build_config(
     config.keep_alive_timeout = settings.header_timeout
     config.graceful_timeout = 5
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler (journald priorities)
     config.loglevel = "WARNING"
     config.include_server_header = False
     config.application_path = APP_FACTORY

@@ -24,8 +24,8 @@ from objfs.store.keys import KeyRing
 REPO = Path(__file__).resolve().parent.parent
 
 
-def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int) -> list[str]:
-    """`objfs serve` on loopback ports of the test's choosing."""
+def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int, admin_port: int | None = None) -> list[str]:
+    """`objfs serve` on loopback ports of the test's choosing (the admin port a free one unless given)."""
     return [
         sys.executable,
         "-m",
@@ -38,6 +38,8 @@ def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int) -> list
         str(s3_port),
         "--dicom-port",
         str(dicom_port),
+        "--admin-port",
+        str(admin_port or free_port()),
     ]
 
 

@@ -37,10 +37,15 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        line = one_line(run("serve", str(store), "--port", str(port), "--dicom-port", str(free_port())))
+        admin = ("--admin-port", str(free_port()))
+        line = one_line(run("serve", str(store), "--port", str(port), "--dicom-port", str(free_port()), *admin))
         assert f"S3 port {port} is in use" in line
-        line = one_line(run("serve", str(store), "--port", str(free_port()), "--dicom-port", str(port)))
+        line = one_line(run("serve", str(store), "--port", str(free_port()), "--dicom-port", str(port), *admin))
         assert f"DICOM port {port} is in use" in line
+        line = one_line(
+            run("serve", str(store), "--port", str(free_port()), "--dicom-port", str(free_port()), "--admin-port", str(port))
+        )
+        assert f"admin port {port} is in use" in line
         line = one_line(run(str(store), "--port", str(port), module="s3sidecar.server"))
         assert f"port {port} is in use" in line
 
@@ -54,7 +59,8 @@ def test_a_file_as_the_store_and_a_non_empty_mount_point(tmp_path: Path) -> None
     init_store(store).close()
     mnt.mkdir()
     (mnt / "old-pacs-file.dcm").write_bytes(b"old")
-    line = one_line(run("serve", str(store), "--mount", str(mnt), "--port", str(free_port()), "--dicom-port", str(free_port())))
+    ports = ("--port", str(free_port()), "--dicom-port", str(free_port()), "--admin-port", str(free_port()))
+    line = one_line(run("serve", str(store), "--mount", str(mnt), *ports))
     assert "not empty" in line and str(mnt) in line
 
 

@@ -16,6 +16,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", help="S3 listen address (default from objfs.toml)")
     p.add_argument("--port", type=int, help="S3 port (default from objfs.toml)")
     p.add_argument("--dicom-port", type=int, help="DICOM port (default from objfs.toml)")
+    p.add_argument("--admin-port", type=int, help="admin HTTP port: health, metrics, dashboard (default from objfs.toml)")
     p.add_argument("--no-dicom", action="store_true", help="do not start the DICOM gateway")
     p.set_defaults(func=cmd_serve)
 
@@ -31,4 +32,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         dicom=not args.no_dicom,
         dicom_port=args.dicom_port,
+        admin_port=args.admin_port,
     )

@@ -314,7 +314,7 @@ async def serve_dicomweb(
     config.worker_class = "trio"
     config.graceful_timeout = 5
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler (journald priorities)
     config.loglevel = "WARNING"
     config.include_server_header = False
     app = create_app(store, bucket, cors_origins)

@@ -81,6 +81,14 @@ class DicomwebConfig:
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call it ("*" for any)
 
 
+@dataclass(frozen=True)
+class AdminConfig:
+    """``[admin]``: the admin HTTP endpoint of ``objfs serve`` (health, readiness, metrics, dashboard)."""
+
+    host: str = "127.0.0.1"
+    port: int = 9100
+
+
 #: Storage classes and the tier each maps to by default (when a tier of that name exists).
 DEFAULT_CLASS_TIERS = (("STANDARD_IA", "warm"), ("GLACIER_IR", "archive"))
 #: The seed policy for buckets without rules: warm after 90 days, archive after 7 years.
@@ -117,6 +125,7 @@ class StoreConfig:
     #: not mount points: ``objfs replace-drive`` accepts a directory then.
     directory_drives: bool = False
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     #: Seconds after a write during which a version that took its bucket's
     #: default retention may still be renamed and get its POSIX attributes
     #: set (write-to-temp-then-rename, as rsync and many PACS do). Its
@@ -204,7 +213,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     where = str(path)
-    known = {"store", "tiers", "s3", "dicom", "dicomweb", "worm", "gc", "encryption", "lifecycle", "storage_classes"}
+    known = {"store", "tiers", "s3", "dicom", "dicomweb", "worm", "gc", "encryption", "lifecycle", "storage_classes", "admin"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
@@ -309,6 +318,11 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         **tls,
     )
     dicomweb = _dicomweb_config(_optional(data, "dicomweb", dict, {}, where), where + " [dicomweb]")
+    araw = _only(_optional(data, "admin", dict, {}, where), {"host", "port"}, where + " [admin]")
+    admin = AdminConfig(
+        host=_optional(araw, "host", str, "127.0.0.1", where + " [admin]"),
+        port=_port(_optional(araw, "port", int, 9100, where + " [admin]"), where + " [admin]"),
+    )
     worm = _only(_optional(data, "worm", dict, {}, where), {"commit_grace_seconds"}, where + " [worm]")
     grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
     if not 0 <= grace <= 3600:
@@ -340,6 +354,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         format=store_format,
         directory_drives=directory_drives,
         dicomweb=dicomweb,
+        admin=admin,
         worm_commit_grace=float(grace),
         gc_min_age=float(gc_min_age),
         gc_reader_grace=float(gc_grace),
@@ -471,6 +486,12 @@ host = "127.0.0.1"
 # port = 8042
 # Browser origins allowed to call it (CORS), e.g. ["https://viewer.example"].
 cors_origins = []
+
+[admin]
+# Health (/healthz, /readyz), Prometheus metrics (/metrics) and the dashboard
+# (/, login with a store key). Keep it on loopback or a management network.
+host = "127.0.0.1"
+port = 9100
 
 [dicom]
 port = 11112

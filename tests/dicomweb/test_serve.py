@@ -21,6 +21,7 @@ def test_serve_starts_dicomweb_from_the_config(tmp_path: Path) -> None:
     text = (store / "objfs.toml").read_text().replace("# port = 8042", f"port = {web_port}")
     (store / "objfs.toml").write_text(text)
     command = [sys.executable, "-m", "objfs.cli", "serve", str(store), "--port", str(free_port()), "--no-dicom"]
+    command += ["--admin-port", str(free_port())]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO)), text=True
     )
