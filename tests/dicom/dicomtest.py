@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from ports import free_port
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 REPO = Path(__file__).resolve().parents[2]
+# Also imported by SCU scripts run as their own processes, where tests/ is not on the path.
+sys.path.insert(0, str(REPO / "tests"))
+from ports import free_port  # noqa: E402
+
 DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")  # Nagle off in dcmtk tools (Debian default is on)
 
 
