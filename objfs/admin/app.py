@@ -16,7 +16,6 @@ a management network; they show counts and states, never object names.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from objfs.httpserve import serve_asgi
 from objfs.store import Store
 
 from . import dashboard, meter
@@ -123,16 +123,4 @@ async def serve_admin(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the admin endpoint until cancelled or ``shutdown_trigger`` returns; ``task_status`` gets the addresses."""
-    import hypercorn.trio
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.worker_class = "trio"
-    config.graceful_timeout = 5
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler (journald priorities)
-    config.loglevel = "WARNING"
-    config.include_server_header = False
-    app = create_app(store, fronts)
-    await hypercorn.trio.serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    await serve_asgi(create_app(store, fronts), host, port, shutdown_trigger=shutdown_trigger, task_status=task_status)

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from objfs.httpserve import serve_asgi
 from objfs.store import BucketAlreadyExists, Principal, Store
 
 from . import qido, rendering
@@ -306,16 +307,6 @@ async def serve_dicomweb(
 
     ``task_status.started`` receives the bound addresses once the socket listens.
     """
-    import hypercorn.trio
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.worker_class = "trio"
-    config.graceful_timeout = 5
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler (journald priorities)
-    config.loglevel = "WARNING"
-    config.include_server_header = False
-    app = create_app(store, bucket, cors_origins)
-    await hypercorn.trio.serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    await serve_asgi(
+        create_app(store, bucket, cors_origins), host, port, shutdown_trigger=shutdown_trigger, task_status=task_status
+    )
