@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import http.server
 import queue
-import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dicom"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from browser import headless  # noqa: E402
 from dicom_scu import store_files  # noqa: E402
 from dicomtest import free_port  # noqa: E402
 
 from objfs.dicom.synth import write_study  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install-system-deps.sh)")
 
 PAGE = """<!doctype html><html><body><script>
 function report(text) {{ fetch("/result", {{method: "POST", body: text}}); }}
@@ -65,8 +61,7 @@ def _browse(port: int, page: str, profile: Path) -> str:
     results: queue.Queue = queue.Queue()
     server = _page_server(port, page, results)
     browser = subprocess.Popen(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
-         f"http://127.0.0.1:{port}/"],
+        headless(profile, f"http://127.0.0.1:{port}/"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
