@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from browser import headless
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
-from test_appliance import serve_command
+from test_appliance import serve_command, wait_ready
 
 from objfs.appliance import prepare
 from objfs.store.config import load_config
@@ -70,18 +70,8 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
             env=env,
             text=True,
         )
-    output = []
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("objfs: ready"):
-                break
-        if not any(line.startswith("objfs: ready") for line in output):
-            pytest.fail("objfs serve did not come up:\n" + "".join(output) + stderr.read_text())
+        output = wait_ready(proc, stderr.read_text)
         assert f"objfs: admin (health, metrics, dashboard) at http://127.0.0.1:{admin_port}\n" in output
         s3 = boto3.client(
             "s3",

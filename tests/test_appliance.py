@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -22,6 +23,20 @@ from objfs.appliance import prepare
 from objfs.store.keys import KeyRing
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_ready(proc: subprocess.Popen, diagnostics: Callable[[], str] = str) -> list[str]:
+    """The lines ``objfs serve`` printed up to "objfs: ready" (within 60 s); fails the test if it never got there."""
+    output: list[str] = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("objfs: ready"):
+            return output
+    pytest.fail("objfs serve did not come up:\n" + "".join(output) + diagnostics())
 
 
 def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int, admin_port: int | None = None) -> list[str]:
@@ -63,18 +78,8 @@ def test_serve_runs_every_front_and_stops_cleanly(tmp_path: Path) -> None:
         env=env,
         text=True,
     )
-    output: list[str] = []
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("objfs: ready"):
-                break
-        if not any(line.startswith("objfs: ready") for line in output):
-            pytest.fail("objfs serve did not come up:\n" + "".join(output))
+        output = wait_ready(proc)
         assert os.path.ismount(mnt)
 
         s3 = boto3.client(

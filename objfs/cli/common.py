@@ -6,11 +6,26 @@ user running it, so the audit trail says who did it from the command line.
 
 from __future__ import annotations
 
+import argparse
 import calendar
 import getpass
 import time
+from collections.abc import Callable
+from typing import Any
 
 from objfs.store import Principal
+
+
+def store_command(
+    subparsers: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int], *, json: bool = False
+) -> argparse.ArgumentParser:
+    """A subcommand taking the store path first (and ``--json`` when asked); more arguments go on the returned parser."""
+    p = subparsers.add_parser(name, help=help_text)
+    p.add_argument("store")
+    if json:
+        p.add_argument("--json", action="store_true")
+    p.set_defaults(func=func)
+    return p
 
 
 def cli_principal() -> Principal:

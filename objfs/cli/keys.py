@@ -14,7 +14,7 @@ from typing import Any
 
 from objfs.stores import Store
 
-from .common import cli_principal
+from .common import cli_principal, store_command
 
 #: command -> (help, KeyRing method, its extra arguments)
 CHANGES = {
@@ -29,8 +29,7 @@ def register(subparsers: Any) -> None:
     """Add the ``key`` command group to the ``objfs`` parser."""
     p = subparsers.add_parser("key", help="manage S3 access keys")
     keysub = p.add_subparsers(dest="key_command", required=True)
-    k = keysub.add_parser("create", help="create a key; prints JSON with the secret, once")
-    k.add_argument("store")
+    k = store_command(keysub, "create", "create a key; prints JSON with the secret, once", cmd_key_create)
     k.add_argument("--name", default="default")
     k.add_argument("--read-only", action="store_true")
     k.add_argument("--account", default=None, help="the account the key acts for (default: the store's default account)")
@@ -42,17 +41,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="may shorten, remove or harden GOVERNANCE retention to COMPLIANCE, when a request asks",
     )
-    k.set_defaults(func=cmd_key_create)
-    k = keysub.add_parser("list", help="list keys (no secrets)")
-    k.add_argument("store")
-    k.add_argument("--json", action="store_true")
-    k.set_defaults(func=cmd_key_list)
+    store_command(keysub, "list", "list keys (no secrets)", cmd_key_list, json=True)
     for command, (text, _, _) in CHANGES.items():
-        k = keysub.add_parser(command, help=text)
-        k.add_argument("store")
+        k = store_command(keysub, command, text, cmd_key_change, json=True)
         k.add_argument("access_key")
-        k.add_argument("--json", action="store_true")
-        k.set_defaults(func=cmd_key_change, change=command)
+        k.set_defaults(change=command)
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:

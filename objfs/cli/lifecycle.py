@@ -15,27 +15,19 @@ from typing import Any
 
 from objfs.stores import open_store
 
-from .common import cli_principal
+from .common import cli_principal, store_command
 
 
 def register(subparsers: Any) -> None:
     """Add the lifecycle commands to the ``objfs`` parser."""
     p = subparsers.add_parser("lifecycle", help="lifecycle rules: tier moves and expiration")
     sub = p.add_subparsers(dest="lifecycle_command", required=True)
-    s = sub.add_parser("set", help="set a bucket's rules from a JSON file ('-' for stdin; '{}' removes them)")
-    s.add_argument("store")
+    s = store_command(sub, "set", "set a bucket's rules from a JSON file ('-' for stdin; '{}' removes them)", cmd_set)
     s.add_argument("bucket")
     s.add_argument("file")
-    s.set_defaults(func=cmd_set)
-    g = sub.add_parser("show", help="a bucket's rules (or the store-wide default it follows)")
-    g.add_argument("store")
-    g.add_argument("bucket")
-    g.set_defaults(func=cmd_show)
-    r = sub.add_parser("run", help="run one lifecycle pass now")
-    r.add_argument("store")
+    store_command(sub, "show", "a bucket's rules (or the store-wide default it follows)", cmd_show).add_argument("bucket")
+    r = store_command(sub, "run", "run one lifecycle pass now", cmd_run, json=True)
     r.add_argument("--max-actions", type=int, default=None, help="stop after this many actions (the next pass resumes)")
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_run)
 
 
 def cmd_set(args: argparse.Namespace) -> int:

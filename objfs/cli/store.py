@@ -18,6 +18,8 @@ from typing import Any
 from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 
+from .common import store_command
+
 
 def register(subparsers: Any) -> None:
     """Add the store commands to the ``objfs`` parser."""
@@ -29,41 +31,31 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ec", default="4+2", help="erasure code K+M (default 4+2)")
     p.set_defaults(func=cmd_init)
 
-    p = subparsers.add_parser("scrub", help="verify every object, repair fragments, collect proven garbage")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_scrub)
+    store_command(subparsers, "scrub", "verify every object, repair fragments, collect proven garbage", cmd_scrub, json=True)
 
-    p = subparsers.add_parser("gc", help="collect retired versions' fragments now (old enough, unread, unlocked)")
-    p.add_argument("store")
+    p = store_command(
+        subparsers, "gc", "collect retired versions' fragments now (old enough, unread, unlocked)", cmd_gc, json=True
+    )
     p.add_argument("--min-age", type=float, default=None, help="seconds (default: [gc] min_age_seconds)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_gc)
 
-    p = subparsers.add_parser("status", help="drives, free space, objects, degraded objects")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
+    store_command(subparsers, "status", "drives, free space, objects, degraded objects", cmd_status, json=True)
 
-    p = subparsers.add_parser("replace-drive", help="format an empty replacement disk for a lost drive, then heal")
-    p.add_argument("store")
+    p = store_command(
+        subparsers, "replace-drive", "format an empty replacement disk for a lost drive, then heal", cmd_replace_drive
+    )
     p.add_argument("drive", help="drive id, as objfs status shows it (e.g. hot-3)")
     p.add_argument(
         "--allow-directory",
         action="store_true",
         help="accept a path that is not a mount point (stores made with 'objfs init' without --drive always do)",
     )
-    p.set_defaults(func=cmd_replace_drive)
 
-    p = subparsers.add_parser("rebuild-index", help="recreate the index from the drives")
-    p.add_argument("store")
+    p = store_command(subparsers, "rebuild-index", "recreate the index from the drives", cmd_rebuild_index)
     p.add_argument("--force", action="store_true", help="move a non-empty index aside first")
-    p.set_defaults(func=cmd_rebuild_index)
 
-    p = subparsers.add_parser("upgrade", help="move the store to this objfs's on-disk format (stop the service first)")
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_upgrade)
+    store_command(
+        subparsers, "upgrade", "move the store to this objfs's on-disk format (stop the service first)", cmd_upgrade, json=True
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:

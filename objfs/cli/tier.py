@@ -15,6 +15,8 @@ from typing import Any
 from objfs.store.tiers import add_tier
 from objfs.stores import open_store
 
+from .common import store_command
+
 
 def register(subparsers: Any) -> None:
     """Add the tier commands to the ``objfs`` parser."""
@@ -26,10 +28,7 @@ def register(subparsers: Any) -> None:
     a.add_argument("--drive", action="append", required=True, help="a drive directory (mount point); repeat")
     a.add_argument("--ec", default="4+2", help="erasure code K+M of this tier (default 4+2)")
     a.set_defaults(func=cmd_tier_add)
-    lst = sub.add_parser("list", help="tiers with their versions and bytes")
-    lst.add_argument("store")
-    lst.add_argument("--json", action="store_true")
-    lst.set_defaults(func=cmd_tier_list)
+    store_command(sub, "list", "tiers with their versions and bytes", cmd_tier_list, json=True)
 
 
 def cmd_tier_add(args: argparse.Namespace) -> int:
