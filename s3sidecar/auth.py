@@ -217,14 +217,4 @@ def principal_of(key: AccessKey | None, *, source_ip: str = "", secure_transport
     """The engine's principal for a key (None: an anonymous request): its name, account, rights, and where it came from."""
     if key is None:
         return Principal.anonymous_request(source_ip=source_ip, secure_transport=secure_transport)
-    return Principal(
-        name=f"s3:{key.name}",
-        read_only=key.read_only,
-        buckets=tuple(key.buckets),
-        bypass_governance=key.bypass_governance,
-        legal_hold=key.legal_hold,
-        retention=key.retention,
-        account=key.account,
-        source_ip=source_ip,
-        secure_transport=secure_transport,
-    )
+    return Principal.of_key(key, "s3", source_ip=source_ip, secure_transport=secure_transport)

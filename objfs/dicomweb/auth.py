@@ -27,15 +27,8 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="objfs DICOMweb", charset="UTF-8"'
 
 
 def principal_of(key: AccessKey) -> Principal:
-    """The engine's principal for a key: ``dicomweb:<key name>`` with every right the key holds."""
-    return Principal(
-        name=f"dicomweb:{key.name}",
-        read_only=key.read_only,
-        buckets=tuple(key.buckets),
-        bypass_governance=key.bypass_governance,
-        legal_hold=key.legal_hold,
-        retention=key.retention,
-    )
+    """The engine's principal for a key: ``dicomweb:<key name>``, the key's account and every right it holds."""
+    return Principal.of_key(key, "dicomweb")
 
 
 def key_for(store: Store, authorization: str | None) -> AccessKey:

@@ -108,6 +108,21 @@ class Principal:
         return cls("anonymous", read_only=True, anonymous=True, source_ip=source_ip, secure_transport=secure_transport)
 
     @classmethod
+    def of_key(cls, key: AccessKey, front: str, *, source_ip: str = "", secure_transport: bool = False) -> Principal:
+        """The principal a front acts as for an access key: ``<front>:<key name>``, the key's account and rights."""
+        return cls(
+            name=f"{front}:{key.name}",
+            read_only=key.read_only,
+            buckets=tuple(key.buckets),
+            bypass_governance=key.bypass_governance,
+            legal_hold=key.legal_hold,
+            retention=key.retention,
+            account=key.account,
+            source_ip=source_ip,
+            secure_transport=secure_transport,
+        )
+
+    @classmethod
     def system(cls, role: str, *, who: str | None = None) -> Principal:
         """A system principal (every right, every bucket), named ``role`` or ``role:who``."""
         if role not in SYSTEM_ROLES:
