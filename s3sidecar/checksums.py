@@ -265,22 +265,15 @@ def crc_combine(algorithm: str, first: int, second: int, second_length: int) -> 
     poly, width = _POLYNOMIALS[algorithm]
     if second_length == 0:
         return first
-    odd = [poly] + [1 << n for n in range(width - 1)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)
+    op = [poly] + [1 << n for n in range(width - 1)]  # the operator of one zero bit
+    for _ in range(3):
+        op = _gf2_square(op)  # ... squared three times: one zero byte
+    while second_length:
         if second_length & 1:
-            first = _gf2_times(even, first)
+            first = _gf2_times(op, first)
         second_length >>= 1
-        if not second_length:
-            break
-        odd = _gf2_square(even)
-        if second_length & 1:
-            first = _gf2_times(odd, first)
-        second_length >>= 1
-        if not second_length:
-            break
+        if second_length:
+            op = _gf2_square(op)  # twice as many zero bytes
     return first ^ second
 
 

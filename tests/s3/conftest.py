@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 from s3helpers import REGION, Key, Server, create_key, env, make_client, start_server
 
 from objfs.store import init_store
+from objfs.store.keys import KeyRing
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +86,24 @@ def aws(server: Server, admin_key: Key, tmp_path_factory: pytest.TempPathFactory
         return proc
 
     return run
+
+
+@pytest.fixture(scope="module")
+def client_of(server: Server, s3_store: Path):
+    """``client_of(account, read_only=False)``: a boto3 client with a new key of ``account``, usable at once."""
+    ring = KeyRing.of_store(s3_store)
+
+    def make(account: str, *, read_only: bool = False):
+        key = ring.create(f"{account}-{uuid.uuid4().hex[:6]}", account=account, read_only=read_only)
+        client = make_client(server.url, Key(key.access_key, key.secret_key))
+        deadline = time.monotonic() + 5  # the server re-reads the key file for an unknown key at most every 0.1 s
+        while True:
+            try:
+                client.list_buckets()
+                return client
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "InvalidAccessKeyId" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    return make

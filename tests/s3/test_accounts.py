@@ -7,15 +7,13 @@ create`` does); the running server finds a new key on its first request.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 from botocore.exceptions import ClientError
-from s3helpers import Key, error_code, http, make_client
+from s3helpers import error_code, http
 
 from objfs.store import canonical_id
-from objfs.store.keys import KeyRing
 
 
 def code_of(exc: ClientError) -> str:
@@ -24,27 +22,6 @@ def code_of(exc: ClientError) -> str:
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return code_of(exc.value)
-
-
-@pytest.fixture(scope="module")
-def client_of(server, s3_store):
-    ring = KeyRing.of_store(s3_store)
-
-    def make(account: str, *, read_only: bool = False):
-        key = ring.create(f"{account}-{uuid.uuid4().hex[:6]}", account=account, read_only=read_only)
-        client = make_client(server.url, Key(key.access_key, key.secret_key))
-        # The server re-reads the key file for an unknown key at most every 0.1 s.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                client.list_buckets()
-                return client
-            except ClientError as exc:
-                if code_of(exc) != "InvalidAccessKeyId" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    return make
 
 
 @pytest.fixture

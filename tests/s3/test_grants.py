@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from s3helpers import Key, create_key, env, error_code, http, make_client, signed_headers, start_server
+from s3helpers import create_key, env, error_code, http, make_client, signed_headers, start_server
 
 from objfs.store import canonical_id
-from objfs.store.keys import KeyRing
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
@@ -44,26 +42,6 @@ def unsigned_client(url: str):
         region_name="us-east-1",
         config=Config(signature_version=UNSIGNED, s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
     )
-
-
-@pytest.fixture(scope="module")
-def client_of(server, s3_store):
-    ring = KeyRing.of_store(s3_store)
-
-    def make(account: str):
-        key = ring.create(f"{account}-{uuid.uuid4().hex[:6]}", account=account)
-        client = make_client(server.url, Key(key.access_key, key.secret_key))
-        deadline = time.monotonic() + 5  # the server re-reads the key file for an unknown key
-        while True:
-            try:
-                client.list_buckets()
-                return client
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "InvalidAccessKeyId" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    return make
 
 
 @pytest.fixture
