@@ -26,7 +26,7 @@ from .crypto import TAG_BYTES, SegmentCipher
 from .drives import BLOBS, Drive, rendezvous_order
 from .errors import BadDigest, DataLoss, EncryptionKeyRequired, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, owner_tag, read_frame
-from .procs import identity_alive, own_identity, process_start  # noqa: F401 (re-exported for heal)
+from .procs import own_identity
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -38,14 +38,6 @@ PREFETCH_DEPTH = 3  # segments read ahead by a long sequential read
 def new_id() -> str:
     """A fresh object, blob or upload id: 128 random bits as hex."""
     return secrets.token_hex(16)
-
-
-def writer_identity() -> dict[str, Any]:
-    """Who is writing, so scrub can tell an interrupted write from one in progress."""
-    return own_identity()
-
-
-writer_alive = identity_alive
 
 
 class BlobWriter:
@@ -189,7 +181,7 @@ class BlobWriter:
         """
         self.end_data()
         desc = self.descriptor()
-        footer = {"blob": desc, "owner": owner, "writer": writer_identity()}
+        footer = {"blob": desc, "owner": owner, "writer": own_identity()}  # so scrub can tell a write in progress
 
         def commit(item: tuple[int, FragmentWriter]) -> int | None:
             index, writer = item

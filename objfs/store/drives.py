@@ -56,10 +56,6 @@ class Drive:
     def tmp_dir(self) -> Path:
         return self.path / TMP
 
-    def is_healthy(self, store_id: str) -> bool:
-        """True when the drive takes writes: present, ours, its layout intact, writable, not full."""
-        return self.state(store_id) == OK
-
     def state(self, store_id: str) -> str:
         """One of OK, MISSING, FOREIGN, WIPED, READ_ONLY, FULL (checked in that order)."""
         try:

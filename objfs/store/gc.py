@@ -111,13 +111,11 @@ class GarbageMixin:
 
     def _ensure_tombstone(self: Store, rec: dict[str, Any], desc: dict[str, Any]) -> None:
         """Before a blob goes: its version's tombstone is on the drives (written at retirement, unless that failed)."""
-        drives = self._meta_drives(dict(rec, parts=[desc]))
-        for drive in drives:
-            meta = read_meta(drive.meta_path(rec["id"]))
-            if meta is not None and meta.get("deleted"):
-                return
+        metas = [m for m in (read_meta(d.meta_path(rec["id"])) for d in self._meta_drives(dict(rec, parts=[desc]))) if m]
+        if any(m.get("deleted") for m in metas):
+            return
         # The record's own meta (renames, multipart) lists every blob; a plain put has just this one.
-        known = next((m for m in (read_meta(d.meta_path(rec["id"])) for d in drives) if m and m.get("parts")), None)
+        known = next((m for m in metas if m.get("parts")), None)
         self._write_tombstone(dict(rec, parts=known["parts"] if known else [desc]))
 
     def gc_pending(self: Store) -> int:

@@ -245,6 +245,12 @@ class RenamesMixin:
         if len(drives) - errors < 1:
             raise DataLoss(f"could not record metadata of {record['bucket']}/{record['key']} on any drive")
 
+    def newest_meta(self: Store, object_id: str) -> dict[str, Any] | None:
+        """The newest metadata (by ``gen``) any readable drive holds for ``object_id``, or None."""
+        metas = [read_meta(d.meta_path(object_id)) for d in self.all_drives() if self.drive_readable(d)]
+        metas = [m for m in metas if m]
+        return max(metas, key=lambda m: m.get("gen", 0)) if metas else None
+
     @contextmanager
     def _meta_change(self: Store, wheres: list[dict[str, Any]]) -> Iterator[None]:
         """Around "write metadata to the drives, then commit": if the commit does not happen, undo.
@@ -276,11 +282,8 @@ class RenamesMixin:
         fixed = 0
         for where in wheres:
             object_id = where["id"]
-            drives = [d for d in self.all_drives() if self.drive_readable(d)]
-            newer = any(
-                (m or {}).get("gen", 0) > where.get("gen", 0) for m in (read_meta(d.meta_path(object_id)) for d in drives)
-            )
-            if newer:
+            newest = self.newest_meta(object_id)
+            if newest is not None and newest.get("gen", 0) > where.get("gen", 0):
                 continue
             record = None
             for key in filter(None, (where.get("key"), where.get("to"))):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .crypto import unseal_record
 from .drives import BLOBS, BUCKETS, Drive
-from .fragments import read_footer, read_meta
+from .fragments import read_footer
 from .heal import HealReport
 from .index import object_key
 from .procs import identity_alive, process_start
@@ -223,19 +223,13 @@ class ScrubMixin:
                 if any(p["blob"]["id"] == blob_id for _, p in txn.scan("parts", owner["upload"].encode() + b"\0")):
                     return True
                 # A completed upload: its record (named by the upload id) says where it went.
-                owner = self._record_meta(owner["upload"]) or {}
+                owner = self.newest_meta(owner["upload"]) or {}
             if "bucket" in owner and "key" in owner:
                 prefix = object_key(owner["bucket"], owner["key"])
                 current = txn.get("objects", prefix)
                 records = ([current] if current else []) + [r for _, r in txn.scan("versions", prefix + b"\0")]
                 return any(d["id"] == blob_id for r in records for d in r.get("parts", []))
         return False
-
-    def _record_meta(self: Store, object_id: str) -> dict[str, Any] | None:
-        """The newest metadata the drives hold for ``object_id`` (any drive), or None."""
-        metas = [read_meta(d.meta_path(object_id)) for d in self.all_drives() if self.drive_readable(d)]
-        metas = [m for m in metas if m]
-        return max(metas, key=lambda m: m.get("gen", 0)) if metas else None
 
     def _dead_journals(self: Store) -> list[Any]:
         """Intent journals of dead processes written against *this* index (no newer one)."""
