@@ -82,6 +82,11 @@ def cmd_remote_list(args: argparse.Namespace) -> int:
 
 def cmd_remote_remove(args: argparse.Namespace) -> int:
     with open_store(args.store) as store:
+        users = store.remotes_in_use().get(args.name)
+        if users:
+            raise SystemExit(
+                f"objfs: remote {args.name} is used by the replication rules of {', '.join(users)}; remove them first"
+            )
         remove_remote(args.store, args.name)
         store.record_audit("remote-remove", cli_principal(), "ok", True, detail=args.name)
     print(f"removed remote {args.name}")

@@ -51,6 +51,8 @@ STATS_KEY = b"\0stats"
 STATUS_PREFIX = b"s"
 #: An entry that failed this many times shows its version as FAILED (it is still retried).
 FAILED_AFTER = 3
+#: Seconds over which the sending rate is measured.
+RATE_WINDOW = 30.0
 #: Longest wait between two tries of one entry.
 MAX_BACKOFF = 300.0
 
@@ -311,15 +313,26 @@ class ReplicationMixin:
             stats = txn.get(STATE_DB, STATS_KEY) or {}
             stats["sent"] = stats.get("sent", 0) + (0 if skipped else 1)
             stats["sent_bytes"] = stats.get("sent_bytes", 0) + sent_bytes
-            stats["last_sent"] = time.time()
+            now = time.time()
+            stats["last_sent"] = now
+            if now - stats.get("window_start", 0) > RATE_WINDOW:
+                # A new window: the rate shown is that of the last one.
+                span = max(1e-3, now - stats.get("window_start", now))
+                stats["rate"] = stats.get("window_bytes", 0) / span if stats.get("window_start") else 0.0
+                stats["window_start"], stats["window_bytes"] = now, 0
+            stats["window_bytes"] = stats.get("window_bytes", 0) + sent_bytes
             txn.put(STATE_DB, STATS_KEY, stats)
 
         self.index.commit(change)
 
-    def replication_failed(self: Store, seq: int, entry: dict[str, Any], error: str) -> float:
-        """A try failed: back off (doubling, up to MAX_BACKOFF), remember why; returns the next try's time."""
+    def replication_failed(self: Store, seq: int, entry: dict[str, Any], error: str, *, retry_at: float | None = None) -> float:
+        """A try failed: back off (doubling, up to MAX_BACKOFF, or until ``retry_at``), remember why.
+
+        Returns the next try's time.
+        """
         attempts = entry.get("attempts", 0) + 1
-        retry_at = time.time() + min(MAX_BACKOFF, 2.0 ** min(attempts, 10) / 2)
+        if retry_at is None:
+            retry_at = time.time() + min(MAX_BACKOFF, 2.0 ** min(attempts, 10) / 2)
 
         def change(txn: Txn) -> None:
             current = txn.get(QUEUE_DB, _seq_key(seq))
@@ -383,7 +396,18 @@ class ReplicationMixin:
             "sent": stats.get("sent", 0),
             "sent_bytes": stats.get("sent_bytes", 0),
             "last_sent": stats.get("last_sent"),
+            "rate_bytes_per_second": _rate(stats, now),
         }
+
+
+def _rate(stats: dict[str, Any], now: float) -> float:
+    """Bytes per second sent recently: the current window when it is long enough, else the last one."""
+    start = stats.get("window_start")
+    if start is None or now - start > 2 * RATE_WINDOW:
+        return 0.0
+    if now - start >= 1.0:
+        return round(stats.get("window_bytes", 0) / (now - start), 1)
+    return round(stats.get("rate", 0.0), 1)
 
 
 def versions_of(store: Store, bucket: str) -> list[dict[str, Any]]:
