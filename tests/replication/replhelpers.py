@@ -80,8 +80,8 @@ class Appliance:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
-        if os.path.ismount(self.mnt):
-            subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True)
+        # A killed process leaves its mount dead (ENOTCONN), which ismount() cannot even see.
+        subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True)
 
     def client(self) -> Any:
         return boto3.client(
@@ -113,7 +113,7 @@ class Appliance:
         return done
 
     def status(self, bucket: str | None = None) -> dict[str, Any]:
-        return json.loads(self.cli("replication", "status", "--json", *([bucket] if bucket else [])).stdout)
+        return json.loads(self.cli("replication", "status", *([bucket] if bucket else []), "--json").stdout)
 
 
 def versioned_bucket(s3: Any, name: str, *, lock: bool = False) -> None:
@@ -130,8 +130,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
             last = check()
         except Exception as exc:  # noqa: BLE001 - the side may still be starting
             last = exc
-        if last:
-            return last
+        else:
+            if last:
+                return last
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
