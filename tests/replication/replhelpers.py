@@ -117,7 +117,11 @@ class Appliance:
 
 
 def versioned_bucket(s3: Any, name: str, *, lock: bool = False) -> None:
-    s3.create_bucket(Bucket=name, **({"ObjectLockEnabledForBucket": True} if lock else {}))
+    """Create bucket ``name`` (unless it exists: the DICOM gateway makes its own) with versioning on."""
+    try:
+        s3.create_bucket(Bucket=name, **({"ObjectLockEnabledForBucket": True} if lock else {}))
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 
 
