@@ -214,9 +214,12 @@ class ReplicasMixin:
                     indexer.on_change(txn, live, None if record.get("delete_marker") else record)
             else:
                 # Older than what is current here: it takes its place among the noncurrent versions.
-                seq = min(record["seq"], current["seq"] - 1)
+                seq = max(1, min(record["seq"], current["seq"] - 1))
+                step = -1 if seq > 1 else 1
                 while txn.get("versions", version_key(bucket, key, seq)) is not None:
-                    seq -= 1
+                    if seq + step < 1:
+                        step = 1  # no room below (sequences are times in ns: never in practice)
+                    seq += step
                 record["seq"] = seq
                 txn.put("versions", version_key(bucket, key, seq), record)
             self._records_changed(txn, None, record)
