@@ -13,7 +13,7 @@ Guarantees:
   under reader leases like any reader, and takes no lock a write waits on.
 * **Bounded.** A dead or slow destination leaves entries in the queue on
   disk (their retries back off, per entry and per remote); the sender holds
-  one batch of entry headers and one segment of one body in memory.
+  one batch of entry headers and a segment per parallel send in memory.
   ``[replication] max_bytes_per_second`` caps what it sends, all remotes
   together.
 
@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +49,10 @@ log = logging.getLogger("objfs.workers.replicate")
 REPLICA_HEADER = "x-objfs-replica"
 APPLIANCE_HEADER = "x-objfs-appliance"
 BATCH = 64
+#: Entries (of distinct keys) sent at once.
+PARALLEL = 4
 #: Longest a remote that cannot be reached is left alone before the next try.
-REMOTE_BACKOFF_MAX = 15.0
+REMOTE_BACKOFF_MAX = 5.0
 
 
 @dataclass
@@ -151,7 +154,7 @@ class Sender:
         self.clients: dict[str, Any] = {}
         self.kinds: dict[str, str] = {}
         self.remote_wait: dict[str, tuple[float, float]] = {}  # remote -> (until, last backoff)
-        self._header: str | None = None
+        self._local = threading.local()  # the replica header of the request this thread is sending
         self.principal = store.system_principal("replication")
 
     def client(self, name: str) -> Any:
@@ -162,8 +165,9 @@ class Sender:
         return self.clients[name]
 
     def _add_header(self, request: Any, **_: Any) -> None:
-        if self._header is not None:
-            request.headers[REPLICA_HEADER] = self._header
+        header = getattr(self._local, "header", None)
+        if header is not None:
+            request.headers[REPLICA_HEADER] = header
 
     def kind(self, name: str, bucket: str) -> str:
         """ "objfs" when the destination is an objfs appliance (it keeps version ids), else "s3"."""
@@ -174,34 +178,54 @@ class Sender:
         return self.kinds[name]
 
     def run_pass(self, limit: int = BATCH) -> SendReport:
-        """Send what is due now (one entry per key); returns what happened."""
+        """Send what is due now (one entry per key, up to PARALLEL at once); returns what happened."""
         report = SendReport()
-        now = time.time()
+        due = []
         for seq, entry in self.store.replication_due(limit=limit):
+            until, _ = self.remote_wait.get(entry["remote"], (0.0, 0.0))
+            if until <= time.monotonic():
+                due.append((seq, entry))
+        if not due:
+            return report
+        if len(self.clients) < len({e["remote"] for _, e in due}):
+            for _, entry in due:  # clients are made here, once: building one is not thread-safe
+                try:
+                    self.client(entry["remote"])
+                except RemoteError:
+                    pass
+        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(due)), thread_name_prefix="objfs-replicate") as pool:
+            outcomes = list(pool.map(self._try_send, due))
+        now = time.time()
+        backed_off: set[str] = set()
+        for (seq, entry), (sent, exc) in zip(due, outcomes):
             remote = entry["remote"]
-            until, _ = self.remote_wait.get(remote, (0.0, 0.0))
-            if until > time.monotonic():
+            if exc is None:
+                self.remote_wait.pop(remote, None)
+                self.store.replication_done(seq, entry, sent_bytes=sent)
+                report.sent += 1
+                report.sent_bytes += sent
                 continue
-            try:
-                sent = self.send(entry)
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded on its entry and retried
-                report.failed += 1
-                reason = _reason(exc)
-                report.errors.append(f"{entry['bucket']}/{entry['key']} -> {remote}: {reason}")
-                if isinstance(exc, RemoteError) or _unreachable(exc):
-                    _, last = self.remote_wait.get(remote, (0.0, 0.5))
+            report.failed += 1
+            reason = _reason(exc)
+            report.errors.append(f"{entry['bucket']}/{entry['key']} -> {remote}: {reason}")
+            if isinstance(exc, RemoteError) or _unreachable(exc):
+                if remote not in backed_off:  # one step per pass, however many sends failed
+                    backed_off.add(remote)
+                    _, last = self.remote_wait.get(remote, (0.0, 0.25))
                     wait = min(REMOTE_BACKOFF_MAX, last * 2)
                     self.remote_wait[remote] = (time.monotonic() + wait, wait)
-                    self.kinds.pop(remote, None)
-                    self.store.replication_failed(seq, entry, reason, retry_at=now + wait)
-                else:
-                    self.store.replication_failed(seq, entry, reason)
-                continue
-            self.remote_wait.pop(remote, None)
-            self.store.replication_done(seq, entry, sent_bytes=sent)
-            report.sent += 1
-            report.sent_bytes += sent
+                wait = self.remote_wait[remote][1]
+                self.kinds.pop(remote, None)
+                self.store.replication_failed(seq, entry, reason, retry_at=now + wait)
+            else:
+                self.store.replication_failed(seq, entry, reason)
         return report
+
+    def _try_send(self, item: tuple[int, dict[str, Any]]) -> tuple[int, BaseException | None]:
+        try:
+            return self.send(item[1]), None
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on its entry and retried
+            return 0, exc
 
     def send(self, entry: dict[str, Any]) -> int:
         """Send one entry; returns the body bytes sent. Raises on any failure."""
@@ -237,11 +261,11 @@ class Sender:
         return size
 
     def _put(self, client: Any, bucket: str, key: str, body: Any, size: int, desc: dict[str, Any]) -> None:
-        self._header = _encode(desc)
+        self._local.header = _encode(desc)
         try:
             response = client.put_object(Bucket=bucket, Key=key, Body=body, ContentLength=size)
         finally:
-            self._header = None
+            self._local.header = None
         headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         if REPLICA_HEADER not in headers:
             raise RuntimeError(f"{bucket}: the destination did not take the replica write (not objfs?)")
