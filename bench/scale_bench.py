@@ -130,13 +130,11 @@ def main(argv: list[str] | None = None) -> None:
             rate = fill(store, filled, size, args.threads)
             filled = size
             sample = [pacs_key(random.randrange(size)) for _ in range(1000)]
-            head = latencies(lambda k: store.head_object("pacs", k), sample)
-            get = latencies(lambda k: store.get_object_bytes("pacs", k), sample[:500])
+            head = latencies(lambda k, s=store: s.head_object("pacs", k), sample)
+            get = latencies(lambda k, s=store: s.get_object_bytes("pacs", k), sample[:500])
             store.close()
             scrub_s, scrub_rss, scrub_anon, scrub_rc = run_measured(cli + ["scrub", "--json", str(root)], env)
-            rebuild_s, rebuild_rss, rebuild_anon, rebuild_rc = run_measured(
-                cli + ["rebuild-index", "--force", str(root)], env
-            )
+            rebuild_s, rebuild_rss, rebuild_anon, rebuild_rc = run_measured(cli + ["rebuild-index", "--force", str(root)], env)
             for old in root.glob("index.old-*"):
                 shutil.rmtree(old)
             rows.append(
