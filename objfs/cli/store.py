@@ -68,7 +68,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_scrub(args: argparse.Namespace) -> int:
     with Store.open(args.store) as store:
-        report = store.scrub()
+        report = store.scrub(progress=sys.stderr)
     data = report.as_dict()
     if args.json:
         print(json.dumps(data))
