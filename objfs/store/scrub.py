@@ -106,9 +106,7 @@ class ScrubMixin:
             except OSError as exc:
                 log.warning("drive %s: cannot record the index it was scrubbed with: %s", drive.drive_id, exc)
 
-    def scrub(
-        self: Store, *, progress: TextIO | None = None, batch: int = 1000, checkpoint_seconds: float = 5.0
-    ) -> ScrubReport:
+    def scrub(self: Store, *, progress: TextIO | None = None, batch: int = 1000, checkpoint_seconds: float = 5.0) -> ScrubReport:
         """Verify every object, heal damage, collect proven garbage; see the module docstring.
 
         Memory stays bounded whatever the store's size: the blob ids the
@@ -294,7 +292,11 @@ class ScrubMixin:
             if name.endswith(".meta"):
                 continue
             blob_id, sep, _ = name.partition(".f")
-            if sep and blob_id not in referenced and blob_id not in pending:
+            if not sep or blob_id in pending:
+                continue
+            # A file outside its fan-out directory is out of order: checked against the index alone.
+            in_place = blob_id[:2] == top and blob_id[2:4] == leaf.name
+            if not in_place or blob_id not in referenced:
                 if not self._claimed_since(leaf / name):
                     unreferenced += 1
         if current is not None:
