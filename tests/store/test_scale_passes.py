@@ -114,3 +114,92 @@ def test_scrub_killed_half_way_continues_to_the_same_result(store_path: Path, tm
     # Both are whole now: one more scrub repairs nothing.
     again, _ = _scrub_json(store_path)
     assert again["fragments_repaired"] == 0 and again["objects"] == whole["objects"]
+
+
+def _index_progress(index: Path):
+    """The position a running rebuild committed with its last batch, read straight from LMDB (or None)."""
+    import lmdb
+    import msgpack
+
+    try:
+        env = lmdb.open(str(index), readonly=True, lock=True, max_dbs=64)
+    except lmdb.Error:
+        return None
+    try:
+        with env.begin() as txn:
+            db = env.open_db(b"settings", txn=txn, create=False)
+            raw = txn.get(b"rebuild-progress", db=db)
+    except lmdb.Error:
+        raw = None
+    finally:
+        env.close()
+    return None if raw is None else msgpack.unpackb(raw, raw=False)
+
+
+def _scan_progress(spill: Path) -> str | None:
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{spill}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM state WHERE name = 'scanned_after'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else row[0]
+
+
+def _index_entries(store: Store) -> dict[str, list[bytes]]:
+    with store.index.read() as txn:
+        return {db: sorted(txn.scan_keys(db)) for db in ("buckets", "objects", "versions", "uploads", "parts", "gc", "heal")}
+
+
+@pytest.mark.allow_warnings
+def test_rebuild_killed_in_scan_and_in_writes_continues_to_the_same_index(store_path: Path, tmp_path: Path, cli) -> None:
+    _fill(store_path, 120)
+    with Store.open(store_path) as store:
+        store.create_bucket("plain")
+        for i in range(4):  # overwrites without versioning: older versions are garbage
+            store.put_object("plain", "again", body(f"p{i}", 200))
+        upload = store.create_multipart("pacs", "unfinished")
+        store.upload_part(upload, 1, body("part1", 400))
+        store.upload_part(upload, 1, body("part1b", 400))  # replaced: garbage
+        store.upload_part(upload, 2, body("part2", 400))
+        expected = live_state(store)
+    other = tmp_path / "copy"
+    shutil.copytree(store_path, other, symlinks=True)
+    whole = json.loads(cli("rebuild-index", "--force", str(other)).stdout.splitlines()[-1])
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from objfs.store import Store\n"
+        "from objfs.store.rebuild import move_index_aside, rebuild_index, index_is_empty, rebuild_in_progress\n"
+        "root = Path(sys.argv[1])\n"
+        "with Store.open(root) as s:\n"
+        "    fresh = not index_is_empty(s) and not rebuild_in_progress(s)\n"
+        "if fresh:\n"
+        "    move_index_aside(root)\n"
+        "with Store.open(root) as s:\n"
+        "    rebuild_index(s, batch=2)\n"
+    )
+    spill = store_path / "run" / "rebuild" / "spill.sqlite"
+    # Killed while it scans the drives (a fan-out directory checkpointed), then while it writes the index.
+    proc = subprocess.Popen([sys.executable, "-c", script, str(store_path)], env=ENV, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: _scan_progress(spill) is not None)
+    assert _index_progress(store_path / "index") is None  # nothing written yet
+    proc = subprocess.Popen([sys.executable, "-c", script, str(store_path)], env=ENV, stderr=subprocess.PIPE, text=True)
+    _kill_when(proc, lambda: ((_index_progress(store_path / "index") or {}).get("counts") or {}).get("objects", 0) >= 20)
+    assert spill.exists()
+    out = cli("rebuild-index", str(store_path))  # no --force: it continues
+    resumed = json.loads(out.stdout.splitlines()[-1])
+    assert b"versions written" in out.stderr
+    assert resumed == whole
+    assert not (store_path / "run" / "rebuild").exists()
+    with Store.open(store_path) as a, Store.open(other) as b:
+        assert live_state(a) == live_state(b) == expected
+        assert _index_entries(a) == _index_entries(b)
+        assert len(_index_entries(a)["gc"]) >= 4
+        verify(a.get_object_bytes("plain", "again"))
+    assert not list(store_path.glob("index.old-*"))[1:]  # only the first run moved an index aside
