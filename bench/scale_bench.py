@@ -105,6 +105,43 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, fl
     return seconds, usage.ru_maxrss / 1024, peak_anon / 1024, proc.returncode
 
 
+def maintenance(root: Path, repo: str) -> tuple[tuple[float, float, float, int], tuple[float, float, float, int]]:
+    """``objfs scrub`` then ``objfs rebuild-index --force`` of ``root``, each measured as its own process."""
+    env = dict(os.environ, PYTHONPATH=repo)
+    cli = [sys.executable, "-m", "objfs.cli"]
+    scrub = run_measured(cli + ["scrub", "--json", str(root)], env)
+    rebuild = run_measured(cli + ["rebuild-index", "--force", str(root)], env)
+    for old in root.glob("index.old-*"):
+        shutil.rmtree(old)
+    return scrub, rebuild
+
+
+def measure_existing(root: Path, repo: str) -> None:
+    from objfs.store import Store
+
+    with Store.open(root) as store, store.index.read() as txn:
+        count = txn.count("objects")
+    (scrub_s, scrub_rss, scrub_anon, scrub_rc), (rebuild_s, rebuild_rss, rebuild_anon, rebuild_rc) = maintenance(root, repo)
+    print(
+        table(
+            f"scale: maintenance of {root} with objfs from {repo}",
+            ["objects", "scrub obj/s", "scrub s", "scrub RSS/anon MiB", "rebuild obj/s", "rebuild s", "rebuild RSS/anon MiB"],
+            [
+                [
+                    count,
+                    f"{count / scrub_s:.0f}{'' if scrub_rc == 0 else f' (rc {scrub_rc})'}",
+                    scrub_s,
+                    f"{scrub_rss:.0f}/{scrub_anon:.0f}",
+                    f"{count / rebuild_s:.0f}{'' if rebuild_rc == 0 else f' (rc {rebuild_rc})'}",
+                    rebuild_s,
+                    f"{rebuild_rss:.0f}/{rebuild_anon:.0f}",
+                ]
+            ],
+        ),
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.scale_bench")
     parser.add_argument("--quick", action="store_true", help="10^3 and 10^4 objects")
@@ -113,13 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", help="where to make the store (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
     parser.add_argument("--repo", default=str(REPO), help="source tree whose objfs runs scrub and rebuild-index")
+    parser.add_argument("--existing", help="only measure scrub and rebuild-index of this store (filled by --keep)")
     args = parser.parse_args(argv)
+    if args.existing:
+        measure_existing(Path(args.existing), args.repo)
+        return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1000, 10000] if args.quick else [100000, 1000000])
     from objfs.stores import init_store
 
     workdir = Path(tempfile.mkdtemp(prefix="objfs-scale-", dir=args.dir))
-    env = dict(os.environ, PYTHONPATH=args.repo)
-    cli = [sys.executable, "-m", "objfs.cli"]
     rows = []
     try:
         root = workdir / "store"
@@ -133,10 +172,9 @@ def main(argv: list[str] | None = None) -> None:
             head = latencies(lambda k, s=store: s.head_object("pacs", k), sample)
             get = latencies(lambda k, s=store: s.get_object_bytes("pacs", k), sample[:500])
             store.close()
-            scrub_s, scrub_rss, scrub_anon, scrub_rc = run_measured(cli + ["scrub", "--json", str(root)], env)
-            rebuild_s, rebuild_rss, rebuild_anon, rebuild_rc = run_measured(cli + ["rebuild-index", "--force", str(root)], env)
-            for old in root.glob("index.old-*"):
-                shutil.rmtree(old)
+            (scrub_s, scrub_rss, scrub_anon, scrub_rc), (rebuild_s, rebuild_rss, rebuild_anon, rebuild_rc) = maintenance(
+                root, args.repo
+            )
             rows.append(
                 [
                     size,
