@@ -135,6 +135,13 @@ class ScrubMixin:
         # Journals of writers dead *before* the index is read: none of them can commit after it.
         # A resumed scrub keeps the set its first run saw (its index scan began before the others died).
         dead = self._dead_journals() if report.index_trusted else []
+        if run.saved_journals is not None and any(
+            str(j.path) not in run.saved_journals and (j.uncommitted or j.unsettled_meta) for j in dead
+        ):
+            # A writer died since the stopped scrub began: what it committed may sit in the part of the
+            # index already scanned, so only a whole new scan can tell its leftovers: start over.
+            log.info("scrub: writers died since the stopped scrub began; starting over")
+            run.start_over()
         journals = [j for j in dead if run.saved_journals is None or str(j.path) in run.saved_journals]
         run.save_journals([str(j.path) for j in journals])
         pending = {blob_id: journal for journal in journals for blob_id in journal.uncommitted}
@@ -385,13 +392,10 @@ class _ScrubRun:
         self.report = report
         index_id = store.index.state()["index_id"]
         state = _load_json(self.path)
+        self._fresh = {"index_id": index_id, "trusted": report.index_trusted, "dbs": {}, "drives": {}, "verified": 0}
         if state is None or state.get("index_id") != index_id or state.get("trusted") != report.index_trusted:
-            for stale in self.dir.iterdir():
-                if stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink()
-            state = {"index_id": index_id, "trusted": report.index_trusted, "dbs": {}, "drives": {}, "verified": 0}
+            self._wipe()
+            state = dict(self._fresh)
         else:
             log.info("scrub: continuing the scrub that stopped at %s", {db: v.get("after") for db, v in state["dbs"].items()})
             for name in _RESUMED_FIELDS:
@@ -402,6 +406,22 @@ class _ScrubRun:
         self._mutex = threading.Lock()
         self._saved_at = time.monotonic()
         self._every = checkpoint_seconds
+
+    def _wipe(self) -> None:
+        for stale in self.dir.iterdir():
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink()
+
+    def start_over(self) -> None:
+        """Forget the checkpoint: the pass begins again from nothing."""
+        self._wipe()
+        self.state = json.loads(json.dumps(self._fresh))
+        self.saved_journals = None
+        for name in _RESUMED_FIELDS:
+            setattr(self.report, name, [] if name == "lost" else 0)
+        self.referenced = SortedSpill(self.dir / "referenced")
 
     def save_journals(self, paths: list[str]) -> None:
         self.state["journals"] = paths
