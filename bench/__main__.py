@@ -11,6 +11,7 @@ BENCHMARKS = [
     "s3_bench",
     "dicom_bench",
     "qido_scale_bench",
+    "dicom_index_bench",
     "dicomweb_bench",
     "replication_bench",
     "scale_bench",
