@@ -11,20 +11,33 @@ leaves both old or both new. Deletes and renames go through ``on_change``
 too.
 
 Layout of the ``dicom`` database (``B`` = bucket, all parts ``\\0``-joined,
-keys passed through :func:`~objfs.store.index.fit_key`)::
+keys passed through :func:`~objfs.store.index.fit_key`; ``#`` = a short id,
+8 bytes big-endian, from the counter ``#next``, assigned in the write txn)::
 
-    i B study series sop oid -> instance {k, v, id, size, d: its tags the s and t entries do not say}
-                                (the header JSON is read from the object record; older entries
-                                kept all tags, the header as h and the bucket as b)
-    s B study series         -> series   {a: series attrs, n: instances}
+    s B study series         -> series   {a: series attrs, n: instances, id: #,
+                                          ia: the first instance's own tags, the default of the others}
+    U #series                -> [B, study, series]    (what a series id stands for)
+    J #series #instance      -> instance [sop, key or None if canonical, version, oid, size,
+                                          own tags: those its study, series and ia do not say
+                                          (None: a tag of ia it lacks)]
+    O h(B, sop) #series #instance -> None (where a SOP instance is; h: 8 bytes of blake2b)
     t B study                -> study    {a: patient+study attrs, n, ns: series, mods: {Modality: n}}
     p B pid                  -> patient  {a: patient attrs, n: instances}
     q B pid study            -> n        (the studies of a patient)
     e B series study         -> n        (the study of a series)
-    o B sop study series oid -> None     (where a SOP instance is)
 
-``dicomkeys`` maps ``bucket\\0key`` to what :meth:`on_change` needs to remove
-an object's entries, so removal never depends on the old record's tags.
+so an instance costs its SOP Instance UID, a few tags and three short keys
+(``bench/dicom_index_bench.py`` prints the bytes per instance). Entries
+written by earlier versions are read and removed as they are, and count
+in the same level entries::
+
+    i B study series sop oid -> instance {k, v, id, size, d: tags (older: all, with h: header, b: bucket)}
+    o B sop study series oid -> None
+
+``dicomkeys`` maps ``0xFF h(bucket\\0key)`` (16 bytes of blake2b) to
+``[#series, #instance, pid, Modality]``, what :meth:`on_change` needs to
+remove an object's entries, so removal never depends on the old record's
+tags (earlier versions: ``bucket\\0key`` -> a dict with the UIDs).
 
 Counters ``n`` count objects; ``dup`` counts the copies among them of a SOP
 instance already held in the same series (one stored under two names: a
@@ -43,6 +56,8 @@ study (or patient) entries, never every instance.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -144,27 +159,103 @@ def _bump(
     return entry, created
 
 
+# --------------------------------------------------------------------------- compact entries
+
+_NEXT = b"#next"
+_OID = re.compile(r"[0-9a-f]{32}")
+
+
+def _new_id(txn: Txn) -> int:
+    """The next short id (series and instances share the counter; ids are never reused)."""
+    n = txn.get("dicom", _NEXT) or 1
+    txn.put("dicom", _NEXT, n + 1)
+    return n
+
+
+def _series_ref_key(series_id: int) -> bytes:
+    return b"U" + series_id.to_bytes(8, "big")
+
+
+def _inst_key(series_id: int, inst_id: int = -1) -> bytes:
+    """The key of an instance, or with no ``inst_id`` the prefix of its series' instances."""
+    key = b"J" + series_id.to_bytes(8, "big")
+    return key if inst_id < 0 else key + inst_id.to_bytes(8, "big")
+
+
+def _loc_key(bucket: str, sop: str, series_id: int = -1, inst_id: int = -1) -> bytes:
+    """Where SOP instance ``sop`` is: the key, or a prefix (of the SOP, or of the SOP in a series)."""
+    key = b"O" + hashlib.blake2b(bucket.encode() + _S + sop.encode(), digest_size=8).digest()
+    if series_id >= 0:
+        key += series_id.to_bytes(8, "big")
+    return key if inst_id < 0 else key + inst_id.to_bytes(8, "big")
+
+
+def _ids_of_loc(key: bytes) -> tuple[int, int]:
+    return int.from_bytes(key[9:17], "big"), int.from_bytes(key[17:25], "big")
+
+
+def _ref_key(bucket: str, key: str) -> bytes:
+    # 0xFF never starts an earlier entry's key (a UTF-8 bucket name).
+    return b"\xff" + hashlib.blake2b(object_key(bucket, key), digest_size=16).digest()
+
+
+def _pack_oid(oid: str) -> str | bytes:
+    return bytes.fromhex(oid) if _OID.fullmatch(oid) else oid
+
+
+def _unpack_oid(oid: str | bytes) -> str:
+    return oid.hex() if isinstance(oid, bytes) else oid
+
+
+def _decode(value: list[Any], series: dict[str, Any], levels: dict[str, Any]) -> dict[str, Any]:
+    """A compact instance entry as ``{k, v, id, size, d: all its tags}`` (``levels``: its study's and series' attributes)."""
+    sop, key, version, oid, size, own = value
+    tags = {**levels, **series.get("ia", {})}
+    for name, v in own.items():
+        if v is not None:
+            tags[name] = v
+        elif name in levels:  # the instance lacks a tag of the series' first instance
+            tags[name] = levels[name]
+        else:
+            tags.pop(name, None)
+    tags["SOPInstanceUID"] = sop
+    return {"k": canonical_key(tags) if key is None else key, "v": version, "id": _unpack_oid(oid), "size": size, "d": tags}
+
+
+# --------------------------------------------------------------------------- writes
+
+
 def _add(txn: Txn, record: dict[str, Any], tags: dict[str, Any]) -> None:
     bucket, oid = record["bucket"], record["id"]
     study, series, sop = tags["StudyInstanceUID"], tags["SeriesInstanceUID"], tags["SOPInstanceUID"]
     pid = str(tags.get("PatientID") or "")
     modality = str(tags.get("Modality") or "")
-    duplicate = _has_copy(txn, bucket, sop, study, series, oid)
-    txn.put("dicom", _k(b"o", bucket, sop, study, series, oid), None)
-    series_entry, new_series = _bump(txn, _k(b"s", bucket, study, series), 1, _pick(tags, _SERIES_ATTRS))
+    series_key = _k(b"s", bucket, study, series)
+    series_entry, new_series = _bump(txn, series_key, 1, _pick(tags, _SERIES_ATTRS))
     study_key = _k(b"t", bucket, study)
     study_entry, _ = _bump(txn, study_key, 1, _pick(tags, _STUDY_ATTRS), ns=0, mods={})
     assert study_entry is not None and series_entry is not None
-    # The instance keeps the tags its study and series entries do not already say (read back
-    # through _expand), the bucket is in the key and the header JSON in the object record:
-    # an instance costs what is its own and where it is, no more.
     levels = {**study_entry["a"], **series_entry["a"]}
     own = {name: value for name, value in tags.items() if name not in levels or levels[name] != value}
-    txn.put(
-        "dicom",
-        _k(b"i", bucket, study, series, sop, oid),
-        {"k": record["key"], "v": record["version"], "id": oid, "size": record["size"], "d": own},
-    )
+    own.pop("SOPInstanceUID")
+    if "id" not in series_entry:  # a new series (or one indexed by an earlier version)
+        series_id = series_entry["id"] = _new_id(txn)
+        series_entry["ia"] = own
+        txn.put("dicom", series_key, series_entry)
+        txn.put("dicom", _series_ref_key(series_id), [bucket, study, series])
+    series_id, defaults = series_entry["id"], series_entry["ia"]
+    # The instance keeps what its study, its series and the series' first instance
+    # do not already say (read back through _decode/_expand); the bucket, study and
+    # series are in the series id, the header JSON in the object record.
+    view = {**levels, **defaults}
+    own = {name: value for name, value in tags.items() if name not in view or view[name] != value}
+    own.pop("SOPInstanceUID")
+    own.update({name: None for name in defaults if name not in tags})
+    inst_id = _new_id(txn)
+    duplicate = _has_copy(txn, bucket, sop, study, series, oid, series_id, inst_id)
+    key = None if record["key"] == canonical_key(tags) else record["key"]
+    txn.put("dicom", _loc_key(bucket, sop, series_id, inst_id), None)
+    txn.put("dicom", _inst_key(series_id, inst_id), [sop, key, record["version"], _pack_oid(oid), record["size"], own])
     if new_series or modality:
         study_entry["ns"] += int(new_series)
         if modality:
@@ -175,26 +266,40 @@ def _add(txn: Txn, record: dict[str, Any], tags: dict[str, Any]) -> None:
     _count(txn, _k(b"e", bucket, series, study), 1)
     if duplicate:
         _dup(txn, bucket, study, series, pid, 1)
-    okey = object_key(bucket, record["key"])
-    txn.put(
-        "dicomkeys",
-        okey,
-        {"b": bucket, "study": study, "series": series, "sop": sop, "oid": oid, "pid": pid, "mod": modality},
-    )
+    txn.put("dicomkeys", _ref_key(bucket, record["key"]), [series_id, inst_id, pid, modality])
 
 
 def _remove(txn: Txn, bucket: str, key: str) -> None:
-    okey = object_key(bucket, key)
-    ref = txn.get("dicomkeys", okey)
-    if ref is None:
-        return
-    txn.delete("dicomkeys", okey)
-    study, series, sop, oid, pid, modality = (ref[n] for n in ("study", "series", "sop", "oid", "pid", "mod"))
-    txn.delete("dicom", _k(b"i", bucket, study, series, sop, oid))
-    txn.delete("dicom", _k(b"o", bucket, sop, study, series, oid))
-    if _has_copy(txn, bucket, sop, study, series, oid):
+    ref_key = _ref_key(bucket, key)
+    ref = txn.get("dicomkeys", ref_key)
+    if ref is not None:
+        txn.delete("dicomkeys", ref_key)
+        series_id, inst_id, pid, modality = ref
+        inst = txn.get("dicom", _inst_key(series_id, inst_id))
+        where = txn.get("dicom", _series_ref_key(series_id))
+        if inst is None or where is None:
+            return  # cannot happen: both are written and removed with the ref
+        _, study, series = where
+        sop, oid = inst[0], _unpack_oid(inst[3])
+        txn.delete("dicom", _inst_key(series_id, inst_id))
+        txn.delete("dicom", _loc_key(bucket, sop, series_id, inst_id))
+    else:  # an entry written by an earlier version
+        okey = object_key(bucket, key)
+        ref = txn.get("dicomkeys", okey)
+        if ref is None:
+            return
+        txn.delete("dicomkeys", okey)
+        study, series, sop, oid, pid, modality = (ref[n] for n in ("study", "series", "sop", "oid", "pid", "mod"))
+        txn.delete("dicom", _k(b"i", bucket, study, series, sop, oid))
+        txn.delete("dicom", _k(b"o", bucket, sop, study, series, oid))
+        inst_id = -1
+    series_key = _k(b"s", bucket, study, series)
+    series_id = (txn.get("dicom", series_key) or {}).get("id", -1)
+    if _has_copy(txn, bucket, sop, study, series, oid, series_id, inst_id):
         _dup(txn, bucket, study, series, pid, -1)
-    series_left, _ = _bump(txn, _k(b"s", bucket, study, series), -1)
+    series_left, _ = _bump(txn, series_key, -1)
+    if series_left is None and series_id >= 0:
+        txn.delete("dicom", _series_ref_key(series_id))
     study_key = _k(b"t", bucket, study)
     study_entry, _ = _bump(txn, study_key, -1)
     if study_entry is not None:
@@ -210,10 +315,40 @@ def _remove(txn: Txn, bucket: str, key: str) -> None:
     _count(txn, _k(b"e", bucket, series, study), -1)
 
 
-def _has_copy(txn: Txn, bucket: str, sop: str, study: str, series: str, oid: str) -> bool:
-    """Whether another object than ``oid`` holds SOP instance ``sop`` in this series."""
+def _has_copy(txn: Txn, bucket: str, sop: str, study: str, series: str, oid: str, series_id: int, inst_id: int) -> bool:
+    """Whether another object than ``oid`` (instance ``inst_id``) holds SOP instance ``sop`` in this series."""
     own = _k(b"o", bucket, sop, study, series, oid)
-    return any(key != own for key in txn.scan_keys("dicom", _prefix(b"o", bucket, sop, study, series)))
+    if any(key != own for key in txn.scan_keys("dicom", _prefix(b"o", bucket, sop, study, series))):
+        return True
+    if series_id < 0:
+        return False
+    for key in txn.scan_keys("dicom", _loc_key(bucket, sop, series_id)):
+        other = _ids_of_loc(key)[1]
+        if other != inst_id and (txn.get("dicom", _inst_key(series_id, other)) or [None])[0] == sop:
+            return True
+    return False
+
+
+def _sop_places(txn: Txn, bucket: str, sop: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(study, series, instance as {k, v, id, size, d: all its tags})`` of every object holding SOP instance ``sop``."""
+    base = _prefix(b"o", bucket, sop)
+    for key in txn.scan_keys("dicom", base):
+        study, series, oid = key[len(base) :].decode().split("\0")
+        inst = txn.get("dicom", _k(b"i", bucket, study, series, sop, oid))
+        if inst is not None:
+            st, se = txn.get("dicom", _k(b"t", bucket, study)), txn.get("dicom", _k(b"s", bucket, study, series))
+            yield study, series, _expand(inst, st, se)
+    for key in txn.scan_keys("dicom", _loc_key(bucket, sop)):
+        series_id, inst_id = _ids_of_loc(key)
+        value = txn.get("dicom", _inst_key(series_id, inst_id))
+        where = txn.get("dicom", _series_ref_key(series_id))
+        if value is None or where is None or value[0] != sop:
+            continue  # another SOP instance with the same hash
+        _, study, series = where
+        st = txn.get("dicom", _k(b"t", bucket, study))
+        se = txn.get("dicom", _k(b"s", bucket, study, series))
+        if st is not None and se is not None:
+            yield study, series, _decode(value, se, {**st["a"], **se["a"]})
 
 
 def _dup(txn: Txn, bucket: str, study: str, series: str, pid: str, delta: int) -> None:
@@ -271,17 +406,15 @@ def _studies(txn: Txn, bucket: str, query: dict[str, Any]) -> Iterator[tuple[str
     """Study entries matching the patient- and study-level keys of ``query``."""
     wanted: list[str] | None = _exact_list(query.get("StudyInstanceUID"))
     if wanted is None:
-        lookups = (
-            ("SeriesInstanceUID", b"e"),
-            ("SOPInstanceUID", b"o"),
-            ("PatientID", b"q"),
-        )
-        for name, kind in lookups:
+        for name, kind in (("SeriesInstanceUID", b"e"), ("SOPInstanceUID", b""), ("PatientID", b"q")):
             values = _exact_list(query.get(name))
             if values is None:
                 continue
             found: dict[str, None] = {}
             for value in values:
+                if not kind:
+                    found.update((study, None) for study, _, _ in _sop_places(txn, bucket, value))
+                    continue
                 for key in txn.scan_keys("dicom", _prefix(kind, bucket, value)):
                     rest = key[len(_prefix(kind, bucket, value)) :].split(_S)
                     found[rest[0].decode()] = None
@@ -323,6 +456,12 @@ def _instances(
     for _key, value in txn.scan("dicom", _prefix(b"i", bucket, study, series)):
         if match_record(q, value["d"]):
             yield _expand(value, st, se)
+    if "id" in se:
+        levels = {**st["a"], **se["a"]}
+        for _key, value in txn.scan("dicom", _inst_key(se["id"])):
+            inst = _decode(value, se, levels)
+            if match_record(q, inst["d"]):
+                yield inst
 
 
 def _buckets(store: Store, bucket: str | None) -> list[str]:
@@ -445,13 +584,8 @@ def _header(txn: Txn, bucket: str, inst: dict[str, Any]) -> Any:
 
 def sop_locations(store: Store, bucket: str, sop: str) -> list[dict[str, Any]]:
     """Every stored object of ``bucket`` holding SOP instance ``sop`` (duplicate checks)."""
-    out = []
-    base = _prefix(b"o", bucket, sop)
     with store.index.read() as txn:
-        for key in txn.scan_keys("dicom", base):
-            study, series, oid = key[len(base) :].decode().split("\0")
-            inst = txn.get("dicom", _k(b"i", bucket, study, series, sop, oid))
-            if inst is not None:
-                inst = _expand(inst, txn.get("dicom", _k(b"t", bucket, study)), txn.get("dicom", _k(b"s", bucket, study, series)))
-                out.append({"bucket": bucket, "key": inst["k"], "version": inst["v"], "id": oid, "tags": inst["d"]})
-    return out
+        return [
+            {"bucket": bucket, "key": inst["k"], "version": inst["v"], "id": inst["id"], "tags": inst["d"]}
+            for _, _, inst in _sop_places(txn, bucket, sop)
+        ]
