@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from objfs.store.remotes import add_remote, list_remotes, remove_remote
+from objfs.store.remotes import RemoteError, add_remote, list_remotes, remove_remote
 from objfs.stores import open_store
 
 from .common import cli_principal, store_command
@@ -82,6 +82,9 @@ def cmd_remote_list(args: argparse.Namespace) -> int:
 
 def cmd_remote_remove(args: argparse.Namespace) -> int:
     with open_store(args.store) as store:
+        users = [t.name for t in store.config.tiers if t.remote == args.name]
+        if users:  # its objects would become unreadable
+            raise RemoteError(f"remote {args.name} holds tier {', '.join(users)}: move its versions off it first")
         remove_remote(args.store, args.name)
         store.record_audit("remote-remove", cli_principal(), "ok", True, detail=args.name)
     print(f"removed remote {args.name}")

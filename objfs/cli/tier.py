@@ -1,18 +1,22 @@
-"""``objfs tier add|list``: the store's tiers of local drives.
+"""``objfs tier add|list|promote``: the store's tiers (local drives, or a bucket on a remote S3 system).
 
-Guarantee: ``tier add`` formats the new drives, then replaces ``objfs.toml``
-atomically with a version validated in full first (a bad tier leaves the file
-as it was); ``tier list`` prints each tier's profile, storage classes,
-versions and bytes.
+Guarantee: ``tier add`` formats the new drives (``--drive``), or reaches the
+remote bucket (``--s3 REMOTE/BUCKET``, a remote of ``objfs remote add``),
+then replaces ``objfs.toml`` atomically with a version validated in full
+first (a bad tier leaves the file as it was); ``tier list`` prints each
+tier's profile, storage classes, versions and bytes; ``tier promote`` brings
+the versions under a prefix back to the first tier (now, or queued for the
+mover of ``objfs serve``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from objfs.store.tiers import add_tier
+from objfs.store.tiers import add_remote_tier, add_tier
 from objfs.stores import open_store
 
 from .common import store_command
@@ -22,20 +26,48 @@ def register(subparsers: Any) -> None:
     """Add the tier commands to the ``objfs`` parser."""
     p = subparsers.add_parser("tier", help="tiers of drives (hot, warm, archive)")
     sub = p.add_subparsers(dest="tier_command", required=True)
-    a = sub.add_parser("add", help="add a tier of local drives (formats them, appends it to objfs.toml)")
+    a = sub.add_parser("add", help="add a tier of local drives, or on a remote S3 bucket (appends it to objfs.toml)")
     a.add_argument("store")
     a.add_argument("name")
-    a.add_argument("--drive", action="append", required=True, help="a drive directory (mount point); repeat")
-    a.add_argument("--ec", default="4+2", help="erasure code K+M of this tier (default 4+2)")
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("--drive", action="append", help="a drive directory (mount point); repeat")
+    where.add_argument("--s3", metavar="REMOTE[/BUCKET]", help="a bucket of a remote defined with `objfs remote add`")
+    a.add_argument("--ec", default="4+2", help="erasure code K+M of a tier of drives (default 4+2)")
+    a.add_argument("--bucket", help="the remote bucket (or give it as REMOTE/BUCKET)")
+    a.add_argument("--prefix", default="", help="key prefix on the remote bucket")
+    a.add_argument(
+        "--promote-on-read", action="store_true", help="a read of a version on this tier brings it back to the first tier"
+    )
     a.set_defaults(func=cmd_tier_add)
     store_command(sub, "list", "tiers with their versions and bytes", cmd_tier_list, json=True)
 
 
 def cmd_tier_add(args: argparse.Namespace) -> int:
+    if args.s3:
+        return _add_remote(args)
     config = add_tier(args.store, args.name, args.drive, args.ec)
     tier = config.tier(args.name)
     classes = sorted(c for c, t in config.storage_classes.items() if t == tier.name)
     print(f"added tier {tier.name}: EC {tier.k}+{tier.m} on {len(tier.drives)} drives; storage classes {classes or 'none'}")
+    print("restart objfs serve (and mounts) for them to use it")
+    return 0
+
+
+def _add_remote(args: argparse.Namespace) -> int:
+    remote, _, bucket = args.s3.partition("/")
+    bucket = bucket.strip("/") or args.bucket
+    if not bucket:
+        print("objfs: give the remote bucket as --s3 REMOTE/BUCKET or --bucket B", file=sys.stderr)
+        return 2
+    config, facts = add_remote_tier(
+        args.store, args.name, remote, bucket, prefix=args.prefix, promote_on_read=args.promote_on_read
+    )
+    tier = config.tier(args.name)
+    classes = sorted(c for c, t in config.storage_classes.items() if t == tier.name)
+    lock = "object lock enabled" if facts["object_lock"] else "no object lock: locked versions will not move there"
+    print(
+        f"added tier {tier.name}: s3://{remote}/{bucket}/{tier.prefix} (versioning {facts['versioning']}, {lock}); storage classes {classes or 'none'}"
+    )
     print("restart objfs serve (and mounts) for them to use it")
     return 0
 

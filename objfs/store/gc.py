@@ -197,6 +197,10 @@ class GarbageMixin:
 
     def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:
         """Remove every fragment file of a blob; True once none is left on any drive of the store."""
+        if desc.get("remote"):
+            from .remotetier import delete_remote_blob  # boto3 only for stores with a remote tier
+
+            return delete_remote_blob(self, desc, bypass=unlock)
         confirmed = True
         for index, drive_id in enumerate(desc["drives"]):
             drive = self.drive_by_id(drive_id)

@@ -158,6 +158,8 @@ class MaintenanceMixin:
         (``desc["drives"]`` is updated in place). Raises DataLoss when a
         segment has fewer than k good fragments.
         """
+        if desc.get("remote"):
+            return False  # a remote tier's object: the remote keeps it whole (nothing of it is on our drives)
         total = desc["k"] + desc["m"]
         reader = BlobReader(self, desc)
         try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import crypto
@@ -41,9 +41,11 @@ from .blobs import BlobReader, BlobWriter
 from .errors import DataLoss, InvalidArgument, NoSuchKey, NoSuchVersion, PreconditionFailed
 from .locks import lock_active
 from .objects import ObjectInfo, ObjectReader
+from .remotetier import delete_remote_blob, is_remote, upload_blob
 from .tiers import tier_of_record
 
 if TYPE_CHECKING:
+    from .config import TierConfig
     from .engine import Principal, Store
 
 
@@ -77,7 +79,8 @@ class MoverMixin:
         ``expect``, a record, makes the move conditional on the version still
         being that record.
         """
-        target = self.config.tier(tier).name
+        target_tier = self.config.tier(tier)
+        target = target_tier.name
         with self.index.read() as txn:
             self._bucket(txn, bucket)
             record = self._find(txn, bucket, key, version_id)
@@ -94,19 +97,30 @@ class MoverMixin:
         info = ObjectInfo.from_record(record)
         gen = time.time_ns()
         new = dict(record, gen=gen)
+        if target == self.config.hot.name:
+            new["promoted"] = self.clock.now()  # the rules leave it on the first tier for [lifecycle] promoted_days
+        else:
+            new.pop("promoted", None)
         writers: list[BlobWriter] = []
+        uploaded: list[dict[str, Any]] = []
         try:
             with ObjectReader(self, info, principal, data_key=data_key) as reader:
-                descs = self._copy_parts(reader, record, new, target, data_key, writers, throttle)
+                if target_tier.is_remote:
+                    descs = self._upload_parts(reader, record, target_tier, data_key, uploaded, throttle)
+                else:
+                    descs = self._copy_parts(reader, record, new, target, data_key, writers, throttle)
             new["parts"] = descs
             self._switch(record, new)
         except BaseException:
-            for writer in writers:
-                writer.discard()
+            if not self._switched(new):  # once switched, the new blobs are the version's bytes
+                for writer in writers:
+                    writer.discard()
+                for desc in uploaded:  # the remote copy is nobody's (a locked one stays until it expires)
+                    delete_remote_blob(self, desc, bypass=False)
             raise
         for writer in writers:
             writer.committed()
-        if any(len(d["written"]) < d["k"] + d["m"] for d in descs):
+        if any(not is_remote(d) and len(d["written"]) < d["k"] + d["m"] for d in descs):
             self.queue_heal(new, "moved with a drive missing")
         if lock_active(new, self.clock.now()):
             self._protect_files(new, True)
@@ -147,6 +161,31 @@ class MoverMixin:
             offset += part["size"]
         return descs
 
+    def _upload_parts(
+        self: Store,
+        reader: ObjectReader,
+        record: dict[str, Any],
+        tier: TierConfig,
+        data_key: bytes | None,
+        uploaded: list[dict[str, Any]],
+        throttle: Callable[[int], None] | None,
+    ) -> list[dict[str, Any]]:
+        """Each blob to one object on the remote tier, verified there (see :mod:`.remotetier`)."""
+        descs = []
+        offset = 0
+        single = len(record.get("parts") or []) == 1
+        for part in record.get("parts") or []:
+            digest = hashlib.md5()
+            chunks = _hashed(reader.iter_range(offset, offset + part["size"]), digest)
+            desc = upload_blob(self, tier, chunks, part["size"], record, data_key=data_key, throttle=throttle)
+            uploaded.append(desc)
+            etag = record.get("etag", "")
+            if single and etag and "-" not in etag and not record.get("sse") and etag != digest.hexdigest():
+                raise DataLoss(f"{record['bucket']}/{record['key']}: the bytes read do not match the ETag; not moved")
+            descs.append(desc)
+            offset += part["size"]
+        return descs
+
     def _verify_copy(self: Store, desc: dict[str, Any], data_key: bytes | None, md5: str, record: dict[str, Any] | None) -> None:
         """Read the new blob back from its drives; its MD5 must be the source's (and the ETag's)."""
         check = hashlib.md5()
@@ -180,6 +219,19 @@ class MoverMixin:
             self._write_meta_files(new)
             self.index.commit(commit)
 
+    def _switched(self: Store, new: dict[str, Any]) -> bool:
+        try:
+            now = self._record_by_id(new["bucket"], new["key"], new["id"])
+        except Exception:  # noqa: BLE001 - the index cannot say: keep the new blobs (scrub settles them)
+            return True
+        return now is not None and now.get("gen") == new["gen"]
+
     def tier_of(self: Store, record: dict[str, Any]) -> str:
         """The tier a version's bytes are on."""
         return tier_of_record(record, self.config.hot.name)
+
+
+def _hashed(chunks: Iterator[bytes], digest: Any) -> Iterator[bytes]:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk

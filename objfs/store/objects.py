@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import crypto
 from .audit import audited, guarded
-from .blobs import BlobReader, BlobWriter, new_id
+from .blobs import BlobWriter, new_id
 from .crypto import Encryption
 from .errors import (
     DataLoss,
@@ -31,6 +31,7 @@ from .index import Txn, object_key, version_key
 from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
 from .policy import check_acl, check_public_acl_allowed
+from .remotetier import open_blob
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -158,7 +159,7 @@ class ObjectReader:
         self._blob_ids = [desc["id"] for desc in info.record.get("parts", [])]
         store.leases.hold(self._blob_ids)
         self._failed = False
-        self._readers = [BlobReader(store, desc, data_key=data_key) for desc in info.record.get("parts", [])]
+        self._readers = [open_blob(store, desc, data_key=data_key) for desc in info.record.get("parts", [])]
         self._offsets = []
         pos = 0
         for desc in info.record.get("parts", []):

@@ -198,8 +198,8 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
         if "upload" in rec or not rec.get("version"):
             continue  # an unfinished upload (below), or the tombstone of an aborted one
         if rec.get("deleted"):
-            garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
-        elif blobs and not any(found.fragments[b] for b in blobs):
+            garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if _held(found, d)]
+        elif blobs and not any(_held(found, d) for d in rec.get("parts") or []):
             continue  # every fragment collected: it was deleted
         by_key.setdefault((rec["bucket"], rec["key"]), []).append(rec)
     keys: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
@@ -211,7 +211,7 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
             if rec.get("version") == "null":
                 if seen_null:
                     if not rec.get("deleted"):
-                        garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
+                        garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if _held(found, d)]
                     continue
                 seen_null = True
             survivors.append(rec)
@@ -224,14 +224,14 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
             newest, older = survivors[0], survivors[1:]
             for rec in older:
                 if not rec.get("deleted"):
-                    garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
+                    garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if _held(found, d)]
             survivors = [newest]
         live = [r for r in survivors if not r.get("deleted")]
         if not live or survivors[0].get("deleted") and settings.get("versioning") is None:
             continue
         for rec in live:
             rec.pop("written", None)
-            if any(found.fragments[d["id"]] < d["k"] + d["m"] for d in rec.get("parts") or []):
+            if any(not d.get("remote") and found.fragments[d["id"]] < d["k"] + d["m"] for d in rec.get("parts") or []):
                 degraded.append(rec)
         keys[(bucket, key)] = (live[0], live[1:])
     for upload_id, rec in found.records.items():
@@ -271,6 +271,11 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
         "degraded": degraded,
         "unclaimed": unclaimed,
     }
+
+
+def _held(found: _Found, desc: dict[str, Any]) -> bool:
+    """Whether a blob is still somewhere: fragments on the drives, or an object on a remote tier (as its manifest says)."""
+    return bool(found.fragments[desc["id"]]) or bool(desc.get("remote"))
 
 
 def _desc(found: _Found, desc: dict[str, Any]) -> dict[str, Any]:
