@@ -19,7 +19,7 @@ from typing import Any
 from objfs.store.tiers import add_remote_tier, add_tier
 from objfs.stores import open_store
 
-from .common import store_command
+from .common import cli_principal, store_command
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +40,11 @@ def register(subparsers: Any) -> None:
     )
     a.set_defaults(func=cmd_tier_add)
     store_command(sub, "list", "tiers with their versions and bytes", cmd_tier_list, json=True)
+    pr = store_command(
+        sub, "promote", "bring versions under BUCKET/PREFIX back to the first tier (a patient's priors)", cmd_tier_promote
+    )
+    pr.add_argument("target", metavar="BUCKET[/PREFIX]")
+    pr.add_argument("--queue", action="store_true", help="only queue the moves for the mover of objfs serve")
 
 
 def cmd_tier_add(args: argparse.Namespace) -> int:
@@ -83,4 +88,15 @@ def cmd_tier_list(args: argparse.Namespace) -> int:
         print(
             f"{t['name']:<10} ec {t['ec']:<6} drives {len(t['drives']):<3} classes {classes:<24} versions {t['versions']:<8} bytes {t['bytes']}"
         )
+    return 0
+
+
+def cmd_tier_promote(args: argparse.Namespace) -> int:
+    bucket, _, prefix = args.target.partition("/")
+    with open_store(args.store) as store:
+        names = store.promote_prefix(bucket, prefix, now=not args.queue, principal=cli_principal())
+    verb = "queued" if args.queue else "promoted"
+    for name in names:
+        print(f"{verb} {name}")
+    print(f"{len(names)} versions {verb} to the first tier")
     return 0

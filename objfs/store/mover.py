@@ -31,6 +31,7 @@ after it the new ones do and the old blobs are queued garbage.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from . import crypto
 from .audit import audited
 from .blobs import BlobReader, BlobWriter
-from .errors import DataLoss, InvalidArgument, NoSuchKey, NoSuchVersion, PreconditionFailed
+from .errors import ConfigError, DataLoss, InvalidArgument, NoSuchKey, NoSuchVersion, PreconditionFailed, StoreError
 from .locks import lock_active
 from .objects import ObjectInfo, ObjectReader
 from .remotetier import delete_remote_blob, is_remote, upload_blob
@@ -47,6 +48,14 @@ from .tiers import tier_of_record
 if TYPE_CHECKING:
     from .config import TierConfig
     from .engine import Principal, Store
+
+
+log = logging.getLogger(__name__)
+
+#: Index (``settings``) key prefix of the move queue: object id -> the move to do.
+MOVE_QUEUE = b"tier-move\0"
+#: Tries of a queued move that keeps failing for a passing reason before it leaves the queue.
+MOVE_ATTEMPTS = 5
 
 
 class MoveRaced(PreconditionFailed):
@@ -218,6 +227,138 @@ class MoverMixin:
         with self._meta_change([{"id": record["id"], "bucket": bucket, "key": key, "gen": new["gen"]}]):
             self._write_meta_files(new)
             self.index.commit(commit)
+
+    # -- promotion: versions back to the first tier, in the background ----------------
+
+    def promotes_on_read(self: Store, record: dict[str, Any]) -> bool:
+        """Whether a read of this version should bring it back to the first tier."""
+        here = tier_of_record(record, self.config.hot.name)
+        if here == self.config.hot.name or record.get("delete_marker"):
+            return False
+        try:
+            tier = self.config.tier(here)
+        except StoreError:
+            return False
+        return tier.promote_on_read or self.config.lifecycle.promote_on_read
+
+    def note_read(self: Store, record: dict[str, Any]) -> None:
+        """A front opened this version: queue its promotion when its tier promotes on read (the read never waits on it)."""
+        if not self.promotes_on_read(record):
+            return
+        try:
+            self.queue_move(record, self.config.hot.name, "read")
+        except StoreError as exc:  # the read goes on; the next read queues it again
+            log.warning("promotion of %s/%s not queued: %s", record["bucket"], record["key"], exc)
+
+    def queue_move(self: Store, record: dict[str, Any], tier: str, reason: str) -> bool:
+        """Queue a move of this version to ``tier`` for the mover of ``objfs serve``; False when queued already."""
+        key = MOVE_QUEUE + record["id"].encode()
+        with self.index.read() as txn:
+            queued = txn.get("settings", key)
+        if queued is not None and queued.get("tier") == tier:
+            return False
+        entry = {
+            "bucket": record["bucket"],
+            "key": record["key"],
+            "version": record["version"],
+            "id": record["id"],
+            "tier": tier,
+            "reason": reason,
+            "t": self.clock.now(),
+        }
+        with self.index.write() as txn:
+            txn.put("settings", key, entry)
+        return True
+
+    def queued_moves(self: Store) -> list[dict[str, Any]]:
+        with self.index.read() as txn:
+            return [entry for _, entry in txn.scan("settings", MOVE_QUEUE)]
+
+    def run_queued_moves(
+        self: Store, *, max_actions: int | None = None, throttle: Callable[[int], None] | None = None
+    ) -> dict[str, list[str]]:
+        """Do the queued moves (promotions first come, first served); an entry leaves the queue once done or moot.
+
+        A move that fails for a passing reason (a remote that does not answer,
+        a race) stays queued for the next pass, up to MOVE_ATTEMPTS tries.
+        """
+        report: dict[str, list[str]] = {"moved": [], "failed": [], "dropped": []}
+        principal = self.system_principal("lifecycle")
+        entries = sorted(self.queued_moves(), key=lambda e: e.get("t", 0))
+        for entry in entries[:max_actions]:
+            name = f"{entry['bucket']}/{entry['key']}@{entry['version']} -> {entry['tier']}"
+            done = True
+            try:
+                record = self._record_by_id(entry["bucket"], entry["key"], entry["id"])
+                if record is None:
+                    report["dropped"].append(name)
+                else:
+                    self.move_version(
+                        entry["bucket"],
+                        entry["key"],
+                        entry["version"],
+                        tier=entry["tier"],
+                        principal=principal,
+                        throttle=throttle,
+                    )
+                    report["moved"].append(name)
+            except (NoSuchKey, NoSuchVersion, InvalidArgument, ConfigError) as exc:
+                report["dropped"].append(f"{name}: {exc}")
+            except StoreError as exc:
+                attempts = entry.get("attempts", 0) + 1
+                done = attempts >= MOVE_ATTEMPTS
+                report["failed"].append(f"{name}: {exc}")
+                log.warning("queued move %s failed (try %d of %d): %s", name, attempts, MOVE_ATTEMPTS, exc)
+                if not done:
+                    self._requeue(entry, attempts)
+            if done:
+                self._unqueue(entry)
+        return report
+
+    def _unqueue(self: Store, entry: dict[str, Any]) -> None:
+        key = MOVE_QUEUE + entry["id"].encode()
+
+        def change(txn) -> None:
+            current = txn.get("settings", key)
+            if current is not None and current.get("t") == entry.get("t") and current.get("tier") == entry["tier"]:
+                txn.delete("settings", key)
+
+        self.index.commit(change)
+
+    def _requeue(self: Store, entry: dict[str, Any], attempts: int) -> None:
+        with self.index.write() as txn:
+            txn.put("settings", MOVE_QUEUE + entry["id"].encode(), dict(entry, attempts=attempts))
+
+    @audited("transition", target=lambda a, k, r: {"bucket": a[0], "key": a[1] if len(a) > 1 else "", "detail": "promote"})
+    def promote_prefix(
+        self: Store, bucket: str, prefix: str = "", *, now: bool = True, principal: Principal | None = None
+    ) -> list[str]:
+        """Bring every current version under ``prefix`` that is on a colder tier back to the first tier.
+
+        With ``now`` the moves are done here (returns what moved); otherwise
+        they are queued for the mover of ``objfs serve`` (returns what was
+        queued). For a patient's priors ahead of a visit.
+        """
+        hot = self.config.hot.name
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            cold = [
+                rec
+                for _, rec in txn.scan_objects(bucket, prefix)
+                if not rec.get("delete_marker") and tier_of_record(rec, hot) != hot
+            ]
+        names = []
+        for rec in cold:
+            name = f"{rec['bucket']}/{rec['key']}"
+            if now:
+                try:
+                    self.move_version(rec["bucket"], rec["key"], rec["version"], tier=hot, principal=principal, expect=rec)
+                except (NoSuchKey, NoSuchVersion, MoveRaced):
+                    continue
+            elif not self.queue_move(rec, hot, "promote"):
+                continue
+            names.append(name)
+        return names
 
     def _switched(self: Store, new: dict[str, Any]) -> bool:
         try:

@@ -625,13 +625,17 @@ class ObjectsMixin:
         info = self.head_object(bucket, key, version_id)
         if info.delete_marker:
             raise InvalidArgument("a delete marker has no body")
-        return ObjectReader(self, info, principal, customer_key=customer_key)
+        reader = ObjectReader(self, info, principal, customer_key=customer_key)
+        self.note_read(info.record)  # a cold version may be promoted, later, by the mover (mover.py)
+        return reader
 
     def open_record(
         self: Store, record: dict[str, Any], *, principal: Principal | None = None, customer_key: bytes | None = None
     ) -> ObjectReader:
         """A reader of a record already in hand (e.g. from a listing)."""
-        return ObjectReader(self, ObjectInfo.from_record(record), principal, customer_key=customer_key)
+        reader = ObjectReader(self, ObjectInfo.from_record(record), principal, customer_key=customer_key)
+        self.note_read(record)
+        return reader
 
     def record_is_live(self: Store, record: dict[str, Any]) -> bool:
         """Whether ``record``'s version is still in the index (current or noncurrent)."""

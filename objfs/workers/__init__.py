@@ -12,7 +12,10 @@ timer) and ``objfs gc`` run the same engine passes from the command line.
 - lifecycle: one pass of the bucket rules every ``[lifecycle]
   interval_seconds`` (tier moves at ``max_bytes_per_second``, expirations),
   at most LIFECYCLE_BATCH actions a pass; its cursor is in the index, so the
-  next pass (or the next process) resumes where this one stopped.
+  next pass (or the next process) resumes where this one stopped;
+- moves: the queued tier moves (promotions on read, ``objfs tier promote
+  --queue``), a batch every MOVES_INTERVAL seconds; a move is never done on
+  the read path that queued it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ log = logging.getLogger("objfs.workers")
 HEAL_INTERVAL = 30.0
 GC_INTERVAL = 60.0
 LIFECYCLE_BATCH = 1000
+MOVES_INTERVAL = 2.0
+MOVES_BATCH = 100
 
 
 async def _every(
@@ -65,6 +70,11 @@ def _lifecycle_report(report: Any) -> None:
         )
 
 
+def _moves_report(report: Any) -> None:
+    if report["moved"] or report["failed"]:
+        log.info("mover: %d queued moves done, %d failed", len(report["moved"]), len(report["failed"]))
+
+
 def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) -> None:
     """Start every background loop in ``nursery`` (they run until it is cancelled)."""
     nursery.start_soon(_every, HEAL_INTERVAL, "heal", limiter, store.process_heal_queue, _heal_report)
@@ -76,4 +86,7 @@ def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) ->
         limiter,
         lambda: store.run_lifecycle(max_actions=LIFECYCLE_BATCH),
         _lifecycle_report,
+    )
+    nursery.start_soon(
+        _every, MOVES_INTERVAL, "moves", limiter, lambda: store.run_queued_moves(max_actions=MOVES_BATCH), _moves_report
     )

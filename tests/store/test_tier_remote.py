@@ -51,11 +51,11 @@ def remote_server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def store3(tmp_path: Path, remote_server):
-    """hot and warm on directory drives, ``archive`` on the remote (bucket with object lock), ``cold`` without lock."""
+    """hot and warm on directory drives, ``archive`` on the remote (object lock, promotes on read), ``cold`` (no lock)."""
     server, key, _ = remote_server
     root = tiered_store(tmp_path / "store")
     add_remote(root, "peer", endpoint=server.url, access_key=key.access_key, secret_key=key.secret_key, region=REGION)
-    add_remote_tier(root, "archive", "peer", "archive-lock", prefix=tmp_path.name)
+    add_remote_tier(root, "archive", "peer", "archive-lock", prefix=tmp_path.name, promote_on_read=True)
     add_remote_tier(root, "cold", "peer", "archive", prefix=tmp_path.name)
     yield root
     unlock_tree(tmp_path)
@@ -233,3 +233,29 @@ def test_rebuild_index_from_the_local_drives_restores_remote_tier_records(store3
         verify(store.get_object_bytes("bkt", "k1"))
         verify(store.get_object_bytes("bkt", "k2"))
         assert store.scrub().lost == []
+
+
+def test_a_read_of_an_archived_version_promotes_it_from_the_remote_in_the_background(store3: Path, remote_server) -> None:
+    _, _, client = remote_server
+    with Store.open(store3) as store:
+        store.create_bucket("bkt")
+        data = body("prior", 3 * (1 << 20) + 5)
+        store.put_object("bkt", "prior", data)
+        desc = store.move_version("bkt", "prior", tier="archive").record["parts"][0]
+        store.put_object("bkt", "colder", body("colder", 1000))
+        store.move_version("bkt", "colder", tier="cold")  # cold does not promote on read
+        verify(store.get_object_bytes("bkt", "colder"))
+        assert store.queued_moves() == []
+        with store.open_object("bkt", "prior") as reader:  # streams from the remote while the mover promotes it
+            chunks = reader.iter_range()
+            got = [next(chunks)]
+            assert [e["key"] for e in store.queued_moves()] == ["prior"]
+            assert store.run_queued_moves()["moved"]
+            assert store.tier_of(store.head_object("bkt", "prior").record) == "hot"
+            gc = store.collect_garbage(min_age=0)  # the blobs colder and prior left on hot go; the remote copy stays
+            assert (gc.collected, gc.leased) == (2, 1) and _remote_exists(client, desc)
+            got += list(chunks)
+        assert b"".join(got) == data
+        assert store.collect_garbage(min_age=0).collected == 1
+        assert not _remote_exists(client, desc)
+        assert store.get_object_bytes("bkt", "prior") == data
