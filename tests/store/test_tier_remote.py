@@ -259,3 +259,21 @@ def test_a_read_of_an_archived_version_promotes_it_from_the_remote_in_the_backgr
         assert store.collect_garbage(min_age=0).collected == 1
         assert not _remote_exists(client, desc)
         assert store.get_object_bytes("bkt", "prior") == data
+
+
+def test_the_s3_front_reads_a_remote_tier_version_with_ranges_and_its_storage_class(store3: Path, remote_server) -> None:
+    data = body("front", 2 * (1 << 20) + 17)
+    with Store.open(store3) as store:
+        store.create_bucket("bkt")
+        store.put_object("bkt", "study", data, encryption=Encryption("S3"))
+        store.move_version("bkt", "study", tier="cold")
+    front = start_server(store3)
+    try:
+        client = make_client(front.url, create_key(store3, "--name", "reader"))
+        head = client.head_object(Bucket="bkt", Key="study")
+        assert head["ContentLength"] == len(data) and head.get("StorageClass") == "COLD"  # a tier without a class shows its name
+        assert client.get_object(Bucket="bkt", Key="study")["Body"].read() == data
+        part = client.get_object(Bucket="bkt", Key="study", Range="bytes=1048570-1048600")["Body"].read()
+        assert part == data[1048570:1048601]
+    finally:
+        front.stop()
