@@ -38,14 +38,19 @@ class TiersMixin:
     """Tier and storage-class operations of :class:`objfs.store.Store`."""
 
     def tier_for_class(self: Store, storage_class: str | None) -> str:
-        """The tier a storage class names (None or "" is the first tier); raises InvalidStorageClass."""
+        """The tier a write naming a storage class goes to (None or "" is the first tier); raises InvalidStorageClass.
+
+        A class that maps to a remote tier writes to the first tier: bytes
+        reach a remote tier only through the mover, which verifies them there
+        (the lifecycle rules move the version later).
+        """
         if not storage_class:
             return self.config.hot.name
         tier = self.config.storage_classes.get(storage_class)
         if tier is None:
             known = ", ".join(sorted(self.config.storage_classes))
             raise InvalidStorageClass(f"storage class {storage_class!r} maps to no tier of this store (known: {known})")
-        return tier
+        return self.config.hot.name if self.config.tier(tier).is_remote else tier
 
     def class_of_tier(self: Store, tier: str) -> str:
         """The storage class shown for a tier: the first class mapped to it (a tier without one shows its name)."""

@@ -152,11 +152,15 @@ def test_versions_move_to_the_remote_and_stream_back_through_the_ordinary_reader
                     assert b"".join(reader.iter_range(lo, hi)) == data[lo:hi]
                     assert reader.read(lo, hi - lo) == data[lo:hi]
         assert {t["name"]: t["versions"] for t in store.tier_usage()} == {"hot": 0, "warm": 0, "archive": 1, "cold": 2}
+        # A write naming the remote tier's class lands on the first tier: bytes reach a remote only through the mover.
+        direct = store.put_object("bkt", "direct", b"x" * 10, tier=store.tier_for_class("GLACIER_IR"))
+        assert store.tier_of(direct.record) == "hot"
+        store.delete_object("bkt", "direct")
         assert store.scrub().lost == []
         # And back again: a remote version moves to local drives like any other.
         back = store.move_version("bkt", "enc", tier="warm")
         assert store.tier_of(back.record) == "warm"
-        assert store.collect_garbage(min_age=0).collected == 1
+        assert store.collect_garbage(min_age=0).collected == 2  # the remote copy, and "direct"
         assert not _remote_exists(client, enc["parts"][0])
         verify(store.get_object_bytes("bkt", "enc"))
 
