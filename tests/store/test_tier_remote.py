@@ -19,6 +19,7 @@ import pytest
 from tierhelpers import tiered_store, unlock_tree
 from trusthelpers import body, live_state, verify
 
+from objfs.admin.app import readiness
 from objfs.store import Encryption, Store, init_store
 from objfs.store.rebuild import rebuild_index
 from objfs.store.remotes import add_remote
@@ -107,6 +108,12 @@ def test_tier_add_s3_reaches_the_remote_and_leaves_the_config_alone_when_it_cann
         assert store.config.storage_classes["GLACIER_IR"] == "archive"
     listed = objfs("tier", "list", str(root))
     assert listed.returncode == 0 and "s3://peer/archive-lock/t1" in listed.stdout
+    status = objfs("status", str(root), "--json")  # a tier without drives of ours is not a degraded tier
+    assert status.returncode == 0, status.stdout + status.stderr
+    with Store.open(root) as store:
+        assert readiness(store, None) == []
+    removed = objfs("remote", "remove", str(root), "peer")  # its tiers would become unreadable
+    assert removed.returncode != 0 and "archive" in removed.stderr
 
 
 def test_versions_move_to_the_remote_and_stream_back_through_the_ordinary_reader(store3: Path, remote_server) -> None:
