@@ -5,7 +5,7 @@ processes that open a store (the CLI, ``objfs serve``, the mount, the S3
 sidecar, the DICOM gateway and migration) are where the indexers are chosen.
 They all open it through this module, so an object written by any of them
 is in every standard index (today: the DICOM index, which C-FIND and
-retrieval read). Guarantee: a store returned from here has every standard
+retrieval read, and the priors requests of :mod:`objfs.dicom.priors`). Guarantee: a store returned from here has every standard
 indexer registered.
 """
 
@@ -24,9 +24,11 @@ def register_standard_indexers(store: engine.Store) -> engine.Store:
     """Register the standard indexers with ``store``; returns it. Idempotent."""
     try:
         from objfs.dicom.index import register as register_dicom
+        from objfs.dicom.priors import register as register_priors
     except ImportError:  # pydicom missing (a store-only install): objects are stored, not tag-indexed
         return store
     register_dicom(store)
+    register_priors(store)  # after the DICOM index: it reads what that one counted
     return store
 
 

@@ -122,6 +122,11 @@ class LifecycleConfig:
     promote_on_read: bool = False
     #: Lifecycle days a promoted version stays on the first tier before the rules move it again.
     promoted_days: int = 30
+    #: A new study of a patient brings that patient's earlier studies back to the first tier
+    #: (default: on when the store has a colder tier; objfs/dicom/priors.py).
+    promote_priors: bool = False
+    #: How many of the patient's most recent earlier studies are promoted (0: all of them).
+    prior_studies: int = 3
 
 
 @dataclass(frozen=True)
@@ -362,7 +367,9 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
             if any(key_file == d or d in key_file.parents for d in tier.drives):
                 raise ConfigError(f"{where} [encryption]: key_file must not be on a drive (stolen drives would carry it)")
     storage_classes = _storage_classes(_optional(data, "storage_classes", dict, {}, where), tiers, where)
-    lifecycle = _lifecycle(_optional(data, "lifecycle", dict, {}, where), storage_classes, where + " [lifecycle]")
+    lifecycle = _lifecycle(
+        _optional(data, "lifecycle", dict, {}, where), storage_classes, where + " [lifecycle]", tiered=len(tiers) > 1
+    )
     return StoreConfig(
         root=root,
         store_id=store_id,
@@ -413,10 +420,19 @@ def _remote_tier(raw: dict[str, Any], name: str, promote: bool, *, first: bool, 
     return TierConfig(name=name, k=1, m=0, drives=(), remote=remote, bucket=bucket, prefix=prefix, promote_on_read=promote)
 
 
-def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str) -> LifecycleConfig:
+def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str, *, tiered: bool = False) -> LifecycleConfig:
     _only(
         raw,
-        {"day_seconds", "interval_seconds", "max_bytes_per_second", "default_transitions", "promote_on_read", "promoted_days"},
+        {
+            "day_seconds",
+            "interval_seconds",
+            "max_bytes_per_second",
+            "default_transitions",
+            "promote_on_read",
+            "promoted_days",
+            "promote_priors",
+            "prior_studies",
+        },
         where,
     )
     day = _optional(raw, "day_seconds", int, 86400, where)
@@ -449,7 +465,12 @@ def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str) -> Life
     promoted_days = _optional(raw, "promoted_days", int, 30, where)
     if promoted_days < 0:
         raise ConfigError(f"{where}: promoted_days must not be negative")
-    return LifecycleConfig(float(day), float(interval), rate, transitions, promote, promoted_days)
+    # Priors are promoted only where there is a colder tier to bring them back from.
+    priors = _optional(raw, "promote_priors", bool, True, where) and tiered
+    prior_studies = _optional(raw, "prior_studies", int, 3, where)
+    if prior_studies < 0:
+        raise ConfigError(f"{where}: prior_studies must not be negative")
+    return LifecycleConfig(float(day), float(interval), rate, transitions, promote, promoted_days, priors, prior_studies)
 
 
 def _dicomweb_config(raw: dict[str, Any], where: str) -> DicomwebConfig:

@@ -270,6 +270,25 @@ class MoverMixin:
             txn.put("settings", key, entry)
         return True
 
+    def add_move_planner(self: Store, planner: Callable[[Store], Any]) -> None:
+        """Have ``planner(store)`` queue moves (``queue_move``) before each pass of the queued moves.
+
+        For policies the engine cannot judge itself, registered by whoever
+        opens the store (e.g. a patient's priors, :mod:`objfs.dicom.priors`):
+        the planner runs in the mover's pass, never on the write path.
+        """
+        planners = self.__dict__.setdefault("_move_planners", [])
+        if planner not in planners:
+            planners.append(planner)
+
+    def plan_moves(self: Store) -> None:
+        """Run the move planners; one that fails is logged and the pass goes on."""
+        for planner in self.__dict__.get("_move_planners", ()):
+            try:
+                planner(self)
+            except StoreError as exc:
+                log.warning("move planner %s failed: %s", getattr(planner, "__name__", planner), exc)
+
     def queued_moves(self: Store) -> list[dict[str, Any]]:
         with self.index.read() as txn:
             return [entry for _, entry in txn.scan("settings", MOVE_QUEUE)]
@@ -283,6 +302,7 @@ class MoverMixin:
         a race) stays queued for the next pass, up to MOVE_ATTEMPTS tries.
         """
         report: dict[str, list[str]] = {"moved": [], "failed": [], "dropped": []}
+        self.plan_moves()
         principal = self.system_principal("lifecycle")
         entries = sorted(self.queued_moves(), key=lambda e: e.get("t", 0))
         for entry in entries[:max_actions]:
