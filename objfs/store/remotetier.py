@@ -447,3 +447,71 @@ class RemoteBlobReader:
 
     def close(self) -> None:
         pass
+
+
+def sync_remote_lock(store: Store, old: dict[str, Any], new: dict[str, Any], *, bypass: bool) -> list[dict[str, Any]]:
+    """Before a lock change of a version commits: the same change on each of its objects on a remote tier.
+
+    ``new["parts"]`` is replaced by copies marked ``locked`` where the remote
+    now holds a lock. Raises RemoteLockUnsupported when the version would be
+    locked on a bucket without object lock (nothing changed there), and
+    RemoteUnavailable when the remote refuses or does not answer (the objects
+    changed so far are put back to ``old``'s lock, best effort). Returns the
+    descriptors changed, for :func:`restore_remote_lock` should the local
+    commit fail.
+    """
+    now = store.clock.now()
+    wants_lock = lock_active(new, now)
+    changed: list[dict[str, Any]] = []
+    parts = [dict(d) for d in new.get("parts") or []]
+    for desc in parts:
+        if not is_remote(desc) or (not desc.get("locked") and not wants_lock):
+            continue  # nothing locked there and nothing to lock
+        if not remote_lock_enabled(store, desc["remote"], desc["bucket"]):
+            if wants_lock:
+                raise RemoteLockUnsupported(
+                    f"{new['bucket']}/{new['key']} is on bucket {desc['bucket']} of remote {desc['remote']}, "
+                    "which has no object lock: promote it to the first tier before locking it"
+                )
+            continue
+        try:
+            _put_lock(store, desc, old, new, bypass=bypass)
+        except Exception as exc:  # noqa: BLE001 - botocore errors: the local change is refused
+            restore_remote_lock(store, changed, new, old)
+            raise RemoteUnavailable(
+                f"remote {desc['remote']}: the lock of {new['bucket']}/{new['key']} could not be changed there: {exc}"
+            ) from None
+        changed.append(desc)
+        desc["locked"] = True
+    new["parts"] = parts
+    return changed
+
+
+def restore_remote_lock(store: Store, descs: list[dict[str, Any]], applied: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Put ``wanted``'s lock back on remote objects that took ``applied``'s (a local commit that failed); best effort."""
+    for desc in descs:
+        try:
+            _put_lock(store, desc, applied, wanted, bypass=True)
+        except Exception as exc:  # noqa: BLE001 - logged loudly: the remote may now differ from the index
+            log.error("remote %s: the lock of %s could not be put back: %s", desc["remote"], desc["rkey"], exc)
+
+
+def _put_lock(store: Store, desc: dict[str, Any], old: dict[str, Any], new: dict[str, Any], *, bypass: bool) -> None:
+    client = clients(store).client(desc["remote"])
+    target: dict[str, Any] = {"Bucket": desc["bucket"], "Key": desc["rkey"]}
+    if desc.get("rversion"):
+        target["VersionId"] = desc["rversion"]
+    now = store.clock.now()
+    retention = new.get("retention")
+    if retention != old.get("retention"):
+        if retention and retention["until"] > now:
+            until = datetime.datetime.fromtimestamp(float(retention["until"]), datetime.UTC)
+            client.put_object_retention(
+                **target,
+                Retention={"Mode": retention["mode"], "RetainUntilDate": until},
+                **({"BypassGovernanceRetention": True} if bypass else {}),
+            )
+        elif (old.get("retention") or {}).get("until", 0) > now:  # removed (a governance bypass, checked locally)
+            client.put_object_retention(**target, Retention={}, BypassGovernanceRetention=True)
+    if bool(new.get("legal_hold")) != bool(old.get("legal_hold")):
+        client.put_object_legal_hold(**target, LegalHold={"Status": "ON" if new.get("legal_hold") else "OFF"})

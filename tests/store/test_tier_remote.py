@@ -23,12 +23,15 @@ from objfs.admin.app import readiness
 from objfs.store import Encryption, Store, init_store
 from objfs.store.rebuild import rebuild_index
 from objfs.store.remotes import add_remote
-from objfs.store.remotetier import RemoteLockUnsupported
+from objfs.store.remotetier import RemoteLockUnsupported, RemoteUnavailable
 from objfs.store.tiers import add_remote_tier
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "s3"))
 from s3helpers import REGION, create_key, make_client, start_server  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests"))
+from ports import free_port  # noqa: E402
 
 DAY = 86400
 
@@ -196,6 +199,49 @@ def test_locked_versions_go_only_to_a_bucket_with_object_lock_and_keep_their_loc
         with pytest.raises(Exception, match="AccessDenied|ObjectLocked|locked"):  # the remote itself keeps it
             client.delete_object(Bucket=desc["bucket"], Key=desc["rkey"], VersionId=desc["rversion"])
         verify(store.get_object_bytes("worm", "study"))
+
+
+def test_lock_changes_after_a_move_reach_the_remote_object_before_the_index(store3: Path, remote_server) -> None:
+    server, key, client = remote_server
+    with Store.open(store3) as store:
+        store.create_bucket("worm", object_lock=True)
+        store.put_object("worm", "study", body("l", 30000))
+        store.put_object("worm", "cold", body("c", 30000))
+        desc = store.move_version("worm", "study", tier="archive").record["parts"][0]
+        target = {"Bucket": desc["bucket"], "Key": desc["rkey"], "VersionId": desc["rversion"]}
+        store.set_legal_hold("worm", "study", True)
+        assert client.get_object_legal_hold(**target)["LegalHold"]["Status"] == "ON"
+        until = store.clock.now() + 2 * DAY
+        store.set_retention("worm", "study", "GOVERNANCE", until)
+        store.set_retention("worm", "study", "GOVERNANCE", until + DAY)  # an extension
+        remote = client.get_object_retention(**target)["Retention"]
+        assert remote["Mode"] == "GOVERNANCE"
+        assert remote["RetainUntilDate"] >= datetime.datetime.fromtimestamp(int(until + DAY), datetime.UTC)
+        store.set_legal_hold("worm", "study", False)
+        assert client.get_object_legal_hold(**target)["LegalHold"]["Status"] == "OFF"
+        assert store.head_object("worm", "study").record["parts"][0]["locked"]  # gc deletes it with the bypass
+        store.move_version("worm", "cold", tier="cold")  # a bucket without object lock cannot hold a lock
+        with pytest.raises(RemoteLockUnsupported):
+            store.set_legal_hold("worm", "cold", True)
+        assert not store.head_object("worm", "cold").legal_hold
+    # A remote that does not answer: the local change is refused, nothing changes.
+    add_remote(
+        store3,
+        "peer",
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        access_key=key.access_key,
+        secret_key=key.secret_key,
+        region=REGION,
+        replace=True,
+    )
+    with Store.open(store3) as store:
+        with pytest.raises(RemoteUnavailable):
+            store.set_legal_hold("worm", "study", True)
+        assert not store.head_object("worm", "study").legal_hold
+    assert client.get_object_legal_hold(**target)["LegalHold"]["Status"] == "OFF"
+    add_remote(
+        store3, "peer", endpoint=server.url, access_key=key.access_key, secret_key=key.secret_key, region=REGION, replace=True
+    )
 
 
 def test_a_deleted_remote_version_leaves_the_remote_only_through_gc(store3: Path, remote_server) -> None:
