@@ -114,6 +114,11 @@ def _gib(n: int) -> str:
 def _print_status(status: dict[str, Any]) -> None:
     print(f"store {status['store']}")
     for t in status["tiers"]:
+        if t.get("remote"):
+            where = f"s3://{t['remote']}/{t['bucket']}/{t['prefix']}".rstrip("/")
+            state = "reachable" if t["reachable"] else f"UNREACHABLE ({t['problem']})"
+            print(f"tier {t['name']}: remote {where} at {t['endpoint'] or '?'}, {state}")
+            continue
         print(
             f"tier {t['name']}: EC {t['ec']}, {t['drives_ok']}/{t['drives']} drives ok, "
             f"redundancy left {t['redundancy_left']} of {t['m']}; "

@@ -157,6 +157,22 @@ def check_remote_tier(root: Any, tier: TierConfig) -> dict[str, Any]:
     return {"versioning": versioning or "Disabled", "object_lock": lock}
 
 
+#: Seconds ``objfs status`` waits for a remote tier's bucket to answer.
+PROBE_TIMEOUT = 2.0
+
+
+def probe_remote_tier(store: Store, tier: TierConfig, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+    """The tier as ``objfs status`` shows it: remote, endpoint, bucket, prefix, and whether it answers now (one HEAD)."""
+    facts: dict[str, Any] = {"remote": tier.remote, "bucket": tier.bucket, "prefix": tier.prefix, "endpoint": ""}
+    try:
+        remote = load_remote(store.root, tier.remote)
+        facts["endpoint"] = remote.endpoint
+        remote.client(connect_timeout=timeout, read_timeout=timeout, attempts=1).head_bucket(Bucket=tier.bucket)
+    except Exception as exc:  # noqa: BLE001 - any failure is "unreachable", with its reason
+        return dict(facts, reachable=False, problem=str(exc).splitlines()[0][:200])
+    return dict(facts, reachable=True, problem=None)
+
+
 def _error_code(exc: BaseException) -> str | None:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):

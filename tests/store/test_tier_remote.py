@@ -9,10 +9,12 @@ and rebuild-index from the local drives alone restores remote-tier records.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,16 @@ def test_tier_add_s3_reaches_the_remote_and_leaves_the_config_alone_when_it_cann
     assert listed.returncode == 0 and "s3://peer/archive-lock/t1" in listed.stdout
     status = objfs("status", str(root), "--json")  # a tier without drives of ours is not a degraded tier
     assert status.returncode == 0, status.stdout + status.stderr
+    shown = {t["name"]: t for t in json.loads(status.stdout)["tiers"]}
+    assert shown["archive"]["ec"] == "remote" and shown["archive"]["reachable"] is True
+    assert (shown["archive"]["remote"], shown["archive"]["bucket"], shown["archive"]["endpoint"]) == (
+        "peer",
+        "archive-lock",
+        server.url,
+    )
+    text = objfs("status", str(root))
+    assert f"tier archive: remote s3://peer/archive-lock/t1 at {server.url}, reachable" in text.stdout
+    assert "EC 1+0" not in text.stdout and key.secret_key not in text.stdout
     with Store.open(root) as store:
         assert readiness(store, None) == []
     removed = objfs("remote", "remove", str(root), "peer")  # its tiers would become unreadable
@@ -238,6 +250,12 @@ def test_lock_changes_after_a_move_reach_the_remote_object_before_the_index(stor
         with pytest.raises(RemoteUnavailable):
             store.set_legal_hold("worm", "study", True)
         assert not store.head_object("worm", "study").legal_hold
+        started = time.monotonic()
+        status = store.status()  # objfs status shows it, without waiting long
+        assert time.monotonic() - started < 20
+        archive = next(t for t in status["tiers"] if t["name"] == "archive")
+        assert archive["reachable"] is False and archive["problem"]
+        assert any("remote peer bucket archive-lock does not answer" in d for d in status["degraded"])
     assert client.get_object_legal_hold(**target)["LegalHold"]["Status"] == "OFF"
     add_remote(
         store3, "peer", endpoint=server.url, access_key=key.access_key, secret_key=key.secret_key, region=REGION, replace=True
