@@ -44,7 +44,7 @@ from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
 from .handlers import access as access_handlers
-from .handlers import attributes, buckets, lifecycle, lock, multipart, objects, postobject, service, tagging, versioning
+from .handlers import attributes, buckets, lifecycle, lock, multipart, objects, postobject, restore, service, tagging, versioning
 from .handlers import cors as cors_handlers
 from .settings import STORE_ENV, Settings
 
@@ -71,7 +71,7 @@ class Operation:
 UNSUPPORTED = frozenset(
     "accelerate analytics intelligent-tiering inventory logging "
     "metrics notification ownershipControls replication "
-    "requestPayment restore select torrent website".split()
+    "requestPayment select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
@@ -176,6 +176,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ("object", "POST"): [
         (frozenset({"uploads"}), None, _op("CreateMultipartUpload", multipart.create, True)),
         (frozenset({"uploadId"}), None, _op("CompleteMultipartUpload", multipart.complete, True, "xml")),
+        (frozenset({"restore"}), None, _op("RestoreObject", restore.restore_object, True, "xml")),
     ],
 }
 

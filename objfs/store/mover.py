@@ -380,6 +380,44 @@ class MoverMixin:
             names.append(name)
         return names
 
+    @audited("restore")
+    def restore_version(
+        self: Store, bucket: str, key: str, version_id: str | None = None, *, principal: Principal | None = None
+    ) -> str:
+        """S3 RestoreObject: bring a version on a colder tier back to the first tier (promotion, by the mover).
+
+        Returns ``"hot"`` when the version is on the first tier already, or
+        ``"queued"`` once its move is queued (durably) for the moves loop of
+        ``objfs serve``. It stays on the first tier for ``[lifecycle]
+        promoted_days`` (the restore's Days are not the client's to choose here).
+        """
+        with self.index.read() as txn:
+            self._bucket(txn, bucket)
+            record = self._find(txn, bucket, key, version_id)
+        if record.get("delete_marker"):
+            raise InvalidArgument("a delete marker has no bytes to restore")
+        hot = self.config.hot.name
+        if tier_of_record(record, hot) == hot:
+            return "hot"
+        self.queue_move(record, hot, "restore")
+        return "queued"
+
+    def restore_state(self: Store, record: dict[str, Any]) -> tuple[bool, float | None] | None:
+        """What S3's ``x-amz-restore`` says of a version: (ongoing, until) or None when no restore applies.
+
+        Ongoing: its move to the first tier is queued. Done: it was promoted,
+        and the rules leave it there until ``until``.
+        """
+        hot = self.config.hot.name
+        if tier_of_record(record, hot) != hot:
+            with self.index.read() as txn:
+                queued = txn.get("settings", MOVE_QUEUE + record["id"].encode())
+            return (True, None) if queued is not None and queued.get("tier") == hot else None
+        if record.get("promoted"):
+            day = self.config.lifecycle.day_seconds
+            return False, record["promoted"] + self.config.lifecycle.promoted_days * day
+        return None
+
     def _switched(self: Store, new: dict[str, Any]) -> bool:
         try:
             now = self._record_by_id(new["bucket"], new["key"], new["id"])

@@ -352,3 +352,37 @@ def test_the_s3_front_reads_a_remote_tier_version_with_ranges_and_its_storage_cl
         assert part == data[1048570:1048601]
     finally:
         front.stop()
+
+
+def test_s3_restore_object_on_an_archived_version_is_its_promotion(store3: Path, remote_server) -> None:
+    data = body("restore", 70000)
+    with Store.open(store3) as store:
+        store.create_bucket("bkt")
+        store.put_object("bkt", "prior", data)
+        store.put_object("bkt", "hot", body("hot", 100))
+        store.move_version("bkt", "prior", tier="cold")
+    front = start_server(store3)
+    try:
+        client = make_client(front.url, create_key(store3, "--name", "writer"))
+        reader = make_client(front.url, create_key(store3, "--name", "viewer", "--read-only"))
+        assert "Restore" not in client.head_object(Bucket="bkt", Key="prior")  # nothing asked yet
+        with pytest.raises(reader.exceptions.ClientError, match="AccessDenied"):
+            reader.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 1})
+        asked = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
+        assert asked["ResponseMetadata"]["HTTPStatusCode"] == 202
+        assert client.head_object(Bucket="bkt", Key="prior")["Restore"] == 'ongoing-request="true"'
+        again = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
+        assert again["ResponseMetadata"]["HTTPStatusCode"] == 202  # still queued
+        with Store.open(store3) as store:
+            (entry,) = store.queued_moves()
+            assert (entry["key"], entry["reason"]) == ("prior", "restore")
+            assert store.run_queued_moves()["moved"]  # the moves loop of objfs serve
+        head = client.head_object(Bucket="bkt", Key="prior")
+        assert head["Restore"].startswith('ongoing-request="false", expiry-date="') and "StorageClass" not in head
+        done = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
+        assert done["ResponseMetadata"]["HTTPStatusCode"] == 200
+        hot = client.restore_object(Bucket="bkt", Key="hot", RestoreRequest={"Days": 2})
+        assert hot["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert client.get_object(Bucket="bkt", Key="prior")["Body"].read() == data
+    finally:
+        front.stop()
