@@ -531,3 +531,68 @@ def _put_lock(store: Store, desc: dict[str, Any], old: dict[str, Any], new: dict
             client.put_object_retention(**target, Retention={}, BypassGovernanceRetention=True)
     if bool(new.get("legal_hold")) != bool(old.get("legal_hold")):
         client.put_object_legal_hold(**target, LegalHold={"Status": "ON" if new.get("legal_hold") else "OFF"})
+
+
+def sweep_remote_orphans(store: Store, *, min_age: float, delete: bool) -> dict[str, Any]:
+    """Objects under this store's prefix on each remote tier that nothing references; deleted when ``delete``.
+
+    An orphan is left by a mover that died after its upload and before the
+    switch (or whose clean-up failed). The remote is listed *before* the
+    index is read, so an object listed here and switched in meanwhile is
+    found referenced; an upload not switched yet is younger than
+    ``min_age`` (``[gc] min_age_seconds``) and kept. An orphan under object
+    lock (retention or legal hold) is kept and counted. The caller passes
+    ``delete`` False when the index may be incomplete (scrub's index trust):
+    then orphans are only counted.
+    """
+    report: dict[str, Any] = {"orphans": 0, "deleted": 0, "young": 0, "locked": 0, "errors": []}
+    listed: list[tuple[str, str, dict[str, Any]]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for tier in store.config.tiers:
+        if not tier.is_remote or (tier.remote, tier.bucket, tier.prefix) in seen:
+            continue
+        seen.add((tier.remote, tier.bucket, tier.prefix))
+        prefix = remote_key(tier, store.config.store_id, "")[:-1]  # PREFIX STORE-ID/ (the blob id's "xx/" cut)
+        try:
+            pages = clients(store).client(tier.remote).get_paginator("list_object_versions")
+            for page in pages.paginate(Bucket=tier.bucket, Prefix=prefix):
+                listed += [(tier.remote, tier.bucket, v) for v in page.get("Versions") or []]
+        except Exception as exc:  # noqa: BLE001 - this tier is swept on the next pass
+            report["errors"].append(f"remote {tier.remote} bucket {tier.bucket}: {exc}")
+    if not listed:
+        return report
+    referenced = set()
+    for db in ("objects", "versions"):
+        for record in store._scan_batches(db):
+            referenced.update(d["rkey"] for d in record.get("parts") or [] if is_remote(d))
+    for entry in store._scan_batches("gc"):
+        if is_remote(entry["blob"]):
+            referenced.add(entry["blob"]["rkey"])
+    now = time.time()
+    for remote, bucket, version in listed:
+        if version["Key"] in referenced:
+            continue
+        report["orphans"] += 1
+        if now - version["LastModified"].timestamp() < min_age:
+            report["young"] += 1
+            continue
+        target = {"Bucket": bucket, "Key": version["Key"]}
+        if version.get("VersionId") not in (None, "", "null"):
+            target["VersionId"] = version["VersionId"]
+        try:
+            client = clients(store).client(remote)
+            if remote_lock_enabled(store, remote, bucket) and _remote_locked(client.head_object(**target), now):
+                report["locked"] += 1
+                continue
+            if delete:
+                client.delete_object(**target)
+                report["deleted"] += 1
+                log.info("remote %s: deleted %s, referenced by no version (an upload never switched)", remote, version["Key"])
+        except Exception as exc:  # noqa: BLE001 - kept for the next pass
+            report["errors"].append(f"remote {remote}: {version['Key']}: {exc}")
+    return report
+
+
+def _remote_locked(head: dict[str, Any], now: float) -> bool:
+    until = head.get("ObjectLockRetainUntilDate")
+    return head.get("ObjectLockLegalHoldStatus") == "ON" or (until is not None and until.timestamp() > now)

@@ -15,7 +15,10 @@ timer) and ``objfs gc`` run the same engine passes from the command line.
   next pass (or the next process) resumes where this one stopped;
 - moves: the queued tier moves (promotions on read, ``objfs tier promote
   --queue``), a batch every MOVES_INTERVAL seconds; a move is never done on
-  the read path that queued it.
+  the read path that queued it;
+- remote-sweep: every REMOTE_SWEEP_INTERVAL seconds, objects on the remote
+  tiers that nothing references (an upload never switched), old enough and
+  unlocked, are deleted (never while the index is distrusted).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ HEAL_INTERVAL = 30.0
 GC_INTERVAL = 60.0
 LIFECYCLE_BATCH = 1000
 MOVES_INTERVAL = 2.0
+#: Seconds between two listings of the remote tiers for orphans (a listing of a big bucket is not free).
+REMOTE_SWEEP_INTERVAL = 3600.0
 MOVES_BATCH = 100
 
 
@@ -70,6 +75,13 @@ def _lifecycle_report(report: Any) -> None:
         )
 
 
+def _sweep_report(report: Any) -> None:
+    if report.get("deleted") or report.get("index_problem"):
+        log.info(
+            "remote tiers: %d orphan objects deleted (%s)", report["deleted"], report.get("index_problem") or "index trusted"
+        )
+
+
 def _moves_report(report: Any) -> None:
     if report["moved"] or report["failed"]:
         log.info("mover: %d queued moves done, %d failed", len(report["moved"]), len(report["failed"]))
@@ -87,6 +99,7 @@ def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) ->
         lambda: store.run_lifecycle(max_actions=LIFECYCLE_BATCH),
         _lifecycle_report,
     )
+    nursery.start_soon(_every, REMOTE_SWEEP_INTERVAL, "remote-sweep", limiter, store.sweep_remote_orphans, _sweep_report)
     nursery.start_soon(
         _every, MOVES_INTERVAL, "moves", limiter, lambda: store.run_queued_moves(max_actions=MOVES_BATCH), _moves_report
     )

@@ -25,7 +25,7 @@ from objfs.admin.app import readiness
 from objfs.store import Encryption, Store, init_store
 from objfs.store.rebuild import rebuild_index
 from objfs.store.remotes import add_remote
-from objfs.store.remotetier import RemoteLockUnsupported, RemoteUnavailable
+from objfs.store.remotetier import RemoteLockUnsupported, RemoteUnavailable, remote_key
 from objfs.store.tiers import add_remote_tier
 
 REPO = Path(__file__).resolve().parents[2]
@@ -386,3 +386,48 @@ def test_s3_restore_object_on_an_archived_version_is_its_promotion(store3: Path,
         assert client.get_object(Bucket="bkt", Key="prior")["Body"].read() == data
     finally:
         front.stop()
+
+
+def test_orphans_on_the_remote_are_swept_only_when_old_unlocked_and_the_index_trusted(store3: Path, remote_server) -> None:
+    _, _, client = remote_server
+    with Store.open(store3) as store:
+        store.create_bucket("bkt")
+        store.put_object("bkt", "kept", body("kept", 20000))
+        kept = store.move_version("bkt", "kept", tier="cold").record["parts"][0]
+        store.collect_garbage(min_age=0)
+        archive, cold = store.config.tier("archive"), store.config.tier("cold")
+        # What a mover killed after its upload and before the switch leaves behind.
+        orphan_key = remote_key(cold, store.config.store_id, "ab" + "0" * 30)
+        client.put_object(Bucket=cold.bucket, Key=orphan_key, Body=b"never switched")
+        held_key = remote_key(archive, store.config.store_id, "cd" + "0" * 30)
+        client.put_object(Bucket=archive.bucket, Key=held_key, Body=b"held", ObjectLockLegalHoldStatus="ON")
+        client.put_object(Bucket=cold.bucket, Key="someone-else/" + orphan_key, Body=b"not under our prefix")
+        assert store.sweep_remote_orphans()["young"] == 2  # [gc] min_age_seconds
+        assert store.scrub().remote_orphans == 2
+        assert client.head_object(Bucket=cold.bucket, Key=orphan_key)
+        # An index that is not the one the drives know: nothing is judged by it.
+        seen = store.all_drives()[0].path / ".objfs-index"
+        good = seen.read_text()
+        seen.write_text(json.dumps(dict(json.loads(good), index_id="another")))
+        report = store.sweep_remote_orphans(min_age=0)
+        assert report["deleted"] == 0 and "index" in report["index_problem"]
+        assert client.head_object(Bucket=cold.bucket, Key=orphan_key)
+        seen.write_text(good)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "objfs.cli", "gc", str(store3), "--json", "--min-age", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    swept = json.loads(done.stdout)["remote_orphans"]
+    assert (swept["orphans"], swept["deleted"], swept["locked"]) == (2, 1, 1)
+    with pytest.raises(client.exceptions.ClientError):
+        client.head_object(Bucket=cold.bucket, Key=orphan_key)
+    assert client.head_object(Bucket=archive.bucket, Key=held_key)["ObjectLockLegalHoldStatus"] == "ON"
+    assert client.head_object(Bucket=cold.bucket, Key="someone-else/" + orphan_key)
+    assert _remote_exists(client, kept)
+    with Store.open(store3) as store:
+        verify(store.get_object_bytes("bkt", "kept"))
