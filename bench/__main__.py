@@ -15,6 +15,7 @@ BENCHMARKS = [
     "dicomweb_bench",
     "replication_bench",
     "scale_bench",
+    "tier_bench",
 ]
 
 

@@ -5,8 +5,8 @@ processes that open a store (the CLI, ``objfs serve``, the mount, the S3
 sidecar, the DICOM gateway and migration) are where the indexers are chosen.
 They all open it through this module, so an object written by any of them
 is in every standard index (the DICOM index, which C-FIND and retrieval
-read, and the replication queue, which must see every change of every
-process). Guarantee: a store returned from here has every standard
+read, the replication queue, which must see every change of every process,
+and the priors requests of :mod:`objfs.dicom.priors`). Guarantee: a store returned from here has every standard
 indexer registered.
 """
 
@@ -28,9 +28,11 @@ def register_standard_indexers(store: engine.Store) -> engine.Store:
     store.register_indexer(ReplicationQueue())
     try:
         from objfs.dicom.index import register as register_dicom
+        from objfs.dicom.priors import register as register_priors
     except ImportError:  # pydicom missing (a store-only install): objects are stored, not tag-indexed
         return store
     register_dicom(store)
+    register_priors(store)  # after the DICOM index: it reads what that one counted
     return store
 
 

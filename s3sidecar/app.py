@@ -53,6 +53,7 @@ from .handlers import (
     objects,
     postobject,
     replication,
+    restore,
     service,
     tagging,
     versioning,
@@ -83,7 +84,7 @@ class Operation:
 UNSUPPORTED = frozenset(
     "accelerate analytics intelligent-tiering inventory logging "
     "metrics notification ownershipControls "
-    "requestPayment restore select torrent website".split()
+    "requestPayment select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
@@ -202,6 +203,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
     ("object", "POST"): [
         (frozenset({"uploads"}), None, _op("CreateMultipartUpload", multipart.create, True)),
         (frozenset({"uploadId"}), None, _op("CompleteMultipartUpload", multipart.complete, True, "xml")),
+        (frozenset({"restore"}), None, _op("RestoreObject", restore.restore_object, True, "xml")),
     ],
 }
 

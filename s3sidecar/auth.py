@@ -166,6 +166,7 @@ ACTIONS: dict[str, str] = {
     "DeleteObjects": "delete",
     "PutObjectRetention": "retention",
     "PutObjectLegalHold": "legal-hold",
+    "RestoreObject": "restore",
     "GetBucketTagging": "read",
     "PutBucketTagging": "bucket-settings",
     "DeleteBucketTagging": "bucket-settings",

@@ -80,6 +80,8 @@ def readiness(store: Store, fronts: Fronts | None) -> list[str]:
         if problem:
             reasons.append(f"{name}: {problem}")
     for tier in store.config.tiers:
+        if tier.is_remote:
+            continue  # no drives of ours: writes never go there, the mover reaches it when it answers
         drives = store.drives[tier.name]
         writable = [d for d in drives if store.drive_state(d) == "ok"]
         if len(writable) < tier.k + 1:

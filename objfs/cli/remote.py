@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from objfs.store.remotes import add_remote, list_remotes, remove_remote
+from objfs.store.remotes import RemoteError, add_remote, list_remotes, remove_remote
 from objfs.stores import open_store
 
 from .common import cli_principal, store_command
@@ -84,9 +84,10 @@ def cmd_remote_remove(args: argparse.Namespace) -> int:
     with open_store(args.store) as store:
         users = store.remotes_in_use().get(args.name)
         if users:
-            raise SystemExit(
-                f"objfs: remote {args.name} is used by the replication rules of {', '.join(users)}; remove them first"
-            )
+            raise RemoteError(f"remote {args.name} is used by the replication rules of {', '.join(users)}; remove them first")
+        users = [t.name for t in store.config.tiers if t.remote == args.name]
+        if users:  # its objects would become unreadable
+            raise RemoteError(f"remote {args.name} holds tier {', '.join(users)}: move its versions off it first")
         remove_remote(args.store, args.name)
         store.record_audit("remote-remove", cli_principal(), "ok", True, detail=args.name)
     print(f"removed remote {args.name}")

@@ -90,7 +90,11 @@ def cmd_scrub(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     with Store.open(args.store) as store:
         report = store.collect_garbage(min_age=args.min_age)
-    print(json.dumps(report.as_dict()) if args.json else "\n".join(f"{k}: {v}" for k, v in report.as_dict().items()))
+        remote = store.sweep_remote_orphans(min_age=args.min_age)
+    data = dict(report.as_dict(), **({"remote_orphans": remote} if remote else {}))
+    print(json.dumps(data) if args.json else "\n".join(f"{k}: {v}" for k, v in data.items()))
+    if remote.get("index_problem"):
+        print(f"objfs: {remote['index_problem']}; no remote object was deleted: run `objfs rebuild-index STORE`", file=sys.stderr)
     return 0
 
 
@@ -114,6 +118,11 @@ def _gib(n: int) -> str:
 def _print_status(status: dict[str, Any]) -> None:
     print(f"store {status['store']}")
     for t in status["tiers"]:
+        if t.get("remote"):
+            where = f"s3://{t['remote']}/{t['bucket']}/{t['prefix']}".rstrip("/")
+            state = "reachable" if t["reachable"] else f"UNREACHABLE ({t['problem']})"
+            print(f"tier {t['name']}: remote {where} at {t['endpoint'] or '?'}, {state}")
+            continue
         print(
             f"tier {t['name']}: EC {t['ec']}, {t['drives_ok']}/{t['drives']} drives ok, "
             f"redundancy left {t['redundancy_left']} of {t['m']}; "

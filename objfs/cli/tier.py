@@ -1,41 +1,78 @@
-"""``objfs tier add|list``: the store's tiers of local drives.
+"""``objfs tier add|list|promote``: the store's tiers (local drives, or a bucket on a remote S3 system).
 
-Guarantee: ``tier add`` formats the new drives, then replaces ``objfs.toml``
-atomically with a version validated in full first (a bad tier leaves the file
-as it was); ``tier list`` prints each tier's profile, storage classes,
-versions and bytes.
+Guarantee: ``tier add`` formats the new drives (``--drive``), or reaches the
+remote bucket (``--s3 REMOTE/BUCKET``, a remote of ``objfs remote add``),
+then replaces ``objfs.toml`` atomically with a version validated in full
+first (a bad tier leaves the file as it was); ``tier list`` prints each
+tier's profile, storage classes, versions and bytes; ``tier promote`` brings
+the versions under a prefix back to the first tier (now, or queued for the
+mover of ``objfs serve``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from objfs.store.tiers import add_tier
+from objfs.store.tiers import add_remote_tier, add_tier
 from objfs.stores import open_store
 
-from .common import store_command
+from .common import cli_principal, store_command
 
 
 def register(subparsers: Any) -> None:
     """Add the tier commands to the ``objfs`` parser."""
     p = subparsers.add_parser("tier", help="tiers of drives (hot, warm, archive)")
     sub = p.add_subparsers(dest="tier_command", required=True)
-    a = sub.add_parser("add", help="add a tier of local drives (formats them, appends it to objfs.toml)")
+    a = sub.add_parser("add", help="add a tier of local drives, or on a remote S3 bucket (appends it to objfs.toml)")
     a.add_argument("store")
     a.add_argument("name")
-    a.add_argument("--drive", action="append", required=True, help="a drive directory (mount point); repeat")
-    a.add_argument("--ec", default="4+2", help="erasure code K+M of this tier (default 4+2)")
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("--drive", action="append", help="a drive directory (mount point); repeat")
+    where.add_argument("--s3", metavar="REMOTE[/BUCKET]", help="a bucket of a remote defined with `objfs remote add`")
+    a.add_argument("--ec", default="4+2", help="erasure code K+M of a tier of drives (default 4+2)")
+    a.add_argument("--bucket", help="the remote bucket (or give it as REMOTE/BUCKET)")
+    a.add_argument("--prefix", default="", help="key prefix on the remote bucket")
+    a.add_argument(
+        "--promote-on-read", action="store_true", help="a read of a version on this tier brings it back to the first tier"
+    )
     a.set_defaults(func=cmd_tier_add)
     store_command(sub, "list", "tiers with their versions and bytes", cmd_tier_list, json=True)
+    pr = store_command(
+        sub, "promote", "bring versions under BUCKET/PREFIX back to the first tier (a patient's priors)", cmd_tier_promote
+    )
+    pr.add_argument("target", metavar="BUCKET[/PREFIX]")
+    pr.add_argument("--queue", action="store_true", help="only queue the moves for the mover of objfs serve")
 
 
 def cmd_tier_add(args: argparse.Namespace) -> int:
+    if args.s3:
+        return _add_remote(args)
     config = add_tier(args.store, args.name, args.drive, args.ec)
     tier = config.tier(args.name)
     classes = sorted(c for c, t in config.storage_classes.items() if t == tier.name)
     print(f"added tier {tier.name}: EC {tier.k}+{tier.m} on {len(tier.drives)} drives; storage classes {classes or 'none'}")
+    print("restart objfs serve (and mounts) for them to use it")
+    return 0
+
+
+def _add_remote(args: argparse.Namespace) -> int:
+    remote, _, bucket = args.s3.partition("/")
+    bucket = bucket.strip("/") or args.bucket
+    if not bucket:
+        print("objfs: give the remote bucket as --s3 REMOTE/BUCKET or --bucket B", file=sys.stderr)
+        return 2
+    config, facts = add_remote_tier(
+        args.store, args.name, remote, bucket, prefix=args.prefix, promote_on_read=args.promote_on_read
+    )
+    tier = config.tier(args.name)
+    classes = sorted(c for c, t in config.storage_classes.items() if t == tier.name)
+    lock = "object lock enabled" if facts["object_lock"] else "no object lock: locked versions will not move there"
+    print(
+        f"added tier {tier.name}: s3://{remote}/{bucket}/{tier.prefix} (versioning {facts['versioning']}, {lock}); storage classes {classes or 'none'}"
+    )
     print("restart objfs serve (and mounts) for them to use it")
     return 0
 
@@ -51,4 +88,15 @@ def cmd_tier_list(args: argparse.Namespace) -> int:
         print(
             f"{t['name']:<10} ec {t['ec']:<6} drives {len(t['drives']):<3} classes {classes:<24} versions {t['versions']:<8} bytes {t['bytes']}"
         )
+    return 0
+
+
+def cmd_tier_promote(args: argparse.Namespace) -> int:
+    bucket, _, prefix = args.target.partition("/")
+    with open_store(args.store) as store:
+        names = store.promote_prefix(bucket, prefix, now=not args.queue, principal=cli_principal())
+    verb = "queued" if args.queue else "promoted"
+    for name in names:
+        print(f"{verb} {name}")
+    print(f"{len(names)} versions {verb} to the first tier")
     return 0

@@ -62,6 +62,7 @@ REQUIRED: dict[str, str] = {
     "delete-bucket": WRITE,
     "bucket-settings": WRITE,
     "transition": WRITE,
+    "restore": WRITE,
     "retention": RETENTION,
     "lock-config": RETENTION,
     "legal-hold": LEGAL_HOLD,

@@ -38,6 +38,17 @@ class TierConfig:
     m: int
     drives: tuple[Path, ...]
     backend: str = DEFAULT_BACKEND
+    #: A remote S3 tier: the remote's name (``objfs remote add``); empty for a tier of local drives.
+    remote: str = ""
+    #: The bucket on the remote, and the key prefix objfs writes under there.
+    bucket: str = ""
+    prefix: str = ""
+    #: A read of a version on this tier queues its move back to the first tier.
+    promote_on_read: bool = False
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.remote)
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,15 @@ class LifecycleConfig:
     max_bytes_per_second: int = 0
     #: Store-wide default transitions (days, storage class) for buckets without rules.
     default_transitions: tuple[tuple[int, str], ...] = DEFAULT_TRANSITIONS
+    #: Every colder tier promotes on read (as if each had ``promote_on_read``).
+    promote_on_read: bool = False
+    #: Lifecycle days a promoted version stays on the first tier before the rules move it again.
+    promoted_days: int = 30
+    #: A new study of a patient brings that patient's earlier studies back to the first tier
+    #: (default: on when the store has a colder tier; objfs/dicom/priors.py).
+    promote_priors: bool = False
+    #: How many of the patient's most recent earlier studies are promoted (0: all of them).
+    prior_studies: int = 3
 
 
 @dataclass(frozen=True)
@@ -262,11 +282,15 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
     names = set()
     for i, raw in enumerate(tiers_raw):
         tw = f"{where} [[tiers]] #{i + 1}"
-        _only(raw, {"name", "ec", "backend", "drives"}, tw)
+        _only(raw, {"name", "ec", "backend", "drives", "remote", "bucket", "prefix", "promote_on_read"}, tw)
         name = _require(raw, "name", str, tw)
         if name in names:
             raise ConfigError(f"{tw}: duplicate tier name {name!r}")
         names.add(name)
+        promote = _optional(raw, "promote_on_read", bool, False, tw)
+        if "remote" in raw:
+            tiers.append(_remote_tier(raw, name, promote, first=not tiers, where=tw))
+            continue
         k, m = parse_ec(_require(raw, "ec", str, tw))
         backend = _optional(raw, "backend", str, DEFAULT_BACKEND, tw)
         if backend not in EC_BACKENDS:
@@ -281,7 +305,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
             raise ConfigError(f"{tw}: at most {MAX_DRIVES_PER_TIER} drives per tier")
         if len(drives) < k + m:
             raise ConfigError(f"{tw}: EC {k}+{m} needs at least {k + m} drives, {len(drives)} given")
-        tiers.append(TierConfig(name=name, k=k, m=m, drives=drives, backend=backend))
+        tiers.append(TierConfig(name=name, k=k, m=m, drives=drives, backend=backend, promote_on_read=promote))
     s3raw = _only(
         _optional(data, "s3", dict, {}, where), {"host", "port", "region", "max_body_bytes", "max_connections"}, where + " [s3]"
     )
@@ -368,7 +392,9 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
             if any(key_file == d or d in key_file.parents for d in tier.drives):
                 raise ConfigError(f"{where} [encryption]: key_file must not be on a drive (stolen drives would carry it)")
     storage_classes = _storage_classes(_optional(data, "storage_classes", dict, {}, where), tiers, where)
-    lifecycle = _lifecycle(_optional(data, "lifecycle", dict, {}, where), storage_classes, where + " [lifecycle]")
+    lifecycle = _lifecycle(
+        _optional(data, "lifecycle", dict, {}, where), storage_classes, where + " [lifecycle]", tiered=len(tiers) > 1
+    )
     raw_repl = _optional(data, "replication", dict, {}, where)
     _only(raw_repl, {"max_bytes_per_second", "interval_seconds"}, where + " [replication]")
     repl_rate = _optional(raw_repl, "max_bytes_per_second", int, 0, where + " [replication]")
@@ -415,8 +441,37 @@ def _storage_classes(raw: dict[str, Any], tiers: list[TierConfig], where: str) -
     return classes
 
 
-def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str) -> LifecycleConfig:
-    _only(raw, {"day_seconds", "interval_seconds", "max_bytes_per_second", "default_transitions"}, where)
+def _remote_tier(raw: dict[str, Any], name: str, promote: bool, *, first: bool, where: str) -> TierConfig:
+    """A tier on a bucket of a remote S3 system (see :mod:`.remotetier`); never the first tier."""
+    if first:
+        raise ConfigError(f"{where}: the first tier receives new objects and must be local drives")
+    if "drives" in raw or "ec" in raw:
+        raise ConfigError(f"{where}: a remote tier has no drives and no EC profile (the remote keeps its own)")
+    remote = _require(raw, "remote", str, where)
+    bucket = _require(raw, "bucket", str, where)
+    prefix = _optional(raw, "prefix", str, "", where)
+    if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
+        raise ConfigError(f"{where}: {bucket!r} is not an S3 bucket name")
+    if prefix.startswith("/") or ".." in prefix.split("/"):
+        raise ConfigError(f"{where}: prefix {prefix!r} must be a relative key prefix")
+    return TierConfig(name=name, k=1, m=0, drives=(), remote=remote, bucket=bucket, prefix=prefix, promote_on_read=promote)
+
+
+def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str, *, tiered: bool = False) -> LifecycleConfig:
+    _only(
+        raw,
+        {
+            "day_seconds",
+            "interval_seconds",
+            "max_bytes_per_second",
+            "default_transitions",
+            "promote_on_read",
+            "promoted_days",
+            "promote_priors",
+            "prior_studies",
+        },
+        where,
+    )
     day = _optional(raw, "day_seconds", int, 86400, where)
     if not 1 <= day <= 86400:
         raise ConfigError(f"{where}: day_seconds must be between 1 and 86400")
@@ -443,7 +498,16 @@ def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str) -> Life
         transitions = tuple(transitions)
     # The seed policy applies only to the tiers that exist.
     transitions = tuple((d, c) for d, c in transitions if c in classes)
-    return LifecycleConfig(float(day), float(interval), rate, transitions)
+    promote = _optional(raw, "promote_on_read", bool, False, where)
+    promoted_days = _optional(raw, "promoted_days", int, 30, where)
+    if promoted_days < 0:
+        raise ConfigError(f"{where}: promoted_days must not be negative")
+    # Priors are promoted only where there is a colder tier to bring them back from.
+    priors = _optional(raw, "promote_priors", bool, True, where) and tiered
+    prior_studies = _optional(raw, "prior_studies", int, 3, where)
+    if prior_studies < 0:
+        raise ConfigError(f"{where}: prior_studies must not be negative")
+    return LifecycleConfig(float(day), float(interval), rate, transitions, promote, promoted_days, priors, prior_studies)
 
 
 def _dicomweb_config(raw: dict[str, Any], where: str) -> DicomwebConfig:

@@ -16,6 +16,14 @@ GOVERNANCE bypass, recorded in the entry). An entry is removed only once
 every fragment file is confirmed gone; a drive that cannot be reached keeps
 it for the next pass. Nothing is ever deleted because an index entry, a
 reader or a marker is *missing*.
+
+:meth:`GarbageMixin.sweep_remote_orphans` is the one exception, for remote
+tiers only: an object under this store's prefix on a remote bucket that no
+record and no gc entry references (a mover killed after its upload, before
+the switch) is deleted once older than ``min_age_seconds`` and unlocked,
+and only while the index is trusted (``index_trust``): the remote is listed
+before the index is read, so only an upload never switched can be missing
+from it.
 """
 
 from __future__ import annotations
@@ -166,6 +174,25 @@ class GarbageMixin:
             if len(batch) < GC_BATCH:
                 return report
 
+    def sweep_remote_orphans(self: Store, *, min_age: float | None = None, delete: bool = True) -> dict[str, Any]:
+        """Objects on the remote tiers that no record or gc entry references: deleted once old and unlocked.
+
+        Never deletes when the index may be incomplete (:meth:`index_trust`):
+        then they are counted only (``index_problem`` says why). See
+        :func:`.remotetier.sweep_remote_orphans`.
+        """
+        if not any(t.is_remote for t in self.config.tiers):
+            return {}
+        from .remotetier import sweep_remote_orphans  # boto3 only for stores with a remote tier
+
+        problem = self.index_trust() if delete else None
+        report = sweep_remote_orphans(
+            self, min_age=self.config.gc_min_age if min_age is None else min_age, delete=delete and problem is None
+        )
+        if problem:
+            report["index_problem"] = problem
+        return report
+
     def _collect_one(self: Store, entry: dict[str, Any], now: float, min_age: float, held: set[str], report: GcReport) -> bool:
         desc = entry["blob"]
         if now - entry.get("t", 0.0) < min_age:
@@ -197,6 +224,10 @@ class GarbageMixin:
 
     def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:
         """Remove every fragment file of a blob; True once none is left on any drive of the store."""
+        if desc.get("remote"):
+            from .remotetier import delete_remote_blob  # boto3 only for stores with a remote tier
+
+            return delete_remote_blob(self, desc, bypass=unlock)
         confirmed = True
         for index, drive_id in enumerate(desc["drives"]):
             drive = self.drive_by_id(drive_id)

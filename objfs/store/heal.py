@@ -165,6 +165,8 @@ class MaintenanceMixin:
         (``desc["drives"]`` is updated in place). Raises DataLoss when a
         segment has fewer than k good fragments.
         """
+        if desc.get("remote"):
+            return False  # a remote tier's object: the remote keeps it whole (nothing of it is on our drives)
         total = desc["k"] + desc["m"]
         reader = BlobReader(self, desc)
         try:
@@ -256,6 +258,14 @@ class MaintenanceMixin:
 
     # -- status ------------------------------------------------------------------
 
+    def _remote_tier_status(self: Store, tier: Any) -> dict[str, Any]:
+        """A remote S3 tier: its endpoint and bucket, and whether it answers (no drives, no EC profile of ours)."""
+        from .remotetier import probe_remote_tier  # boto3 only for stores with a remote tier
+
+        entry = {"name": tier.name, "ec": "remote", "k": 0, "m": 0, "drives": 0, "drives_ok": 0}
+        entry.update(raw_bytes=0, raw_free_bytes=0, usable_bytes=0, usable_free_bytes=0, redundancy_left=0)
+        return dict(entry, **probe_remote_tier(self, tier))
+
     def status(self: Store) -> dict[str, Any]:
         """The store as an operator needs it: tiers, drives, counts, queues, and whether it is degraded.
 
@@ -264,11 +274,17 @@ class MaintenanceMixin:
         and ``redundancy_left``: how many more drives the tier can lose
         before data becomes unreadable (m minus the drives not ok; below 0,
         objects are unreadable now). ``degraded`` lists why the store is
-        not whole: a drive not ok, objects waiting for healing, objects lost.
+        not whole: a drive not ok, objects waiting for healing, objects lost,
+        a remote tier that does not answer (asked with a short timeout; such
+        a tier shows ``remote``, ``endpoint``, ``bucket``, ``reachable``
+        instead of drives).
         """
         drives = []
         tiers = []
         for tier in self.config.tiers:
+            if tier.is_remote:
+                tiers.append(self._remote_tier_status(tier))
+                continue
             seen: dict[int, str] = {}
             raw_total = raw_free = 0
             not_ok = 0
@@ -337,6 +353,11 @@ class MaintenanceMixin:
             f"tier {t['name']} has lost more drives than its {t['m']} parity: objects are unreadable"
             for t in tiers
             if t["redundancy_left"] < 0
+        ]
+        degraded += [
+            f"tier {t['name']}: remote {t['remote']} bucket {t['bucket']} does not answer ({t['problem']})"
+            for t in tiers
+            if t.get("remote") and not t["reachable"]
         ]
         return {
             "store": str(self.root),

@@ -353,6 +353,8 @@ class LifecycleMixin:
             return True
         if rec.get("delete_marker"):
             return False
+        if rec.get("promoted") and now - rec["promoted"] < self.config.lifecycle.promoted_days * day:
+            return False  # brought back to the first tier for a reader: it stays there a while
         target = self._due_tier(rec, matching, age, now, noncurrent)
         if target is None:
             return False

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import crypto
 from .audit import audited, guarded
-from .blobs import BlobReader, BlobWriter, new_id
+from .blobs import BlobWriter, new_id
 from .crypto import Encryption
 from .errors import (
     DataLoss,
@@ -31,6 +31,7 @@ from .index import Txn, object_key, version_key
 from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
 from .policy import check_acl, check_public_acl_allowed
+from .remotetier import open_blob
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -158,7 +159,7 @@ class ObjectReader:
         self._blob_ids = [desc["id"] for desc in info.record.get("parts", [])]
         store.leases.hold(self._blob_ids)
         self._failed = False
-        self._readers = [BlobReader(store, desc, data_key=data_key) for desc in info.record.get("parts", [])]
+        self._readers = [open_blob(store, desc, data_key=data_key) for desc in info.record.get("parts", [])]
         self._offsets = []
         pos = 0
         for desc in info.record.get("parts", []):
@@ -636,13 +637,17 @@ class ObjectsMixin:
         info = self.head_object(bucket, key, version_id)
         if info.delete_marker:
             raise InvalidArgument("a delete marker has no body")
-        return ObjectReader(self, info, principal, customer_key=customer_key)
+        reader = ObjectReader(self, info, principal, customer_key=customer_key)
+        self.note_read(info.record)  # a cold version may be promoted, later, by the mover (mover.py)
+        return reader
 
     def open_record(
         self: Store, record: dict[str, Any], *, principal: Principal | None = None, customer_key: bytes | None = None
     ) -> ObjectReader:
         """A reader of a record already in hand (e.g. from a listing)."""
-        return ObjectReader(self, ObjectInfo.from_record(record), principal, customer_key=customer_key)
+        reader = ObjectReader(self, ObjectInfo.from_record(record), principal, customer_key=customer_key)
+        self.note_read(record)
+        return reader
 
     def record_is_live(self: Store, record: dict[str, Any]) -> bool:
         """Whether ``record``'s version is still in the index (current or noncurrent)."""

@@ -69,6 +69,7 @@ POLICY_ACTIONS: dict[str, str] = {
     "setattr": "s3:PutObjectTagging",
     "read-acl": "s3:GetObjectAcl",
     "write-acl": "s3:PutObjectAcl",
+    "restore": "s3:RestoreObject",
 }
 #: The policy action of an ACL action on the bucket itself (no key).
 _BUCKET_POLICY_ACTIONS = {"read-acl": "s3:GetBucketAcl", "write-acl": "s3:PutBucketAcl"}

@@ -487,12 +487,16 @@ def _write_key(store, out: _Writer, buckets, counts, bucket: str, key: str, foun
     def frags(desc: dict[str, Any]) -> int:
         return blobs.get(desc["id"], (0, None))[0]
 
+    def held(desc: dict[str, Any]) -> bool:
+        # Still somewhere: fragments on the drives, or an object on a remote tier (as its manifest says).
+        return bool(frags(desc)) or bool(desc.get("remote"))
+
     def desc_of(desc: dict[str, Any]) -> dict[str, Any]:
         return blobs.get(desc["id"], (0, desc))[1] or desc
 
     def retire(rec: dict[str, Any]) -> None:
         for d in rec.get("parts") or []:
-            if frags(d):
+            if held(d):
                 out.garbage(desc_of(d), summary(rec))
                 counts["garbage"] += 1
 
@@ -501,7 +505,7 @@ def _write_key(store, out: _Writer, buckets, counts, bucket: str, key: str, foun
         parts = rec.get("parts") or []
         if rec.get("deleted"):
             retire(rec)
-        elif parts and not any(frags(d) for d in parts):
+        elif parts and not any(held(d) for d in parts):
             continue  # every fragment collected: it was deleted
         entries.append(rec)
     if not entries:
@@ -534,7 +538,7 @@ def _write_key(store, out: _Writer, buckets, counts, bucket: str, key: str, foun
         return
     for rec in live:
         rec.pop("written", None)
-        if any(frags(d) < d["k"] + d["m"] for d in rec.get("parts") or []):
+        if any(not d.get("remote") and frags(d) < d["k"] + d["m"] for d in rec.get("parts") or []):
             out.put(
                 "heal",
                 rec["id"].encode(),

@@ -56,17 +56,17 @@ class Remote:
         del fields["secret_key"]
         return fields
 
-    def client(self) -> Any:
-        """A boto3 S3 client for this endpoint (blocking; call from a worker thread)."""
+    def client(self, *, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT, attempts: int = 3) -> Any:
+        """A boto3 S3 client for this endpoint (blocking; call from a worker thread); shorter timeouts for probes."""
         import boto3  # imported here: only the processes that talk to remotes pay for it
         from botocore.config import Config
 
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             # Checksums only when the operation requires one: not every S3
             # system the hospital runs accepts the newest trailer checksums.
             request_checksum_calculation="when_required",

@@ -227,10 +227,10 @@ class RenamesMixin:
 
     def _meta_drives(self: Store, record: dict[str, Any]):
         parts = record.get("parts") or []
-        if parts:
+        if parts and parts[0]["drives"]:
             drives = [self.drive_by_id(x) for x in parts[0]["drives"]]
             return [d for d in drives if d is not None and self.drive_healthy(d)]
-        # Records without data (delete markers) go where their id ranks highest.
+        # Records without data (delete markers), and versions on a remote tier, go where their id ranks highest.
         tier = self.config.hot
         ranked = [d for d in rendezvous_order(record["id"], self.drives[tier.name]) if self.drive_healthy(d)]
         return ranked[: tier.m + 1]

@@ -12,6 +12,16 @@ principal holding ``bypass-governance`` who asks for the bypass may.
 A legal hold blocks deletion whatever the dates. Fragment files of a locked version are marked
 immutable on drives whose filesystem supports it, so even root's ``rm``
 fails until the engine lifts the flag.
+
+A version on a remote S3 tier carries its lock there too (object lock of
+the remote bucket): a lock change is applied to the remote object first,
+synchronously (PutObjectRetention/PutObjectLegalHold with the remote version
+id), and only then to the drives and the index. A remote that refuses or
+does not answer fails the change (nothing changes locally; the caller may
+retry), so the remote is never weaker than the index; should the local
+commit fail after the remote took the change, the remote is put back.
+Locking a version on a remote bucket without object lock is refused
+(RemoteLockUnsupported): promote it first.
 """
 
 from __future__ import annotations
@@ -111,7 +121,8 @@ class RetentionMixin:
                 raise ObjectLocked(f"{bucket}/{key}: {change} needs the bypass-governance permission, asked for")
 
         retention = None if mode is None else {"mode": mode, "until": float(until)}
-        return self._change_lock(bucket, key, version_id, rule, {"retention": retention})
+        bypass = bypass_governance and may_bypass(principal, bypass_governance)
+        return self._change_lock(bucket, key, version_id, rule, {"retention": retention}, bypass=bypass)
 
     @audited("legal-hold")
     def set_legal_hold(
@@ -122,7 +133,10 @@ class RetentionMixin:
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         return self._change_lock(bucket, key, version_id, lambda record: None, {"legal_hold": bool(on)})
 
-    def _change_lock(self: Store, bucket: str, key: str, version_id: str | None, rule, change: dict[str, Any]) -> ObjectInfo:
+    def _change_lock(
+        self: Store, bucket: str, key: str, version_id: str | None, rule, change: dict[str, Any], *, bypass: bool = False
+    ) -> ObjectInfo:
+        """Apply a lock change to one version: remote tier objects first (:mod:`.remotetier`), then drives, then index."""
         for _attempt in range(5):
             with self.index.read() as txn:
                 self._bucket(txn, bucket)
@@ -131,6 +145,12 @@ class RetentionMixin:
                 raise InvalidArgument("a delete marker has no retention or legal hold")
             rule(record)
             new = dict(record, gen=time.time_ns(), **change)
+            remote: list[dict[str, Any]] = []
+            if any(d.get("remote") for d in record.get("parts") or []):
+                from .remotetier import sync_remote_lock  # boto3 only for stores with a remote tier
+
+                # The remote object takes the change first: it is never weaker than the index says.
+                remote = sync_remote_lock(self, record, new, bypass=bypass)
 
             def commit(txn, record=record, new=new):
                 now = self._find(txn, bucket, key, record["version"])
@@ -143,8 +163,14 @@ class RetentionMixin:
                     # The drives learn the new lock before the index does (rebuild-index keeps it).
                     self._write_meta_files(new)
                     self.index.commit(commit)
-            except _Raced:
-                continue  # the drives' copy was undone on the way out
+            except BaseException as exc:
+                if remote:  # the index kept the old lock: so does the remote
+                    from .remotetier import restore_remote_lock
+
+                    restore_remote_lock(self, remote, new, record)
+                if isinstance(exc, _Raced):
+                    continue  # the drives' copy was undone on the way out
+                raise
             self._protect_files(new, lock_active(new, self.clock.now()))
             return ObjectInfo.from_record(new)
         raise PreconditionFailed("the version changed during the update; try again")

@@ -63,6 +63,8 @@ class ScrubReport(HealReport):
     intents_collected: int = 0
     metas_reconciled: int = 0
     unreferenced_fragments: int = 0
+    #: Objects on remote tiers that nothing references (counted here; ``objfs gc`` deletes the old, unlocked ones).
+    remote_orphans: int = 0
 
 
 class ScrubMixin:
@@ -156,6 +158,7 @@ class ScrubMixin:
             report.temp_removed += removed
             report.unreferenced_fragments += unreferenced
             report.drive_errors += errors
+        report.remote_orphans = self.sweep_remote_orphans(delete=False).get("orphans", 0)
         if report.index_trusted:
             report.metas_reconciled = self.reconcile_metas([w for j in journals for w in j.unsettled_meta])
             report.intents_collected = self._collect_intents(run.referenced, pending, journals)

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from .config import CONFIG_NAME, DEFAULT_BACKEND, StoreConfig, load_config, parse_ec
 from .drives import drive_id_for, format_drive, fsync_dir
 from .errors import ConfigError, InvalidStorageClass
+from .remotes import load_remote
 
-__all__ = ["InvalidStorageClass", "TiersMixin", "add_tier", "tier_of_record"]
+__all__ = ["InvalidStorageClass", "TiersMixin", "add_remote_tier", "add_tier", "tier_of_record"]
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -37,14 +38,19 @@ class TiersMixin:
     """Tier and storage-class operations of :class:`objfs.store.Store`."""
 
     def tier_for_class(self: Store, storage_class: str | None) -> str:
-        """The tier a storage class names (None or "" is the first tier); raises InvalidStorageClass."""
+        """The tier a write naming a storage class goes to (None or "" is the first tier); raises InvalidStorageClass.
+
+        A class that maps to a remote tier writes to the first tier: bytes
+        reach a remote tier only through the mover, which verifies them there
+        (the lifecycle rules move the version later).
+        """
         if not storage_class:
             return self.config.hot.name
         tier = self.config.storage_classes.get(storage_class)
         if tier is None:
             known = ", ".join(sorted(self.config.storage_classes))
             raise InvalidStorageClass(f"storage class {storage_class!r} maps to no tier of this store (known: {known})")
-        return tier
+        return self.config.hot.name if self.config.tier(tier).is_remote else tier
 
     def class_of_tier(self: Store, tier: str) -> str:
         """The storage class shown for a tier: the first class mapped to it (a tier without one shows its name)."""
@@ -74,7 +80,7 @@ class TiersMixin:
             out.append(
                 {
                     "name": tier.name,
-                    "ec": f"{tier.k}+{tier.m}",
+                    "ec": f"{tier.k}+{tier.m}" if not tier.is_remote else f"s3://{tier.remote}/{tier.bucket}/{tier.prefix}",
                     "drives": [str(d) for d in tier.drives],
                     "classes": sorted(c for c, t in self.config.storage_classes.items() if t == tier.name),
                     **usage[tier.name],
@@ -114,14 +120,52 @@ def add_tier(
     for i, drive in enumerate(new_config.tier(name).drives):
         drive.mkdir(parents=True, exist_ok=True)
         format_drive(drive, config.store_id, drive_id_for(config.store_id, name, i))
+    _replace_config(root, new_text)
+    return new_config
+
+
+def add_remote_tier(
+    root: str | os.PathLike[str], name: str, remote: str, bucket: str, *, prefix: str = "", promote_on_read: bool = False
+) -> tuple[StoreConfig, dict[str, Any]]:
+    """Add a tier on bucket ``bucket`` of remote ``remote`` (``objfs remote add``); returns (config, remote facts).
+
+    The remote must answer and the bucket exist before ``objfs.toml`` is
+    replaced (atomically, validated in full first). The facts say whether
+    the bucket keeps versions and has object lock (without it, locked
+    versions are refused by this tier).
+    """
+    from .remotetier import check_remote_tier  # boto3 only for stores with a remote tier
+
+    root = Path(root).resolve()
+    config = load_config(root)
+    if any(t.name == name for t in config.tiers):
+        raise ConfigError(f"the store has a tier named {name!r} already")
+    if not name.isidentifier():
+        raise ConfigError(f"tier name {name!r}: letters, digits and underscores only")
+    load_remote(root, remote)  # RemoteError when it is not defined
+    path = root / CONFIG_NAME
+    text = path.read_text()
+    block = f'\n[[tiers]]\nname = "{name}"\nremote = "{_toml_escape(remote)}"\nbucket = "{_toml_escape(bucket)}"\n'
+    if prefix:
+        block += f'prefix = "{_toml_escape(prefix)}"\n'
+    if promote_on_read:
+        block += "promote_on_read = true\n"
+    new_text = text.rstrip("\n") + "\n" + block
+    new_config = load_config(root, text=new_text)
+    facts = check_remote_tier(root, new_config.tier(name))
+    _replace_config(root, new_text)
+    return new_config, facts
+
+
+def _replace_config(root: Path, new_text: str) -> None:
+    """``objfs.toml`` replaced atomically and durably (temp file, fsync, rename, directory fsync)."""
     tmp = root / (CONFIG_NAME + ".tmp")
     with open(tmp, "w") as f:
         f.write(new_text)
         f.flush()
         os.fsync(f.fileno())
-    os.rename(tmp, path)
+    os.rename(tmp, root / CONFIG_NAME)
     fsync_dir(root)
-    return new_config
 
 
 def _toml_escape(text: str) -> str:

@@ -14,6 +14,12 @@ timer) and ``objfs gc`` run the same engine passes from the command line.
   at most LIFECYCLE_BATCH actions a pass; its cursor is in the index, so the
   next pass (or the next process) resumes where this one stopped;
 - replicate: sends the replication queue to the remotes (:mod:`.replicate`).
+- moves: the queued tier moves (promotions on read, ``objfs tier promote
+  --queue``), a batch every MOVES_INTERVAL seconds; a move is never done on
+  the read path that queued it;
+- remote-sweep: every REMOTE_SWEEP_INTERVAL seconds, objects on the remote
+  tiers that nothing references (an upload never switched), old enough and
+  unlocked, are deleted (never while the index is distrusted).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ log = logging.getLogger("objfs.workers")
 HEAL_INTERVAL = 30.0
 GC_INTERVAL = 60.0
 LIFECYCLE_BATCH = 1000
+MOVES_INTERVAL = 2.0
+#: Seconds between two listings of the remote tiers for orphans (a listing of a big bucket is not free).
+REMOTE_SWEEP_INTERVAL = 3600.0
+MOVES_BATCH = 100
 
 
 async def _every(
@@ -66,6 +76,18 @@ def _lifecycle_report(report: Any) -> None:
         )
 
 
+def _sweep_report(report: Any) -> None:
+    if report.get("deleted") or report.get("index_problem"):
+        log.info(
+            "remote tiers: %d orphan objects deleted (%s)", report["deleted"], report.get("index_problem") or "index trusted"
+        )
+
+
+def _moves_report(report: Any) -> None:
+    if report["moved"] or report["failed"]:
+        log.info("mover: %d queued moves done, %d failed", len(report["moved"]), len(report["failed"]))
+
+
 def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) -> None:
     """Start every background loop in ``nursery`` (they run until it is cancelled)."""
     nursery.start_soon(_every, HEAL_INTERVAL, "heal", limiter, store.process_heal_queue, _heal_report)
@@ -81,3 +103,7 @@ def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) ->
     from . import replicate
 
     nursery.start_soon(replicate.run, store, trio.CapacityLimiter(1))
+    nursery.start_soon(_every, REMOTE_SWEEP_INTERVAL, "remote-sweep", limiter, store.sweep_remote_orphans, _sweep_report)
+    nursery.start_soon(
+        _every, MOVES_INTERVAL, "moves", limiter, lambda: store.run_queued_moves(max_actions=MOVES_BATCH), _moves_report
+    )

@@ -21,6 +21,7 @@ from objfs.store import errors as E
 from .. import errors as S3
 from ..context import S3Request, empty_response, xml_response
 from ..xmlio import build, find_all, find_text, parse_xml
+from .restore import restore_headers
 
 INTS = ("Days", "NoncurrentDays", "DaysAfterInitiation", "ObjectSizeGreaterThan", "ObjectSizeLessThan", "NewerNoncurrentVersions")
 
@@ -154,6 +155,6 @@ def storage_tier(req: S3Request) -> str | None:
 
 
 def storage_class_headers(req: S3Request, record: dict[str, Any]) -> dict[str, str]:
-    """``x-amz-storage-class`` of a HEAD or GET; omitted for STANDARD, as S3 does."""
+    """``x-amz-storage-class`` of a HEAD or GET (omitted for STANDARD, as S3 does), and ``x-amz-restore``."""
     name = req.store.storage_class_of(record)
-    return {} if name == "STANDARD" else {STORAGE_CLASS_HEADER: name}
+    return ({} if name == "STANDARD" else {STORAGE_CLASS_HEADER: name}) | restore_headers(req, record)

@@ -2,7 +2,7 @@
 
 MODE ``move`` moves random keys between the hot and warm tiers (and runs
 the collector with no minimum age) forever, printing ``MOVED`` after each
-durable move. MODE ``read`` streams random keys slowly and checks every
+durable move; MODE ``cycle`` moves them to any other tier, remote ones too. MODE ``read`` streams random keys slowly and checks every
 byte; it prints ``BAD <why>`` for a wrong, short or failed read, ``OK`` otherwise.
 """
 
@@ -37,6 +37,24 @@ def move(store: Store, rng: random.Random) -> None:
             store.collect_garbage(min_age=0)
 
 
+def cycle(store: Store, rng: random.Random) -> None:
+    """Like ``move``, to any other tier of the store (local or remote S3); a locked version refused by a tier stays."""
+    from objfs.store.remotetier import RemoteLockUnsupported
+
+    while True:
+        key = rng.choice(KEYS)
+        bucket = "worm" if key.startswith("worm/") else "pacs"
+        here = store.tier_of(store.head_object(bucket, key).record)
+        tier = rng.choice([t.name for t in store.config.tiers if t.name != here])
+        try:
+            store.move_version(bucket, key, tier=tier)
+            print("MOVED", key, tier, flush=True)
+        except (PreconditionFailed, RemoteLockUnsupported):
+            pass
+        if rng.random() < 0.3:
+            store.collect_garbage(min_age=0)
+
+
 def read(store: Store, rng: random.Random) -> None:
     while True:
         key = rng.choice(KEYS)
@@ -57,4 +75,4 @@ if __name__ == "__main__":
     mode, path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with Store.open(path) as opened:
         opened.config.segment_size  # noqa: B018
-        {"move": move, "read": read}[mode](opened, random.Random(seed))
+        {"move": move, "cycle": cycle, "read": read}[mode](opened, random.Random(seed))
