@@ -71,7 +71,7 @@ from .tags import extract_tags, s3_tags
 if TYPE_CHECKING:
     from objfs.store import Store
 
-__all__ = ["DicomIndexer", "register", "find", "find_instances", "canonical_key", "sop_locations"]
+__all__ = ["DicomIndexer", "register", "find", "find_instances", "canonical_key", "sop_locations", "study_objects"]
 
 _S = b"\0"
 _PATIENT_ATTRS = ATTRS_BY_LEVEL["PATIENT"]
@@ -589,3 +589,13 @@ def sop_locations(store: Store, bucket: str, sop: str) -> list[dict[str, Any]]:
             {"bucket": bucket, "key": inst["k"], "version": inst["v"], "id": inst["id"], "tags": inst["d"]}
             for _, _, inst in _sop_places(txn, bucket, sop)
         ]
+
+
+def study_objects(txn: Txn, bucket: str, study: str) -> Iterator[tuple[str, str]]:
+    """``(key, object id)`` of every object indexed under ``study`` in ``bucket``, inside ``txn``."""
+    st = txn.get("dicom", _k(b"t", bucket, study))
+    if st is None:
+        return
+    for series, se in _series(txn, bucket, study, {}):
+        for inst in _instances(txn, bucket, study, series, {}, st, se):
+            yield inst["k"], inst["id"]

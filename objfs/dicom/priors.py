@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from objfs.dicom.index import _k, _last_part, _prefix
+from objfs.dicom.index import _k, _last_part, _prefix, study_objects
 from objfs.store.tiers import tier_of_record
 
 if TYPE_CHECKING:
@@ -101,11 +101,11 @@ def prior_versions(store: Store, bucket: str, pid: str, study: str) -> list[dict
                 studies.append((str(entry["a"].get("StudyDate") or ""), uid))
         studies.sort(reverse=True)  # the most recent first (StudyDate is YYYYMMDD)
         chosen = studies[:limit] if limit else studies
-        refs = [ref for _, uid in chosen for _, ref in txn.scan("dicom", _prefix(b"i", bucket, uid))]
+        refs = [ref for _, uid in chosen for ref in study_objects(txn, bucket, uid)]
     hot = store.config.hot.name
     cold = []
-    for ref in refs:
-        record = store._record_by_id(ref["b"], ref["k"], ref["id"])
+    for key, object_id in refs:
+        record = store._record_by_id(bucket, key, object_id)
         if record is not None and not record.get("delete_marker") and tier_of_record(record, hot) != hot:
             cold.append(record)
     return cold
