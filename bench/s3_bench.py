@@ -10,8 +10,10 @@ in-memory S3, not durable: the peer a user would try first) on loopback.
 The disk's own rate (32 MiB files written and fdatasynced beside the store)
 is measured too. Every figure is the best of two runs; the server's CPU time
 (all its threads and worker processes, from psutil before and after a case)
-is divided by the requests it served and printed per request. The last table
-gives the ratios the speed targets are stated in.
+is divided by the requests it served and printed per request; the engine's
+own CPU per call is printed beside it, so the difference is what the HTTP
+layer costs. The last table gives the ratios the speed targets (issue 10)
+are stated in.
 
 Clients are lean (one process each, http.client, keep-alive, SigV4 with
 UNSIGNED-PAYLOAD) so they cost as little CPU as possible: on a small machine
@@ -271,7 +273,8 @@ def disk_rate(directory: Path, size: int, count: int) -> float:
     return best
 
 
-def engine_rates(store_path: Path, plan: list[dict]) -> list[float]:
+def engine_rates(store_path: Path, plan: list[dict]) -> list[tuple[float, float]]:
+    """(bytes/s, CPU seconds per call) of each case against the engine in this process (threads calling ``Store``)."""
     from objfs.store import Store
 
     rates = []
@@ -280,18 +283,23 @@ def engine_rates(store_path: Path, plan: list[dict]) -> list[float]:
         for case in plan:
             body = body_of(case["size"])
             prefix = f"{case['size']}"
+            calls = [0]
             if case["op"] == "PUT":
 
-                def work(t: int, i: int, body=body, prefix=prefix) -> int:
+                def work(t: int, i: int, body=body, prefix=prefix, calls=calls) -> int:
+                    calls[0] += 1
                     return store.put_object("bench", f"{prefix}/{t}/{i % 16}", body).size
 
             else:
 
-                def work(t: int, i: int, prefix=prefix) -> int:
+                def work(t: int, i: int, prefix=prefix, calls=calls) -> int:
+                    calls[0] += 1
                     with store.open_object("bench", f"{prefix}/{t}/0") as reader:
                         return sum(len(c) for c in reader.iter_range())
 
-            rates.append(best_of(case, work))
+            cpu_before = cpu_seconds(os.getpid())
+            rate = best_of(case, work)
+            rates.append((rate, (cpu_seconds(os.getpid()) - cpu_before) / max(calls[0], 1)))
             del body
     return rates
 
@@ -423,18 +431,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {w: sidecar_rates(store_path, w, key, plan) for w in args.workers}
     moto = moto_rates(moto_cmd, plan) if moto_cmd else None
 
-    header = ["op", "size", "clients", "engine MB/s"]
+    header = ["op", "size", "clients", "engine MB/s", "CPU ms/req"]
     for w in args.workers:
         header += [f"objfs/{w}w MB/s", "req/s", "CPU ms/req", "/engine"]
     if moto is not None:
         header += ["moto MB/s", "req/s", "CPU ms/req"]
     rows, records = [], []
     for i, case in enumerate(plan):
-        row: list[object] = [case["op"], _size_name(case["size"]), case["clients"], engine[i] / 1e6]
-        record: dict = {"op": case["op"], "size": case["size"], "clients": case["clients"], "engine": engine[i] / 1e6}
+        row: list[object] = [case["op"], _size_name(case["size"]), case["clients"], engine[i][0] / 1e6, engine[i][1] * 1e3]
+        record: dict = {"op": case["op"], "size": case["size"], "clients": case["clients"]}
+        record["engine"] = {"mbps": engine[i][0] / 1e6, "cpu_ms": engine[i][1] * 1e3}
         for w in args.workers:
             rate, cpu = results[w][i]
-            row += [rate / 1e6, rate / case["size"], cpu * 1e3, rate / engine[i]]
+            row += [rate / 1e6, rate / case["size"], cpu * 1e3, rate / engine[i][0]]
             record[f"workers_{w}"] = {"mbps": rate / 1e6, "cpu_ms": cpu * 1e3}
         if moto is not None:
             rate, cpu = moto[i]

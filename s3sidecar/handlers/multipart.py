@@ -212,6 +212,7 @@ async def upload_part(req: S3Request) -> Response:
         )
         return part, upload.get("sse")
 
+    await req.prefetch_body(body)
     part, upload_sse = await req.engine.run_upload(put)
     return empty_response(
         200, {"etag": quote_etag(part["etag"]), **payload.checksums, **sse.response_headers(upload_sse, customer_key)}
