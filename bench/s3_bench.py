@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs (about a minute)")
     p.add_argument("--store", help="store directory to create (default: a temporary one)")
-    p.add_argument("--workers", type=int, nargs="+", default=[1])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--no-moto", action="store_true", help="leave moto out")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = p.parse_args(argv)

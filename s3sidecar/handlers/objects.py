@@ -352,8 +352,7 @@ async def put_object(req: S3Request) -> Response:
     if lock.present:
         # Checked before the body is read, so a refused upload stores nothing.
         await req.engine.run(require_object_lock, req.store, req.bucket)
-    await req.prefetch_body(body)
-    info = await req.engine.run_upload(put)
+    info = await req.engine.run_upload(put, prefetch=lambda: req.prefetch_body(body))
     out = {"etag": quote_etag(info.etag), **payload.checksums}
     out.update(sse.response_headers(info.record.get("sse"), encryption.customer_key if encryption else None))
     if info.version_id != "null":
