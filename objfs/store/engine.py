@@ -185,6 +185,7 @@ class Store(
         self.leases = ReaderLeases(self.run_dir)
         self.intents = IntentJournal(self.run_dir, self.index.state)
         self.encryption = KeyService(config.key_file)
+        self.settle_dead_renames()  # a directory rename cut short by a crash: old tree or new, before anything reads
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -8,11 +8,17 @@ What the drives hold, and what each says:
   without moving data (rename, retention, legal hold, tags, attributes,
   placement after healing), a delete marker, an unfinished upload, or a
   *tombstone* (``deleted``) once the version was retired;
-- ``buckets/<name>.meta``: bucket settings, or a bucket tombstone.
+- ``buckets/<name>.meta``: bucket settings, or a bucket tombstone;
+- ``renames/<gen>-<id>.rename``: a directory rename (bucket, old and new
+  prefix, the object ids it moved, its ``gen``), written before its index
+  commit instead of one ``.meta`` per moved object.
 
 The rules, so the result is exactly the live state:
 
 1. per object id (and per bucket) the copy with the newest ``gen`` wins;
+   then the directory renames apply in ``gen`` order, each to the ids it
+   lists whose winning copy is older than it and still under its old prefix
+   (a later change of an object rewrote its metadata with its new name);
 2. tombstoned ids are gone; ids whose blobs have no fragment left were
    collected;
 3. per key, S3 allows one ``null`` version: only the newest (by ``seq``,
@@ -46,6 +52,7 @@ from .errors import StoreError
 from .fragments import read_footer, read_meta
 from .gc import summary
 from .index import object_key, version_key
+from .renames import RENAMES
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -78,6 +85,7 @@ class _Found:
         self.fragments: Counter[str] = Counter()
         self.parts: dict[str, dict[str, Any]] = {}  # blob id -> part footer owner
         self.owners: dict[str, str] = {}  # blob id -> the object id its footer names
+        self.renames: dict[str, dict[str, Any]] = {}  # rename id -> directory rename record
 
     def offer(self, rec: dict[str, Any]) -> None:
         old = self.records.get(rec["id"])
@@ -98,6 +106,25 @@ class _Found:
         self.fragments.update(other.fragments)
         self.parts.update(other.parts)
         self.owners.update(other.owners)
+        self.renames.update(other.renames)
+
+    def apply_renames(self) -> int:
+        """Move the records each directory rename moved (oldest rename first); returns how many moved."""
+        moved = 0
+        for rename in sorted(self.renames.values(), key=lambda r: r["gen"]):
+            start, to, gen = rename["from"], rename["to"], rename["gen"]
+            for object_id in rename["ids"]:
+                rec = self.records.get(object_id)
+                if rec is None or rec.get("gen", 0) >= gen or rec.get("bucket") != rename["bucket"]:
+                    continue
+                if not str(rec.get("key", "")).startswith(start):
+                    continue
+                # The same fields the rename's index commit wrote (objfs/store/renames.py).
+                self.records[object_id] = dict(
+                    rec, key=to + rec["key"][len(start) :], gen=gen, seq=max(gen, (rec.get("seq") or 0) + 1)
+                )
+                moved += 1
+        return moved
 
 
 def _scan_drive(drive: Drive, keys: KeyService) -> _Found:
@@ -107,6 +134,11 @@ def _scan_drive(drive: Drive, keys: KeyService) -> _Found:
             settings = read_meta(drive.path / BUCKETS_DIR / name)
             if settings and "name" in settings:
                 found.offer_bucket(settings)
+    for name in _listdir(drive.path / RENAMES):
+        if name.endswith(".rename"):
+            rename = read_meta(drive.path / RENAMES / name)
+            if rename and "rename" in rename:
+                found.renames[rename["rename"]] = rename
     for dirpath, _dirs, names in os.walk(drive.path / BLOBS):
         for name in names:
             path = Path(dirpath) / name
@@ -141,6 +173,7 @@ def rebuild_index(store: Store) -> dict[str, int]:
     with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
         for part in pool.map(lambda d: _scan_drive(d, store.encryption), drives):
             found.merge(part)
+    found.apply_renames()
     plan = _plan(store, found)
     counts = {"buckets": 0, "objects": 0, "versions": 0, "uploads": 0, "garbage": len(plan["garbage"])}
     now = time.time()

@@ -7,14 +7,17 @@ A rename first records the new name beside the fragments (so
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .audit import audited, guarded
+from .crypto import _is_encrypted as is_encrypted
 from .crypto import seal_record
-from .drives import rendezvous_order
+from .drives import fsync_dir, rendezvous_order
 from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
 from .fragments import read_meta, write_meta
 from .index import Txn, object_key, version_key
@@ -44,16 +47,142 @@ class RenamesMixin:
 
     @audited("rename", target=lambda a, k, r: {"bucket": a[0], "key": a[2], "source": a[1]})
     def rename_prefix(self: Store, bucket: str, src_prefix: str, dst_prefix: str, *, principal: Principal | None = None) -> int:
-        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename)."""
+        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename).
+
+        One *rename record* (``renames/<gen>-<id>.rename`` on every drive)
+        tells the drives, before the index commit, which object ids moved and
+        from when on; ``rebuild-index`` applies it to every listed id whose
+        own metadata is older. So the cost is one small file per drive plus
+        one index transaction, whatever the number of files, and a crash
+        leaves the old tree or the new one (see docs/design.md, "Directory
+        renames"). Encrypted objects keep their names off the drives, so a
+        directory holding any moves object by object (still one transaction).
+        Returns how many keys moved.
+        """
         if not src_prefix.endswith("/") or not dst_prefix.endswith("/"):
             raise InvalidArgument("directory prefixes end with '/'")
+        check_key(src_prefix)
+        check_key(dst_prefix)
+        if dst_prefix.startswith(src_prefix):
+            raise InvalidArgument("a directory cannot move into itself")
+        for _attempt in range(5):
+            with self.index.read() as txn:
+                self._bucket(txn, bucket)
+                sources = [rec for _, rec in txn.scan_objects(bucket, src_prefix) if not rec.get("delete_marker")]
+            if not sources:
+                return 0
+            now = self.clock.now()
+            for rec in sources:
+                check_lock(rec, now, principal, False, grace=self.config.worm_commit_grace)
+                check_key(dst_prefix + rec["key"][len(src_prefix) :])
+            if any(is_encrypted(rec) for rec in sources):
+                pairs = [(rec["key"], dst_prefix + rec["key"][len(src_prefix) :]) for rec in sources]
+                return len(self.rename_many(bucket, pairs, no_replace=False, principal=principal))
+            stamp = time.time_ns()
+            moved = [
+                dict(rec, key=dst_prefix + rec["key"][len(src_prefix) :], gen=stamp, seq=max(stamp, rec["seq"] + 1))
+                for rec in sources
+            ]
+            record = {
+                "rename": uuid.uuid4().hex,
+                "bucket": bucket,
+                "from": src_prefix,
+                "to": dst_prefix,
+                "gen": stamp,
+                "ids": [rec["id"] for rec in sources],
+            }
+            garbage: list[dict[str, Any]] = []
+            try:
+                with self._meta_change([{"id": record["rename"], "bucket": bucket, "gen": stamp, "rename": True}]):
+                    self._write_rename_record(record)  # the drives learn the move before the index does
+                    garbage = self._commit_prefix_rename(bucket, src_prefix, sources, moved, record, principal)
+            except _SourceChanged:
+                continue
+            self._retire_files(garbage)
+            return len(moved)
+        raise PreconditionFailed("the directory changed during the rename; try again")
+
+    def _commit_prefix_rename(self: Store, bucket, src_prefix, sources, moved, record, principal) -> list[dict[str, Any]]:
+        garbage: list[dict[str, Any]] = []
+        with self.index.write() as txn:
+            settings = self._bucket(txn, bucket)
+            # Atomic against concurrent writers: the directory must hold exactly what was read
+            # (a file created in it meanwhile would otherwise stay behind under the old name).
+            now = {rec["id"]: rec.get("gen") for _, rec in txn.scan_objects(bucket, src_prefix) if not rec.get("delete_marker")}
+            if now != {rec["id"]: rec.get("gen") for rec in sources}:
+                raise _SourceChanged()
+            # Every source leaves first: a destination key may be another source's old key.
+            for rec in sources:
+                txn.delete("objects", object_key(bucket, rec["key"]))
+            for rec, new in zip(sources, moved):
+                dkey = object_key(bucket, new["key"])
+                existing = txn.get("objects", dkey)
+                if existing is not None and existing["seq"] >= new["seq"]:
+                    raise _SourceChanged()
+                garbage += self._retire_current(txn, settings, existing, principal)
+                txn.put("objects", dkey, new)
+                for indexer in self.indexers:
+                    indexer.on_change(txn, rec, new)
+            # The evidence that this rename committed, for whoever settles it after a crash.
+            txn.put("settings", _rename_evidence(record["rename"]), {"gen": record["gen"], "bucket": bucket})
+        return garbage
+
+    def _rename_record_paths(self: Store, record: dict[str, Any]) -> list[Any]:
+        name = f"{record['gen']}-{record['rename']}.rename"
+        return [(d, d.path / RENAMES / name) for d in self.all_drives() if self.drive_healthy(d)]
+
+    def _write_rename_record(self: Store, record: dict[str, Any]) -> None:
+        """Durably write a directory rename's record on every healthy drive (all of them: it is small)."""
+        targets = self._rename_record_paths(record)
+
+        def write(target) -> bool:
+            drive, path = target
+            try:
+                if not path.parent.is_dir():  # a healthy drive (marker checked) made before renames had records
+                    path.parent.mkdir(exist_ok=True)
+                    fsync_dir(drive.path)
+                write_meta(path, drive.tmp_dir, record)
+            except OSError as exc:
+                log.warning("drive %s: rename record not written: %s", drive.drive_id, exc)
+                return False
+            return True
+
+        written = sum(self.io_pool.map(write, targets))
+        tier = self.config.hot
+        if written < min(len(targets), tier.m + 1) or written == 0:
+            raise DataLoss(f"could not record the rename of {record['bucket']}/{record['from']} on enough drives")
+
+    def _settle_rename(self: Store, where: dict[str, Any]) -> None:
+        """A rename whose process stopped between its record and its commit: keep the record only if it committed."""
         with self.index.read() as txn:
-            self._bucket(txn, bucket)
-            keys = [rec["key"] for _, rec in txn.scan_objects(bucket, src_prefix)]
-        pairs = [(k, dst_prefix + k[len(src_prefix) :]) for k in keys]
-        if pairs:
-            self.rename_many(bucket, pairs, no_replace=False, principal=principal)
-        return len(pairs)
+            committed = txn.get("settings", _rename_evidence(where["id"])) is not None
+        if committed:
+            return
+        suffix = f"-{where['id']}.rename"
+        for drive in self.all_drives():
+            if not self.drive_readable(drive):
+                continue
+            for name in _listdir(drive.path / RENAMES):
+                if name.endswith(suffix):
+                    try:
+                        os.unlink(drive.path / RENAMES / name)
+                    except OSError as exc:
+                        log.warning("drive %s: stale rename record %s not removed: %s", drive.drive_id, name, exc)
+
+    def settle_dead_renames(self: Store) -> int:
+        """Settle the directory renames of processes that died mid-rename (run when a store opens, and by scrub)."""
+        settled = 0
+        try:
+            journals = self._dead_journals()
+        except Exception as exc:  # noqa: BLE001 - opening a store must not fail on this; scrub retries
+            log.warning("dead renames not settled yet: %s", exc)
+            return 0
+        for journal in journals:
+            for where in journal.unsettled_meta:
+                if where.get("rename"):
+                    self._settle_rename(where)
+                    settled += 1
+        return settled
 
     def rename_many(
         self: Store, bucket: str, pairs: list[tuple[str, str]], *, no_replace: bool, principal: Principal | None
@@ -281,6 +410,10 @@ class RenamesMixin:
         """
         fixed = 0
         for where in wheres:
+            if where.get("rename"):
+                self._settle_rename(where)
+                fixed += 1
+                continue
             object_id = where["id"]
             newest = self.newest_meta(object_id)
             if newest is not None and newest.get("gen", 0) > where.get("gen", 0):
@@ -303,6 +436,21 @@ class RenamesMixin:
                     )
             fixed += 1
         return fixed
+
+
+#: The directory of each drive that holds directory-rename records (read by rebuild-index).
+RENAMES = "renames"
+
+
+def _rename_evidence(rename_id: str) -> bytes:
+    return b"rename/" + rename_id.encode()
+
+
+def _listdir(path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 class _SourceChanged(Exception):
