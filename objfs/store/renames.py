@@ -65,67 +65,71 @@ class RenamesMixin:
         check_key(dst_prefix)
         if dst_prefix.startswith(src_prefix):
             raise InvalidArgument("a directory cannot move into itself")
+        grow = len(dst_prefix.encode()) - len(src_prefix.encode())
         for _attempt in range(5):
-            with self.index.read() as txn:
-                self._bucket(txn, bucket)
-                sources = [rec for _, rec in txn.scan_objects(bucket, src_prefix) if not rec.get("delete_marker")]
+            rename_id, stamp = uuid.uuid4().hex, time.time_ns()
+            try:
+                with self._meta_change([{"id": rename_id, "bucket": bucket, "gen": stamp, "rename": True}]):
+                    moved, garbage = self._commit_prefix_rename(bucket, src_prefix, dst_prefix, grow, rename_id, stamp, principal)
+            except _SourceChanged:
+                continue
+            except _HoldsEncrypted as held:
+                pairs = [(key, dst_prefix + key[len(src_prefix) :]) for key in held.keys]
+                return len(self.rename_many(bucket, pairs, no_replace=False, principal=principal))
+            self._retire_files(garbage)
+            return moved
+        raise PreconditionFailed("the directory changed during the rename; try again")
+
+    def _commit_prefix_rename(
+        self: Store, bucket: str, src_prefix: str, dst_prefix: str, grow: int, rename_id: str, stamp: int, principal
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The rename in one write transaction, the rename record written to the drives inside it.
+
+        Holding the index's write lock while the record is fsynced (one small
+        file per drive) makes the listing read, the record and the commit one
+        atomic step against every other writer of any process, with a single
+        pass over the directory.
+        """
+        garbage: list[dict[str, Any]] = []
+        with self.index.write() as txn:
+            settings = self._bucket(txn, bucket)
+            sources = [rec for _, rec in txn.scan_objects(bucket, src_prefix) if not rec.get("delete_marker")]
             if not sources:
-                return 0
+                return 0, []
             now = self.clock.now()
             for rec in sources:
                 check_lock(rec, now, principal, False, grace=self.config.worm_commit_grace)
-                check_key(dst_prefix + rec["key"][len(src_prefix) :])
+                if grow > 0:  # segments are unchanged below the prefix: only the length can break a key
+                    check_key(dst_prefix + rec["key"][len(src_prefix) :])
             if any(is_encrypted(rec) for rec in sources):
-                pairs = [(rec["key"], dst_prefix + rec["key"][len(src_prefix) :]) for rec in sources]
-                return len(self.rename_many(bucket, pairs, no_replace=False, principal=principal))
-            stamp = time.time_ns()
-            moved = [
-                dict(rec, key=dst_prefix + rec["key"][len(src_prefix) :], gen=stamp, seq=max(stamp, rec["seq"] + 1))
-                for rec in sources
-            ]
+                raise _HoldsEncrypted([rec["key"] for rec in sources])
             record = {
-                "rename": uuid.uuid4().hex,
+                "rename": rename_id,
                 "bucket": bucket,
                 "from": src_prefix,
                 "to": dst_prefix,
                 "gen": stamp,
                 "ids": [rec["id"] for rec in sources],
             }
-            garbage: list[dict[str, Any]] = []
-            try:
-                with self._meta_change([{"id": record["rename"], "bucket": bucket, "gen": stamp, "rename": True}]):
-                    self._write_rename_record(record)  # the drives learn the move before the index does
-                    garbage = self._commit_prefix_rename(bucket, src_prefix, sources, moved, record, principal)
-            except _SourceChanged:
-                continue
-            self._retire_files(garbage)
-            return len(moved)
-        raise PreconditionFailed("the directory changed during the rename; try again")
-
-    def _commit_prefix_rename(self: Store, bucket, src_prefix, sources, moved, record, principal) -> list[dict[str, Any]]:
-        garbage: list[dict[str, Any]] = []
-        with self.index.write() as txn:
-            settings = self._bucket(txn, bucket)
-            # Atomic against concurrent writers: the directory must hold exactly what was read
-            # (a file created in it meanwhile would otherwise stay behind under the old name).
-            now = {rec["id"]: rec.get("gen") for _, rec in txn.scan_objects(bucket, src_prefix) if not rec.get("delete_marker")}
-            if now != {rec["id"]: rec.get("gen") for rec in sources}:
-                raise _SourceChanged()
+            self._write_rename_record(record)  # the drives learn the move before the index does
             # Every source leaves first: a destination key may be another source's old key.
             for rec in sources:
                 txn.delete("objects", object_key(bucket, rec["key"]))
-            for rec, new in zip(sources, moved):
+            cut = len(src_prefix)
+            for rec in sources:
+                new = dict(rec, key=dst_prefix + rec["key"][cut:], gen=stamp, seq=max(stamp, rec["seq"] + 1))
                 dkey = object_key(bucket, new["key"])
                 existing = txn.get("objects", dkey)
-                if existing is not None and existing["seq"] >= new["seq"]:
-                    raise _SourceChanged()
-                garbage += self._retire_current(txn, settings, existing, principal)
+                if existing is not None:
+                    if existing["seq"] >= new["seq"]:
+                        raise _SourceChanged()  # the destination is newer than our stamp: stamp again
+                    garbage += self._retire_current(txn, settings, existing, principal)
                 txn.put("objects", dkey, new)
                 for indexer in self.indexers:
                     indexer.on_change(txn, rec, new)
             # The evidence that this rename committed, for whoever settles it after a crash.
-            txn.put("settings", _rename_evidence(record["rename"]), {"gen": record["gen"], "bucket": bucket})
-        return garbage
+            txn.put("settings", _rename_evidence(rename_id), {"gen": stamp, "bucket": bucket})
+        return len(sources), garbage
 
     def _rename_record_paths(self: Store, record: dict[str, Any]) -> list[Any]:
         name = f"{record['gen']}-{record['rename']}.rename"
@@ -451,6 +455,14 @@ def _listdir(path) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
+
+
+class _HoldsEncrypted(Exception):
+    """The directory holds encrypted objects, whose names stay off the drives: move them one by one."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__()
+        self.keys = keys
 
 
 class _SourceChanged(Exception):

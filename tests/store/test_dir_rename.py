@@ -68,18 +68,17 @@ def test_a_directory_cannot_move_into_itself(store: Store) -> None:
 
 
 def _crash_during_rename(store_path: Path, when: str) -> None:
-    """Run a rename in another process that SIGKILLs itself ``before`` or ``after`` the index commit."""
+    """Run a rename in another process that SIGKILLs itself ``before`` (its record written) or ``after`` the index commit."""
     script = f"""
 import os, signal
 from objfs.store import Store
 from objfs.store.renames import RenamesMixin
-real = RenamesMixin._commit_prefix_rename
+patched = "_write_rename_record" if {when!r} == "before" else "_commit_prefix_rename"
+real = getattr(RenamesMixin, patched)
 def crash(self, *args):
-    if {when!r} == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    out = real(self, *args)
+    real(self, *args)
     os.kill(os.getpid(), signal.SIGKILL)
-RenamesMixin._commit_prefix_rename = crash
+setattr(RenamesMixin, patched, crash)
 store = Store.open({str(store_path)!r})
 store.rename_prefix("pacs", "study/", "moved/")
 """
