@@ -1,0 +1,151 @@
+"""The mount as a POSIX filesystem: directory renames, times and link counts, special files, names.
+
+Everything through a real mount process; crashes are a real SIGKILL of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from objfs.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _content(i: int) -> bytes:
+    return hashlib.sha256(str(i).encode()).digest() * (20 + i % 7)
+
+
+def _index_tree(store_path: Path) -> dict[str, str]:
+    with Store.open(store_path) as store:
+        return {o.key: o.etag for o in store.list_objects("pacs", max_keys=100000).objects}
+
+
+def test_a_directory_rename_is_atomic_when_the_mount_is_killed_mid_rename(store_path: Path, tmp_path: Path, mounter) -> None:
+    count = 120
+    with Store.open(store_path) as store:
+        store.create_bucket("pacs")
+        store.put_object("pacs", "a/", b"", posix={"mode": 0o40755})
+        for i in range(count):
+            store.put_object("pacs", f"a/s{i % 4}/img{i}", _content(i))
+    names = {"a": "b", "b": "a"}
+    current = "a"
+    for delay in (0.0, 0.01, 0.05):
+        mount = mounter(store_path, tmp_path / "mnt").start()
+        pacs = mount.path / "pacs"
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def read_loop(path: Path = pacs / current / "s1" / "img1") -> None:
+            # A reader keeps reading a file of the directory while it is renamed under it.
+            try:
+                with open(path, "rb") as f:
+                    while not stop.is_set():
+                        f.seek(0)
+                        if f.read() != _content(1):
+                            errors.append("the open file read wrong bytes")
+                            return
+            except OSError:
+                pass  # the mount died under it
+
+        reader = threading.Thread(target=read_loop)
+        reader.start()
+        renamer = threading.Thread(target=lambda: _try_rename(pacs / current, pacs / names[current]))
+        renamer.start()
+        time.sleep(delay)
+        mount.kill()
+        stop.set()
+        renamer.join(10)
+        reader.join(10)
+        assert not errors, errors
+        tree = _index_tree(store_path)
+        old = {k for k in tree if k.startswith(current + "/")}
+        new = {k for k in tree if k.startswith(names[current] + "/")}
+        assert len(old) + len(new) == count + 1, "every file is in the old tree or the new one"
+        assert not old or not new, f"a mix: {len(old)} old names, {len(new)} new"
+        current = names[current] if new else current
+    before = _index_tree(store_path)
+    shutil.rmtree(store_path / "index")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path)], check=True, env=env, capture_output=True)
+    assert _index_tree(store_path) == before, "rebuild-index gives the same tree"
+    mount = mounter(store_path, tmp_path / "mnt").start()
+    assert (mount.path / "pacs" / current / "s3" / "img7").read_bytes() == _content(7)
+
+
+def _try_rename(src: Path, dst: Path) -> None:
+    try:
+        os.rename(src, dst)
+    except OSError:
+        pass  # the mount was killed first
+
+
+def test_directory_times_and_link_counts_follow_their_entries(mount) -> None:
+    pacs = mount.path / "pacs"
+    study = pacs / "study"
+    study.mkdir()
+    assert os.stat(study).st_nlink == 2
+    (study / "s1").mkdir()
+    (study / "s2").mkdir()
+    (study / "s2" / "deep").mkdir()
+    assert os.stat(study).st_nlink == 4, "2 + one per subdirectory"
+    before = os.stat(study)
+    time.sleep(0.02)
+    (study / "f").write_bytes(b"x")
+    after_add = os.stat(study)
+    assert after_add.st_mtime_ns > before.st_mtime_ns and after_add.st_ctime_ns > before.st_ctime_ns
+    time.sleep(0.02)
+    os.rename(study / "f", study / "g")
+    after_rename = os.stat(study)
+    assert after_rename.st_mtime_ns > after_add.st_mtime_ns
+    time.sleep(0.02)
+    os.unlink(study / "g")
+    assert os.stat(study).st_mtime_ns > after_rename.st_mtime_ns
+    with open(study / "open", "wb") as f:
+        f.write(b"y")
+        f.flush()
+        os.unlink(study / "open")
+        assert os.fstat(f.fileno()).st_nlink == 0, "an unlinked open file has no names"
+
+
+def test_special_files_survive_a_remount_and_rebuild_index(store_path: Path, tmp_path: Path, mounter) -> None:
+    mount = mounter(store_path, tmp_path / "mnt").start()
+    pacs = mount.path / "pacs"
+    pacs.mkdir()
+    os.mkfifo(pacs / "fifo", 0o640)
+    os.mknod(pacs / "sock", stat.S_IFSOCK | 0o600)
+    os.mknod(pacs / "chr", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    os.mknod(pacs / "blk", stat.S_IFBLK | 0o660, os.makedev(8, 1))
+    expected = {
+        "fifo": (stat.S_IFIFO | 0o640, 0),
+        "sock": (stat.S_IFSOCK | 0o600, 0),
+        "chr": (stat.S_IFCHR | 0o600, os.makedev(1, 3)),
+        "blk": (stat.S_IFBLK | 0o660, os.makedev(8, 1)),
+    }
+
+    def check() -> None:
+        for name, (mode, rdev) in expected.items():
+            st = os.lstat(pacs / name)
+            assert (st.st_mode, st.st_rdev, st.st_size) == (mode, rdev, 0), name
+        assert sorted(os.listdir(pacs)) == sorted(expected)
+
+    check()
+    mount.stop()
+    shutil.rmtree(store_path / "index")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path)], check=True, env=env, capture_output=True)
+    assert json.loads(out.stdout)["objects"] == 4
+    mount.start()
+    check()
+    os.rename(pacs / "fifo", pacs / "fifo2")
+    os.unlink(pacs / "fifo2")
+    assert not (pacs / "fifo2").exists()
