@@ -36,6 +36,8 @@ class AttributeOps(MountState):
             raise
         if st is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if st.kind == DIR:
+            await self._count_links(path)
         inode = self.inodes.for_path(path, st.kind)
         inode.lookups += 1
         return self._attrs(inode, st)

@@ -29,6 +29,8 @@ import trio
 ROOT_INODE = pyfuse3.ROOT_INODE
 
 DIR, FILE, LINK = "dir", "file", "link"
+#: A FIFO, socket or device node: a metadata-only object whose POSIX mode names its type.
+SPECIAL = "special"
 
 
 @dataclass(eq=False)

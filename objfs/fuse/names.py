@@ -49,6 +49,7 @@ class NameOps(MountState):
                     async with spool.lock:
                         await self._run(spool.load, self.store)
             await self._run(self.store.delete_object, bucket, key, principal=principal)
+        self._touch_parent(path)
         self._free(self.inodes.unlink(path))
 
     async def rename(
@@ -101,6 +102,10 @@ class NameOps(MountState):
                 await self._run(self.store.rename_object, bucket, src, dst, no_replace=no_replace, principal=principal)
         for gone in self.inodes.rename(old, new, directory=st.kind == DIR):
             self._free(gone)
+        self._touch_parent(old, new)
+        if st.kind == DIR:
+            self.dir_changed.pop(old, None)
+            self._touch_dir(new)  # its ctime: its ".." entry changed
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
@@ -113,6 +118,7 @@ class NameOps(MountState):
             raise pyfuse3.FUSEError(errno.EEXIST)
         posix = {"mode": stat.S_IFLNK | 0o777, "uid": ctx.uid, "gid": ctx.gid}
         await self._run(self.store.put_object, bucket, key, bytes(target), posix=posix, principal=principal_of(ctx))
+        self._touch_parent(path)
         return await self.lookup(parent_inode, name, ctx)  # type: ignore[attr-defined]
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:

@@ -21,11 +21,13 @@ from typing import Any
 from objfs.store import NoSuchKey, ObjectInfo, Store
 from objfs.store.locks import utc_text
 
-from .inodes import DIR, FILE, LINK, split_path
+from .inodes import DIR, FILE, LINK, SPECIAL, split_path
 
 #: Read-only object metadata is exposed under this xattr prefix; setting it is EPERM.
 META_XATTR = "user.objfs."
 DIR_MODE = stat.S_IFDIR | 0o755
+#: File types stored as metadata-only objects (``mknod``): their mode carries the type, ``rdev`` the device.
+SPECIAL_TYPES = frozenset({stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 
 
 @dataclass
@@ -43,8 +45,27 @@ class Stat:
 
 def stat_of_info(info: ObjectInfo) -> Stat:
     mode = info.posix.get("mode", 0)
-    kind = LINK if stat.S_ISLNK(mode) else FILE
+    kind = LINK if stat.S_ISLNK(mode) else SPECIAL if stat.S_IFMT(mode) in SPECIAL_TYPES else FILE
     return Stat(kind, info.size, info.posix, info.modified, info)
+
+
+def count_subdirectories(store: Store, path: str) -> int:
+    """How many directories ``path`` holds (its st_nlink is 2 more).
+
+    One listing with ``/`` as delimiter: each subdirectory costs one seek,
+    each file one index entry.
+    """
+    if path == "":
+        return len(store.list_buckets())
+    bucket, key = split_path(path)
+    prefix = key + "/" if key else ""
+    count, marker = 0, ""
+    while True:
+        page = store.list_objects(bucket, prefix=prefix, delimiter="/", start_after=marker, max_keys=5000)
+        count += len(page.common_prefixes)
+        if not page.truncated or not page.next_marker:
+            return count
+        marker = page.next_marker
 
 
 def marker_stat(store: Store, bucket: str, prefix: str) -> Stat:

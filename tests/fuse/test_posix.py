@@ -44,22 +44,9 @@ def test_a_directory_rename_is_atomic_when_the_mount_is_killed_mid_rename(store_
         pacs = mount.path / "pacs"
         errors: list[str] = []
         stop = threading.Event()
-
-        def read_loop(path: Path = pacs / current / "s1" / "img1") -> None:
-            # A reader keeps reading a file of the directory while it is renamed under it.
-            try:
-                with open(path, "rb") as f:
-                    while not stop.is_set():
-                        f.seek(0)
-                        if f.read() != _content(1):
-                            errors.append("the open file read wrong bytes")
-                            return
-            except OSError:
-                pass  # the mount died under it
-
-        reader = threading.Thread(target=read_loop)
+        reader = threading.Thread(target=_read_loop, args=(pacs / current / "s1" / "img1", stop, errors))
         reader.start()
-        renamer = threading.Thread(target=lambda: _try_rename(pacs / current, pacs / names[current]))
+        renamer = threading.Thread(target=_try_rename, args=(pacs / current, pacs / names[current]))
         renamer.start()
         time.sleep(delay)
         mount.kill()
@@ -76,10 +63,25 @@ def test_a_directory_rename_is_atomic_when_the_mount_is_killed_mid_rename(store_
     before = _index_tree(store_path)
     shutil.rmtree(store_path / "index")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path)], check=True, env=env, capture_output=True
+    )
     assert _index_tree(store_path) == before, "rebuild-index gives the same tree"
     mount = mounter(store_path, tmp_path / "mnt").start()
     assert (mount.path / "pacs" / current / "s3" / "img7").read_bytes() == _content(7)
+
+
+def _read_loop(path: Path, stop: threading.Event, errors: list[str]) -> None:
+    """A reader keeps reading a file of the directory while the directory is renamed under it."""
+    try:
+        with open(path, "rb") as f:
+            while not stop.is_set():
+                f.seek(0)
+                if f.read() != _content(1):
+                    errors.append("the open file read wrong bytes")
+                    return
+    except OSError:
+        pass  # the mount died under it
 
 
 def _try_rename(src: Path, dst: Path) -> None:
@@ -124,12 +126,12 @@ def test_special_files_survive_a_remount_and_rebuild_index(store_path: Path, tmp
     os.mkfifo(pacs / "fifo", 0o640)
     os.mknod(pacs / "sock", stat.S_IFSOCK | 0o600)
     os.mknod(pacs / "chr", stat.S_IFCHR | 0o600, os.makedev(1, 3))
-    os.mknod(pacs / "blk", stat.S_IFBLK | 0o660, os.makedev(8, 1))
+    os.mknod(pacs / "blk", stat.S_IFBLK | 0o640, os.makedev(8, 1))
     expected = {
         "fifo": (stat.S_IFIFO | 0o640, 0),
         "sock": (stat.S_IFSOCK | 0o600, 0),
         "chr": (stat.S_IFCHR | 0o600, os.makedev(1, 3)),
-        "blk": (stat.S_IFBLK | 0o660, os.makedev(8, 1)),
+        "blk": (stat.S_IFBLK | 0o640, os.makedev(8, 1)),
     }
 
     def check() -> None:
@@ -142,7 +144,9 @@ def test_special_files_survive_a_remount_and_rebuild_index(store_path: Path, tmp
     mount.stop()
     shutil.rmtree(store_path / "index")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path)], check=True, env=env, capture_output=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path)], check=True, env=env, capture_output=True
+    )
     assert json.loads(out.stdout)["objects"] == 4
     mount.start()
     check()
