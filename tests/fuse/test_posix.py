@@ -5,6 +5,7 @@ Everything through a real mount process; crashes are a real SIGKILL of it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -153,3 +154,36 @@ def test_special_files_survive_a_remount_and_rebuild_index(store_path: Path, tmp
     os.rename(pacs / "fifo", pacs / "fifo2")
     os.unlink(pacs / "fifo2")
     assert not (pacs / "fifo2").exists()
+
+
+def test_a_4000_byte_path_is_created_listed_renamed_and_removed(mount) -> None:
+    segments = [f"{i:02d}" + "n" * 246 for i in range(15)]  # 15 names of 248 bytes: 3,735 bytes of directories
+    top = "pacs/" + "/".join(segments)
+    name = "f" * 255
+    path = f"{top}/{name}"
+    assert 3990 <= len(path.encode()) < 4096
+    here = os.getcwd()
+    os.chdir(mount.path)  # a path string is at most PATH_MAX: walk it from the mount's root
+    try:
+        os.makedirs(top)
+        with open(path, "wb") as f:
+            f.write(b"deep")
+        assert os.listdir(top) == [name]
+        assert os.stat(path).st_size == 4
+        os.rename(path, f"{top}/{'g' * 255}")
+        os.rename("pacs/" + segments[0], "pacs/renamed")  # the whole tree, keys of ~4000 bytes
+        moved = "pacs/renamed/" + "/".join(segments[1:]) + "/" + "g" * 255
+        with open(moved, "rb") as f:
+            assert f.read() == b"deep"
+        os.unlink(moved)
+        assert os.listdir(os.path.dirname(moved)) == []
+        shutil.rmtree("pacs/renamed")
+        assert os.listdir("pacs") == []
+        try:
+            os.mkdir("pacs/" + "n" * 256)
+        except OSError as exc:
+            assert exc.errno == errno.ENAMETOOLONG
+        else:
+            raise AssertionError("a 256-byte name was accepted")
+    finally:
+        os.chdir(here)
