@@ -187,3 +187,14 @@ def test_a_4000_byte_path_is_created_listed_renamed_and_removed(mount) -> None:
             raise AssertionError("a 256-byte name was accepted")
     finally:
         os.chdir(here)
+
+
+def test_df_counts_only_used_blocks_as_used(mount) -> None:
+    fs = os.statvfs(mount.path)
+    disk = os.statvfs(mount.store / "drives" / "d0")  # the six directory drives share this filesystem
+    assert fs.f_bfree >= fs.f_bavail
+    used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+    disk_used = (disk.f_blocks - disk.f_bfree) * disk.f_frsize * 4 / 6  # EC 4+2: usable share
+    assert abs(used - disk_used) <= max(0.02 * disk_used, 64 << 20), (used, disk_used)
+    if disk.f_bfree > disk.f_bavail:  # root-reserved blocks are free, not used
+        assert fs.f_bfree > fs.f_bavail
