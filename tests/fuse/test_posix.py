@@ -6,6 +6,7 @@ Everything through a real mount process; crashes are a real SIGKILL of it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -198,3 +199,29 @@ def test_df_counts_only_used_blocks_as_used(mount) -> None:
     assert abs(used - disk_used) <= max(0.02 * disk_used, 64 << 20), (used, disk_used)
     if disk.f_bfree > disk.f_bavail:  # root-reserved blocks are free, not used
         assert fs.f_bfree > fs.f_bavail
+
+
+def test_flock_and_fcntl_locks_are_seen_by_every_process_of_the_mount(mount) -> None:
+    path = mount.path / "pacs" / "locked"
+    path.write_bytes(b"x" * 10)
+    probe = (
+        "import fcntl, sys\n"
+        "f = open(sys.argv[1], 'r+b')\n"
+        "try:\n"
+        "    (fcntl.flock if sys.argv[2] == 'flock' else fcntl.lockf)(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n"
+        "    print('held')\n"
+        "else:\n"
+        "    print('free')\n"
+    )
+
+    def other_process_sees(kind: str) -> str:
+        out = subprocess.run([sys.executable, "-c", probe, str(path), kind], capture_output=True, text=True, timeout=60)
+        return out.stdout.strip() or out.stderr
+
+    for kind, lock in (("flock", fcntl.flock), ("fcntl", fcntl.lockf)):
+        with open(path, "r+b") as f:
+            lock(f, fcntl.LOCK_EX)
+            assert other_process_sees(kind) == "held", kind
+            lock(f, fcntl.LOCK_UN)
+            assert other_process_sees(kind) == "free", kind
