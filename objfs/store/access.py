@@ -52,6 +52,7 @@ REQUIRED: dict[str, str] = {
     "copy": WRITE,
     "delete": WRITE,
     "rename": WRITE,
+    "link": WRITE,
     "setattr": WRITE,
     "setxattr": WRITE,
     "truncate": WRITE,

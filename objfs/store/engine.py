@@ -35,6 +35,7 @@ from .intents import IntentJournal
 from .keys import AccessKey, KeyRing
 from .leases import ReaderLeases
 from .lifecycle import LifecycleMixin
+from .links import LinksMixin
 from .listing import ListingMixin
 from .mover import MoverMixin
 from .multipart import MultipartMixin
@@ -146,6 +147,7 @@ class Store(
     ObjectsMixin,
     ListingMixin,
     RenamesMixin,
+    LinksMixin,
     RetentionMixin,
     MultipartMixin,
     MaintenanceMixin,

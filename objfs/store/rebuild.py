@@ -27,7 +27,9 @@ The rules, so the result is exactly the live state:
    counts (a tombstone there means the key is deleted); otherwise every
    remaining version is kept and the newest is current;
 5. an upload is restored when its own meta is still its newest record, with
-   the newest part per number; parts it no longer uses become garbage.
+   the newest part per number; parts it no longer uses become garbage;
+6. versions sharing blobs (hard links) are counted again, and a blob some
+   surviving version names is never garbage, whatever retired name listed it.
 
 Everything found dead by positive evidence (a tombstone, a newer null
 version, a completed or aborted upload) is queued for the garbage collector,
@@ -52,6 +54,7 @@ from .errors import StoreError
 from .fragments import read_footer, read_meta
 from .gc import summary
 from .index import object_key, version_key
+from .links import link_key
 from .renames import RENAMES
 
 if TYPE_CHECKING:
@@ -195,6 +198,8 @@ def rebuild_index(store: Store) -> dict[str, int]:
             for part in parts:
                 txn.put("parts", upload["id"].encode() + b"\0" + part["number"].to_bytes(4, "big"), part)
             counts["uploads"] += 1
+        for key, count in plan["links"].items():
+            txn.put("settings", key, {"count": count})
         for desc, rec in plan["garbage"]:
             txn.put(
                 "gc",
@@ -295,8 +300,21 @@ def _plan(store: Store, found: _Found) -> dict[str, Any]:
         if blob_id not in claimed and object_id in found.records:
             garbage.append((found.blobs[blob_id], None))
             claimed.add(blob_id)
+    # Hard links (links.py): versions sharing blobs are counted again, and a blob that a
+    # retired name listed stays off the garbage while another live version names it.
+    shared: Counter[bytes] = Counter()
+    for current, rest in keys.values():
+        for rec in [current, *rest]:
+            key = link_key(rec)
+            if key is not None:
+                shared[key] += 1
+    live = {
+        b"links/" + d["id"].encode() for current, rest in keys.values() for r in [current, *rest] for d in r.get("parts") or []
+    }
+    garbage = [(desc, rec) for desc, rec in garbage if b"links/" + desc["id"].encode() not in live]
     unclaimed = sum(1 for blob_id in found.blobs if blob_id not in claimed)
     return {
+        "links": {key: count for key, count in shared.items() if count > 1},
         "buckets": buckets,
         "keys": keys,
         "uploads": uploads,
