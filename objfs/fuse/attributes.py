@@ -38,7 +38,7 @@ class AttributeOps(MountState):
             raise pyfuse3.FUSEError(errno.ENOENT)
         if st.kind == DIR:
             await self._count_links(path)
-        inode = self.inodes.for_path(path, st.kind)
+        inode = self.inodes.for_path(path, st.kind, st.alias)
         inode.lookups += 1
         return self._attrs(inode, st)
 

@@ -193,7 +193,7 @@ class MountState:
         if inode.kind == DIR:
             attrs.st_nlink = 2 + self.dir_links.get(inode.path or "", (0, 0.0))[0]
         else:
-            attrs.st_nlink = 0 if inode.unlinked else 1
+            attrs.st_nlink = 0 if inode.unlinked else st.links
         attrs.st_uid = p["uid"]
         attrs.st_gid = p["gid"]
         attrs.st_rdev = int(st.posix.get("rdev", 0)) if inode.kind == SPECIAL else 0

@@ -49,7 +49,7 @@ class DirectoryOps(MountState):
             if index >= len(handle.entries):
                 return
             name, st = handle.entries[index]
-            inode = self.inodes.for_path(join_path(path, name), st.kind)
+            inode = self.inodes.for_path(join_path(path, name), st.kind, st.alias)
             if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode, st), index + 1):
                 return
             inode.lookups += 1

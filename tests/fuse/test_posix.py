@@ -225,3 +225,52 @@ def test_flock_and_fcntl_locks_are_seen_by_every_process_of_the_mount(mount) -> 
             assert other_process_sees(kind) == "held", kind
             lock(f, fcntl.LOCK_UN)
             assert other_process_sees(kind) == "free", kind
+
+
+def test_hard_links_share_an_inode_and_bytes_and_either_name_is_removable(mount) -> None:
+    pacs = mount.path / "pacs"
+    (pacs / "a").write_bytes(b"shared bytes")
+    os.link(pacs / "a", pacs / "b")
+    (pacs / "d").mkdir()
+    os.link(pacs / "b", pacs / "d" / "c")
+    sa, sb, sc = (os.stat(p) for p in (pacs / "a", pacs / "b", pacs / "d" / "c"))
+    assert sa.st_ino == sb.st_ino == sc.st_ino and sa.st_nlink == sb.st_nlink == sc.st_nlink == 3
+    assert (pacs / "d" / "c").read_bytes() == b"shared bytes"
+    with Store.open(mount.store) as store:  # S3 and every front see each name as a key
+        assert sorted(o.key for o in store.list_objects("pacs").objects) == ["a", "b", "d/", "d/c"]
+    os.unlink(pacs / "a")
+    assert os.stat(pacs / "b").st_nlink == 2
+    assert (pacs / "b").read_bytes() == b"shared bytes"
+    os.rename(pacs / "b", pacs / "b2")
+    os.unlink(pacs / "d" / "c")
+    assert os.stat(pacs / "b2").st_nlink == 1 and (pacs / "b2").read_bytes() == b"shared bytes"
+    try:
+        os.link(pacs / "d", pacs / "dirlink")
+    except OSError as exc:
+        assert exc.errno == errno.EPERM
+    else:
+        raise AssertionError("a directory was hard-linked")
+
+
+def test_rsync_of_a_tree_with_hard_links_round_trips(mount, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "study" / "series").mkdir(parents=True)
+    (src / "study" / "one.dcm").write_bytes(b"1" * 5000)
+    (src / "study" / "other.dcm").write_bytes(b"2" * 300)
+    os.link(src / "study" / "one.dcm", src / "study" / "series" / "same.dcm")
+    os.link(src / "study" / "one.dcm", src / "study" / "again.dcm")
+    into = subprocess.run(["rsync", "-aH", f"{src}/", f"{mount.path / 'pacs' / 'tree'}/"], capture_output=True, text=True)
+    assert into.returncode == 0, into.stderr
+    on_mount = mount.path / "pacs" / "tree" / "study"
+    assert os.stat(on_mount / "one.dcm").st_ino == os.stat(on_mount / "series" / "same.dcm").st_ino
+    assert os.stat(on_mount / "again.dcm").st_nlink == 3
+    out = tmp_path / "out"
+    back = subprocess.run(["rsync", "-aH", f"{mount.path / 'pacs' / 'tree'}/", f"{out}/"], capture_output=True, text=True)
+    assert back.returncode == 0, back.stderr
+    names = ("one.dcm", "series/same.dcm", "again.dcm")
+    stats = [os.stat(out / "study" / n) for n in names]
+    assert len({s.st_ino for s in stats}) == 1 and stats[0].st_nlink == 3, "the links came back as links"
+    assert os.stat(out / "study" / "other.dcm").st_nlink == 1
+    for path in src.rglob("*"):
+        if path.is_file():
+            assert (out / path.relative_to(src)).read_bytes() == path.read_bytes()
