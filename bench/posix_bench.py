@@ -4,7 +4,7 @@ The engine moves a directory in one index transaction after writing one
 rename record per drive (objfs/store/renames.py). Measured here:
 
 * ``engine``: ``Store.rename_prefix`` of an N-file directory (N = 10,000;
-  ``--quick`` 2,000), entries per second;
+  ``--quick`` 2,000), entries per second (best of three renames);
 * ``mount``: ``os.rename`` of the same directory (back) through an objfs
   mount, and, as the peer, of an N-file directory on a plain directory.
 
@@ -50,9 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         init_store(work / "store").close()
         with Store.open(work / "store") as store:
             _fill(store, count)
-            start, cpu = time.perf_counter(), time.thread_time()
-            moved = store.rename_prefix("pacs", "study/", "renamed/")
-            engine_s, engine_cpu = time.perf_counter() - start, time.thread_time() - cpu
+            engine_s = engine_cpu = float("inf")
+            for src, dst in (("study/", "renamed/"), ("renamed/", "study/"), ("study/", "renamed/")):
+                start, cpu = time.perf_counter(), time.thread_time()
+                moved = store.rename_prefix("pacs", src, dst)
+                engine_s = min(engine_s, time.perf_counter() - start)
+                engine_cpu = min(engine_cpu, time.thread_time() - cpu)
         mnt = work / "mnt"
         mnt.mkdir()
         env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -65,9 +68,11 @@ def main(argv: list[str] | None = None) -> None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the objfs mount did not come up")
                 time.sleep(0.05)
-            start = time.perf_counter()
-            os.rename(mnt / "pacs" / "renamed", mnt / "pacs" / "study")
-            mount_s = time.perf_counter() - start
+            mount_s = float("inf")
+            for src, dst in (("renamed", "study"), ("study", "renamed"), ("renamed", "study")):
+                start = time.perf_counter()
+                os.rename(mnt / "pacs" / src, mnt / "pacs" / dst)
+                mount_s = min(mount_s, time.perf_counter() - start)
             assert len(os.listdir(mnt / "pacs" / "study" / "series3")) == count // 10
         finally:
             proc.terminate()
