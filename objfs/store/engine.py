@@ -35,6 +35,7 @@ from .intents import IntentJournal
 from .keys import AccessKey, KeyRing
 from .leases import ReaderLeases
 from .lifecycle import LifecycleMixin
+from .links import LinksMixin
 from .listing import ListingMixin
 from .mover import MoverMixin
 from .multipart import MultipartMixin
@@ -157,6 +158,7 @@ class Store(
     ObjectsMixin,
     ListingMixin,
     RenamesMixin,
+    LinksMixin,
     RetentionMixin,
     MultipartMixin,
     MaintenanceMixin,
@@ -198,6 +200,7 @@ class Store(
         self.leases = ReaderLeases(self.run_dir)
         self.intents = IntentJournal(self.run_dir, self.index.state)
         self.encryption = KeyService(config.key_file)
+        self.settle_dead_renames()  # a directory rename cut short by a crash: old tree or new, before anything reads
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -317,29 +320,33 @@ class Store(
     def capacity(self) -> dict[str, int]:
         """Usable bytes of the hot tier after parity (for statfs and ``df``).
 
-        ``{"total": ..., "free": ...}``: the raw bytes of the tier's healthy
-        drives scaled by k/(k+m). Drives that share a filesystem (directory
+        ``{"total": ..., "free": ..., "unused": ...}``: the raw bytes of the
+        tier's healthy drives scaled by k/(k+m); ``free`` is what writers may
+        still use, ``unused`` also counts the blocks the drives' filesystems
+        reserve for root (statfs's f_bavail and f_bfree: ``df`` shows as Used
+        only what is really used). Drives that share a filesystem (directory
         drives on one disk) are counted once, so the figures never exceed
         what the disks hold.
         """
         tier = self.config.hot
         seen: set[int] = set()
-        total = free = 0
+        total = free = unused = 0
         for drive in self.drives[tier.name]:
             if not self.drive_healthy(drive):
                 continue
             try:
                 dev = os.stat(drive.path).st_dev
-                drive_free, drive_total = drive.free_bytes()
+                vfs = os.statvfs(drive.path)
             except OSError:
                 continue
             if dev in seen:
                 continue
             seen.add(dev)
-            total += drive_total
-            free += drive_free
+            total += vfs.f_blocks * vfs.f_frsize
+            free += vfs.f_bavail * vfs.f_frsize
+            unused += vfs.f_bfree * vfs.f_frsize
         scale = tier.k / (tier.k + tier.m)
-        return {"total": int(total * scale), "free": int(free * scale)}
+        return {"total": int(total * scale), "free": int(free * scale), "unused": int(unused * scale)}
 
     def system_principal(self, role: str) -> Principal:
         """The principal of the engine's own work (heal, gc, scrub): audited under that name."""
