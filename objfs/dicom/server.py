@@ -42,6 +42,7 @@ from objfs.store.errors import BucketAlreadyExists
 
 from .flow import install_send_backpressure
 from .qr import QueryRetrieve
+from .reactor import install_event_driven_reactors
 from .spool import install_receive_spool
 from .storage import GATEWAY, StoreHandler
 
@@ -165,6 +166,7 @@ def build_ae(
     # than the socket drains.
     install_receive_spool(store)
     install_send_backpressure()
+    install_event_driven_reactors()
     install_called_aet_patch()
     ae = AE(ae_title=aet)
     ae.require_called_aet = True
