@@ -42,7 +42,7 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 
-__all__ = ["IDLE_WAIT", "install_event_driven_reactors"]
+__all__ = ["IDLE_WAIT", "install_event_driven_reactors", "send_lock"]
 
 #: Longest idle wait of either loop when nothing wakes it (was 1 ms of polling).
 IDLE_WAIT = 0.005
@@ -50,6 +50,7 @@ _DUL_LOOP_DELAY = 0.001  # pynetdicom's DUL._run_loop_delay
 _ASSOC_LOOP_DELAY = 0.001  # the sleep at the top of Association._run_reactor
 _WAKE = "_objfs_wake"  # DUL attribute: (reader, writer) socket pair
 _ACTIVITY = "_objfs_activity"  # Association attribute: threading.Event
+_SEND_LOCK = "_objfs_send_lock"  # DUL attribute: held by every state-machine action (see send_lock)
 _INSTALLED = "_objfs_reactor"  # marks the patched DUL run_reactor (flow.py and spool.py mark theirs "_objfs")
 
 
@@ -61,6 +62,16 @@ class _Clock:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(_time, name)
+
+
+def send_lock(dul: DULServiceProvider) -> threading.Lock | None:
+    """The lock every state-machine action of ``dul`` runs under (None before its thread runs).
+
+    Actions take a queued primitive and write its PDU; whoever holds this
+    lock and sees the send queue empty knows every PDU queued before is
+    written (:mod:`.direct` relies on it).
+    """
+    return getattr(dul, _SEND_LOCK, None)
 
 
 def _wake_dul(dul: DULServiceProvider) -> None:
@@ -136,6 +147,7 @@ def install_event_driven_reactors() -> None:
         reader.setblocking(False)
         writer.setblocking(False)
         setattr(self, _WAKE, (reader, writer))
+        setattr(self, _SEND_LOCK, threading.Lock())
         try:
             original_run(self)
         finally:
@@ -156,8 +168,13 @@ def install_event_driven_reactors() -> None:
 
     @functools.wraps(original_action)
     def do_action(self: StateMachine, event: str) -> None:
+        lock = send_lock(self.dul)
         try:
-            original_action(self, event)
+            if lock is None:
+                original_action(self, event)
+            else:
+                with lock:
+                    original_action(self, event)
         finally:
             _signal_assoc(self.dul)
 

@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (
 from objfs.store import Store
 from objfs.store.errors import BucketAlreadyExists
 
+from .direct import install_direct_send
 from .flow import install_send_backpressure
 from .qr import QueryRetrieve
 from .reactor import install_event_driven_reactors
@@ -167,6 +168,7 @@ def build_ae(
     install_receive_spool(store)
     install_send_backpressure()
     install_event_driven_reactors()
+    install_direct_send()
     install_called_aet_patch()
     ae = AE(ae_title=aet)
     ae.require_called_aet = True
