@@ -6,6 +6,8 @@
   already stored and indexed (checked after each response, before the next).
 * Associations share the server's supported contexts: negotiation still
   accepts, rejects and assigns roles per association, however many ran before.
+* DIMSE messages written by the sending thread are the PDUs pynetdicom
+  writes, and a retrieval cut into many small PDUs arrives bit-exact.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import io
 from pathlib import Path
 
 import pytest
+from dicomtest import dataset_bytes
 from pydicom import dcmread
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
-from pynetdicom import AE, build_role
+from pynetdicom import AE, build_role, evt
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet, Verification
 
+from objfs.dicom.direct import BATCH_BYTES, pdata_tf
 from objfs.dicom.header import header_json
 from objfs.dicom.index import DicomIndexer, canonical_key, find_instances, prepared_extract
 from objfs.dicom.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, file_meta_bytes
@@ -120,3 +126,49 @@ def test_negotiation_per_association_with_shared_contexts(gateway) -> None:
             assert assoc.send_c_echo().Status == 0
         finally:
             assoc.release()
+
+
+@pytest.mark.parametrize(("context_id", "pdv"), [(1, b"\x00" + b"x" * 16377), (7, b"\x03abc"), (255, b"\x02")])
+def test_pdata_tf_is_the_pdu_pynetdicom_encodes(context_id: int, pdv: bytes) -> None:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list.append((context_id, pdv))
+    assert pdata_tf(context_id, pdv) == P_DATA_TF(primitive).encode()
+
+
+def test_get_in_small_pdus_is_bit_exact(gateway, tmp_path: Path) -> None:
+    study_uid, paths = write_study(tmp_path, instances=2, size=512)  # 512 KiB each: several write batches
+    assert paths[0].stat().st_size > 2 * BATCH_BYTES
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    store = ae.associate("127.0.0.1", gateway.port, ae_title="OBJFS")
+    assert [store.send_c_store(p).Status for p in paths] == [0, 0]
+    store.release()
+
+    received: dict[str, bytes] = {}
+
+    def on_store(event) -> int:
+        received[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset(include_meta=False)
+        return 0
+
+    ae = AE(ae_title="TESTSCU")
+    ae.maximum_pdu_size = 4096  # ~130 PDUs per instance
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate(
+        "127.0.0.1",
+        gateway.port,
+        ae_title="OBJFS",
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    try:
+        statuses = [s.Status for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet) if s]
+    finally:
+        assoc.release()
+    assert statuses == [0xFF00, 0xFF00, 0x0000]
+    sent = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): dataset_bytes(p.read_bytes()) for p in paths}
+    assert received == sent
