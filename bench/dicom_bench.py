@@ -102,7 +102,7 @@ class ObjfsGateway(Server):
         config.write_text(config.read_text() + f'"{DEST_AET}" = "127.0.0.1:{self.dest_port}"\n')
         log = open(self.work / "objfs-gateway.log", "wb")  # noqa: SIM115 - kept open for the process
         cmd = [sys.executable, "-m", "objfs.cli", "dicom", str(store), "--port", str(self.port), "--host", "127.0.0.1"]
-        self.proc = subprocess.Popen(cmd, env=dict(ENV, PYTHONPATH=str(REPO)), stdout=log, stderr=log)
+        self.proc = subprocess.Popen(cmd, env=dict(ENV, PYTHONPATH=str(REPO)), stdout=log, stderr=log, cwd=REPO)
         _wait_port(self.port, self.aet, self.proc)
 
 
