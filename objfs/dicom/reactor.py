@@ -15,7 +15,16 @@ with waits that end as soon as there is work:
   every ``kill_dul`` writes to;
 * an idle association thread waits on an event that the DUL thread sets
   after each state-machine action (a decoded message, a release or abort
-  indication) and when it stops.
+  indication) and when it stops, and that pausing the reactor sets (a
+  sender waits for the reactor to pause before each request).
+
+It also closes a race of pynetdicom's: a thread sending a request pauses the
+association's reactor (clears its checkpoint) and waits for the response;
+the reactor, if it had just passed its checkpoint, could still take that
+response off the DIMSE queue and drop it ("Received unexpected C-STORE
+service message"; seen on C-MOVE sub-associations under load). The reactor
+now takes a message only while the checkpoint is set, checked under the
+same lock that clearing it takes.
 
 Guarantees: the loops run the same code in the same order as before, only
 their idle wait changes; nothing is missed when a wake-up comes between a
@@ -39,6 +48,7 @@ from typing import Any
 from pynetdicom import association as _association_module
 from pynetdicom import dul as _dul_module
 from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 
@@ -62,6 +72,23 @@ class _Clock:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(_time, name)
+
+
+class _Checkpoint(threading.Event):
+    """An association's reactor checkpoint: clearing it (pausing the reactor) wakes the reactor
+    and excludes a message being taken by the reactor at the same time."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.assoc = assoc
+
+    def clear(self) -> None:
+        with self.lock:
+            super().clear()
+        activity = getattr(self.assoc, _ACTIVITY, None)
+        if activity is not None:
+            activity.set()
 
 
 def send_lock(dul: DULServiceProvider) -> threading.Lock | None:
@@ -140,6 +167,28 @@ def install_event_driven_reactors() -> None:
     original_send = DULServiceProvider.send_pdu
     original_kill = DULServiceProvider.kill_dul
     original_action = StateMachine.do_action
+    original_init = Association.__init__
+    original_get_msg = DIMSEServiceProvider.get_msg
+
+    @functools.wraps(original_init)
+    def init(self: Association, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        setattr(self, _ACTIVITY, threading.Event())
+        checkpoint = _Checkpoint(self)
+        if self._reactor_checkpoint.is_set():
+            checkpoint.set()
+        self._reactor_checkpoint = checkpoint
+
+    @functools.wraps(original_get_msg)
+    def get_msg(self: DIMSEServiceProvider, block: bool = False) -> Any:
+        assoc = self.assoc
+        checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+        if block or not isinstance(checkpoint, _Checkpoint) or threading.current_thread() is not assoc:
+            return original_get_msg(self, block)
+        with checkpoint.lock:  # the reactor polling: never while a sender has paused it
+            if not checkpoint.is_set():
+                return None, None
+            return original_get_msg(self, block)
 
     @functools.wraps(original_run)
     def run_reactor(self: DULServiceProvider) -> None:
@@ -183,5 +232,7 @@ def install_event_driven_reactors() -> None:
     DULServiceProvider.send_pdu = send_pdu  # type: ignore[method-assign]
     DULServiceProvider.kill_dul = kill_dul  # type: ignore[method-assign]
     StateMachine.do_action = do_action  # type: ignore[method-assign]
+    Association.__init__ = init  # type: ignore[method-assign]
+    DIMSEServiceProvider.get_msg = get_msg  # type: ignore[method-assign]
     _dul_module.time = _Clock(_dul_sleep)  # type: ignore[assignment]
     _association_module.time = _Clock(_assoc_sleep)  # type: ignore[assignment]
