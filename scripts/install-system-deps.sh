@@ -3,9 +3,9 @@
 # erasure-coding libraries behind pyeclib (ISA-L and liberasurecode), dcmtk
 # for DICOM interoperability tests and benchmarks, and the standard tools the
 # FUSE tests drive (rsync, attr, e2fsprogs' chattr), and Chromium, the headless
-# browser the DICOMweb CORS test drives.
+# browser the DICOMweb CORS test drives, and systemd (systemd-analyze checks the units).
 set -euo pipefail
-PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv liberasurecode-dev libisal-dev dcmtk rsync attr e2fsprogs tar diffutils findutils chromium)
+PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv liberasurecode-dev libisal-dev dcmtk rsync attr e2fsprogs tar diffutils findutils chromium systemd)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
