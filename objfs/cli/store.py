@@ -38,7 +38,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--min-age", type=float, default=None, help="seconds (default: [gc] min_age_seconds)")
 
-    store_command(subparsers, "status", "drives, free space, objects, degraded objects", cmd_status, json=True)
+    p = store_command(subparsers, "status", "drives, free space, objects, degraded objects", cmd_status, json=True)
+    p.add_argument(
+        "--recount",
+        action="store_true",
+        help="recount objects and bytes from a full scan of the index (repairs the kept counters)",
+    )
 
     p = store_command(
         subparsers, "replace-drive", "format an empty replacement disk for a lost drive, then heal", cmd_replace_drive
@@ -97,6 +102,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the store's state; exits 0 when whole, 1 when degraded, 2 when objects are lost or unreadable."""
     with Store.open(args.store) as store:
+        if args.recount:
+            store.counters.recount()
         status = store.status()
     if args.json:
         print(json.dumps(status))

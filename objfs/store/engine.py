@@ -24,6 +24,7 @@ from . import access, policy
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
+from .counters import Counters
 from .crypto import KeyService, check_bucket_default, new_key_file
 from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
@@ -163,6 +164,7 @@ class Store(
         self.root = config.root
         self.clock = Clock()
         self.index = Index(self.root / "index")
+        self.counters = Counters(self.index, config.hot.name)
         self.spool_dir = self.root / "spool"
         self.spool_dir.mkdir(exist_ok=True)
         self.sweep_spool()  # what dead processes left staged is garbage by their own names

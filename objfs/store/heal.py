@@ -306,15 +306,13 @@ class MaintenanceMixin:
                     "redundancy_left": tier.m - not_ok,
                 }
             )
-        objects = versions = size = lost = 0
+        lost = 0
+        counted = self.counters.totals()  # kept counters (:mod:`.counters`), not a scan of the index
+        for tier in tiers:
+            usage = counted["per_tier"].get(tier["name"], {})
+            tier["versions"] = usage.get("versions", 0)
+            tier["stored_bytes"] = usage.get("bytes", 0)
         with self.index.read() as txn:
-            for _, rec in txn.scan("objects"):
-                if not rec.get("delete_marker"):
-                    objects += 1
-                    size += rec["size"]
-            for _, rec in txn.scan("versions"):
-                versions += 1
-                size += rec["size"]
             for _, item in txn.scan("heal"):
                 lost += str(item.get("reason", "")).startswith("beyond repair")
             heal = txn.count("heal")
@@ -337,9 +335,10 @@ class MaintenanceMixin:
             "tiers": tiers,
             "drives": drives,
             "buckets": buckets,
-            "objects": objects,
-            "noncurrent_versions": versions,
-            "bytes": size,
+            "objects": counted["objects"],
+            "noncurrent_versions": counted["noncurrent_versions"],
+            "bytes": counted["bytes"],
+            "per_bucket": counted["per_bucket"],
             "degraded_objects": heal,
             "lost_objects": lost,
             "heal_queue": heal,
