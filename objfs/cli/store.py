@@ -1,4 +1,4 @@
-"""``objfs init|status|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
+"""``objfs init|status|heal|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
 
 Guarantee: these commands only parse arguments and call the engine; ``scrub``
 exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly;
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from objfs.progress import Progress, add_progress_flag
 from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 
@@ -38,6 +39,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--min-age", type=float, default=None, help="seconds (default: [gc] min_age_seconds)")
 
+    p = store_command(
+        subparsers, "heal", "heal every object in the heal queue now (the server does it in the background)", cmd_heal, json=True
+    )
+    add_progress_flag(p)
     p = store_command(subparsers, "status", "drives, free space, objects, degraded objects", cmd_status, json=True)
     p.add_argument(
         "--recount",
@@ -97,6 +102,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
         report = store.collect_garbage(min_age=args.min_age)
     print(json.dumps(report.as_dict()) if args.json else "\n".join(f"{k}: {v}" for k, v in report.as_dict().items()))
     return 0
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    """Heal the queued objects; exits 1 when some are lost (beyond repair)."""
+    with Store.open(args.store) as store, Progress(label="heal", unit="objects", enabled=args.progress) as progress:
+        report = store.process_heal_queue(progress)
+    result = report.as_dict()
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 1 if report.lost else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

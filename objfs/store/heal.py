@@ -65,10 +65,19 @@ class MaintenanceMixin:
         with self.index.read() as txn:
             return [dict(v, id=k.decode()) for k, v in txn.scan("heal")]
 
-    def process_heal_queue(self: Store) -> HealReport:
-        """Heal every queued object; entries of healed or vanished objects are removed, lost ones stay."""
+    def process_heal_queue(self: Store, progress: Any = None) -> HealReport:
+        """Heal every queued object; entries of healed or vanished objects are removed, lost ones stay.
+
+        ``progress`` (an :class:`objfs.progress.Progress`) gets the queue's
+        length as total and one ``advance`` per entry.
+        """
         report = HealReport()
-        for item in self.heal_queue():
+        queue = self.heal_queue()
+        if progress is not None:
+            progress.set_total(len(queue))
+        for item in queue:
+            if progress is not None:
+                progress.advance(1)
             record = self._record_by_id(item["bucket"], item["key"], item["id"])
             lost_before = len(report.lost)
             if record is not None:
