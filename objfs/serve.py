@@ -222,7 +222,8 @@ async def _start_fronts(
 
     s3_host = host or store.config.s3.host
     s3_port = store.config.s3.port if port is None else port
-    addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, shutdown_trigger=stop.wait))
+    tls = {"certfile": store.config.s3.tls_certfile, "keyfile": store.config.s3.tls_keyfile}  # [s3] tls_*: HTTPS
+    addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, **tls, shutdown_trigger=stop.wait))
     fronts.watch("s3", lambda: "stopping" if stop.is_set() else None)
     mounted = None
     if mount is not None:
