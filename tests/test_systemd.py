@@ -162,6 +162,10 @@ def test_serve_speaks_the_notify_protocol(tmp_path: Path) -> None:
         receive_until("WATCHDOG=1")
         receive_until("WATCHDOG=1", limit=2)  # every 0.2 s
         assert all("WATCHDOG=1" in m for m in messages[started:])
+        with open(store / "objfs.toml", "a") as config:  # a live setting, and one bound at start-up
+            config.write("\n[lifecycle]\nmax_bytes_per_second = 1000000\n")
+        text = (store / "objfs.toml").read_text()
+        (store / "objfs.toml").write_text(text.replace("port = 9100", f"port = {free_port()}"))
         proc.send_signal(signal.SIGHUP)
         receive_until("RELOADING=1")
         assert re.search(r"MONOTONIC_USEC=\d+", messages[-1])
@@ -178,6 +182,7 @@ def test_serve_speaks_the_notify_protocol(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
         listener.close()
     assert proc.returncode == 0, rest
+    assert "reload: applied lifecycle" in rest and "admin changed in objfs.toml; takes effect at the next restart" in rest
 
 
 def test_an_outside_unmount_exits_non_zero(tmp_path: Path) -> None:

@@ -44,9 +44,12 @@ class Counters:
         self.index = index
         self.hot = hot_tier
         index.open_db(DB)
-        with index.write() as txn:
-            if txn.get(DB, READY) is None:
-                self._recount(txn)
+        with index.read() as txn:
+            ready = txn.get(DB, READY) is not None
+        if not ready:  # checked again under the write lock: another process may have counted meanwhile
+            with index.write() as txn:
+                if txn.get(DB, READY) is None:
+                    self._recount(txn)
         index.record_watchers.append(self.on_record)
 
     def on_record(self, txn: Txn, db: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
