@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ["engine_bench", "fuse_bench", "s3_bench", "dicom_bench", "qido_scale_bench", "dicomweb_bench"]
+BENCHMARKS = [
+    "engine_bench",
+    "fuse_bench",
+    "s3_bench",
+    "dicom_bench",
+    "qido_scale_bench",
+    "dicomweb_bench",
+    "replication_bench",
+    "scale_bench",
+]
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ The engine (:mod:`objfs.store`) knows no front and no secondary index; the
 processes that open a store (the CLI, ``objfs serve``, the mount, the S3
 sidecar, the DICOM gateway and migration) are where the indexers are chosen.
 They all open it through this module, so an object written by any of them
-is in every standard index (today: the DICOM index, which C-FIND and
-retrieval read). Guarantee: a store returned from here has every standard
+is in every standard index (the DICOM index, which C-FIND and retrieval
+read, and the replication queue, which must see every change of every
+process). Guarantee: a store returned from here has every standard
 indexer registered.
 """
 
@@ -22,6 +23,9 @@ __all__ = ["Store", "init_store", "open_store", "register_standard_indexers"]
 
 def register_standard_indexers(store: engine.Store) -> engine.Store:
     """Register the standard indexers with ``store``; returns it. Idempotent."""
+    from objfs.store.replication import ReplicationQueue
+
+    store.register_indexer(ReplicationQueue())
     try:
         from objfs.dicom.index import register as register_dicom
     except ImportError:  # pydicom missing (a store-only install): objects are stored, not tag-indexed

@@ -44,7 +44,19 @@ from .bodies import drain
 from .bridge import Engine
 from .context import XML, S3Request
 from .handlers import access as access_handlers
-from .handlers import attributes, buckets, lifecycle, lock, multipart, objects, postobject, service, tagging, versioning
+from .handlers import (
+    attributes,
+    buckets,
+    lifecycle,
+    lock,
+    multipart,
+    objects,
+    postobject,
+    replication,
+    service,
+    tagging,
+    versioning,
+)
 from .handlers import cors as cors_handlers
 from .settings import STORE_ENV, Settings
 
@@ -70,13 +82,24 @@ class Operation:
 # with NotImplemented rather than silently treated as a plain GET/PUT.
 UNSUPPORTED = frozenset(
     "accelerate analytics intelligent-tiering inventory logging "
-    "metrics notification ownershipControls replication "
+    "metrics notification ownershipControls "
     "requestPayment restore select torrent website".split()
 )
 # Subresources of one level only: on the other level they would otherwise
 # fall through to a different operation (PUT /bucket?retention is not CreateBucket).
 BUCKET_ONLY = frozenset(
-    ("versioning", "versions", "object-lock", "cors", "policy", "policyStatus", "publicAccessBlock", "encryption", "lifecycle")
+    (
+        "versioning",
+        "versions",
+        "object-lock",
+        "cors",
+        "policy",
+        "policyStatus",
+        "publicAccessBlock",
+        "encryption",
+        "lifecycle",
+        "replication",
+    )
 )
 OBJECT_ONLY = frozenset(("retention", "legal-hold", "attributes"))
 
@@ -108,6 +131,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         (frozenset({"publicAccessBlock"}), None, _op("GetPublicAccessBlock", access_handlers.get_public_access_block)),
         (frozenset({"encryption"}), None, _op("GetBucketEncryption", sse.get_bucket_encryption)),
         (frozenset({"lifecycle"}), None, _op("GetBucketLifecycleConfiguration", lifecycle.get_lifecycle)),
+        (frozenset({"replication"}), None, _op("GetBucketReplication", replication.get_replication)),
         (frozenset({"uploads"}), None, _op("ListMultipartUploads", multipart.list_uploads)),
         (frozenset({"list-type=2"}), None, _op("ListObjectsV2", buckets.list_objects_v2)),
         (_ANY, None, _op("ListObjects", buckets.list_objects_v1)),
@@ -129,6 +153,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         ),
         (frozenset({"encryption"}), None, _op("PutBucketEncryption", sse.put_bucket_encryption, True, "xml")),
         (frozenset({"lifecycle"}), None, _op("PutBucketLifecycleConfiguration", lifecycle.put_lifecycle, True, "xml")),
+        (frozenset({"replication"}), None, _op("PutBucketReplication", replication.put_replication, True, "xml")),
         (_ANY, None, _op("CreateBucket", buckets.create_bucket, True, "xml")),
     ],
     ("bucket", "DELETE"): [
@@ -142,6 +167,7 @@ ROUTES: dict[tuple[str, str], list[tuple[frozenset[str], bool | None, Operation]
         ),
         (frozenset({"encryption"}), None, _op("DeleteBucketEncryption", sse.delete_bucket_encryption, True)),
         (frozenset({"lifecycle"}), None, _op("DeleteBucketLifecycleConfiguration", lifecycle.delete_lifecycle, True)),
+        (frozenset({"replication"}), None, _op("DeleteBucketReplication", replication.delete_replication, True)),
         (_ANY, None, _op("DeleteBucket", buckets.delete_bucket, True)),
     ],
     ("bucket", "POST"): [

@@ -16,6 +16,7 @@ import trio
 
 from objfs.store import Store
 from objfs.store import errors as E
+from objfs.store.replication import ReplicationRefused
 
 from . import errors as S3
 from .settings import Settings
@@ -62,6 +63,8 @@ ENGINE_ERRORS: dict[type[E.StoreError], type[S3.S3Error]] = {
     E.NoSuchEncryptionKey: S3.KMSNotFound,
     # S3: an SSE-C object read without its key is a 400, with another key a 403.
     E.EncryptionKeyRequired: S3.InvalidRequest,
+    # Replication rules on a bucket without versioning (or to no known remote): S3's InvalidRequest.
+    ReplicationRefused: S3.InvalidRequest,
     E.EncryptionKeyMismatch: S3.AccessDenied,
 }
 

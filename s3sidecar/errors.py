@@ -390,6 +390,12 @@ class NoSuchLifecycleConfiguration(S3Error):
     message = "The lifecycle configuration does not exist"
 
 
+class ReplicationConfigurationNotFoundError(S3Error):
+    code = "ReplicationConfigurationNotFoundError"
+    status = 404
+    message = "The replication configuration was not found"
+
+
 class NoSuchKey(S3Error):
     code = "NoSuchKey"
     status = 404

@@ -55,6 +55,17 @@ COMMANDS = [
     "lifecycle set",
     "lifecycle show",
     "lifecycle run",
+    "remote",
+    "remote add",
+    "remote list",
+    "remote remove",
+    "replication",
+    "replication set",
+    "replication show",
+    "replication remove",
+    "replication status",
+    "replication resync",
+    "replication verify",
 ]
 
 

@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="may shorten, remove or harden GOVERNANCE retention to COMPLIANCE, when a request asks",
     )
+    k.add_argument(
+        "--replication",
+        action="store_true",
+        help="may write replicas keeping their version ids (the key another appliance replicates here with)",
+    )
     store_command(keysub, "list", "list keys (no secrets)", cmd_key_list, json=True)
     for command, (text, _, _) in CHANGES.items():
         k = store_command(keysub, command, text, cmd_key_change, json=True)
@@ -63,6 +68,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
             bypass_governance=args.bypass_governance,
             legal_hold=args.legal_hold,
             retention=args.retention,
+            replication=args.replication,
             now=store.clock.now(),
             **({"account": args.account} if args.account else {}),
         )

@@ -83,7 +83,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_scrub(args: argparse.Namespace) -> int:
     with Store.open(args.store) as store:
-        report = store.scrub()
+        report = store.scrub(progress=sys.stderr)
     data = report.as_dict()
     if args.json:
         print(json.dumps(data))
@@ -235,21 +235,23 @@ def cmd_backup_index(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild_index(args: argparse.Namespace) -> int:
-    from objfs.store.rebuild import index_is_empty, move_index_aside, rebuild_index
+    from objfs.store.rebuild import index_is_empty, move_index_aside, rebuild_in_progress, rebuild_index
 
     root = Path(args.store).resolve()
     # Alone, or a serving process would keep writing to the index being moved aside.
     with hold_exclusive(root, "rebuild-index"):
         with Store.open(root) as store:
             empty = index_is_empty(store)
-        if not empty:
+            resumable = rebuild_in_progress(store)
+        if args.force or not (empty or resumable):
             if not args.force:
                 print("objfs: the index is not empty; --force moves it aside and rebuilds", file=sys.stderr)
                 return 2
-            moved = move_index_aside(root)
-            print(f"old index kept at {moved}")
+            if not empty:
+                moved = move_index_aside(root)
+                print(f"old index kept at {moved}")
         with Store.open(root) as store:
-            counts = rebuild_index(store)
+            counts = rebuild_index(store, progress=sys.stderr)
     print(json.dumps(counts))
     return 0
 

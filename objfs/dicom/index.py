@@ -13,7 +13,9 @@ too.
 Layout of the ``dicom`` database (``B`` = bucket, all parts ``\\0``-joined,
 keys passed through :func:`~objfs.store.index.fit_key`)::
 
-    i B study series sop oid -> instance {b, k, v, id, size, d: tags, h: header JSON or None}
+    i B study series sop oid -> instance {k, v, id, size, d: its tags the s and t entries do not say}
+                                (the header JSON is read from the object record; older entries
+                                kept all tags, the header as h and the bucket as b)
     s B study series         -> series   {a: series attrs, n: instances}
     t B study                -> study    {a: patient+study attrs, n, ns: series, mods: {Modality: n}}
     p B pid                  -> patient  {a: patient attrs, n: instances}
@@ -147,25 +149,22 @@ def _add(txn: Txn, record: dict[str, Any], tags: dict[str, Any]) -> None:
     study, series, sop = tags["StudyInstanceUID"], tags["SeriesInstanceUID"], tags["SOPInstanceUID"]
     pid = str(tags.get("PatientID") or "")
     modality = str(tags.get("Modality") or "")
+    duplicate = _has_copy(txn, bucket, sop, study, series, oid)
+    txn.put("dicom", _k(b"o", bucket, sop, study, series, oid), None)
+    series_entry, new_series = _bump(txn, _k(b"s", bucket, study, series), 1, _pick(tags, _SERIES_ATTRS))
+    study_key = _k(b"t", bucket, study)
+    study_entry, _ = _bump(txn, study_key, 1, _pick(tags, _STUDY_ATTRS), ns=0, mods={})
+    assert study_entry is not None and series_entry is not None
+    # The instance keeps the tags its study and series entries do not already say (read back
+    # through _expand), the bucket is in the key and the header JSON in the object record:
+    # an instance costs what is its own and where it is, no more.
+    levels = {**study_entry["a"], **series_entry["a"]}
+    own = {name: value for name, value in tags.items() if name not in levels or levels[name] != value}
     txn.put(
         "dicom",
         _k(b"i", bucket, study, series, sop, oid),
-        {
-            "b": bucket,
-            "k": record["key"],
-            "v": record["version"],
-            "id": oid,
-            "size": record["size"],
-            "d": tags,
-            "h": record.get("dicom_header"),
-        },
+        {"k": record["key"], "v": record["version"], "id": oid, "size": record["size"], "d": own},
     )
-    duplicate = _has_copy(txn, bucket, sop, study, series, oid)
-    txn.put("dicom", _k(b"o", bucket, sop, study, series, oid), None)
-    _, new_series = _bump(txn, _k(b"s", bucket, study, series), 1, _pick(tags, _SERIES_ATTRS))
-    study_key = _k(b"t", bucket, study)
-    study_entry, _ = _bump(txn, study_key, 1, _pick(tags, _STUDY_ATTRS), ns=0, mods={})
-    assert study_entry is not None
     if new_series or modality:
         study_entry["ns"] += int(new_series)
         if modality:
@@ -311,11 +310,19 @@ def _series(txn: Txn, bucket: str, study: str, query: dict[str, Any]) -> Iterato
             yield uid, entry
 
 
-def _instances(txn: Txn, bucket: str, study: str, series: str, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _expand(inst: dict[str, Any], study: dict[str, Any] | None, series: dict[str, Any] | None) -> dict[str, Any]:
+    """An instance entry with its full tags (its own over those of its study and series)."""
+    levels = {**((study or {}).get("a") or {}), **((series or {}).get("a") or {})}
+    return dict(inst, d={**levels, **inst["d"]})
+
+
+def _instances(
+    txn: Txn, bucket: str, study: str, series: str, query: dict[str, Any], st: dict[str, Any], se: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
     q = _level_query(query, ("IMAGE",))
     for _key, value in txn.scan("dicom", _prefix(b"i", bucket, study, series)):
         if match_record(q, value["d"]):
-            yield value
+            yield _expand(value, st, se)
 
 
 def _buckets(store: Store, bucket: str | None) -> list[str]:
@@ -353,7 +360,7 @@ def find(store: Store, query: dict[str, Any], level: str, *, bucket: str | None 
                         out.append({**st["a"], **se["a"], "NumberOfSeriesRelatedInstances": _distinct(se)})
                         continue
                     seen: set[str] = set()
-                    for inst in _instances(txn, name, study, series, query):
+                    for inst in _instances(txn, name, study, series, query, st, se):
                         if inst["d"]["SOPInstanceUID"] not in seen:
                             seen.add(inst["d"]["SOPInstanceUID"])
                             out.append({**st["a"], **se["a"], **inst["d"]})
@@ -407,23 +414,33 @@ def find_instances(store: Store, query: dict[str, Any], level: str, *, bucket: s
     by_sop: dict[tuple[str, str], dict[str, Any]] = {}
     with store.index.read() as txn:
         for name in _buckets(store, bucket):
-            for study, _st in _studies(txn, name, scoped):
-                for series, _se in _series(txn, name, study, scoped if depth >= 2 else {}):
-                    for inst in _instances(txn, name, study, series, scoped if depth >= 3 else {}):
+            for study, st in _studies(txn, name, scoped):
+                for series, se in _series(txn, name, study, scoped if depth >= 2 else {}):
+                    for inst in _instances(txn, name, study, series, scoped if depth >= 3 else {}, st, se):
                         sop = inst["d"]["SOPInstanceUID"]
                         item = {
-                            "bucket": inst["b"],
+                            "bucket": name,
                             "key": inst["k"],
                             "version": inst["v"],
                             "id": inst["id"],
                             "size": inst["size"],
                             "tags": inst["d"],
-                            "header": inst.get("h"),
+                            "header": _header(txn, name, inst),
                         }
                         prev = by_sop.get((name, sop))
                         if prev is None or (prev["key"] != canonical_key(prev["tags"]) and inst["k"] == canonical_key(inst["d"])):
                             by_sop[(name, sop)] = item
     return list(by_sop.values())
+
+
+def _header(txn: Txn, bucket: str, inst: dict[str, Any]) -> Any:
+    """The DICOM JSON header of an indexed instance: from its object record (entries written before kept it inline)."""
+    if "h" in inst:
+        return inst["h"]
+    record = txn.get("objects", object_key(bucket, inst["k"]))
+    if record is None or record.get("id") != inst["id"]:
+        return None
+    return record.get("dicom_header")
 
 
 def sop_locations(store: Store, bucket: str, sop: str) -> list[dict[str, Any]]:
@@ -435,5 +452,6 @@ def sop_locations(store: Store, bucket: str, sop: str) -> list[dict[str, Any]]:
             study, series, oid = key[len(base) :].decode().split("\0")
             inst = txn.get("dicom", _k(b"i", bucket, study, series, sop, oid))
             if inst is not None:
-                out.append({"bucket": inst["b"], "key": inst["k"], "version": inst["v"], "id": oid, "tags": inst["d"]})
+                inst = _expand(inst, txn.get("dicom", _k(b"t", bucket, study)), txn.get("dicom", _k(b"s", bucket, study, series)))
+                out.append({"bucket": bucket, "key": inst["k"], "version": inst["v"], "id": oid, "tags": inst["d"]})
     return out

@@ -23,7 +23,8 @@ Rights a key may hold (``objfs key create``): ``write`` (every key but a
 read-only one), ``legal-hold`` (place or lift a legal hold),
 ``retention`` (set or extend a version's retention, lock headers on writes,
 the bucket's default retention), ``bypass-governance`` (shorten, remove or
-harden GOVERNANCE retention, asked for per request). COMPLIANCE retention
+harden GOVERNANCE retention, asked for per request), ``replication`` (write
+replicas that keep another appliance's version ids, :mod:`.replicas`). COMPLIANCE retention
 can only be extended, by anyone holding ``retention``.
 """
 
@@ -39,9 +40,10 @@ WRITE = "write"
 LEGAL_HOLD = "legal-hold"
 RETENTION = "retention"
 BYPASS_GOVERNANCE = "bypass-governance"
+REPLICATION = "replication"
 
 #: Rights granted per key, beyond reading.
-RIGHTS = (WRITE, LEGAL_HOLD, RETENTION, BYPASS_GOVERNANCE)
+RIGHTS = (WRITE, LEGAL_HOLD, RETENTION, BYPASS_GOVERNANCE, REPLICATION)
 
 #: Engine action -> the right it needs. The action names are the audit log's.
 REQUIRED: dict[str, str] = {
@@ -65,6 +67,7 @@ REQUIRED: dict[str, str] = {
     "legal-hold": LEGAL_HOLD,
     "read-acl": READ,
     "write-acl": WRITE,
+    "replicate": REPLICATION,
 }
 
 #: Keyword arguments of a write that lock the new version, and the right each needs when true.

@@ -123,6 +123,16 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class ReplicationConfig:
+    """``[replication]`` in objfs.toml."""
+
+    #: Bytes per second the sender sends at most, all remotes together (0: no limit).
+    max_bytes_per_second: int = 0
+    #: Seconds the sender waits when its queue is empty.
+    interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """Everything ``objfs.toml`` says, validated."""
 
@@ -158,6 +168,8 @@ class StoreConfig:
     storage_classes: dict[str, str] = field(default_factory=dict)
     #: ``[lifecycle]``: the length of a lifecycle day, the mover's pace and the store-wide default rules.
     lifecycle: LifecycleConfig = field(default_factory=lambda: LifecycleConfig())
+    #: ``[replication]``: the sender's bandwidth limit and pace.
+    replication: ReplicationConfig = field(default_factory=lambda: ReplicationConfig())
 
     @property
     def hot(self) -> TierConfig:
@@ -251,6 +263,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         "storage_classes",
         "admin",
         "audit",
+        "replication",
     }
     unknown = set(data) - known
     if unknown:
@@ -390,6 +403,17 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
                 raise ConfigError(f"{where} [encryption]: key_file must not be on a drive (stolen drives would carry it)")
     storage_classes = _storage_classes(_optional(data, "storage_classes", dict, {}, where), tiers, where)
     lifecycle = _lifecycle(_optional(data, "lifecycle", dict, {}, where), storage_classes, where + " [lifecycle]")
+    raw_repl = _optional(data, "replication", dict, {}, where)
+    _only(raw_repl, {"max_bytes_per_second", "interval_seconds"}, where + " [replication]")
+    repl_rate = _optional(raw_repl, "max_bytes_per_second", int, 0, where + " [replication]")
+    repl_interval = raw_repl.get("interval_seconds", 1.0)
+    if (
+        repl_rate < 0
+        or isinstance(repl_interval, bool)
+        or not isinstance(repl_interval, (int, float))
+        or not 0 < repl_interval <= 3600
+    ):
+        raise ConfigError(f"{where} [replication]: max_bytes_per_second >= 0, interval_seconds in (0, 3600]")
     return StoreConfig(
         root=root,
         store_id=store_id,
@@ -408,6 +432,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         key_file=key_file,
         storage_classes=storage_classes,
         lifecycle=lifecycle,
+        replication=ReplicationConfig(repl_rate, float(repl_interval)),
     )
 
 

@@ -43,6 +43,8 @@ from .names import check_bucket_name
 from .objects import ObjectsMixin
 from .rebuild import BUCKETS_DIR
 from .renames import RenamesMixin
+from .replicas import ReplicasMixin
+from .replication import ReplicationMixin
 from .retention import RetentionMixin
 from .scrub import ScrubMixin
 from .spool import SpoolMixin
@@ -69,6 +71,11 @@ class Indexer(Protocol):
 
     def on_change(self, txn: Txn, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """Update the secondary index inside the commit transaction."""
+
+    # Optional: ``on_record(txn, old, new)``, called inside the commit for every record
+    # written, delete markers and noncurrent versions included: ``old`` None for a new
+    # version or marker, else the record ``new`` replaces (same id: tags, retention,
+    # legal hold, attributes). Replication queues its work there (objfs/store/replication.py).
 
 
 #: The system principals: background work and the local administrator, with every right.
@@ -103,6 +110,8 @@ class Principal:
     #: Where the request came from and whether over TLS (policy conditions).
     source_ip: str = ""
     secure_transport: bool = False
+    #: May write replicas (the key another appliance replicates with).
+    replication: bool = False
     #: The front's id of the request (S3's x-amz-request-id), written on its audit lines.
     request_id: str = field(default="", compare=False)
 
@@ -120,6 +129,7 @@ class Principal:
             bypass_governance=key.bypass_governance,
             legal_hold=key.legal_hold,
             retention=key.retention,
+            replication=key.replication,
             account=key.account,
             source_ip=source_ip,
             secure_transport=secure_transport,
@@ -142,6 +152,7 @@ class Principal:
             access.LEGAL_HOLD: self.legal_hold and not self.read_only,
             access.RETENTION: self.retention and not self.read_only,
             access.BYPASS_GOVERNANCE: self.bypass_governance and not self.read_only,
+            access.REPLICATION: self.replication and not self.read_only,
         }.get(right, False)
 
 
@@ -158,6 +169,8 @@ class Store(
     TiersMixin,
     MoverMixin,
     LifecycleMixin,
+    ReplicationMixin,
+    ReplicasMixin,
 ):
     """An open objfs store."""
 

@@ -42,6 +42,13 @@ class HealReport(Report):
     lost: list[str] = field(default_factory=list)
     drive_errors: list[str] = field(default_factory=list)
 
+    def merge(self, other: HealReport) -> None:
+        """Add the counts and findings of ``other`` (one worker's share of a pass)."""
+        for name in ("objects", "blobs", "fragments_checked", "fragments_repaired"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.lost += other.lost
+        self.drive_errors += other.drive_errors
+
 
 class MaintenanceMixin:
     """Heal operations of :class:`objfs.store.Store`."""

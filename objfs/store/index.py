@@ -10,6 +10,13 @@ Named databases (values are msgpack):
 ``completed`` ``u`` upload id -> what a recent completion made (a retried Complete answers
               the same); ``t`` time upload id -> nothing, to forget them in order
 
+The map grows with the store: it starts at ``OBJFS_INDEX_MAP_SIZE`` bytes
+(default 64 GiB, a sparse reservation of address space) and doubles when a
+write transaction finds it nearly full or full (the change is retried).
+Growing needs no transaction active in this process, so every transaction
+passes a gate that a growth closes for its (short) duration; another
+process that grew the map is followed when LMDB reports ``MAP_RESIZED``.
+
 Secondary indexes (e.g. DICOM's) bring their own named databases, opened by
 :meth:`Index.open_db` when their indexer is registered with the store
 (:meth:`objfs.store.Store.register_indexer`); the engine knows none of them.
@@ -31,6 +38,7 @@ true key order, only its inner order differs (see :func:`long_key_head`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import uuid
@@ -43,9 +51,14 @@ import lmdb
 import msgpack
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "settings", "completed")
 RECORD_DBS = frozenset({"objects", "versions"})  # version records: their changes are watched (kept counters)
 MAX_DBS = 64  # the engine's databases plus room for those of indexers registered later (LMDB fixes it at open)
+DEFAULT_MAP_SIZE = 64 << 30
+MAP_SIZE_ENV = "OBJFS_INDEX_MAP_SIZE"
+_GROW_AT = 0.8  # grow before a write when the used pages pass this share of the map
+_GROW_WAIT = 10.0  # seconds a growth waits for the process's other transactions to end
 _KEY_LIMIT = 500
 _KEEP = 480
 SEP = b"\0"
@@ -98,9 +111,11 @@ def version_key(bucket: str, key: str, seq: int) -> bytes:
 class Index:
     """The LMDB environment of a store. Thread-safe; one per process."""
 
-    def __init__(self, path: Path, *, map_size: int = 64 << 30) -> None:
+    def __init__(self, path: Path, *, map_size: int | None = None) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        if map_size is None:
+            map_size = int(os.environ.get(MAP_SIZE_ENV) or DEFAULT_MAP_SIZE)
         # max_spare_txns keeps read transactions cheap in threaded fronts.
         self.env = lmdb.open(
             str(path),
@@ -112,6 +127,10 @@ class Index:
             lock=True,
         )
         self.dbs: dict[str, Any] = {}
+        self._gate = threading.Condition()
+        self._active = 0  # transactions open in this process
+        self._growing = False
+        self._mine = threading.local()  # transactions open in this thread
         with self.env.begin(write=True) as txn:
             for name in DATABASES:
                 self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
@@ -148,13 +167,91 @@ class Index:
             return
         if len(self.dbs) >= MAX_DBS:
             raise ValueError(f"no room for database {name!r}: at most {MAX_DBS} named databases")
-        with self.env.begin(write=True) as txn:
-            self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
+        txn = self._begin(write=True)
+        try:
+            with txn:
+                self.dbs[name] = self.env.open_db(name.encode(), txn=txn)
+        finally:
+            self._leave()
+
+    # -- the map-size gate ------------------------------------------------------
+
+    def _enter(self) -> None:
+        with self._gate:
+            while self._growing and not getattr(self._mine, "n", 0):
+                self._gate.wait()
+            self._active += 1
+        self._mine.n = getattr(self._mine, "n", 0) + 1
+
+    def _leave(self) -> None:
+        self._mine.n -= 1
+        with self._gate:
+            self._active -= 1
+            if self._growing and self._active == 0:
+                self._gate.notify_all()
+
+    def _begin(self, **kwargs: Any) -> lmdb.Transaction:
+        """``env.begin`` inside the gate; follows a map another process grew."""
+        for _attempt in range(8):
+            self._enter()
+            try:
+                return self.env.begin(**kwargs)
+            except lmdb.MapResizedError:
+                self._leave()
+                self._resize(0)  # adopt the size the other process set
+            except BaseException:
+                self._leave()
+                raise
+        raise lmdb.MapResizedError("another process grew the index map and it could not be followed")
+
+    def _resize(self, size: int) -> bool:
+        """Set the map size (0: the size in the file) once no other transaction of this process is open.
+
+        Returns False when that did not happen within ``_GROW_WAIT`` (this
+        thread holds a transaction, or another never ends); the caller then
+        goes on with the map as it is.
+        """
+        if getattr(self._mine, "n", 0):
+            return False  # our own open transaction would be invalidated
+        with self._gate:
+            if self._growing:
+                # Another thread is growing it: wait for that instead.
+                self._gate.wait_for(lambda: not self._growing, timeout=_GROW_WAIT)
+                return not self._growing
+            self._growing = True
+            try:
+                if not self._gate.wait_for(lambda: self._active == 0, timeout=_GROW_WAIT):
+                    return False
+                self.env.set_mapsize(size)
+                return True
+            finally:
+                self._growing = False
+                self._gate.notify_all()
+
+    def map_size(self) -> int:
+        return self.env.info()["map_size"]
+
+    def _used_bytes(self) -> int:
+        return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+
+    def _grow(self, *, full: bool = False) -> bool:
+        """Double the map when it is full (``full``) or nearly so; True when it grew."""
+        size = self.map_size()
+        if not full and self._used_bytes() < size * _GROW_AT:
+            return False
+        grown = self._resize(size * 2)
+        if grown:
+            log.info("index map grown from %d to %d bytes", size, size * 2)
+        return grown
 
     @contextmanager
     def read(self) -> Iterator[Txn]:
-        with self.env.begin(buffers=False) as txn:
-            yield Txn(self, txn)
+        txn = self._begin(buffers=False)
+        try:
+            with txn:
+                yield Txn(self, txn)
+        finally:
+            self._leave()
 
     def commit(self, change: Callable[[Txn], T]) -> T:
         """Run ``change`` in a write transaction and commit it durably (group commit).
@@ -163,6 +260,7 @@ class Index:
         one each; every change runs in its own nested transaction, so one that
         raises is rolled back alone and its exception re-raised to its caller.
         """
+        self._grow()
         mine = _Pending(change)
         with self._group:
             self._queue.append(mine)
@@ -173,13 +271,11 @@ class Index:
             self._committing = True
             batch, self._queue = self._queue, []
         try:
-            with self.env.begin(write=True) as outer:
-                for pending in batch:
-                    try:
-                        with self.env.begin(write=True, parent=outer) as child:
-                            pending.result = pending.change(Txn(self, child))
-                    except BaseException as exc:  # handed to its caller
-                        pending.error = exc
+            for attempt in range(8):
+                if self._commit_batch(batch):
+                    break
+                if not self._grow(full=True) and attempt == 7:
+                    raise lmdb.MapFullError("the index map is full and could not grow")
         except BaseException as exc:
             for pending in batch:
                 if pending.error is None:
@@ -192,15 +288,54 @@ class Index:
                 self._group.notify_all()
         return mine.outcome()
 
+    def _commit_batch(self, batch: list[_Pending]) -> bool:
+        """Run and commit a group of changes; False (nothing committed) when the map is full."""
+        outer = self._begin(write=True)
+        try:
+            for pending in batch:
+                pending.error = None
+                try:
+                    with self.env.begin(write=True, parent=outer) as child:
+                        pending.result = pending.change(Txn(self, child))
+                except lmdb.MapFullError:
+                    outer.abort()
+                    return False
+                except BaseException as exc:  # handed to its caller
+                    pending.error = exc
+            try:
+                outer.commit()
+            except lmdb.MapFullError:
+                return False
+            return True
+        except BaseException:
+            outer.abort()
+            raise
+        finally:
+            self._leave()
+
     @contextmanager
     def write(self) -> Iterator[Txn]:
         """A write transaction: committed (durably) when the block ends without error.
 
         Keep it short and do no drive I/O inside: write transactions
-        serialize across every process of the store.
+        serialize across every process of the store. A block that fills the
+        map raises ``lmdb.MapFullError`` after the map has grown: running it
+        again succeeds (blocks are checked for room before they start, so
+        only one larger than a fifth of the map gets there).
         """
-        with self.env.begin(write=True) as txn:
-            yield Txn(self, txn)
+        self._grow()
+        txn = self._begin(write=True)
+        try:
+            with txn:
+                yield Txn(self, txn)
+        except lmdb.MapFullError:
+            self._leave()
+            txn = None
+            self._grow(full=True)
+            raise
+        finally:
+            if txn is not None:
+                self._leave()
 
 
 class _Pending:

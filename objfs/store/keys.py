@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .access import BYPASS_GOVERNANCE, LEGAL_HOLD, RETENTION, RIGHTS, WRITE
+from .access import BYPASS_GOVERNANCE, LEGAL_HOLD, REPLICATION, RETENTION, RIGHTS, WRITE
 from .errors import InvalidArgument, StoreError
 from .policy import DEFAULT_ACCOUNT
 
@@ -51,6 +51,8 @@ class AccessKey:
     disabled: bool = False
     #: The account the key acts for (:mod:`.policy`); keys made before accounts share the default one.
     account: str = DEFAULT_ACCOUNT
+    #: May write replicas (another appliance replicating here), :mod:`.replicas`.
+    replication: bool = False
 
     def rights(self) -> list[str]:
         """The rights this key holds beyond reading, by their names in :mod:`.access`."""
@@ -59,6 +61,7 @@ class AccessKey:
             LEGAL_HOLD: self.legal_hold,
             RETENTION: self.retention,
             BYPASS_GOVERNANCE: self.bypass_governance,
+            REPLICATION: self.replication,
         }
         return [right for right in RIGHTS if held[right]]
 
@@ -171,13 +174,14 @@ class KeyRing:
         retention: bool = False,
         account: str = DEFAULT_ACCOUNT,
         now: float = 0.0,
+        replication: bool = False,
     ) -> AccessKey:
         """Create a key (of ``account``); the file is replaced atomically and stays 0600."""
         if not name or len(name) > 64:
             raise InvalidArgument("a key name is 1 to 64 characters")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", account):
             raise InvalidArgument("an account name is 1 to 64 letters, digits, '.', '_' or '-'")
-        if read_only and (legal_hold or retention or bypass_governance):
+        if read_only and (legal_hold or retention or bypass_governance or replication):
             raise InvalidArgument("a read-only key cannot hold a lock right")
         key = AccessKey(
             access_key="OBJFS" + "".join(secrets.choice(_ALNUM) for _ in range(15)),
@@ -190,6 +194,7 @@ class KeyRing:
             retention=retention,
             account=account,
             created=now,
+            replication=replication,
         )
         with self._lock:
             self._mtime = -1

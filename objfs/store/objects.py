@@ -538,11 +538,23 @@ class ObjectsMixin:
             txn.put("objects", okey, record)
             for indexer in self.indexers:
                 indexer.on_change(txn, live, record)
+            self._records_changed(txn, None, record)
             if within is not None:
                 within(txn)
             return garbage
 
         self._retire_files(self.index.commit(change))
+
+    def _records_changed(self: Store, txn: Txn, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        """Inside the commit: tell the indexers that want every record (``on_record``) of one written.
+
+        ``old`` None: ``new`` is a new version or delete marker; otherwise
+        ``new`` replaces ``old`` (same id: tags, retention, attributes, a move).
+        """
+        for indexer in self.indexers:
+            hook = getattr(indexer, "on_record", None)
+            if hook is not None:
+                hook(txn, old, new)
 
     def _retire_current(
         self: Store, txn: Txn, settings: dict[str, Any], old: dict[str, Any] | None, principal: Principal | None
@@ -711,6 +723,7 @@ class ObjectsMixin:
                         marker["seq"] = max(marker["seq"], (current or {}).get("seq", 0) + 1)
                         txn.put("objects", okey, marker)
                         result = {"version_id": marker["version"], "delete_marker": True}
+                        self._records_changed(txn, None, marker)
                     for indexer in self.indexers:
                         indexer.on_change(txn, current if current and not current.get("delete_marker") else None, None)
                 else:

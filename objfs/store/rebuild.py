@@ -27,30 +27,37 @@ Everything found dead by positive evidence (a tombstone, a newer null
 version, a completed or aborted upload) is queued for the garbage collector,
 which still applies its minimum age and reader leases. Fragment files
 nobody claims (no record, no upload) are left alone and counted. The drives
-are read in parallel, one thread per drive.
+are listed in parallel (a thread per drive, merged in blob id order), one
+footer is read per blob, and memory stays bounded: see :func:`rebuild_index`.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import shutil
+import sqlite3
+import threading
 import time
-from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from queue import Queue
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from .crypto import KeyService, unseal_record
-from .drives import BLOBS, Drive
+from .drives import BLOBS
 from .errors import StoreError
 from .fragments import read_footer, read_meta
 from .gc import summary
-from .index import object_key, version_key
+from .index import object_key, pack, unpack, version_key
+from .spill import Progress, sorted_fragments
 
 if TYPE_CHECKING:
     from .engine import Store
 
 BUCKETS_DIR = "buckets"
+T = TypeVar("T")
 
 
 def index_is_empty(store: Store) -> bool:
@@ -68,108 +75,467 @@ def move_index_aside(root: Path) -> Path | None:
     return target
 
 
-class _Found:
-    """What one or more drives hold."""
+def rebuild_in_progress(store: Store) -> bool:
+    """Whether the index is one a killed ``rebuild-index`` left half-filled (a rerun continues it)."""
+    with store.index.read() as txn:
+        return txn.get("settings", _PROGRESS) is not None
 
-    def __init__(self) -> None:
-        self.records: dict[str, dict[str, Any]] = {}
-        self.buckets: dict[str, dict[str, Any]] = {}
-        self.blobs: dict[str, dict[str, Any]] = {}
-        self.fragments: Counter[str] = Counter()
-        self.parts: dict[str, dict[str, Any]] = {}  # blob id -> part footer owner
-        self.owners: dict[str, str] = {}  # blob id -> the object id its footer names
+
+def rebuild_index(store: Store, *, progress: TextIO | None = None, batch: int = 1000) -> dict[str, int]:
+    """Fill an empty index from the drives; returns counts.
+
+    Memory stays bounded whatever the store's size: what the drives hold
+    goes to a temporary SQLite database under ``run/rebuild`` (records by
+    id, newest ``gen`` winning; blobs with their fragment count), read back
+    key by key in order. One footer is read per blob (the next copy only
+    when it is missing or damaged), the drives are listed in parallel, and
+    the index is written ``batch`` records per transaction with its
+    position, so a killed rebuild continues when run again.
+    """
+    resuming = rebuild_in_progress(store)
+    if not resuming and not index_is_empty(store):
+        raise StoreError("the index is not empty; move it aside first (objfs rebuild-index --force)")
+    spill = _Spill(store.run_dir / "rebuild", store.index.index_id)
+    if resuming and not spill.done("scanned"):
+        spill.close()
+        raise StoreError("the rebuild's scan of the drives is gone; start over with `objfs rebuild-index --force`")
+    try:
+        if not spill.done("scanned"):
+            _scan(store, spill, progress)
+            spill.mark("scanned")
+        counts = _write_index(store, spill, progress, batch)
+    finally:
+        spill.close()
+    store.mark_index_seen()
+    spill.remove()
+    return counts
+
+
+_PROGRESS = b"rebuild-progress"
+
+
+_SPILL_NAME = "spill.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS rec (id TEXT PRIMARY KEY, gen INTEGER, kind TEXT, bucket TEXT, key TEXT, body BLOB);
+CREATE INDEX IF NOT EXISTS rec_key ON rec (kind, bucket, key);
+CREATE TABLE IF NOT EXISTS bucket (name TEXT PRIMARY KEY, gen INTEGER, body BLOB);
+CREATE TABLE IF NOT EXISTS blob (id TEXT PRIMARY KEY, frags INTEGER, desc BLOB);
+CREATE TABLE IF NOT EXISTS part (blob TEXT PRIMARY KEY, upload TEXT, body BLOB);
+CREATE INDEX IF NOT EXISTS part_upload ON part (upload);
+CREATE TABLE IF NOT EXISTS owner (blob TEXT PRIMARY KEY, object TEXT);
+CREATE TABLE IF NOT EXISTS claimed (blob TEXT PRIMARY KEY);
+"""
+
+
+class _Spill:
+    """What the drives hold, in SQLite on disk (bounded memory; survives a kill)."""
+
+    def __init__(self, directory: Path, index_id: str) -> None:
+        self.directory = directory
+        if directory.exists() and _spill_index(directory / _SPILL_NAME) != index_id:
+            shutil.rmtree(directory)  # left by a rebuild of an index since moved aside: start over
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / _SPILL_NAME
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages at most
+        self.db.execute("PRAGMA temp_store=FILE")
+        self.db.executescript(_SCHEMA)
+        self.put("index_id", index_id)
+
+    def get(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, name: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (name, value))
+
+    def done(self, name: str) -> bool:
+        return self.get(name) == "done"
+
+    def mark(self, name: str) -> None:
+        self.put(name, "done")
 
     def offer(self, rec: dict[str, Any]) -> None:
-        old = self.records.get(rec["id"])
-        if old is None or rec.get("gen", 0) > old.get("gen", 0):
-            self.records[rec["id"]] = rec
+        if "upload" in rec:
+            kind, bucket, key = "u", None, None
+        elif rec.get("version") and "bucket" in rec and "key" in rec:
+            kind, bucket, key = "v", rec["bucket"], rec["key"]
+        else:
+            kind, bucket, key = "x", None, None  # the tombstone of an aborted upload
+        self.db.execute(
+            "INSERT INTO rec VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "gen = excluded.gen, kind = excluded.kind, bucket = excluded.bucket, key = excluded.key, body = excluded.body "
+            "WHERE excluded.gen > rec.gen",
+            (rec["id"], rec.get("gen", 0), kind, bucket, key, pack(rec)),
+        )
 
     def offer_bucket(self, settings: dict[str, Any]) -> None:
-        old = self.buckets.get(settings["name"])
-        if old is None or settings.get("gen", 0) > old.get("gen", 0):
-            self.buckets[settings["name"]] = settings
+        self.db.execute(
+            "INSERT INTO bucket VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET gen = excluded.gen, body = excluded.body "
+            "WHERE excluded.gen > bucket.gen",
+            (settings["name"], settings.get("gen", 0), pack(settings)),
+        )
 
-    def merge(self, other: _Found) -> None:
-        for rec in other.records.values():
-            self.offer(rec)
-        for settings in other.buckets.values():
-            self.offer_bucket(settings)
-        self.blobs.update(other.blobs)
-        self.fragments.update(other.fragments)
-        self.parts.update(other.parts)
-        self.owners.update(other.owners)
+    def offer_blob(self, desc: dict[str, Any], fragments: int) -> None:
+        self.db.execute(
+            "INSERT INTO blob VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET frags = max(frags, excluded.frags)",
+            (desc["id"], fragments, pack(desc)),
+        )
 
+    def blobs(self, ids: list[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Fragment count and footer descriptor of each of ``ids`` the drives hold."""
+        out = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for blob_id, frags, desc in self.db.execute(f"SELECT id, frags, desc FROM blob WHERE id IN ({marks})", chunk):
+                out[blob_id] = (frags, unpack(desc))
+        return out
 
-def _scan_drive(drive: Drive, keys: KeyService) -> _Found:
-    found = _Found()
-    for name in _listdir(drive.path / BUCKETS_DIR):
-        if name.endswith(".meta"):
-            settings = read_meta(drive.path / BUCKETS_DIR / name)
-            if settings and "name" in settings:
-                found.offer_bucket(settings)
-    for dirpath, _dirs, names in os.walk(drive.path / BLOBS):
-        for name in names:
-            path = Path(dirpath) / name
-            if name.endswith(".meta"):
-                rec = read_meta(path)
-                if rec and "id" in rec:
-                    found.offer(unseal_record(keys, rec))
-                continue
-            footer = read_footer(path)
-            if footer is None:
-                continue
-            desc = footer["blob"]
-            found.blobs[desc["id"]] = desc
-            found.fragments[desc["id"]] += 1
-            owner = unseal_record(keys, footer.get("owner") or {})
-            if "upload" in owner and "part" in owner:
-                found.parts[desc["id"]] = owner
-            elif "bucket" in owner and "key" in owner and "id" in owner:
-                found.offer(dict(owner, parts=owner.get("parts") or [desc]))
-                found.owners[desc["id"]] = owner["id"]
-            elif "moved" in owner:  # a blob a tier move wrote for a multipart version (its record is in the meta)
-                found.owners[desc["id"]] = owner["moved"]
-    return found
+    def claim(self, ids: list[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO claimed VALUES (?)", [(i,) for i in ids])
+
+    def close(self) -> None:
+        self.db.close()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def rebuild_index(store: Store) -> dict[str, int]:
-    """Fill an empty index from the drives; returns counts."""
-    if not index_is_empty(store):
-        raise StoreError("the index is not empty; move it aside first (objfs rebuild-index --force)")
+def _spill_index(path: Path) -> str | None:
+    """The index id a spill was made for, or None."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM state WHERE name = 'index_id'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else row[0]
+
+
+def _prefetched(items: Iterator[T], depth: int = 4096) -> Iterator[T]:
+    """``items`` produced by a thread of its own (a drive's listing runs beside the others')."""
+    queue: Queue = Queue(depth)
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                queue.put(item)
+        finally:
+            queue.put(end)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := queue.get()) is not end:
+        yield item
+
+
+def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
+    """Fill the spill from every readable drive, one fan-out directory (a checkpoint) at a time."""
     drives = [d for d in store.all_drives() if store.drive_readable(d)]
-    found = _Found()
-    with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
-        for part in pool.map(lambda d: _scan_drive(d, store.encryption), drives):
-            found.merge(part)
-    plan = _plan(store, found)
-    counts = {"buckets": 0, "objects": 0, "versions": 0, "uploads": 0, "garbage": len(plan["garbage"])}
-    now = time.time()
-    with store.index.write() as txn:
-        for name, settings in plan["buckets"].items():
-            txn.put("buckets", name.encode(), settings)
-            counts["buckets"] += 1
-        for (bucket, key), (current, rest) in plan["keys"].items():
-            txn.put("objects", object_key(bucket, key), current)
-            counts["objects"] += 1
-            for indexer in store.indexers:
-                if not current.get("delete_marker"):
-                    indexer.on_change(txn, None, current)
-            for rec in rest:
-                txn.put("versions", version_key(bucket, key, rec["seq"]), rec)
-                counts["versions"] += 1
-        for upload, parts in plan["uploads"]:
-            txn.put("uploads", upload["id"].encode(), upload)
-            for part in parts:
-                txn.put("parts", upload["id"].encode() + b"\0" + part["number"].to_bytes(4, "big"), part)
-            counts["uploads"] += 1
-        for desc, rec in plan["garbage"]:
-            txn.put(
-                "gc",
-                desc["id"].encode(),
-                {"blob": desc, "object": (rec or {}).get("id"), "t": now, "rec": rec, "override": False},
-            )
-        for rec in plan["degraded"]:
-            txn.put(
+    keys = store.encryption
+    spill.db.execute("BEGIN")
+    for drive in drives:
+        for name in _listdir(drive.path / BUCKETS_DIR):
+            if name.endswith(".meta"):
+                settings = read_meta(drive.path / BUCKETS_DIR / name)
+                if settings and "name" in settings:
+                    spill.offer_bucket(settings)
+    spill.db.execute("COMMIT")
+    after = spill.get("scanned_after") or ""
+    streams = [
+        _prefetched((top, leaf.name, name, leaf) for top, name, leaf in sorted_fragments(d.path / BLOBS, after=after))
+        for d in drives
+    ]
+    merged = heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2]))
+    bar = Progress(progress, "rebuild-index: fan-out directories scanned", 256, done=int(after or "-1", 16) + 1)
+
+    def groups() -> Iterator[tuple[str, str, list[Path]]]:
+        current: tuple[str, str] | None = None
+        paths: list[Path] = []
+        for top, _sub, name, leaf in merged:
+            object_id = name[:-5] if name.endswith(".meta") else name.partition(".f")[0]
+            if (top, object_id) != current:
+                if current is not None:
+                    yield current[0], current[1], paths
+                current, paths = (top, object_id), []
+            paths.append(leaf / name)
+        if current is not None:
+            yield current[0], current[1], paths
+
+    with ThreadPoolExecutor(max_workers=max(2, len(drives))) as pool:
+        current_top = None
+        window: list[tuple[str, str, list[Path]]] = []
+
+        def drain() -> None:
+            spill.db.execute("BEGIN")
+            for found in pool.map(lambda g: _read_group(g[1], g[2], keys), window):
+                _offer(spill, found)
+            if current_top is not None:
+                spill.put("scanned_after", current_top)
+            spill.db.execute("COMMIT")
+            window.clear()
+
+        for group in groups():
+            if group[0] != current_top and current_top is not None:
+                drain()  # every file of the previous fan-out directory is in: checkpoint it
+                bar.add()
+            current_top = group[0]
+            window.append(group)
+            if len(window) >= 2048:
+                held, current_top = current_top, None  # a partial directory is no checkpoint
+                drain()
+                current_top = held
+        drain()
+    bar.finish()
+
+
+def _read_group(object_id: str, paths: list[Path], keys: KeyService) -> dict[str, Any]:
+    """What the files of one id hold: its metas, and the footer of one good fragment (of as many as exist)."""
+    out: dict[str, Any] = {"metas": [], "footer": None, "fragments": 0}
+    indexes = set()
+    for path in paths:
+        if path.name.endswith(".meta"):
+            rec = read_meta(path)
+            if rec and "id" in rec:
+                out["metas"].append(unseal_record(keys, rec))
+            continue
+        indexes.add(path.name.partition(".f")[2])
+        if out["footer"] is None:
+            footer = read_footer(path)
+            if footer is not None and footer.get("blob", {}).get("id") == object_id:
+                out["footer"] = footer
+    out["fragments"] = len(indexes)
+    if out["footer"] is not None:
+        out["footer"]["owner"] = unseal_record(keys, out["footer"].get("owner") or {})
+    return out
+
+
+def _offer(spill: _Spill, found: dict[str, Any]) -> None:
+    for rec in found["metas"]:
+        spill.offer(rec)
+    footer = found["footer"]
+    if footer is None:
+        return
+    desc, owner = footer["blob"], footer["owner"]
+    spill.offer_blob(desc, found["fragments"])
+    if "upload" in owner and "part" in owner:
+        spill.db.execute("INSERT OR REPLACE INTO part VALUES (?, ?, ?)", (desc["id"], owner["upload"], pack(owner)))
+    elif "bucket" in owner and "key" in owner and "id" in owner:
+        spill.offer(dict(owner, parts=owner.get("parts") or [desc]))
+        spill.db.execute("INSERT OR REPLACE INTO owner VALUES (?, ?)", (desc["id"], owner["id"]))
+    elif "moved" in owner:  # a blob a tier move wrote for a multipart version (its record is in the meta)
+        spill.db.execute("INSERT OR REPLACE INTO owner VALUES (?, ?)", (desc["id"], owner["moved"]))
+
+
+class _Writer:
+    """Index writes in batches, each committed with the rebuild's position (so a rerun skips them)."""
+
+    def __init__(self, store: Store, batch: int) -> None:
+        self.store = store
+        self.batch = batch
+        self.ops: list[tuple[str, bytes, Any, dict[str, Any] | None]] = []
+        self.now = time.time()
+
+    def put(self, db: str, key: bytes, value: Any, *, indexed: dict[str, Any] | None = None) -> None:
+        self.ops.append((db, key, value, indexed))
+
+    def garbage(self, desc: dict[str, Any], rec: dict[str, Any] | None) -> None:
+        self.put(
+            "gc",
+            desc["id"].encode(),
+            {"blob": desc, "object": (rec or {}).get("id"), "t": self.now, "rec": rec, "override": False},
+        )
+
+    def full(self) -> bool:
+        return len(self.ops) >= self.batch
+
+    def commit(self, position: dict[str, Any] | None) -> None:
+        """Write what is queued; ``position`` is where a rerun starts (None: the rebuild is complete)."""
+        with self.store.index.write() as txn:
+            for db, key, value, indexed in self.ops:
+                txn.put(db, key, value)
+                if indexed is not None:
+                    for indexer in self.store.indexers:
+                        indexer.on_change(txn, None, indexed)
+            if position is None:
+                txn.delete("settings", _PROGRESS)
+            else:
+                txn.put("settings", _PROGRESS, position)
+        self.ops = []
+
+
+def _write_index(store: Store, spill: _Spill, progress: TextIO | None, batch: int) -> dict[str, int]:
+    with store.index.read() as txn:
+        position = txn.get("settings", _PROGRESS) or {"phase": "claim", "counts": {}}
+    counts: dict[str, int] = dict(
+        {"buckets": 0, "objects": 0, "versions": 0, "uploads": 0, "garbage": 0}, **position.get("counts", {})
+    )
+    out = _Writer(store, batch)
+    buckets: dict[str, dict[str, Any]] = {}
+    for (raw,) in spill.db.execute("SELECT body FROM bucket"):
+        settings = unpack(raw)
+        if not settings.get("deleted"):
+            buckets[settings["name"]] = {k: v for k, v in settings.items() if k != "gen"}
+    with store.index.read() as txn:
+        for name, settings in txn.scan("buckets"):  # defaults a killed run made
+            buckets.setdefault(name.decode(), settings)
+
+    def checkpoint(phase: str, after: Any = None) -> None:
+        out.commit({"phase": phase, "after": after, "counts": counts})
+
+    if position["phase"] == "claim":
+        # Every blob a record lists is claimed (rebuilt, garbage or collected).
+        last = ""
+        while True:
+            rows = spill.db.execute("SELECT id, body FROM rec WHERE id > ? ORDER BY id LIMIT 1000", (last,)).fetchall()
+            if not rows:
+                break
+            spill.db.execute("BEGIN")
+            spill.claim([d["id"] for _, body in rows for d in unpack(body).get("parts") or []])
+            spill.db.execute("COMMIT")
+            last = rows[-1][0]
+        for name, settings in buckets.items():
+            out.put("buckets", name.encode(), settings)
+        counts["buckets"] = len(buckets)
+        position = {"phase": "keys", "after": None}
+        checkpoint("keys")
+    if position["phase"] == "keys":
+        _write_keys(store, spill, out, buckets, counts, position.get("after"), checkpoint, progress)
+        position = {"phase": "uploads", "after": None}
+    if position["phase"] == "uploads":
+        _write_uploads(spill, out, counts, position.get("after") or "", checkpoint)
+    # Parts of uploads that completed or were aborted, and replaced parts, are garbage by that evidence.
+    _garbage_rows(
+        spill,
+        out,
+        counts,
+        "SELECT part.blob, blob.desc FROM part JOIN blob ON blob.id = part.blob WHERE part.blob > ? "
+        "AND part.blob NOT IN (SELECT blob FROM claimed) AND part.upload IN (SELECT id FROM rec) ORDER BY part.blob LIMIT 1000",
+        checkpoint,
+    )
+    # A blob whose footer names an object whose newest record lists other blobs was left by a tier
+    # move (the version's bytes are elsewhere now): garbage by that record's evidence.
+    _garbage_rows(
+        spill,
+        out,
+        counts,
+        "SELECT owner.blob, blob.desc FROM owner JOIN blob ON blob.id = owner.blob WHERE owner.blob > ? "
+        "AND owner.blob NOT IN (SELECT blob FROM claimed) AND owner.object IN (SELECT id FROM rec) ORDER BY owner.blob LIMIT 1000",
+        checkpoint,
+    )
+    counts["unclaimed_blobs"] = spill.db.execute(
+        "SELECT count(*) FROM blob WHERE id NOT IN (SELECT blob FROM claimed)"
+    ).fetchone()[0]
+    out.commit(None)
+    return counts
+
+
+def _garbage_rows(spill: _Spill, out: _Writer, counts: dict[str, int], query: str, checkpoint) -> None:
+    """Queue for the collector every blob ``query`` finds (a page after a given blob id at a time), claiming it."""
+    last = ""
+    while rows := spill.db.execute(query, (last,)).fetchall():
+        for _blob_id, desc in rows:
+            out.garbage(unpack(desc), None)
+            counts["garbage"] += 1
+        checkpoint("garbage")  # in the index before they are claimed: a rerun finds them again
+        spill.db.execute("BEGIN")
+        spill.claim([blob_id for blob_id, _ in rows])
+        spill.db.execute("COMMIT")
+        last = rows[-1][0]
+
+
+def _write_keys(store, spill: _Spill, out: _Writer, buckets, counts, after, checkpoint, progress) -> None:
+    """Every key's versions by the rules of the module docstring, in key order, ``out.batch`` at a time."""
+    total = spill.db.execute("SELECT count(*) FROM rec WHERE kind = 'v'").fetchone()[0]
+    bar = Progress(progress, "rebuild-index: versions written", total)
+    bucket, key = after or ("", "")
+    while True:
+        rows = spill.db.execute(
+            "SELECT bucket, key, body FROM rec WHERE kind = 'v' AND (bucket, key) > (?, ?) ORDER BY bucket, key LIMIT ?",
+            (bucket, key, max(out.batch, 2)),
+        ).fetchall()
+        if not rows:
+            break
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for b, k, body in rows:
+            groups.setdefault((b, k), []).append(unpack(body))
+        if len(rows) >= max(out.batch, 2) and len(groups) > 1:
+            groups.pop((rows[-1][0], rows[-1][1]))  # maybe cut short: it comes whole with the next page
+        elif len(rows) >= max(out.batch, 2):
+            b, k = rows[0][0], rows[0][1]  # one key with more versions than a page: read it whole
+            groups[(b, k)] = [
+                unpack(body)
+                for (body,) in spill.db.execute("SELECT body FROM rec WHERE kind = 'v' AND bucket = ? AND key = ?", (b, k))
+            ]
+        blob_ids = [d["id"] for entries in groups.values() for r in entries for d in r.get("parts") or []]
+        blobs = spill.blobs(blob_ids)
+        for (b, k), entries in groups.items():
+            _write_key(store, out, buckets, counts, b, k, entries, blobs)
+            bar.add(len(entries))
+        bucket, key = max(groups)
+        checkpoint("keys", [bucket, key])
+    bar.finish()
+
+
+def _write_key(store, out: _Writer, buckets, counts, bucket: str, key: str, found: list[dict[str, Any]], blobs) -> None:
+    def frags(desc: dict[str, Any]) -> int:
+        return blobs.get(desc["id"], (0, None))[0]
+
+    def desc_of(desc: dict[str, Any]) -> dict[str, Any]:
+        return blobs.get(desc["id"], (0, desc))[1] or desc
+
+    def retire(rec: dict[str, Any]) -> None:
+        for d in rec.get("parts") or []:
+            if frags(d):
+                out.garbage(desc_of(d), summary(rec))
+                counts["garbage"] += 1
+
+    entries = []
+    for rec in found:
+        parts = rec.get("parts") or []
+        if rec.get("deleted"):
+            retire(rec)
+        elif parts and not any(frags(d) for d in parts):
+            continue  # every fragment collected: it was deleted
+        entries.append(rec)
+    if not entries:
+        return
+    entries.sort(key=lambda r: r.get("seq") or int((r.get("created") or 0) * 1e9), reverse=True)
+    survivors, seen_null = [], False
+    for rec in entries:
+        if rec.get("version") == "null":
+            if seen_null:
+                if not rec.get("deleted"):
+                    retire(rec)
+                continue
+            seen_null = True
+        survivors.append(rec)
+    settings = buckets.get(bucket)
+    if settings is None:
+        if all(r.get("deleted") for r in survivors):
+            return
+        settings = buckets[bucket] = _default_bucket(store, bucket)
+        out.put("buckets", bucket.encode(), settings)
+        counts["buckets"] += 1
+    if settings.get("versioning") is None:
+        newest, older = survivors[0], survivors[1:]
+        for rec in older:
+            if not rec.get("deleted"):
+                retire(rec)
+        survivors = [newest]
+    live = [r for r in survivors if not r.get("deleted")]
+    if not live or survivors[0].get("deleted") and settings.get("versioning") is None:
+        return
+    for rec in live:
+        rec.pop("written", None)
+        if any(frags(d) < d["k"] + d["m"] for d in rec.get("parts") or []):
+            out.put(
                 "heal",
                 rec["id"].encode(),
                 {
@@ -178,103 +544,43 @@ def rebuild_index(store: Store) -> dict[str, int]:
                     "t": store.clock.now(),
                 },
             )
-    store.mark_index_seen()
-    counts["unclaimed_blobs"] = plan["unclaimed"]
-    return counts
+    current, rest = live[0], live[1:]
+    out.put("objects", object_key(bucket, key), current, indexed=None if current.get("delete_marker") else current)
+    counts["objects"] += 1
+    for rec in rest:
+        out.put("versions", version_key(bucket, key, rec["seq"]), rec)
+        counts["versions"] += 1
 
 
-def _plan(store: Store, found: _Found) -> dict[str, Any]:
-    buckets = {}
-    for name, settings in found.buckets.items():
-        if not settings.get("deleted"):
-            buckets[name] = {k: v for k, v in settings.items() if k != "gen"}
-    garbage: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-    claimed: set[str] = set()
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    uploads: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-    for rec in found.records.values():
-        blobs = [d["id"] for d in rec.get("parts") or []]
-        claimed.update(blobs)
-        if "upload" in rec or not rec.get("version"):
-            continue  # an unfinished upload (below), or the tombstone of an aborted one
-        if rec.get("deleted"):
-            garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
-        elif blobs and not any(found.fragments[b] for b in blobs):
-            continue  # every fragment collected: it was deleted
-        by_key.setdefault((rec["bucket"], rec["key"]), []).append(rec)
-    keys: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
-    degraded = []
-    for (bucket, key), entries in by_key.items():
-        entries.sort(key=lambda r: r.get("seq") or int((r.get("created") or 0) * 1e9), reverse=True)
-        survivors, seen_null = [], False
-        for rec in entries:
-            if rec.get("version") == "null":
-                if seen_null:
-                    if not rec.get("deleted"):
-                        garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
-                    continue
-                seen_null = True
-            survivors.append(rec)
-        settings = buckets.get(bucket)
-        if settings is None:
-            if all(r.get("deleted") for r in survivors):
+def _write_uploads(spill: _Spill, out: _Writer, counts, after: str, checkpoint) -> None:
+    """Unfinished uploads whose own meta is their newest record, with the newest part per number."""
+    while True:
+        rows = spill.db.execute("SELECT id, body FROM rec WHERE kind = 'u' AND id > ? ORDER BY id LIMIT 100", (after,)).fetchall()
+        if not rows:
+            return
+        for upload_id, body in rows:
+            rec = unpack(body)
+            if rec.get("deleted"):
                 continue
-            settings = buckets[bucket] = _default_bucket(store, bucket)
-        if settings.get("versioning") is None:
-            newest, older = survivors[0], survivors[1:]
-            for rec in older:
-                if not rec.get("deleted"):
-                    garbage += [(_desc(found, d), summary(rec)) for d in rec.get("parts") or [] if found.fragments[d["id"]]]
-            survivors = [newest]
-        live = [r for r in survivors if not r.get("deleted")]
-        if not live or survivors[0].get("deleted") and settings.get("versioning") is None:
-            continue
-        for rec in live:
-            rec.pop("written", None)
-            if any(found.fragments[d["id"]] < d["k"] + d["m"] for d in rec.get("parts") or []):
-                degraded.append(rec)
-        keys[(bucket, key)] = (live[0], live[1:])
-    for upload_id, rec in found.records.items():
-        if "upload" not in rec or rec.get("deleted"):
-            continue
-        newest: dict[int, tuple[int, str]] = {}
-        for blob_id, owner in found.parts.items():
-            if owner["upload"] == upload_id and owner["seq"] >= newest.get(owner["part"], (-1, ""))[0]:
-                newest[owner["part"]] = (owner["seq"], blob_id)
-        parts = []
-        for number, (_seq, blob_id) in sorted(newest.items()):
-            owner, desc = found.parts[blob_id], found.blobs[blob_id]
-            part = {"number": number, "etag": owner["etag"], "size": desc["size"], "blob": desc, "created": owner["created"]}
-            if owner.get("checksums"):
-                part["checksums"] = owner["checksums"]
-            parts.append(part)
-            claimed.add(blob_id)
-        uploads.append((rec["upload"], parts))
-    # Parts of uploads that completed or were aborted, and replaced parts, are garbage by that evidence.
-    for blob_id, owner in found.parts.items():
-        known = found.records.get(owner["upload"])
-        if blob_id not in claimed and known is not None:
-            garbage.append((found.blobs[blob_id], None))
-            claimed.add(blob_id)
-    # A blob whose footer names an object whose newest record lists other blobs was left by a tier
-    # move (the version's bytes are elsewhere now): garbage by that record's evidence.
-    for blob_id, object_id in found.owners.items():
-        if blob_id not in claimed and object_id in found.records:
-            garbage.append((found.blobs[blob_id], None))
-            claimed.add(blob_id)
-    unclaimed = sum(1 for blob_id in found.blobs if blob_id not in claimed)
-    return {
-        "buckets": buckets,
-        "keys": keys,
-        "uploads": uploads,
-        "garbage": garbage,
-        "degraded": degraded,
-        "unclaimed": unclaimed,
-    }
-
-
-def _desc(found: _Found, desc: dict[str, Any]) -> dict[str, Any]:
-    return found.blobs.get(desc["id"], desc)
+            newest: dict[int, tuple[int, str, dict[str, Any]]] = {}
+            for blob_id, owner_raw in spill.db.execute("SELECT blob, body FROM part WHERE upload = ?", (upload_id,)):
+                owner = unpack(owner_raw)
+                if owner["seq"] >= newest.get(owner["part"], (-1, "", {}))[0]:
+                    newest[owner["part"]] = (owner["seq"], blob_id, owner)
+            blobs = spill.blobs([blob_id for _, blob_id, _ in newest.values()])
+            out.put("uploads", upload_id.encode(), rec["upload"])
+            for number, (_seq, blob_id, owner) in sorted(newest.items()):
+                desc = blobs[blob_id][1]
+                part = {"number": number, "etag": owner["etag"], "size": desc["size"], "blob": desc, "created": owner["created"]}
+                if owner.get("checksums"):
+                    part["checksums"] = owner["checksums"]
+                out.put("parts", upload_id.encode() + b"\0" + number.to_bytes(4, "big"), part)
+            spill.db.execute("BEGIN")
+            spill.claim([blob_id for _, blob_id, _ in newest.values()])
+            spill.db.execute("COMMIT")
+            counts["uploads"] += 1
+        after = rows[-1][0]
+        checkpoint("uploads", after)
 
 
 def _default_bucket(store: Store, name: str) -> dict[str, Any]:

@@ -213,10 +213,15 @@ class RenamesMixin:
         """Write back a changed record where it lives (current or noncurrent)."""
         okey = object_key(record["bucket"], record["key"])
         current = txn.get("objects", okey)
+        vkey = version_key(record["bucket"], record["key"], record["seq"])
         if current is not None and current["id"] == record["id"]:
+            old = current
             txn.put("objects", okey, record)
         else:
-            txn.put("versions", version_key(record["bucket"], record["key"], record["seq"]), record)
+            old = txn.get("versions", vkey)
+            txn.put("versions", vkey, record)
+        if old is not None:
+            self._records_changed(txn, old, record)
 
     # -- on-drive metadata ---------------------------------------------------------
 

@@ -21,14 +21,18 @@ Per-drive errors are reported and never end the pass.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
+import shutil
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .crypto import unseal_record
 from .drives import BLOBS, BUCKETS, Drive
@@ -36,6 +40,7 @@ from .fragments import read_footer
 from .heal import HealReport
 from .index import object_key
 from .procs import identity_alive, process_start
+from .spill import Progress, SortedMembership, SortedSpill, sorted_fragments
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -43,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INDEX_SEEN = ".objfs-index"
+_SCAN_ORDER = ("objects", "versions", "parts", "gc")
+_RESUMED_FIELDS = ("objects", "blobs", "fragments_checked", "fragments_repaired", "lost")
 _TMP_OWNER = re.compile(r"\.(\d+)(?:-(\d+))?\.tmp$")
 
 
@@ -99,8 +106,17 @@ class ScrubMixin:
             except OSError as exc:
                 log.warning("drive %s: cannot record the index it was scrubbed with: %s", drive.drive_id, exc)
 
-    def scrub(self: Store) -> ScrubReport:
-        """Verify every object, heal damage, collect proven garbage; see the module docstring."""
+    def scrub(self: Store, *, progress: TextIO | None = None, batch: int = 1000, checkpoint_seconds: float = 5.0) -> ScrubReport:
+        """Verify every object, heal damage, collect proven garbage; see the module docstring.
+
+        Memory stays bounded whatever the store's size: the blob ids the
+        index references are spilled to sorted files under ``run/scrub``
+        and merge-joined with each drive's sorted listing. Progress is
+        checkpointed there too, so a scrub killed half-way continues where
+        it stopped when run again. ``progress`` gets a line every few
+        seconds; ``batch`` is how many records are verified between
+        checkpoints of the index scan, taken at most every ``checkpoint_seconds``.
+        """
         report = ScrubReport()
         self.refresh_drive_health()
         report.spool_removed = self.sweep_spool()
@@ -109,20 +125,42 @@ class ScrubMixin:
         if report.index_problem:
             log.error("scrub: %s; nothing on the drives is judged by it: run `objfs rebuild-index`", report.index_problem)
         report.gc = self.collect_garbage().as_dict()
+        run = _ScrubRun(self, report, checkpoint_seconds)
+        try:
+            return self._scrub(report, run, progress, batch)
+        finally:
+            run.close()
+
+    def _scrub(self: Store, report: ScrubReport, run: _ScrubRun, progress: TextIO | None, batch: int) -> ScrubReport:
         # Journals of writers dead *before* the index is read: none of them can commit after it.
-        journals = self._dead_journals() if report.index_trusted else []
+        # A resumed scrub keeps the set its first run saw (its index scan began before the others died).
+        dead = self._dead_journals() if report.index_trusted else []
+        if run.saved_journals is not None and any(
+            str(j.path) not in run.saved_journals and (j.uncommitted or j.unsettled_meta) for j in dead
+        ):
+            # A writer died since the stopped scrub began: what it committed may sit in the part of the
+            # index already scanned, so only a whole new scan can tell its leftovers: start over.
+            log.info("scrub: writers died since the stopped scrub began; starting over")
+            run.start_over()
+        journals = [j for j in dead if run.saved_journals is None or str(j.path) in run.saved_journals]
+        run.save_journals([str(j.path) for j in journals])
         pending = {blob_id: journal for journal in journals for blob_id in journal.uncommitted}
-        referenced = self._verify_all(report)
-        with ThreadPoolExecutor(max_workers=max(1, len(self.all_drives()))) as pool:
-            results = list(pool.map(lambda d: self._walk_drive(d, referenced, pending), self.all_drives()))
+        explained = set(pending) | {blob_id for journal in dead for blob_id in journal.uncommitted}
+        self._verify_all(report, run, progress, batch)
+        drives = self.all_drives()
+        walked = Progress(progress, "scrub: drive directories walked", 256 * len(drives), done=run.walked_dirs())
+        with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
+            results = list(pool.map(lambda d: self._walk_drive(d, run, explained, walked), drives))
+        walked.finish()
         for removed, unreferenced, errors in results:
             report.temp_removed += removed
             report.unreferenced_fragments += unreferenced
             report.drive_errors += errors
         if report.index_trusted:
             report.metas_reconciled = self.reconcile_metas([w for j in journals for w in j.unsettled_meta])
-            report.intents_collected = self._collect_intents(referenced, pending, journals)
+            report.intents_collected = self._collect_intents(run.referenced, pending, journals)
             self.mark_index_seen()
+        run.finish()
         if report.unreferenced_fragments:
             log.warning(
                 "scrub: %d fragment files belong to no version in the index; kept (run `objfs rebuild-index` if the index was lost)",
@@ -130,46 +168,89 @@ class ScrubMixin:
             )
         return report
 
-    def _verify_all(self: Store, report: ScrubReport) -> set[str]:
-        """Verify and repair every version and part; returns the blob ids the index references."""
-        referenced: set[str] = set()
-        for db in ("objects", "versions"):
-            for record in self._scan_batches(db):
-                referenced.update(d["id"] for d in record.get("parts", []))
-                if record.get("delete_marker"):
-                    continue
-                if self._heal_record(record, report):
-                    with self.index.write() as txn:
-                        txn.delete("heal", record["id"].encode())
-        for part in self._scan_batches("parts"):
-            referenced.add(part["blob"]["id"])
-            report.blobs += 1
-            try:
-                self.heal_blob(part["blob"], report)
-            except Exception as exc:  # DataLoss, or the upload finished meanwhile
-                if self._part_is_live(part):
-                    report.lost.append(f"part {part['number']} of upload {part['blob']['id']}: {exc}")
-        for entry in self._scan_batches("gc"):
-            referenced.add(entry["blob"]["id"])
-        return referenced
+    def _verify_all(self: Store, report: ScrubReport, run: _ScrubRun, progress: TextIO | None, batch: int) -> None:
+        """Verify and repair every version and part, spilling the blob ids the index references.
 
-    def _scan_batches(self: Store, db: str, size: int = 1000):
-        """Every value of ``db``, read in short transactions (no long-lived reader pins old pages)."""
-        start = b""
+        Records are verified a batch at a time by a thread per drive; heal
+        entries of whole records are dropped in one short transaction per
+        batch; the position is checkpointed whenever the spill is flushed.
+        """
+        with self.index.read() as txn:
+            total = sum(txn.count(db) for db in _SCAN_ORDER)
+        done = run.state.get("verified", 0)
+        bar = Progress(progress, "scrub: records verified", total, done=done)
+        workers = max(2, len(self.all_drives()))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for db in _SCAN_ORDER:
+                if run.db_done(db):
+                    continue
+                for keys, values in self._scan_chunks(db, run.resume_key(db), batch):
+                    if db in ("objects", "versions"):
+                        for record in values:
+                            run.referenced.update(d["id"] for d in record.get("parts", []))
+                        todo = [r for r in values if not r.get("delete_marker")]
+                        outcomes = list(pool.map(lambda r: self._verify_record(r), todo))
+                        whole = [r["id"] for r, (part, ok) in zip(todo, outcomes) if ok]
+                        for part, _ok in outcomes:
+                            report.merge(part)
+                        self._forget_healed(whole)
+                    elif db == "parts":
+                        run.referenced.update(p["blob"]["id"] for p in values)
+                        for part in pool.map(lambda p: self._verify_part(p), values):
+                            report.merge(part)
+                    else:
+                        run.referenced.update(e["blob"]["id"] for e in values)
+                    bar.add(len(values))
+                    run.advance(db, keys[-1], len(values))
+                run.db_finished(db)
+        bar.finish()
+
+    def _verify_record(self: Store, record: dict[str, Any]) -> tuple[HealReport, bool]:
+        part = HealReport()
+        return part, self._heal_record(record, part)
+
+    def _verify_part(self: Store, part: dict[str, Any]) -> HealReport:
+        out = HealReport()
+        out.blobs += 1
+        try:
+            self.heal_blob(part["blob"], out)
+        except Exception as exc:  # DataLoss, or the upload finished meanwhile
+            if self._part_is_live(part):
+                out.lost.append(f"part {part['number']} of upload {part['blob']['id']}: {exc}")
+        return out
+
+    def _forget_healed(self: Store, object_ids: list[str]) -> None:
+        """Drop the heal entries of versions found whole: one short write, only when there are any."""
+        with self.index.read() as txn:
+            queued = [i for i in object_ids if txn.get("heal", i.encode()) is not None]
+        if queued:
+            with self.index.write() as txn:
+                for object_id in queued:
+                    txn.delete("heal", object_id.encode())
+
+    def _scan_chunks(self: Store, db: str, start: bytes | None, size: int):
+        """``(keys, values)`` of ``db`` after ``start``, ``size`` at a time, each read in its own short transaction."""
+        start = start or b""
         while True:
             with self.index.read() as txn:
-                batch = []
+                keys, values = [], []
                 for key, value in txn.scan(db, start=start):
                     if key == start:
                         continue
-                    batch.append((key, value))
-                    if len(batch) >= size:
+                    keys.append(key)
+                    values.append(value)
+                    if len(keys) >= size:
                         break
-            for _, value in batch:
-                yield value
-            if len(batch) < size:
+            if keys:
+                yield keys, values
+            if len(keys) < size:
                 return
-            start = batch[-1][0]
+            start = keys[-1]
+
+    def _scan_batches(self: Store, db: str, size: int = 1000):
+        """Every value of ``db``, read in short transactions (no long-lived reader pins old pages)."""
+        for _keys, values in self._scan_chunks(db, None, size):
+            yield from values
 
     def _part_is_live(self: Store, part: dict[str, Any]) -> bool:
         with self.index.read() as txn:
@@ -178,33 +259,56 @@ class ScrubMixin:
                     return True
         return False
 
-    def _walk_drive(self: Store, drive: Drive, referenced: set[str], pending: dict[str, Any]) -> tuple[int, int, list[str]]:
-        """(temp files removed, unreferenced fragment files, errors) for one drive."""
+    def _walk_drive(self: Store, drive: Drive, run: _ScrubRun, pending: set[str], walked: Progress) -> tuple[int, int, list[str]]:
+        """(temp files removed, unreferenced fragment files, errors) for one drive.
+
+        The drive's fragment files come in blob id order and are joined
+        with the sorted spill of referenced ids; each finished fan-out
+        directory is checkpointed.
+        """
         state = self.drive_state(drive)
         errors: list[str] = [] if state == "ok" else [f"{drive.drive_id}: {state}"]
         if not self.drive_readable(drive):
             return 0, 0, errors
-        removed = unreferenced = 0
-        try:
-            names = os.listdir(drive.tmp_dir)
-        except OSError as exc:
-            names = []
-            errors.append(f"{drive.drive_id}: {exc.strerror}")
-        for name in names:
-            if name.endswith(".tmp") and not _tmp_owner_alive(name):
-                try:
-                    os.unlink(drive.tmp_dir / name)
-                    removed += 1
-                except OSError as exc:
-                    errors.append(f"{drive.drive_id}: {exc.strerror}")
-        for dirpath, _dirs, files in os.walk(drive.path / BLOBS, onerror=lambda e: errors.append(f"{drive.drive_id}: {e}")):
-            for name in files:
-                if name.endswith(".meta"):
-                    continue
-                blob_id, sep, _ = name.partition(".f")
-                if sep and blob_id not in referenced and blob_id not in pending:
-                    if not self._claimed_since(Path(dirpath) / name):
-                        unreferenced += 1
+        saved = run.drive_state(drive.drive_id)
+        removed, unreferenced = saved.get("removed", 0), saved.get("unreferenced", 0)
+        if saved.get("after") is None:
+            try:
+                names = os.listdir(drive.tmp_dir)
+            except OSError as exc:
+                names = []
+                errors.append(f"{drive.drive_id}: {exc.strerror}")
+            for name in names:
+                if name.endswith(".tmp") and not _tmp_owner_alive(name):
+                    try:
+                        os.unlink(drive.tmp_dir / name)
+                        removed += 1
+                    except OSError as exc:
+                        errors.append(f"{drive.drive_id}: {exc.strerror}")
+        after = saved.get("after") or ""
+        referenced = SortedMembership(run.referenced)
+        current = None
+        for top, name, leaf in sorted_fragments(
+            drive.path / BLOBS, after=after, onerror=lambda e: errors.append(f"{drive.drive_id}: {e}")
+        ):
+            if top != current:
+                if current is not None:
+                    run.drive_walked(drive.drive_id, current, removed, unreferenced)
+                    walked.add()
+                current = top
+            if name.endswith(".meta"):
+                continue
+            blob_id, sep, _ = name.partition(".f")
+            if not sep or blob_id in pending:
+                continue
+            # A file outside its fan-out directory is out of order: checked against the index alone.
+            in_place = blob_id[:2] == top and blob_id[2:4] == leaf.name
+            if not in_place or blob_id not in referenced:
+                if not self._claimed_since(leaf / name):
+                    unreferenced += 1
+        if current is not None:
+            run.drive_walked(drive.drive_id, current, removed, unreferenced)
+            walked.add()
         return removed, unreferenced, errors
 
     def _claimed_since(self: Store, path: Path) -> bool:
@@ -242,12 +346,13 @@ class ScrubMixin:
             out.append(journal)
         return out
 
-    def _collect_intents(self: Store, referenced: set[str], pending: dict[str, Any], settled: list[Any]) -> int:
+    def _collect_intents(self: Store, referenced: SortedSpill, pending: dict[str, Any], settled: list[Any]) -> int:
         """Delete the fragments of blobs dead writers never committed; remove the journals so settled."""
         collected = 0
         journals = {journal.path: journal for journal in settled}
-        for blob_id in pending:
-            if blob_id not in referenced:
+        known = SortedMembership(referenced)
+        for blob_id in sorted(pending):
+            if blob_id not in known:
                 self._delete_uncommitted(blob_id)
                 collected += 1
         for journal in self.intents.dead_journals():
@@ -268,6 +373,118 @@ class ScrubMixin:
                     os.unlink(drive.fragment_path(blob_id, index))
                 except OSError:
                     pass
+
+
+class _ScrubRun:
+    """A scrub's state on disk (``run/scrub``): the spilled referenced ids and the checkpoint.
+
+    One scrub at a time holds it (a lock file). A checkpoint left by a
+    killed scrub is continued when it was made against the same index with
+    the same verdict on it; otherwise it is discarded.
+    """
+
+    def __init__(self, store: Store, report: ScrubReport, checkpoint_seconds: float) -> None:
+        self.dir = store.run_dir / "scrub"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.dir.parent / "scrub.lock", "a")
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)  # another scrub of this store runs: wait for it
+        self.path = self.dir / "checkpoint.json"
+        self.report = report
+        index_id = store.index.state()["index_id"]
+        state = _load_json(self.path)
+        self._fresh = {"index_id": index_id, "trusted": report.index_trusted, "dbs": {}, "drives": {}, "verified": 0}
+        if state is None or state.get("index_id") != index_id or state.get("trusted") != report.index_trusted:
+            self._wipe()
+            state = dict(self._fresh)
+        else:
+            log.info("scrub: continuing the scrub that stopped at %s", {db: v.get("after") for db, v in state["dbs"].items()})
+            for name in _RESUMED_FIELDS:
+                setattr(report, name, state.get("report", {}).get(name, getattr(report, name)))
+        self.state = state
+        self.saved_journals: set[str] | None = set(state["journals"]) if "journals" in state else None
+        self.referenced = SortedSpill(self.dir / "referenced")
+        self._mutex = threading.Lock()
+        self._saved_at = time.monotonic()
+        self._every = checkpoint_seconds
+
+    def _wipe(self) -> None:
+        for stale in self.dir.iterdir():
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink()
+
+    def start_over(self) -> None:
+        """Forget the checkpoint: the pass begins again from nothing."""
+        self._wipe()
+        self.state = json.loads(json.dumps(self._fresh))
+        self.saved_journals = None
+        for name in _RESUMED_FIELDS:
+            setattr(self.report, name, [] if name == "lost" else 0)
+        self.referenced = SortedSpill(self.dir / "referenced")
+
+    def save_journals(self, paths: list[str]) -> None:
+        self.state["journals"] = paths
+        self._save()
+
+    def db_done(self, db: str) -> bool:
+        return bool(self.state["dbs"].get(db, {}).get("done"))
+
+    def resume_key(self, db: str) -> bytes | None:
+        after = self.state["dbs"].get(db, {}).get("after")
+        return bytes.fromhex(after) if after else None
+
+    def advance(self, db: str, key: bytes, count: int) -> None:
+        """Records of ``db`` up to ``key`` are verified and their ids spilled; checkpoint now and then."""
+        self.state["dbs"].setdefault(db, {})["after"] = key.hex()
+        self.state["verified"] += count
+        if time.monotonic() - self._saved_at >= self._every:
+            self.referenced.flush()
+            self._save()
+
+    def db_finished(self, db: str) -> None:
+        self.state["dbs"].setdefault(db, {})["done"] = True
+        self.referenced.flush()
+        self._save()
+
+    def drive_state(self, drive_id: str) -> dict[str, Any]:
+        return dict(self.state["drives"].get(drive_id, {}))
+
+    def drive_walked(self, drive_id: str, top: str, removed: int, unreferenced: int) -> None:
+        with self._mutex:
+            self.state["drives"][drive_id] = {"after": top, "removed": removed, "unreferenced": unreferenced}
+            self._save()
+
+    def walked_dirs(self) -> int:
+        done = 0
+        for entry in self.state["drives"].values():
+            try:
+                done += int(entry.get("after") or "-1", 16) + 1
+            except ValueError:
+                pass
+        return done
+
+    def _save(self) -> None:
+        self.state["report"] = {name: getattr(self.report, name) for name in _RESUMED_FIELDS}
+        tmp = self.dir / "checkpoint.json.tmp"
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.path)
+        self._saved_at = time.monotonic()
+
+    def finish(self) -> None:
+        """The scrub is complete: its state goes."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _read_seen(drive: Drive) -> dict[str, Any] | None:

@@ -12,7 +12,8 @@ timer) and ``objfs gc`` run the same engine passes from the command line.
 - lifecycle: one pass of the bucket rules every ``[lifecycle]
   interval_seconds`` (tier moves at ``max_bytes_per_second``, expirations),
   at most LIFECYCLE_BATCH actions a pass; its cursor is in the index, so the
-  next pass (or the next process) resumes where this one stopped.
+  next pass (or the next process) resumes where this one stopped;
+- replicate: sends the replication queue to the remotes (:mod:`.replicate`).
 """
 
 from __future__ import annotations
@@ -77,3 +78,6 @@ def start(nursery: trio.Nursery, store: Store, limiter: trio.CapacityLimiter) ->
         lambda: store.run_lifecycle(max_actions=LIFECYCLE_BATCH),
         _lifecycle_report,
     )
+    from . import replicate
+
+    nursery.start_soon(replicate.run, store, trio.CapacityLimiter(1))

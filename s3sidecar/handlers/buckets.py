@@ -49,7 +49,8 @@ async def delete_bucket(req: S3Request) -> Response:
 
 async def head_bucket(req: S3Request) -> Response:
     await req.engine.run(req.store.head_bucket, req.bucket)
-    return empty_response(200, {"x-amz-bucket-region": req.settings.region})
+    # x-objfs-appliance: a replicating appliance learns it may send replica writes here.
+    return empty_response(200, {"x-amz-bucket-region": req.settings.region, "x-objfs-appliance": "1"})
 
 
 async def get_location(req: S3Request) -> Response:

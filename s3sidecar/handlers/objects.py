@@ -33,6 +33,7 @@ from ..xmlio import build, http_date, iso8601, parse_delete_objects
 from .access import canned_acl
 from .lifecycle import storage_class_headers, storage_tier
 from .lock import lock_headers_of, refuse_delete_marker, require_object_lock, response_lock_headers
+from .replication import put_replica, replica_descriptor, status_headers
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
 log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def _response_headers(req: S3Request, read: _Read) -> tuple[int, dict[str, str]]
     headers = object_headers(info, checksums=checksums)
     headers.update(sse.response_headers(info.record.get("sse"), sse.read_customer_key(req.headers)))
     headers.update(storage_class_headers(req, info.record))
+    headers.update(status_headers(req, info.record))
     start, end = read.span if read.span is not None else (0, info.size)
     headers["content-length"] = str(end - start)
     status = 200
@@ -308,6 +310,9 @@ def _put_args(req: S3Request) -> dict[str, Any]:
 
 
 async def put_object(req: S3Request) -> Response:
+    replica = replica_descriptor(req)
+    if replica is not None:
+        return await put_replica(req, replica)
     args = _put_args(req)
     if_match, if_none_match = write_conditions(req)
     encryption = sse.write_encryption(req.headers)  # refused before the body is read
