@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from objfs.admin.dashboard import replication_section
 from objfs.admin.history import IngestHistory, ingest_chart, recent_events
 from objfs.store import Principal
 from objfs.stores import init_store, open_store
@@ -47,3 +48,17 @@ def test_recent_events_reads_the_tail_across_a_seal(tmp_path: Path) -> None:
     assert writes == [f"k{i}" for i in range(39, 39 - len(writes), -1)] and len(writes) >= 3  # newest first, across segments
     live = (root / "audit" / "audit.log").read_text().splitlines()
     assert json.loads(live[0])["action"] == "seal" and len(live) == 1
+
+
+def test_replication_section_names_remotes_and_backlog() -> None:
+    assert replication_section({}, None) == "<p>No remotes configured.</p>"
+    backlog = {
+        "backlog_objects": 3,
+        "backlog_bytes": 3 << 20,
+        "lag_seconds": 42.0,
+        "rate_bytes_per_second": 2048.0,
+        "failures": [{"error": "remote down"}],
+    }
+    html = replication_section({"site-b": ["pacs", "<x>"]}, backlog)
+    assert "<td>site-b</td><td>&lt;x&gt;, pacs</td>" in html
+    assert "<td>3</td><td>3.0 MiB</td><td>42 s</td><td>2.0 KiB/s</td>" in html and 'class="bad">1<' in html

@@ -85,6 +85,29 @@ def _events(events: list[dict[str, Any]]) -> str:
     return _table(["time (UTC)", "who", "action", "target", "outcome", "client"], rows) if rows else "<p>No events yet.</p>"
 
 
+def replication_section(used: dict[str, list[str]], backlog: dict[str, Any] | None) -> str:
+    """The remotes buckets replicate to, and what waits to be sent."""
+    if not used:
+        return "<p>No remotes configured.</p>"
+    remotes = _table(["remote", "buckets"], [[escape(name), escape(", ".join(sorted(b)))] for name, b in sorted(used.items())])
+    if backlog is None:
+        return remotes
+    failures = len(backlog.get("failures", []))
+    summary = _table(
+        ["backlog", "backlog size", "lag", "sending", "failing"],
+        [
+            [
+                backlog["backlog_objects"],
+                _size(backlog["backlog_bytes"]),
+                f"{backlog['lag_seconds']:.0f} s",
+                f"{_size(backlog['rate_bytes_per_second'])}/s",
+                _state(str(failures), failures == 0),
+            ]
+        ],
+    )
+    return remotes + summary
+
+
 def render(
     status: dict[str, Any],
     audit: int,
@@ -92,6 +115,7 @@ def render(
     fronts: dict[str, str | None],
     events: list[dict[str, Any]] | None = None,
     chart: str = "",
+    replication: str = "<p>No remotes configured.</p>",
 ) -> str:
     """The page for one snapshot of the store's status."""
     tiers = _table(
@@ -141,7 +165,7 @@ def render(
 <h2>Capacity per tier</h2>{tiers}<h2>Drives</h2>{drives}<h2>Queues</h2>{queues}
 <h2>Contents</h2>{contents}<h2>Ingest rate (last hour)</h2>{chart}
 <h2>Fronts</h2>{_table(["front", "state"], front_rows)}
-<h2>Replication</h2><p>No remotes configured.</p>
+<h2>Replication</h2>{replication}
 <h2>Recent events</h2>{_events(events or [])}
 </body></html>"""
 
@@ -162,7 +186,12 @@ def routes(store: Store, fronts: Any, limiter: trio.CapacityLimiter, history: In
             fronts.problems() if fronts else {},
             recent_events(store.audit),
             ingest_chart(history.rates()),
+            replication(),
         )
+
+    def replication() -> str:
+        used = store.remotes_in_use() if hasattr(store, "remotes_in_use") else {}
+        return replication_section(used, store.replication_backlog() if used else None)
 
     async def page(request: Request) -> Response:
         refused = await trio.to_thread.run_sync(login, store, request.headers.get("authorization"))
