@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         args.host = s3_config.host
     if args.port is None:
         args.port = s3_config.port
+    if args.certfile is None and s3_config.tls_certfile:
+        args.certfile, args.keyfile = s3_config.tls_certfile, s3_config.tls_keyfile
     problem = _cannot_listen(args.host, args.port)
     if problem:
         print(f"s3sidecar: {problem}", file=sys.stderr)

@@ -110,7 +110,7 @@ def dataset_offset(fp: BinaryIO) -> int:
 def peer_principal(assoc: Any) -> Principal:
     """Who asks on an association: ``dicom:<calling AE>@<peer address>`` (audited as such)."""
     requestor = assoc.requestor
-    return Principal(f"dicom:{str(requestor.ae_title).strip()}@{requestor.address}")
+    return Principal(f"dicom:{str(requestor.ae_title).strip()}@{requestor.address}", source_ip=str(requestor.address))
 
 
 class StoreHandler:

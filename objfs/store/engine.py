@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from . import access, policy
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
+from .counters import Counters
 from .crypto import KeyService, check_bucket_default, new_key_file
 from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
@@ -112,6 +113,8 @@ class Principal:
     secure_transport: bool = False
     #: May write replicas (the key another appliance replicates with).
     replication: bool = False
+    #: The front's id of the request (S3's x-amz-request-id), written on its audit lines.
+    request_id: str = field(default="", compare=False)
 
     @classmethod
     def anonymous_request(cls, *, source_ip: str = "", secure_transport: bool = False) -> Principal:
@@ -178,6 +181,7 @@ class Store(
         self.root = config.root
         self.clock = Clock()
         self.index = Index(self.root / "index")
+        self.counters = Counters(self.index, config.hot.name)
         self.spool_dir = self.root / "spool"
         self.spool_dir.mkdir(exist_ok=True)
         self.sweep_spool()  # what dead processes left staged is garbage by their own names
@@ -192,7 +196,7 @@ class Store(
         self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
         self.read_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-read")
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
-        self.audit = AuditLog(self.root / "audit")
+        self.audit = AuditLog(self.root / "audit", segment_bytes=config.audit.segment_bytes, syslog=config.audit.syslog)
         self.indexers: list[Indexer] = []
         self._health: dict[str, tuple[float, str]] = {}
         # Process-local state other processes must see: reader leases and write intents.
@@ -367,6 +371,10 @@ class Store(
 
     def record_audit(self, action: str, principal: Principal | None, outcome: str, durable: bool, **fields: Any) -> None:
         """Append one line to the audit trail (see :mod:`.audit`)."""
+        if principal is not None:
+            # Where the request came from and which one it was (None values are left off the line).
+            fields.setdefault("ip", principal.source_ip or None)
+            fields.setdefault("request", principal.request_id or None)
         self.audit.append(
             who=principal.name if principal is not None else "unknown",
             action=action,

@@ -115,9 +115,9 @@ class _Read:
 def _open_for_read(req: S3Request, body: bool) -> _Read:
     """In a worker thread: open, check conditions and range, and read small bodies at once.
 
-    HEAD opens the object too: opening touches no fragment file (readers open
-    them on the first read), and it is the engine call that audits a read by
-    ``req.principal``, which HEAD is as much as GET (it discloses the metadata).
+    HEAD opens the object too (opening touches no fragment file: readers open
+    them on the first read; SSE-C keys are checked there); its audit line is a
+    ``head``, GET's the one ``read``.
     """
     store: Store = req.store
     version = req.version_id()
@@ -126,7 +126,15 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
         # A delete marker has a version id but no body: S3 answers 405, not 404.
         refuse_delete_marker(store.head_object(req.bucket, req.key, version))
     customer_key = sse.read_customer_key(h)
-    reader = store.open_object(req.bucket, req.key, version, principal=req.principal, customer_key=customer_key)
+    if body:
+        reader = store.open_object(req.bucket, req.key, version, principal=req.principal, customer_key=customer_key)
+    else:
+        # HEAD discloses the metadata, not the body: audited as "head", so a download
+        # (HEAD, then GET) is one read line. Opening touches no fragment file.
+        store.authorize(req.principal, "head", req.bucket, req.key)
+        reader = store.open_object(req.bucket, req.key, version, customer_key=customer_key)
+        if req.principal is not None:
+            store.record_audit("head", req.principal, "ok", False, bucket=req.bucket, key=req.key, version=reader.info.version_id)
     try:
         info = reader.info
         sse.refuse_needless_key(info.record, customer_key)
