@@ -1,4 +1,4 @@
-"""objfs/progress.py on a real terminal (a pty) and a pipe, and through `objfs heal --progress`."""
+"""objfs/store/progress.py on a real terminal (a pty) and a pipe, and through `objfs heal --progress`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from objfs.progress import Progress
+from objfs.store.progress import Progress
 from objfs.stores import init_store, open_store
 
 REPO = Path(__file__).resolve().parent.parent

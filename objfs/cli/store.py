@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from objfs.progress import Progress, add_progress_flag
+from objfs.store.progress import Progress, add_progress_flag
 from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 

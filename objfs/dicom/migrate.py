@@ -60,9 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from objfs.progress import Progress
 from objfs.store import ObjectInfo, Principal, Store
 from objfs.store.errors import BucketAlreadyExists, InvalidKey, NoSuchKey, ObjectLocked, StoreError
+from objfs.store.progress import Progress
 
 from .tags import complete_file_check, looks_like_dicom
 

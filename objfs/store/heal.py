@@ -75,7 +75,7 @@ class MaintenanceMixin:
     def process_heal_queue(self: Store, progress: Any = None) -> HealReport:
         """Heal every queued object; entries of healed or vanished objects are removed, lost ones stay.
 
-        ``progress`` (an :class:`objfs.progress.Progress`) gets the queue's
+        ``progress`` (an :class:`objfs.store.progress.Progress`) gets the queue's
         length as total and one ``advance`` per entry.
         """
         report = HealReport()

@@ -60,8 +60,9 @@ from .fragments import read_footer, read_meta
 from .gc import summary
 from .index import object_key, pack, unpack, version_key
 from .links import link_key
+from .progress import Progress
 from .renames import RENAMES
-from .spill import Progress, sorted_fragments
+from .spill import sorted_fragments
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -303,7 +304,7 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
         for d in drives
     ]
     merged = heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2]))
-    bar = Progress(progress, "rebuild-index: fan-out directories scanned", 256, done=int(after or "-1", 16) + 1)
+    bar = Progress.to(progress, "rebuild-index: fan-out directories scanned", 256, done=int(after or "-1", 16) + 1)
 
     def groups() -> Iterator[tuple[str, str, list[Path]]]:
         current: tuple[str, str] | None = None
@@ -334,7 +335,7 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
         for group in groups():
             if group[0] != current_top and current_top is not None:
                 drain()  # every file of the previous fan-out directory is in: checkpoint it
-                bar.add()
+                bar.advance()
             current_top = group[0]
             window.append(group)
             if len(window) >= 2048:
@@ -343,7 +344,7 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
                 current_top = held
         drain()
     spill.apply_renames(list(renames.values()))
-    bar.finish()
+    bar.close()
 
 
 def _read_group(object_id: str, paths: list[Path], keys: KeyService) -> dict[str, Any]:
@@ -528,7 +529,7 @@ def _garbage_rows(spill: _Spill, out: _Writer, counts: dict[str, int], query: st
 def _write_keys(store, spill: _Spill, out: _Writer, buckets, counts, after, checkpoint, progress) -> None:
     """Every key's versions by the rules of the module docstring, in key order, ``out.batch`` at a time."""
     total = spill.db.execute("SELECT count(*) FROM rec WHERE kind = 'v'").fetchone()[0]
-    bar = Progress(progress, "rebuild-index: versions written", total)
+    bar = Progress.to(progress, "rebuild-index: versions written", total)
     bucket, key = after or ("", "")
     while True:
         rows = spill.db.execute(
@@ -552,10 +553,10 @@ def _write_keys(store, spill: _Spill, out: _Writer, buckets, counts, after, chec
         blobs = spill.blobs(blob_ids)
         for (b, k), entries in groups.items():
             _write_key(store, out, buckets, counts, b, k, entries, blobs, spill)
-            bar.add(len(entries))
+            bar.advance(len(entries))
         bucket, key = max(groups)
         checkpoint("keys", [bucket, key])
-    bar.finish()
+    bar.close()
 
 
 def _write_key(

@@ -69,6 +69,7 @@ class Progress:
         enabled: bool = False,
         stream: TextIO | None = None,
         interval: float | None = None,
+        done: int = 0,
     ) -> None:
         self.total, self.total_bytes = total, total_bytes
         self.label, self.unit = label, unit
@@ -81,11 +82,20 @@ class Progress:
         if interval is None:
             interval = TTY_INTERVAL if self.tty else float(os.environ.get("OBJFS_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
         self.interval = interval
-        self.done = self.bytes = 0
+        self.done, self.bytes = done, 0
+        self._resumed_at = done  # what a resumed run had done before: not part of this run's rate
         self.start = time.monotonic()
         self._last = self.start
         self._lock = threading.Lock()
         self._closed = False
+
+    @classmethod
+    def to(cls, stream: TextIO | None, label: str, total: int | None, *, done: int = 0) -> Progress:
+        """The engine's form: shown on ``stream`` (redrawn if a terminal, plain lines otherwise); None is silent."""
+        progress = cls(total, label, enabled=stream is not None, stream=stream, done=done)
+        if stream is None:
+            progress.shown = False  # background work (a worker's scrub) never draws, even on a terminal
+        return progress
 
     def set_total(self, total: int | None, total_bytes: int | None = None) -> None:
         """The total, once known (a scan that counts first)."""
@@ -111,7 +121,7 @@ class Progress:
         now = time.monotonic() if now is None else now
         elapsed = max(now - self.start, 1e-6)
         parts = [f"{self.done}/{self.total}" if self.total is not None else f"{self.done}", self.unit]
-        text = " ".join(parts) + f"  {self.done / elapsed:.1f} {self.unit}/s"
+        text = " ".join(parts) + f"  {(self.done - self._resumed_at) / elapsed:.1f} {self.unit}/s"
         if self.bytes or self.total_bytes:
             of = f"/{_size(self.total_bytes)}" if self.total_bytes else ""
             text += f"  {_size(self.bytes)}{of}  {_size(self.bytes / elapsed)}/s"
@@ -126,8 +136,8 @@ class Progress:
     def _eta(self, elapsed: float) -> float | None:
         if self.total_bytes and self.bytes:
             return max(self.total_bytes - self.bytes, 0) * elapsed / self.bytes
-        if self.total and self.done:
-            return max(self.total - self.done, 0) * elapsed / self.done
+        if self.total and self.done > self._resumed_at:
+            return max(self.total - self.done, 0) * elapsed / (self.done - self._resumed_at)
         return None
 
     def _draw(self, now: float, *, final: bool) -> None:
