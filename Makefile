@@ -45,5 +45,6 @@ install-systemd: install
 	install -d -m 0755 /etc/objfs
 	test -e /etc/objfs/objfs.env || install -m 0644 systemd/objfs.env /etc/objfs/objfs.env
 	install -m 0644 systemd/*.service systemd/*.timer /etc/systemd/system/
+	. /etc/objfs/objfs.env && if [ -e "$$OBJFS_STORE/objfs.toml" ]; then $(VENV)/bin/objfs systemd-drives "$$OBJFS_STORE"; fi
 	systemctl daemon-reload
-	@echo "now: objfs init /srv/objfs --drive /srv/drives/d0 ... && systemctl enable --now objfs objfs-scrub.timer objfs-audit-verify.timer"
+	@echo "now: objfs init /srv/objfs --drive /srv/drives/d0 ... && objfs systemd-drives /srv/objfs && systemctl daemon-reload && systemctl enable --now objfs objfs-scrub.timer objfs-audit-verify.timer"

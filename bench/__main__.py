@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = [
     "engine_bench",
     "fuse_bench",
+    "posix_bench",
     "s3_bench",
     "dicom_bench",
     "qido_scale_bench",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -54,3 +56,38 @@ def fsync_file(path: str, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_debian_package(package: str, binary: str) -> bool:
+    """Install ``package`` with apt-get if ``binary`` is missing (root only); True if it is there.
+
+    A peer the benchmark compares against is installed on demand rather than by
+    ``make install``; when that fails the caller skips the peer, loudly.
+    """
+    if shutil.which(binary):
+        return True
+    if os.geteuid() != 0:
+        print(f"!! {package} is not installed and we are not root: run `apt-get install {package}`", flush=True)
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0 or not shutil.which(binary):
+        print(f"!! apt-get install {package} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", flush=True)
+        return False
+    return True
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    """``ours/theirs`` as ``1.23x`` (blank when either is missing)."""
+    if not ours or not theirs:
+        return ""
+    return f"{ours / theirs:.2f}x"

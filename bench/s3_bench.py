@@ -1,15 +1,26 @@
-"""S3 sidecar throughput beside the engine's in-process rate, measured in the same run.
+"""S3 sidecar throughput and CPU beside moto's server and the disk, measured in the same run.
 
     python -m bench.s3_bench [--quick] [--store DIR] [--workers 1 2]
 
-For 512 KiB objects (8 concurrent clients) and 64 MiB objects (1 client),
-PUT and GET are timed first against the engine in this process (8 or 1
-threads calling ``Store`` directly), then over HTTP against ``s3sidecar
---workers N`` for each N. The table gives MB/s and the ratio to the engine
-(the HTTP overhead); every figure is the best of two runs. Clients are lean
-(one process each, http.client, keep-alive, SigV4 with UNSIGNED-PAYLOAD) so
-they cost as little CPU as possible: on a small machine clients and server
-share the cores, which the ratio includes.
+For 512 KiB objects (8 concurrent clients) and 32 MiB objects (1 client),
+PUT and GET are timed against the engine in this process (threads calling
+``Store`` directly: the floor the HTTP layer adds to), over HTTP against
+``s3sidecar --workers N`` for each N, and against ``moto_server`` (moto's
+in-memory S3, not durable: the peer a user would try first) on loopback.
+The disk's own rate (32 MiB files written and fdatasynced beside the store)
+is measured too. Every figure is the best of two runs; the server's CPU time
+(all its threads and worker processes, from psutil before and after a case)
+is divided by the requests it served and printed per request; the engine's
+own CPU per call is printed beside it, so the difference is what the HTTP
+layer costs. The last table gives the ratios the speed targets (issue 10)
+are stated in.
+
+Clients are lean (one process each, http.client, keep-alive, SigV4 with
+UNSIGNED-PAYLOAD) so they cost as little CPU as possible: on a small machine
+clients and server share the cores, which every figure includes. moto comes
+from PyPI (``pip install 'moto[server]'``); ``$MOTO_SERVER`` names its
+command if ``moto_server`` is not on the PATH, and without it the moto
+columns are left out.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import hmac
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -151,24 +163,78 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# -- servers -------------------------------------------------------------------------
+
+
+def wait_listening(proc: subprocess.Popen, port: int, what: str, settle: float = 0.2) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                time.sleep(settle)  # let every worker finish starting
+                return
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
 def start_server(store: Path, workers: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "s3sidecar.server", str(store), "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    wait_listening(proc, port, "s3sidecar", 1.0 if workers > 1 else 0.2)
+    return proc, port
+
+
+def moto_command() -> list[str] | None:
+    found = os.environ.get("MOTO_SERVER") or shutil.which("moto_server")
+    return [found] if found else None
+
+
+def start_moto(command: list[str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(proc, port, "moto_server")
+    client = Client(port, Signer("testing", "testing"))
+    headers = client.signer.headers("PUT", "/bench", client.host)
+    client.conn.request("PUT", "/bench", body=b"", headers={**headers, "Content-Length": "0"})
+    reply = client.conn.getresponse()
+    reply.read()
+    if reply.status != 200:
+        raise RuntimeError(f"moto: CreateBucket answered {reply.status}")
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its children (Hypercorn's worker processes)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                time.sleep(1.0 if workers > 1 else 0.2)  # let every worker finish starting
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("s3sidecar did not start")
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 # -- the benchmark ------------------------------------------------------------------
+
+TODAY_PUT_RATE = 120.0  # 512 KiB PUTs/s at 8 clients before issue 10 (the target is twice that)
 
 
 def cases(quick: bool) -> list[dict]:
@@ -176,8 +242,8 @@ def cases(quick: bool) -> list[dict]:
     return [
         {"op": "PUT", "size": 512 * KiB, "clients": 8, "seconds": small_secs, "count": None},
         {"op": "GET", "size": 512 * KiB, "clients": 8, "seconds": small_secs, "count": None},
-        {"op": "PUT", "size": 64 * MiB, "clients": 1, "seconds": 0, "count": 1 if quick else 3},
-        {"op": "GET", "size": 64 * MiB, "clients": 1, "seconds": 0, "count": 2 if quick else 5},
+        {"op": "PUT", "size": 32 * MiB, "clients": 1, "seconds": 0, "count": 3 if quick else 8},
+        {"op": "GET", "size": 32 * MiB, "clients": 1, "seconds": 0, "count": 3 if quick else 10},
     ]
 
 
@@ -185,29 +251,56 @@ def body_of(size: int) -> bytes:
     return (os.urandom(64 * KiB) * (size // (64 * KiB) + 1))[:size]
 
 
-def engine_rates(store_path: Path, plan: list[dict]) -> list[float]:
+def disk_rate(directory: Path, size: int, count: int) -> float:
+    """Bytes/s of writing ``size``-byte files and fdatasyncing each, beside the store (the floor of any durable PUT)."""
+    body = body_of(size)
+    best = 0.0
+    for _ in range(REPEATS):
+        start = time.monotonic()
+        for i in range(count):
+            path = directory / f"disk-baseline-{i}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        best = max(best, size * count / (time.monotonic() - start))
+        for i in range(count):
+            (directory / f"disk-baseline-{i}").unlink()
+    return best
+
+
+def engine_rates(store_path: Path, plan: list[dict]) -> list[tuple[float, float]]:
+    """(bytes/s, CPU seconds per call) of each case against the engine in this process (threads calling ``Store``)."""
     from objfs.store import Store
 
     rates = []
     with Store.open(store_path) as store:
         store.create_bucket("bench")
         for case in plan:
-            size, body = case["size"], body_of(case["size"])
+            body = body_of(case["size"])
             prefix = f"{case['size']}"
+            calls = [0]
             if case["op"] == "PUT":
 
-                def work(t: int, i: int, body=body, prefix=prefix) -> int:
+                def work(t: int, i: int, body=body, prefix=prefix, calls=calls) -> int:
+                    calls[0] += 1
                     return store.put_object("bench", f"{prefix}/{t}/{i % 16}", body).size
 
             else:
 
-                def work(t: int, i: int, prefix=prefix) -> int:
+                def work(t: int, i: int, prefix=prefix, calls=calls) -> int:
+                    calls[0] += 1
                     with store.open_object("bench", f"{prefix}/{t}/0") as reader:
                         return sum(len(c) for c in reader.iter_range())
 
-            rates.append(best_of(case, work))
+            cpu_before = cpu_seconds(os.getpid())
+            rate = best_of(case, work)
+            rates.append((rate, (cpu_seconds(os.getpid()) - cpu_before) / max(calls[0], 1)))
             del body
-            _ = size
     return rates
 
 
@@ -231,52 +324,96 @@ def _client_process(port: int, key: dict, case: dict, prefix: str, t: int, barri
         ):
             done += once(i)
             i += 1
-        results.put((done, start, time.monotonic()))
+        results.put((done, i, start, time.monotonic()))
 
 
-def http_rates(store_path: Path, workers: int, key: dict, plan: list[dict]) -> list[float]:
+def http_rates(pid: int, port: int, key: dict, plan: list[dict]) -> list[tuple[float, float]]:
+    """(bytes/s, server CPU seconds per request) of each case against the server listening on ``port``."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
+    rates = []
+    for case in plan:
+        n = case["clients"]
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        prefix = f"/bench/{case['size']}"
+        clients = [ctx.Process(target=_client_process, args=(port, key, case, prefix, t, barrier, results)) for t in range(n)]
+        cpu_before = cpu_seconds(pid)
+        for c in clients:
+            c.start()
+        best, requests = 0.0, n  # one warm-up request per client
+        for _ in range(REPEATS):
+            runs = [results.get(timeout=600) for _ in range(n)]
+            elapsed = max(r[3] for r in runs) - min(r[2] for r in runs)
+            best = max(best, sum(r[0] for r in runs) / elapsed)
+            requests += sum(r[1] for r in runs)
+        for c in clients:
+            c.join()
+            if c.exitcode:
+                raise RuntimeError(f"a benchmark client failed ({c.exitcode})")
+        rates.append((best, (cpu_seconds(pid) - cpu_before) / requests))
+    return rates
+
+
+def sidecar_rates(store_path: Path, workers: int, key: dict, plan: list[dict]) -> list[tuple[float, float]]:
     proc, port = start_server(store_path, workers)
     try:
-        rates = []
-        for case in plan:
-            n = case["clients"]
-            barrier, results = ctx.Barrier(n), ctx.Queue()
-            prefix = f"/bench/{case['size']}"
-            clients = [ctx.Process(target=_client_process, args=(port, key, case, prefix, t, barrier, results)) for t in range(n)]
-            for c in clients:
-                c.start()
-            best = 0.0
-            for _ in range(REPEATS):
-                runs = [results.get(timeout=600) for _ in range(n)]
-                elapsed = max(r[2] for r in runs) - min(r[1] for r in runs)
-                best = max(best, sum(r[0] for r in runs) / elapsed)
-            for c in clients:
-                c.join()
-                if c.exitcode:
-                    raise RuntimeError(f"a benchmark client failed ({c.exitcode})")
-            rates.append(best)
-        return rates
+        return http_rates(proc.pid, port, key, plan)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def moto_rates(command: list[str], plan: list[dict]) -> list[tuple[float, float]]:
+    proc, port = start_moto(command)
+    try:
+        return http_rates(proc.pid, port, {"access_key": "testing", "secret_key": "testing"}, plan)
+    finally:
+        stop(proc)
+
+
+def _size_name(size: int) -> str:
+    return f"{size // MiB}MiB" if size >= MiB else f"{size // KiB}KiB"
+
+
+def targets(
+    plan: list[dict], objfs: list[tuple[float, float]], moto: list[tuple[float, float]] | None, disk: float
+) -> list[list[object]]:
+    """The issue-10 targets: [what, value, target, met]."""
+    rows: list[list[object]] = []
+    for i, case in enumerate(plan):
+        rate, cpu = objfs[i]
+        per_s = rate / case["size"]
+        name = f"{case['op']} {_size_name(case['size'])} x{case['clients']}"
+        if case["op"] == "PUT" and case["size"] < MiB:
+            rows.append([f"{name}: PUTs/s / today's {TODAY_PUT_RATE:.0f}/s", per_s / TODAY_PUT_RATE, ">= 2.00"])
+            rows.append([f"{name}: server CPU ms per PUT", cpu * 1e3, "<= 4.00"])
+        if case["op"] == "PUT" and case["size"] >= MiB:
+            rows.append([f"{name}: MB/s / disk write+fdatasync", rate / disk, ">= 0.60"])
+        if moto is not None and not (case["op"] == "PUT" and case["size"] >= MiB):  # no moto target for big PUTs
+            wanted = ">= 1.00" if case["op"] == "PUT" else ">= 1.20"
+            rows.append([f"{name}: objfs / moto", rate / moto[i][0], wanted])
+    for row in rows:
+        bound = float(str(row[2])[3:])
+        value = float(row[1])  # type: ignore[arg-type]
+        row.append("yes" if (value >= bound if str(row[2]).startswith(">=") else value <= bound) else "NO")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short runs (about half a minute)")
+    p.add_argument("--quick", action="store_true", help="short runs (about a minute)")
     p.add_argument("--store", help="store directory to create (default: a temporary one)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--no-moto", action="store_true", help="leave moto out")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from bench.common import table
     from objfs.store import init_store
 
+    moto_cmd = None if args.no_moto else moto_command()
+    if moto_cmd is None and not args.no_moto:
+        print("moto_server not found (pip install 'moto[server]' or set MOTO_SERVER): moto columns left out")
     with tempfile.TemporaryDirectory(prefix="s3bench-") as tmp:
         store_path = Path(args.store) if args.store else Path(tmp) / "store"
         init_store(store_path).close()
@@ -288,27 +425,40 @@ def main(argv: list[str] | None = None) -> int:
         )
         key = json.loads(out.stdout)
         plan = cases(args.quick)
+        big = max(c["size"] for c in plan)
+        disk = disk_rate(store_path.parent, big, 3 if args.quick else 8)
         engine = engine_rates(store_path, plan)
-        results = {w: http_rates(store_path, w, key, plan) for w in args.workers}
+        results = {w: sidecar_rates(store_path, w, key, plan) for w in args.workers}
+    moto = moto_rates(moto_cmd, plan) if moto_cmd else None
 
-    head = f"{'op':<4} {'size':>7} {'clients':>7} {'engine MB/s':>12}" + "".join(
-        f" {f'{w} worker' + ('s' if w > 1 else '') + ' MB/s':>16} {'ratio':>6}" for w in args.workers
-    )
-    print(head)
-    print("-" * len(head))
-    rows = []
+    header = ["op", "size", "clients", "engine MB/s", "CPU ms/req"]
+    for w in args.workers:
+        header += [f"objfs/{w}w MB/s", "req/s", "CPU ms/req", "/engine"]
+    if moto is not None:
+        header += ["moto MB/s", "req/s", "CPU ms/req"]
+    rows, records = [], []
     for i, case in enumerate(plan):
-        size = f"{case['size'] // MiB}MiB" if case["size"] >= MiB else f"{case['size'] // KiB}KiB"
-        line = f"{case['op']:<4} {size:>7} {case['clients']:>7} {engine[i] / 1e6:>12.1f}"
-        row = {"op": case["op"], "size": case["size"], "clients": case["clients"], "engine": engine[i] / 1e6}
+        row: list[object] = [case["op"], _size_name(case["size"]), case["clients"], engine[i][0] / 1e6, engine[i][1] * 1e3]
+        record: dict = {"op": case["op"], "size": case["size"], "clients": case["clients"]}
+        record["engine"] = {"mbps": engine[i][0] / 1e6, "cpu_ms": engine[i][1] * 1e3}
         for w in args.workers:
-            rate = results[w][i]
-            line += f" {rate / 1e6:>16.1f} {rate / engine[i]:>6.2f}"
-            row[f"workers_{w}"] = rate / 1e6
+            rate, cpu = results[w][i]
+            row += [rate / 1e6, rate / case["size"], cpu * 1e3, rate / engine[i][0]]
+            record[f"workers_{w}"] = {"mbps": rate / 1e6, "cpu_ms": cpu * 1e3}
+        if moto is not None:
+            rate, cpu = moto[i]
+            row += [rate / 1e6, rate / case["size"], cpu * 1e3]
+            record["moto"] = {"mbps": rate / 1e6, "cpu_ms": cpu * 1e3}
         rows.append(row)
-        print(line)
+        records.append(record)
+    print(table(f"S3 (disk write+fdatasync of {_size_name(big)} files: {disk / 1e6:.0f} MB/s)", header, rows))
+    for w in args.workers:
+        print()
+        print(
+            table(f"targets, objfs with {w} worker(s)", ["what", "value", "target", "met"], targets(plan, results[w], moto, disk))
+        )
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"disk_mbps": disk / 1e6, "cases": records}))
     return 0
 
 

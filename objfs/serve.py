@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from objfs import workers
+from objfs import sdnotify, workers
 from objfs.store.storelock import hold_shared
 from objfs.stores import Store
 
@@ -32,12 +32,68 @@ log = logging.getLogger("objfs.serve")
 SHUTDOWN_GRACE = 60.0  # seconds the fronts get to finish in-flight work after a stop
 
 
-async def _until_signal(stop: trio.Event) -> None:
+class FrontStopped(Exception):
+    """A front stopped on its own (the mount was unmounted from outside, a server died): the run failed."""
+
+
+async def _until_signal(stop: trio.Event, signalled: list[str]) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("signal %s: stopping", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("signal %s: stopping", name)
+            signalled.append(name)
+            sdnotify.notify("STOPPING=1")
             stop.set()
             return
+
+
+async def _reload_on_hangup(store: Store) -> None:
+    """SIGHUP (``systemctl reload``): re-read objfs.toml and apply what is safe to change live."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={sdnotify.monotonic_usec()}")
+            try:
+                await trio.to_thread.run_sync(reload_config, store)
+            except Exception as exc:  # a bad file keeps the running configuration
+                log.error("reload: objfs.toml not applied: %s", exc)
+            sdnotify.notify("READY=1")
+
+
+def reload_config(store: Store) -> list[str]:
+    """Apply objfs.toml's live settings to the running ``store``; returns what changed.
+
+    Live: ``[lifecycle]`` (the engine reads it on every run). Access keys need
+    no reload: ``keys.json`` is re-read whenever it changes. Everything else
+    (tiers, drives, ports, TLS, the DICOM allowlist and AE titles) is bound
+    when a front starts: a change there is logged as needing a restart and
+    not applied, so a reload never drops the mount or a connection.
+    """
+    from dataclasses import fields, replace
+
+    from objfs.store.config import load_config
+
+    new = load_config(store.root)
+    old = store.config
+    applied = []
+    if new.lifecycle != old.lifecycle:
+        store.config = replace(old, lifecycle=new.lifecycle)
+        applied.append("lifecycle")
+    later = [f.name for f in fields(old) if f.name != "lifecycle" and getattr(new, f.name) != getattr(old, f.name)]
+    log.info("reload: applied %s", ", ".join(applied) or "nothing (no live setting changed)")
+    if later:
+        log.warning("reload: %s changed in objfs.toml; takes effect at the next restart", ", ".join(later))
+    return applied
+
+
+async def _watchdog(fronts: Any, interval: float) -> None:
+    """Ping systemd's watchdog while every front is up; a hung loop or a dead front stops the pings."""
+    while True:
+        problems = [name for name, problem in fronts.problems().items() if problem]
+        if not problems:
+            sdnotify.notify("WATCHDOG=1")
+        else:
+            log.warning("watchdog: not pinging, fronts down: %s", ", ".join(problems))
+        await trio.sleep(interval)
 
 
 async def _run_then_stop(stop: trio.Event, fn: Any, *args: Any, done: trio.Event | None = None, **kwargs: Any) -> None:
@@ -72,6 +128,7 @@ async def serve(
     dicom_stop = threading.Event()
     limiter = trio.CapacityLimiter(2)
     mount_ready, mount_done = trio.Event(), trio.Event()
+    signalled: list[str] = []
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -79,6 +136,7 @@ async def serve(
                     nursery,
                     store,
                     stop,
+                    signalled,
                     dicom_stop,
                     limiter,
                     mount_ready,
@@ -111,12 +169,16 @@ async def serve(
         dicom_stop.set()
         store.close()
         store_lock.release()
+    if not signalled:
+        # Exit non-zero, so Restart=on-failure restarts the whole appliance.
+        raise FrontStopped("a front stopped on its own (was the mount unmounted from outside?)")
 
 
 async def _start_fronts(
     nursery: trio.Nursery,
     store: Store,
     stop: trio.Event,
+    signalled: list[str],
     dicom_stop: threading.Event,
     limiter: trio.CapacityLimiter,
     mount_ready: trio.Event,
@@ -137,7 +199,8 @@ async def _start_fronts(
     says which front is still starting while the others come up.
     """
     background: trio.Nursery = await nursery.start(_background_nursery)
-    background.start_soon(_until_signal, stop)
+    background.start_soon(_until_signal, stop, signalled)
+    background.start_soon(_reload_on_hangup, store)
     nursery.start_soon(_stop_background_on, stop, background)
     from objfs.admin.app import Fronts, is_mounted, serve_admin
     from s3sidecar.server import serve_s3
@@ -159,14 +222,25 @@ async def _start_fronts(
 
     s3_host = host or store.config.s3.host
     s3_port = store.config.s3.port if port is None else port
-    addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, shutdown_trigger=stop.wait))
+    tls = {"certfile": store.config.s3.tls_certfile, "keyfile": store.config.s3.tls_keyfile}  # [s3] tls_*: HTTPS
+    addresses = await nursery.start(partial(serve_s3, store, s3_host, s3_port, **tls, shutdown_trigger=stop.wait))
     fronts.watch("s3", lambda: "stopping" if stop.is_set() else None)
     mounted = None
     if mount is not None:
         from objfs.fuse.mount import run_mount
 
         nursery.start_soon(
-            partial(_run_then_stop, stop, run_mount, store, mount, allow_other=allow_other, ready=mount_ready, done=mount_done)
+            partial(
+                _run_then_stop,
+                stop,
+                run_mount,
+                store,
+                mount,
+                allow_other=allow_other,
+                ready=mount_ready,
+                done=mount_done,
+                handle_signals=False,
+            )
         )
         with trio.move_on_after(30):
             await mount_ready.wait()
@@ -207,6 +281,10 @@ async def _start_fronts(
         dicomweb = [a + PREFIX for a in web_addresses]
         fronts.watch("dicomweb", lambda: "stopping" if stop.is_set() else None)
     workers.start(background, store, limiter)
+    sdnotify.notify("READY=1\nSTATUS=every front is up")
+    interval = sdnotify.watchdog_interval()
+    if interval is not None:
+        background.start_soon(_watchdog, fronts, interval)
     if on_ready is not None:
         on_ready(
             {
@@ -313,6 +391,9 @@ def serve_forever(store_path: Path, *, mount: Path | None = None, allow_other: b
     except StartupError as exc:
         print(f"objfs: {exc}", file=sys.stderr)
         return 2
+    except FrontStopped as exc:
+        print(f"objfs: {exc}", file=sys.stderr)
+        return 1
     except BaseException as exc:
         taken = _address_in_use(exc)
         if taken is None:

@@ -398,6 +398,7 @@ class S3App:
                 access,
                 source_ip=(scope.get("client") or ("", 0))[0],
                 secure_transport=scope.get("scheme") == "https",
+                request_id=request_id,
             )
             if not op.anonymous
             else None,

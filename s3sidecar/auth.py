@@ -20,6 +20,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Iterable
@@ -217,8 +218,12 @@ async def authorize(req: S3Request) -> None:
             await req.engine.run(functools.partial(store.authorize, req.principal, checked, bucket, key, **arguments))
 
 
-def principal_of(key: AccessKey | None, *, source_ip: str = "", secure_transport: bool = False) -> Principal:
+def principal_of(
+    key: AccessKey | None, *, source_ip: str = "", secure_transport: bool = False, request_id: str = ""
+) -> Principal:
     """The engine's principal for a key (None: an anonymous request): its name, account, rights, and where it came from."""
     if key is None:
-        return Principal.anonymous_request(source_ip=source_ip, secure_transport=secure_transport)
-    return Principal.of_key(key, "s3", source_ip=source_ip, secure_transport=secure_transport)
+        principal = Principal.anonymous_request(source_ip=source_ip, secure_transport=secure_transport)
+    else:
+        principal = Principal.of_key(key, "s3", source_ip=source_ip, secure_transport=secure_transport)
+    return dataclasses.replace(principal, request_id=request_id) if request_id else principal

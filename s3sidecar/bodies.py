@@ -10,9 +10,12 @@ Three layers:
   and the ``x-amz-checksum-*`` value (header or trailer), and enforces the
   declared length and the size limit.
 * :class:`BlockingBody` is the file-like the engine reads in its worker
-  thread; each refill is one ``trio.from_thread.run`` hop back to the event
-  loop, so at most one ASGI message (<= 64 KiB) plus one engine read
-  (one segment) are in memory per upload.
+  thread. A refill is one ``trio.from_thread.run`` hop back to the event
+  loop that gathers every ASGI message the engine's read needs (one hop per
+  segment, not one per message), and the payload hashes run in that worker
+  thread, beside the engine; at most one engine read (one segment, bounded
+  by :data:`HOP_BYTES`) plus Hypercorn's application queue are in memory
+  per upload.
 
 Guarantee: :meth:`Payload.finish` (passed to the engine as ``verify``) raises
 before the engine commits if any signature, digest or checksum fails, so a
@@ -32,6 +35,11 @@ from . import errors as S3
 from .sigv4 import ChunkedDecoder, SignedRequest
 
 CHECKSUM_PREFIX = "x-amz-checksum-"
+#: The most raw body bytes one hop from the engine's thread gathers (a
+#: segment is 1 MiB by default; the engine never asks for more than one).
+HOP_BYTES = 4 << 20
+#: What :meth:`BlockingBody.prefetch` reads on the event loop before the engine's thread starts.
+PREFETCH_BYTES = 1 << 20
 _NOT_CHECKSUMS = {"x-amz-checksum-algorithm", "x-amz-checksum-mode", "x-amz-checksum-type"}
 
 
@@ -78,6 +86,18 @@ class BodySource:
                 self.received += len(data)
                 return data
         return b""
+
+    async def take(self, want: int) -> list[bytes]:
+        """Raw messages until at least ``want`` bytes came or the body ended (``[]`` at the end)."""
+        out: list[bytes] = []
+        got = 0
+        while got < want:
+            data = await self.next()
+            if not data:
+                break
+            out.append(data)
+            got += len(data)
+        return out
 
 
 def _checksum_headers(headers: Headers) -> dict[str, str]:
@@ -173,20 +193,42 @@ class BlockingBody(io.RawIOBase):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._eof = False
+        self._prefetched: list[bytes] = []  # raw, not yet fed: hashing belongs to the worker thread
+
+    async def prefetch(self) -> None:
+        """Read the body's first :data:`PREFETCH_BYTES` now, on the event loop.
+
+        For a client that sends its body without waiting for ``100
+        Continue`` (the bytes are coming anyway): a small upload then needs
+        no hop from the engine's thread back to the event loop at all.
+        """
+        self._prefetched = await self._source.take(PREFETCH_BYTES)
 
     def readable(self) -> bool:
         return True
 
-    def _fill(self, want: int) -> None:
-        while self._buffered < want and not self._eof:
-            raw = trio.from_thread.run(self._source.next)
-            if not raw:
-                self._eof = True
-                break
+    def _feed(self, raws: list[bytes]) -> None:
+        # Hashing here, in the engine's worker thread: hashlib and zlib
+        # release the GIL on large buffers, so the event loop keeps serving.
+        for raw in raws:
             data = self._payload.feed(raw)
             if data:
                 self._chunks.append(data)
                 self._buffered += len(data)
+
+    def _fill(self, want: int) -> None:
+        if self._prefetched:
+            raws, self._prefetched = self._prefetched, []
+            self._feed(raws)
+        while self._buffered < want and not self._eof:
+            if self._source.ended:  # set by the last hop: no need to ask the event loop again
+                self._eof = True
+                break
+            raws = trio.from_thread.run(self._source.take, min(want - self._buffered, HOP_BYTES))
+            if not raws:
+                self._eof = True
+                break
+            self._feed(raws)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:

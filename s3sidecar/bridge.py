@@ -9,7 +9,7 @@ mapping the engine's vocabulary to S3's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import trio
@@ -83,6 +83,10 @@ def s3_error_for(exc: E.StoreError) -> S3.S3Error:
     return S3.InternalError()
 
 
+# For a call whose slot the caller already holds.
+_UNLIMITED = trio.CapacityLimiter(float("inf"))
+
+
 class Engine:
     """An open store plus the thread limiters the sidecar calls it through.
 
@@ -102,8 +106,17 @@ class Engine:
         """``fn(*args)`` in a worker thread; engine errors become S3 errors."""
         return await self._call(self.limiter, fn, args)
 
-    async def run_upload(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._call(self.upload_limiter, fn, args)
+    async def run_upload(self, fn: Callable[..., T], *args: Any, prefetch: Callable[[], Awaitable[None]] | None = None) -> T:
+        """``fn(*args)`` in an upload thread; ``prefetch()`` first, on the event loop, holding that thread's slot.
+
+        The slot bounds how many prefetched bodies are in memory at once,
+        as it bounds the uploads in progress.
+        """
+        if prefetch is None:
+            return await self._call(self.upload_limiter, fn, args)
+        async with self.upload_limiter:
+            await prefetch()
+            return await self._call(_UNLIMITED, fn, args)
 
     async def _call(self, limiter: trio.CapacityLimiter, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:

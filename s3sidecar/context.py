@@ -99,6 +99,16 @@ class S3Request:
         payload = Payload(self.signed, self.headers, declared=length, limit=self.settings.max_object_size)
         return BlockingBody(self.source, payload), payload, length
 
+    async def prefetch_body(self, body: BlockingBody) -> None:
+        """Read the start of an upload on the event loop, unless the client waits for ``100 Continue``.
+
+        Call once nothing the handler checks on the event loop can refuse the
+        request any more: a client that waits must get its refusal, not an
+        invitation to send.
+        """
+        if "100-continue" not in self.headers.get("expect", "").lower():
+            await body.prefetch()
+
     async def small_body(self, *, object_checksums: bool = False) -> bytes:
         """A whole XML document, verified against every digest the client sent (Content-MD5 too).
 

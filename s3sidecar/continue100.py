@@ -21,6 +21,15 @@ Guarantees, once installed:
   botocore, refused while it waits for ``100 Continue``, recognises a final
   answer only by a three-part status line.
 
+* Hypercorn reads the socket :data:`READ_SIZE` bytes at a time (its own
+  default is 64 KiB): a large upload arrives in a few large ASGI messages,
+  not one per 64 KiB, and every message costs parsing, queueing and a task
+  switch. Memory per connection stays bounded by Hypercorn's application
+  queue (``max_app_queue_size`` messages, set in :mod:`s3sidecar.server`).
+
+* A client hanging up while the server closes its connection cannot stop
+  the server (:func:`_close_between_sends`).
+
 Process-wide: it replaces ``hypercorn.protocol.H11Protocol``, so another
 Hypercorn application in the same process gets the same (standard)
 behaviour. HTTP/2 never sent the interim response and is unchanged.
@@ -35,6 +44,8 @@ from typing import Any
 
 import h11
 import hypercorn.protocol
+import hypercorn.trio.tcp_server
+import trio
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 
@@ -131,6 +142,37 @@ class DeferredContinueH11Protocol(H11Protocol):
             await self._send_h11_event(h11.InformationalResponse(status_code=100, headers=self.config.response_headers("h11")))
 
 
+_hypercorn_close = hypercorn.trio.tcp_server.TCPServer._close
+
+
+async def _close_between_sends(self: hypercorn.trio.tcp_server.TCPServer) -> None:
+    """Hypercorn's ``TCPServer._close``, its half-close taken under the connection's send lock.
+
+    Hypercorn half-closes (``send_eof``, which holds the stream's send side
+    across a checkpoint) without the lock its other sends take: a client
+    that hangs up while the server closes can make Hypercorn's error answer
+    collide with it, and the BusyResourceError escapes to the server's
+    nursery and stops the whole server. A send already in progress (the lock
+    is held, maybe on a client that does not read) is not waited for: the
+    half-close is skipped, as Hypercorn skips it when the stream is busy.
+    """
+    try:
+        self.send_lock.acquire_nowait()
+    except trio.WouldBlock:
+        await self.stream.aclose()
+        return
+    try:
+        await _hypercorn_close(self)
+    finally:
+        self.send_lock.release()
+
+
+#: Bytes Hypercorn asks the socket for per read (its module constant, read on every call).
+READ_SIZE = 256 << 10
+
+
 def install() -> None:
     """Make every Hypercorn HTTP/1.1 connection of this process defer ``100 Continue`` (idempotent)."""
     hypercorn.protocol.H11Protocol = DeferredContinueH11Protocol  # type: ignore[misc]
+    hypercorn.trio.tcp_server.MAX_RECV = READ_SIZE
+    hypercorn.trio.tcp_server.TCPServer._close = _close_between_sends  # type: ignore[method-assign]

@@ -56,6 +56,11 @@ def build_config(
     # Also bounds the time a connection may take to send its header section
     # (Hypercorn's idle timer runs until a request's headers are complete).
     config.keep_alive_timeout = settings.header_timeout
+    # ASGI messages a connection may have queued for the app: with
+    # continue100.READ_SIZE reads, (2 + 1) x 256 KiB bounds what a connection
+    # buffers, about Hypercorn's default (10 + 1) x 64 KiB, so a refused
+    # upload is not read much further (tests/s3/test_admission.py).
+    config.max_app_queue_size = 2
     config.graceful_timeout = 5
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler (journald priorities)
@@ -164,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         args.host = s3_config.host
     if args.port is None:
         args.port = s3_config.port
+    if args.certfile is None and s3_config.tls_certfile:
+        args.certfile, args.keyfile = s3_config.tls_certfile, s3_config.tls_keyfile
     problem = _cannot_listen(args.host, args.port)
     if problem:
         print(f"s3sidecar: {problem}", file=sys.stderr)

@@ -37,6 +37,7 @@ caller maps ``:authority`` to ``host``.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import hmac
 import re
@@ -104,6 +105,8 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
 
 
+# Four HMACs per request otherwise; a key signs every request of its day.
+@functools.lru_cache(maxsize=1024)
 def derive_signing_key(secret: str, date: str, region: str, service: str = "s3") -> bytes:
     """SigV4 signing key for ``date`` (``YYYYMMDD``), ``region``, ``service``."""
     k_date = _hmac(("AWS4" + secret).encode("utf-8"), date)
@@ -114,7 +117,16 @@ def _iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_CANONICAL_AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+
+
 def _parse_amz_date(text: str) -> float | None:
+    match = _CANONICAL_AMZ_DATE.fullmatch(text)
+    if match is not None:  # what every client sends: no strptime (slow) needed
+        try:
+            return _dt.datetime(*map(int, match.groups()), tzinfo=_dt.UTC).timestamp()
+        except ValueError:
+            return None
     try:
         when = _dt.datetime.strptime(text, _AMZ_DATE_FMT)
     except ValueError:

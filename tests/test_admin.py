@@ -260,6 +260,21 @@ def test_dashboard_in_headless_chromium_shows_tiers_drives_and_queues(appliance:
     page = done.stdout
     assert "<h2>Capacity per tier</h2>" in page, page + done.stderr[-2000:]
     assert ">hot<" in page and ">4+2<" in page and ">6 / 6<" in page
-    assert page.count('<span class="ok">ok</span>') == 6
+    drives = page.split("<h2>Drives</h2>", 1)[1].split("<h2>", 1)[0]
+    assert drives.count('<span class="ok">ok</span>') == 6
+    assert "<h2>Recent events</h2>" in page and "<h2>Ingest rate (last hour)</h2>" in page
     assert "<th>heal queue</th>" in page and "<th>GC queue</th>" in page
     assert "ready" in page and "NOT READY" not in page
+
+
+def test_dashboard_shows_recent_events_ingest_and_replication(appliance: Appliance) -> None:
+    appliance.s3.create_bucket(Bucket="events")
+    appliance.s3.put_object(Bucket="events", Key="study/ev1.dcm", Body=b"e" * 1000)
+    basic = base64.b64encode(f"{appliance.key[0]}:{appliance.key[1]}".encode()).decode()
+    status, page = appliance.get("/", {"Authorization": f"Basic {basic}"})
+    assert status == 200
+    events = page.split("<h2>Recent events</h2>", 1)[1]
+    newest = events.split("</tr>")[1]  # the row after the header: the newest line
+    assert "s3:admin" in newest and ">write<" in newest and "events/study/ev1.dcm" in newest and "127.0.0.1" in newest
+    assert "<h2>Ingest rate (last hour)</h2>" in page and "<script" not in page
+    assert "<h2>Replication</h2><p>No remotes configured.</p>" in page

@@ -32,6 +32,7 @@ from objfs.httpserve import serve_asgi
 from objfs.store import Store
 
 from . import dashboard, meter
+from .history import IngestHistory
 from .metrics import StoreCollector
 
 _OCTAL = re.compile(r"\\([0-7]{3})")  # /proc/self/mounts writes a space as \040
@@ -90,8 +91,13 @@ def readiness(store: Store, fronts: Fronts | None) -> list[str]:
     return reasons
 
 
-def create_app(store: Store, fronts: Fronts | None = None) -> Starlette:
-    """The admin app over an open ``store``; ``fronts`` (from ``objfs serve``) feed readiness."""
+def create_app(store: Store, fronts: Fronts | None = None, history: IngestHistory | None = None) -> Starlette:
+    """The admin app over an open ``store``; ``fronts`` (from ``objfs serve``) feed readiness.
+
+    ``history`` keeps the ingest-rate samples, taken at each scrape of
+    ``/metrics`` and each dashboard page (one per minute by default).
+    """
+    history = history if history is not None else IngestHistory()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, fronts))
     limiter = trio.CapacityLimiter(1)  # one scrape at a time reads the index and the drives
@@ -104,6 +110,8 @@ def create_app(store: Store, fronts: Fronts | None = None) -> Starlette:
         return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
     def exposition() -> bytes:
+        totals = store.counters.totals()
+        history.sample(totals["objects"], totals["bytes"])
         return generate_latest(meter.REGISTRY) + generate_latest(registry)
 
     async def metrics(request: Request) -> Response:
@@ -111,7 +119,7 @@ def create_app(store: Store, fronts: Fronts | None = None) -> Starlette:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
-    routes += dashboard.routes(store, fronts, limiter)
+    routes += dashboard.routes(store, fronts, limiter, history)
     return Starlette(routes=routes)
 
 

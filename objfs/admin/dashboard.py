@@ -1,4 +1,5 @@
-"""The dashboard at ``/`` of the admin port: capacity per tier, drives, queues, fronts.
+"""The dashboard at ``/`` of the admin port: capacity per tier, drives, queues, fronts,
+replication, recent events (the audit log's tail) and an ingest-rate chart (inline SVG).
 
 One server-rendered HTML page (no script, no external resource: it works
 offline and passes any content-security policy), refreshed by the browser
@@ -22,6 +23,7 @@ from starlette.routing import Route
 
 from objfs.store import Store
 
+from .history import IngestHistory, ingest_chart, recent_events
 from .metrics import audit_length
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="objfs admin", charset="UTF-8"'}
@@ -65,7 +67,56 @@ def _state(text: str, ok: bool) -> str:
     return f'<span class="{"ok" if ok else "bad"}">{escape(text)}</span>'
 
 
-def render(status: dict[str, Any], audit: int, reasons: list[str], fronts: dict[str, str | None]) -> str:
+def _events(events: list[dict[str, Any]]) -> str:
+    rows = []
+    for e in events:
+        target = "/".join(str(e[k]) for k in ("bucket", "key") if e.get(k))
+        outcome = str(e.get("outcome", ""))
+        rows.append(
+            [
+                escape(str(e.get("t", ""))),
+                escape(str(e.get("who", ""))),
+                escape(str(e.get("action", ""))),
+                escape(target or str(e.get("detail", ""))),
+                _state(outcome, outcome == "ok"),
+                escape(str(e.get("ip", ""))),
+            ]
+        )
+    return _table(["time (UTC)", "who", "action", "target", "outcome", "client"], rows) if rows else "<p>No events yet.</p>"
+
+
+def replication_section(used: dict[str, list[str]], backlog: dict[str, Any] | None) -> str:
+    """The remotes buckets replicate to, and what waits to be sent."""
+    if not used:
+        return "<p>No remotes configured.</p>"
+    remotes = _table(["remote", "buckets"], [[escape(name), escape(", ".join(sorted(b)))] for name, b in sorted(used.items())])
+    if backlog is None:
+        return remotes
+    failures = len(backlog.get("failures", []))
+    summary = _table(
+        ["backlog", "backlog size", "lag", "sending", "failing"],
+        [
+            [
+                backlog["backlog_objects"],
+                _size(backlog["backlog_bytes"]),
+                f"{backlog['lag_seconds']:.0f} s",
+                f"{_size(backlog['rate_bytes_per_second'])}/s",
+                _state(str(failures), failures == 0),
+            ]
+        ],
+    )
+    return remotes + summary
+
+
+def render(
+    status: dict[str, Any],
+    audit: int,
+    reasons: list[str],
+    fronts: dict[str, str | None],
+    events: list[dict[str, Any]] | None = None,
+    chart: str = "",
+    replication: str = "<p>No remotes configured.</p>",
+) -> str:
     """The page for one snapshot of the store's status."""
     tiers = _table(
         ["tier", "EC", "drives ok", "usable", "usable free", "redundancy left"],
@@ -112,16 +163,35 @@ def render(status: dict[str, Any], audit: int, reasons: list[str], fronts: dict[
 <body><h1>objfs</h1><p>Store {escape(status["store"])} (format {status["format"]}): {ready}</p>
 {f"<h2>Degraded</h2><ul>{degraded}</ul>" if degraded else ""}
 <h2>Capacity per tier</h2>{tiers}<h2>Drives</h2>{drives}<h2>Queues</h2>{queues}
-<h2>Contents</h2>{contents}<h2>Fronts</h2>{_table(["front", "state"], front_rows)}
+<h2>Contents</h2>{contents}<h2>Ingest rate (last hour)</h2>{chart}
+<h2>Fronts</h2>{_table(["front", "state"], front_rows)}
+<h2>Replication</h2>{replication}
+<h2>Recent events</h2>{_events(events or [])}
 </body></html>"""
 
 
-def routes(store: Store, fronts: Any, limiter: trio.CapacityLimiter) -> list[Route]:
+def routes(store: Store, fronts: Any, limiter: trio.CapacityLimiter, history: IngestHistory | None = None) -> list[Route]:
     """The dashboard's routes over ``store`` (``fronts``: the Fronts of objfs serve, or None)."""
     from .app import readiness
 
+    history = history if history is not None else IngestHistory()
+
     def snapshot() -> str:
-        return render(store.status(), audit_length(store), readiness(store, fronts), fronts.problems() if fronts else {})
+        status = store.status()
+        history.sample(status["objects"], status["bytes"])
+        return render(
+            status,
+            audit_length(store),
+            readiness(store, fronts),
+            fronts.problems() if fronts else {},
+            recent_events(store.audit),
+            ingest_chart(history.rates()),
+            replication(),
+        )
+
+    def replication() -> str:
+        used = store.remotes_in_use() if hasattr(store, "remotes_in_use") else {}
+        return replication_section(used, store.replication_backlog() if used else None)
 
     async def page(request: Request) -> Response:
         refused = await trio.to_thread.run_sync(login, store, request.headers.get("authorization"))

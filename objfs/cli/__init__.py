@@ -24,11 +24,11 @@ from objfs import __version__
 from objfs.store.errors import StoreError
 from objfs.store.storelock import StoreBusy
 
-from . import dicom, dicomweb, keys, kms, lifecycle, mount, objects, remote, replication, serve, store, tier, worm
+from . import dicom, dicomweb, keys, kms, lifecycle, mount, objects, remote, replication, serve, store, systemd, tier, worm
 
 __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
-COMMAND_GROUPS = (store, keys, kms, objects, worm, mount, dicom, dicomweb, serve, tier, lifecycle, remote, replication)
+COMMAND_GROUPS = (store, keys, kms, objects, worm, mount, dicom, dicomweb, serve, systemd, tier, lifecycle, remote, replication)
 EXIT_BROKEN_PIPE = 128 + 13  # what the shell reports for a process ended by SIGPIPE
 
 

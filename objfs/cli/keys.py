@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from typing import Any
 
 from objfs.stores import Store
@@ -31,6 +32,11 @@ def register(subparsers: Any) -> None:
     keysub = p.add_subparsers(dest="key_command", required=True)
     k = store_command(keysub, "create", "create a key; prints JSON with the secret, once", cmd_key_create)
     k.add_argument("--name", default="default")
+    k.add_argument(
+        "--shell",
+        action="store_true",
+        help='print export lines for the aws CLI instead of JSON: eval "$(objfs key create ... --shell)"',
+    )
     k.add_argument("--read-only", action="store_true")
     k.add_argument("--account", default=None, help="the account the key acts for (default: the store's default account)")
     k.add_argument("--bucket", action="append", help="limit the key to this bucket; repeat")
@@ -67,7 +73,10 @@ def cmd_key_create(args: argparse.Namespace) -> int:
             **({"account": args.account} if args.account else {}),
         )
         store.record_audit("key-create", cli_principal(), "ok", True, detail=f"{key.access_key} ({key.name})")
-    print(json.dumps({"access_key": key.access_key, "secret_key": key.secret_key}))
+    if args.shell:
+        print(f"export AWS_ACCESS_KEY_ID={shlex.quote(key.access_key)} AWS_SECRET_ACCESS_KEY={shlex.quote(key.secret_key)}")
+    else:
+        print(json.dumps({"access_key": key.access_key, "secret_key": key.secret_key}))
     return 0
 
 

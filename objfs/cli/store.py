@@ -1,4 +1,4 @@
-"""``objfs init|status|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
+"""``objfs init|status|heal|scrub|gc|replace-drive|rebuild-index|upgrade``: the store itself and its drives.
 
 Guarantee: these commands only parse arguments and call the engine; ``scrub``
 exits 1 when anything is lost or unjudgeable, so a timer unit fails loudly;
@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from objfs.store.progress import Progress, add_progress_flag
 from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 
@@ -38,7 +40,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--min-age", type=float, default=None, help="seconds (default: [gc] min_age_seconds)")
 
-    store_command(subparsers, "status", "drives, free space, objects, degraded objects", cmd_status, json=True)
+    p = store_command(
+        subparsers, "heal", "heal every object in the heal queue now (the server does it in the background)", cmd_heal, json=True
+    )
+    add_progress_flag(p)
+    p = store_command(subparsers, "status", "drives, free space, objects, degraded objects", cmd_status, json=True)
+    p.add_argument(
+        "--recount",
+        action="store_true",
+        help="recount objects and bytes from a full scan of the index (repairs the kept counters)",
+    )
 
     p = store_command(
         subparsers, "replace-drive", "format an empty replacement disk for a lost drive, then heal", cmd_replace_drive
@@ -50,6 +61,10 @@ def register(subparsers: Any) -> None:
         help="accept a path that is not a mount point (stores made with 'objfs init' without --drive always do)",
     )
 
+    p = store_command(
+        subparsers, "backup-index", "copy a consistent snapshot of the index (LMDB copy; safe while serving)", cmd_backup_index
+    )
+    p.add_argument("destination", help="a new or empty directory; gets data.mdb and snapshot.json")
     p = store_command(subparsers, "rebuild-index", "recreate the index from the drives", cmd_rebuild_index)
     p.add_argument("--force", action="store_true", help="move a non-empty index aside first")
 
@@ -98,9 +113,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heal(args: argparse.Namespace) -> int:
+    """Heal the queued objects; exits 1 when some are lost (beyond repair)."""
+    with Store.open(args.store) as store, Progress(label="heal", unit="objects", enabled=args.progress) as progress:
+        report = store.process_heal_queue(progress)
+    result = report.as_dict()
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 1 if report.lost else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the store's state; exits 0 when whole, 1 when degraded, 2 when objects are lost or unreadable."""
     with Store.open(args.store) as store:
+        if args.recount:
+            store.counters.recount()
         status = store.status()
     if args.json:
         print(json.dumps(status))
@@ -190,6 +216,31 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
         report = store.scrub()
     print(json.dumps(report.as_dict()))
     return 1 if report.lost else 0
+
+
+def cmd_backup_index(args: argparse.Namespace) -> int:
+    """LMDB's own copy (one read transaction: a consistent snapshot while writers go on), compacted."""
+    destination = Path(args.destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    if any(destination.iterdir()):
+        print(f"objfs: {destination} is not empty; give a new or empty directory", file=sys.stderr)
+        return 2
+    with Store.open(args.store) as store:
+        state = store.index.state()
+        store.index.env.copy(str(destination), compact=True)
+        counted = store.counters.totals()
+    manifest = {
+        "store": str(store.root),
+        "store_id": store.config.store_id,
+        "index_id": state["index_id"],
+        "txnid": state["txnid"],
+        "taken": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "objects": counted["objects"],
+        "bytes": counted["bytes"],
+    }
+    (destination / "snapshot.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps(manifest))
+    return 0
 
 
 def cmd_rebuild_index(args: argparse.Namespace) -> int:

@@ -34,8 +34,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bypass-governance", action="store_true", help="shorten, remove or harden GOVERNANCE retention")
     p.set_defaults(func=cmd_retention)
 
-    p = subparsers.add_parser("audit", help="verify or show the audit trail")
-    p.add_argument("action", choices=["verify", "show"])
+    p = subparsers.add_parser("audit", help="verify, show or rotate the audit trail")
+    p.add_argument("action", choices=["verify", "show", "rotate"], help="rotate: seal the live log into a segment now")
     p.add_argument("store")
     p.add_argument("--bucket")
     p.add_argument("--key", help="a key, or a prefix ending in '/' (a study)")
@@ -102,6 +102,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"TAMPERED: {problem}")
             print(json.dumps({"ok": not problems, "lines": head["lines"], "head_seq": head["seq"], "head_hash": head["hash"]}))
             return 1 if problems else 0
+        if args.action == "rotate":
+            segment = store.audit.rotate(store.clock.now())
+            print(json.dumps({"sealed": str(segment) if segment else None}))
+            return 0
         since = parse_time(args.since) if args.since else None
         for entry in store.audit.show(bucket=args.bucket, key=args.key, since=since, who=args.who):
             if args.action == "show" and args.reads_only and entry.get("action") != "read":

@@ -58,7 +58,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from objfs.store.index import Txn, fit_key, object_key
@@ -71,7 +73,16 @@ from .tags import extract_tags, s3_tags
 if TYPE_CHECKING:
     from objfs.store import Store
 
-__all__ = ["DicomIndexer", "register", "find", "find_instances", "canonical_key", "sop_locations", "study_objects"]
+__all__ = [
+    "DicomIndexer",
+    "register",
+    "find",
+    "find_instances",
+    "canonical_key",
+    "sop_locations",
+    "prepared_extract",
+    "study_objects",
+]
 
 _S = b"\0"
 _PATIENT_ATTRS = ATTRS_BY_LEVEL["PATIENT"]
@@ -111,14 +122,10 @@ class DicomIndexer:
 
     def extract(self, head: bytes, key: str) -> dict[str, Any] | None:
         """``{"dicom": tags, "tags": s3 tags}`` for a DICOM body, else None. Never raises."""
-        tags = extract_tags(head)
-        if tags is None:
-            return None
-        extra = {"dicom": tags, "tags": s3_tags(tags)}
-        header = header_json(head, whole=len(head) < HEAD_BYTES)
-        if header is not None:
-            extra["dicom_header"] = header
-        return extra
+        prepared = getattr(_prepared, "extracted", None)
+        if prepared is not None and prepared[0] == head:
+            return prepared[1]
+        return _extract(head)
 
     def on_change(self, txn: Txn, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """Remove ``old``'s entries and add ``new``'s, inside the commit transaction."""
@@ -130,6 +137,37 @@ class DicomIndexer:
             tags = new.get("dicom")
             if tags and not new.get("delete_marker"):
                 _add(txn, new, tags)
+
+
+_prepared = threading.local()
+
+
+@contextmanager
+def prepared_extract(head: bytes) -> Iterator[dict[str, Any] | None]:
+    """Extract ``head`` (the first bytes of a body about to be put) once, for the caller and the indexer.
+
+    Inside the block, :meth:`DicomIndexer.extract` on this thread returns the
+    same result for a head equal to ``head`` instead of parsing it again (the
+    gateway checks an instance's tags before it puts it); any other head is
+    parsed as usual.
+    """
+    extracted = _extract(head)
+    _prepared.extracted = (head, extracted)
+    try:
+        yield extracted
+    finally:
+        _prepared.extracted = None
+
+
+def _extract(head: bytes) -> dict[str, Any] | None:
+    tags = extract_tags(head)
+    if tags is None:
+        return None
+    extra = {"dicom": tags, "tags": s3_tags(tags)}
+    header = header_json(head, whole=len(head) < HEAD_BYTES)
+    if header is not None:
+        extra["dicom_header"] = header
+    return extra
 
 
 def register(store: Store) -> Store:

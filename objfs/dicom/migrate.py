@@ -62,6 +62,7 @@ from typing import Any, TextIO
 
 from objfs.store import ObjectInfo, Principal, Store
 from objfs.store.errors import BucketAlreadyExists, InvalidKey, NoSuchKey, ObjectLocked, StoreError
+from objfs.store.progress import Progress
 
 from .tags import complete_file_check, looks_like_dicom
 
@@ -177,51 +178,6 @@ class Journal:
             self._fp.close()
 
 
-class Progress:
-    """Files, bytes, rate and ETA on stderr: a redrawn bar on a TTY, plain lines otherwise."""
-
-    def __init__(self, total_files: int, total_bytes: int, out: TextIO = sys.stderr, interval: float | None = None) -> None:
-        self.total_files, self.total_bytes = total_files, total_bytes
-        self.files = self.bytes = 0
-        self.out = out
-        self.tty = out.isatty()
-        self.interval = interval if interval is not None else (0.2 if self.tty else 5.0)
-        self.start = time.monotonic()
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def add(self, files: int, nbytes: int) -> None:
-        with self._lock:
-            self.files += files
-            self.bytes += nbytes
-            now = time.monotonic()
-            if now - self._last >= self.interval:
-                self._last = now
-                self._draw(now)
-
-    def _draw(self, now: float, final: bool = False) -> None:
-        elapsed = max(now - self.start, 1e-6)
-        rate = self.bytes / elapsed
-        left = self.total_bytes - self.bytes
-        eta = left / rate if rate > 0 else 0.0
-        frac = self.bytes / self.total_bytes if self.total_bytes else 1.0
-        text = (
-            f"{self.files}/{self.total_files} files  {self.bytes / 1e6:.1f}/{self.total_bytes / 1e6:.1f} MB  "
-            f"{rate / 1e6:.1f} MB/s  {self.files / elapsed:.1f} files/s  ETA {eta:.0f}s"
-        )
-        if self.tty:
-            width = 24
-            bar = "#" * int(frac * width)
-            self.out.write(f"\r[{bar:<{width}}] {text}" + ("\n" if final else ""))
-        else:
-            self.out.write(f"migrate: {text}\n")
-        self.out.flush()
-
-    def finish(self) -> None:
-        with self._lock:
-            self._draw(time.monotonic(), final=True)
-
-
 def journal_path(store: Store, source: Path, bucket: str) -> Path:
     digest = hashlib.sha256(f"{source}\0{bucket}".encode()).hexdigest()[:16]
     return store.root / "migrate" / f"{digest}.jsonl"
@@ -292,7 +248,19 @@ def migrate(
                 report.unchanged += 1
             else:
                 todo.append((rel, st))
-        progress = Progress(len(todo), sum(st.st_size for _, st in todo), progress_out) if progress_out else None
+        progress = (
+            Progress(
+                len(todo),
+                "migrate",
+                unit="files",
+                total_bytes=sum(st.st_size for _, st in todo),
+                enabled=True,
+                stream=progress_out,
+                interval=None if progress_out.isatty() else 5.0,
+            )
+            if progress_out
+            else None
+        )
         principal = MIGRATION
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-migrate") as pool:
             for _ in pool.map(
@@ -300,7 +268,7 @@ def migrate(
             ):
                 pass
         if progress:
-            progress.finish()
+            progress.close()
         if verify:
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-verify") as pool:
                 list(pool.map(lambda item: _verify_one(store, src, bucket, item[0], journal, report), files))
@@ -488,7 +456,7 @@ def _copy_one(
         else:
             report.non_dicom += 1
     if progress:
-        progress.add(1, st.st_size)
+        progress.advance(1, nbytes=st.st_size)
 
 
 def _verify_one(store: Store, src: Path, bucket: str, rel: str, journal: Journal, report: Report) -> None:

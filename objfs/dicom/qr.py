@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (
 from objfs.store import Principal, Store
 from objfs.store.errors import StoreError
 
+from .direct import install_direct_send
 from .index import find, find_instances
 from .matching import LEVEL_KEYS, build_response, query_from_dataset, unmatchable_keys
 from .storage import file_meta_bytes, peer_principal
@@ -121,6 +122,7 @@ class QueryRetrieve:
         self.conn_handlers = conn_handlers
         self.spool = store.spool_area("dicom-send")
         install_send_patch()
+        install_direct_send()  # first: the move failure patch must wrap it, to see every message
         install_move_failure_patch()
 
     # -- C-FIND ---------------------------------------------------------------------

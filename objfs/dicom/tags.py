@@ -145,6 +145,14 @@ def _meta_end_and_ts(head: bytes) -> tuple[int, str | None]:
         pos += hlen + length
 
 
+def meta_transfer_syntax(head: bytes) -> str | None:
+    """The TransferSyntaxUID of the File Meta Information group at the start of ``head``, if any. Never raises."""
+    try:
+        return _meta_end_and_ts(bytes(head))[1] or None
+    except Exception:
+        return None
+
+
 def _encoding(ts: str | None, first: bytes) -> tuple[bool, bool]:
     """(implicit, little) for a dataset whose first bytes are ``first``.
 

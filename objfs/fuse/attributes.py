@@ -36,7 +36,9 @@ class AttributeOps(MountState):
             raise
         if st is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        inode = self.inodes.for_path(path, st.kind)
+        if st.kind == DIR:
+            await self._count_links(path)
+        inode = self.inodes.for_path(path, st.kind, st.alias)
         inode.lookups += 1
         return self._attrs(inode, st)
 
@@ -112,7 +114,8 @@ class AttributeOps(MountState):
         st = pyfuse3.StatvfsData()
         st.f_bsize = st.f_frsize = 4096
         st.f_blocks = cap["total"] // 4096
-        st.f_bfree = st.f_bavail = cap["free"] // 4096
+        st.f_bfree = cap["unused"] // 4096  # blocks reserved for root are free, not used (df's Used)
+        st.f_bavail = cap["free"] // 4096
         st.f_files = 1 << 32
         st.f_ffree = st.f_favail = (1 << 32) - len(self.inodes)
         st.f_namemax = NAME_MAX

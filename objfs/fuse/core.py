@@ -29,7 +29,7 @@ from objfs.store import ObjectInfo, ObjectReader, Principal, Store
 
 from . import namespace as ns
 from .errors import fuse_error
-from .inodes import DIR, FILE, LINK, Inode, InodeTable, join_path
+from .inodes import DIR, FILE, LINK, SPECIAL, Inode, InodeTable, join_path
 from .spool import Spool, attrs_of
 
 #: Seconds the kernel may cache entries and attributes: other fronts' changes show within it.
@@ -111,6 +111,10 @@ class MountState:
         self.spools: dict[int, Spool] = {}
         self._next_fh = 1
         self._mounted_ns = time.time_ns()
+        #: Directories whose entries changed through this mount: path -> when (their mtime and ctime).
+        self.dir_changed: dict[str, int] = {}
+        #: Subdirectory counts of directories (their st_nlink - 2): path -> (count, expires, monotonic).
+        self.dir_links: dict[str, tuple[int, float]] = {}
 
     async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking engine call in a worker thread; engine errors become FUSEError."""
@@ -145,6 +149,24 @@ class MountState:
         spool = self.spools[inode.ino] = Spool(self.store, inode.ino, base=base, posix=posix)
         return spool
 
+    def _touch_dir(self, *paths: str) -> None:
+        """Entries of these directories changed: their mtime and ctime move, their link count is recounted."""
+        now = time.time_ns()
+        for path in paths:
+            self.dir_changed[path] = now
+            self.dir_links.pop(path, None)
+
+    def _touch_parent(self, *paths: str) -> None:
+        self._touch_dir(*(p.rpartition("/")[0] for p in paths))
+
+    async def _count_links(self, path: str) -> None:
+        """Count ``path``'s subdirectories for its st_nlink (cached as long as the kernel caches attributes)."""
+        cached = self.dir_links.get(path)
+        if cached is not None and cached[1] > time.monotonic():
+            return
+        count = await self._run(ns.count_subdirectories, self.store, path)
+        self.dir_links[path] = (count, time.monotonic() + TIMEOUT)
+
     def _attrs(self, inode: Inode, st: ns.Stat) -> pyfuse3.EntryAttributes:
         spool = self.spools.get(inode.ino)
         size, posix = st.size, st.posix
@@ -156,17 +178,25 @@ class MountState:
             p.update(mtime_ns=stamp, atime_ns=stamp, ctime_ns=stamp)
         if st.kind == FILE and not posix.get("mtime_ns") and st.created:
             p.update(mtime_ns=int(st.created * 1e9), atime_ns=int(st.created * 1e9), ctime_ns=int(st.created * 1e9))
-        fmt = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, LINK: stat.S_IFLNK}[inode.kind]
+        changed = self.dir_changed.get(inode.path or "") if inode.kind == DIR else None
+        if changed is not None and changed > p["mtime_ns"]:
+            p.update(mtime_ns=changed, ctime_ns=max(changed, p["ctime_ns"]))
+        fmt = {DIR: stat.S_IFDIR, FILE: stat.S_IFREG, LINK: stat.S_IFLNK}.get(inode.kind)
+        if fmt is None:  # a FIFO, socket or device node: its type is in its mode
+            fmt = stat.S_IFMT(p["mode"])
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = inode.ino
         attrs.generation = 0
         attrs.entry_timeout = TIMEOUT
         attrs.attr_timeout = TIMEOUT
         attrs.st_mode = fmt | stat.S_IMODE(p["mode"])
-        attrs.st_nlink = 2 if inode.kind == DIR else 1
+        if inode.kind == DIR:
+            attrs.st_nlink = 2 + self.dir_links.get(inode.path or "", (0, 0.0))[0]
+        else:
+            attrs.st_nlink = 0 if inode.unlinked else st.links
         attrs.st_uid = p["uid"]
         attrs.st_gid = p["gid"]
-        attrs.st_rdev = 0
+        attrs.st_rdev = int(st.posix.get("rdev", 0)) if inode.kind == SPECIAL else 0
         attrs.st_size = size
         attrs.st_blksize = 128 * 1024
         attrs.st_blocks = (size + 511) // 512
@@ -194,6 +224,8 @@ class MountState:
         st = await self._stat(inode.path)
         if st is None or st.kind != inode.kind:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        if st.kind == DIR:
+            await self._count_links(inode.path)
         return st
 
     def _child(self, parent_inode: int, name: bytes) -> str:

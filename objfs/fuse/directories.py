@@ -49,7 +49,7 @@ class DirectoryOps(MountState):
             if index >= len(handle.entries):
                 return
             name, st = handle.entries[index]
-            inode = self.inodes.for_path(join_path(path, name), st.kind)
+            inode = self.inodes.for_path(join_path(path, name), st.kind, st.alias)
             if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(inode, st), index + 1):
                 return
             inode.lookups += 1
@@ -97,6 +97,7 @@ class DirectoryOps(MountState):
 
             if not await self._run(make_marker):
                 raise pyfuse3.FUSEError(errno.EEXIST)
+            self._touch_parent(path)
         return await self.lookup(parent_inode, name, ctx)  # type: ignore[attr-defined]
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -119,4 +120,5 @@ class DirectoryOps(MountState):
                 # A marker made in a bucket with default retention is a retained object too.
                 await self._check_change(st.info, "delete", principal)
                 await self._run(self.store.delete_object, bucket, key + "/", principal=principal)
+            self._touch_parent(path)
         self._free(self.inodes.unlink(path))

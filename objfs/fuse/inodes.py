@@ -29,6 +29,8 @@ import trio
 ROOT_INODE = pyfuse3.ROOT_INODE
 
 DIR, FILE, LINK = "dir", "file", "link"
+#: A FIFO, socket or device node: a metadata-only object whose POSIX mode names its type.
+SPECIAL = "special"
 
 
 @dataclass(eq=False)
@@ -41,6 +43,10 @@ class Inode:
     lookups: int = 0
     opens: int = 0
     busy: trio.Lock = field(default_factory=trio.Lock, repr=False)
+    #: Hard links: the inode's other names (``path`` is the one it is used through), and the
+    #: blob the names share (:meth:`InodeTable.for_path`'s ``alias``).
+    aliases: set[str] = field(default_factory=set, repr=False)
+    alias: str | None = None
 
     @property
     def unlinked(self) -> bool:
@@ -64,6 +70,7 @@ class InodeTable:
         root = Inode(ROOT_INODE, "", DIR, lookups=1)
         self._by_ino: dict[int, Inode] = {ROOT_INODE: root}
         self._by_path: dict[str, Inode] = {"": root}
+        self._by_alias: dict[str, Inode] = {}
         self._next = ROOT_INODE + 1
 
     def __len__(self) -> int:
@@ -79,18 +86,41 @@ class InodeTable:
     def find(self, path: str) -> Inode | None:
         return self._by_path.get(path)
 
-    def for_path(self, path: str, kind: str) -> Inode:
-        """The inode of ``path`` as a ``kind``: the known one, or a new number."""
+    def for_path(self, path: str, kind: str, alias: str | None = None) -> Inode:
+        """The inode of ``path`` as a ``kind``: the known one, or a new number.
+
+        ``alias`` names what hard links of ``path`` share (their blob): every
+        name with the same alias is one inode, as ``rsync -H`` and ``tar``
+        expect (same ``st_ino``).
+        """
         inode = self._by_path.get(path)
+        shared = self._by_alias.get(alias) if alias is not None else None
+        if shared is not None and shared.kind == kind and not shared.unlinked:
+            if inode is not shared:
+                if inode is not None:
+                    self.unlink(path)
+                self._by_path[path] = shared
+                if shared.path != path:
+                    shared.aliases.add(path)
+            return shared
         if inode is not None and inode.kind == kind:
+            if alias is not None:
+                self.set_alias(inode, alias)
             return inode
         if inode is not None:
-            self._detach(inode)
+            self.unlink(path)
         inode = Inode(self._next, path, kind)
         self._next += 1
         self._by_ino[inode.ino] = inode
         self._by_path[path] = inode
+        if alias is not None:
+            self.set_alias(inode, alias)
         return inode
+
+    def set_alias(self, inode: Inode, alias: str) -> None:
+        """``inode``'s names share ``alias``: other names seen with it are this inode."""
+        inode.alias = alias
+        self._by_alias[alias] = inode
 
     def forget(self, ino: int, count: int) -> Inode | None:
         """Drop ``count`` kernel references; returns the inode if it is now gone for good."""
@@ -108,6 +138,8 @@ class InodeTable:
     def _maybe_drop(self, inode: Inode) -> Inode | None:
         if inode.unlinked and inode.lookups == 0 and inode.opens == 0:
             self._by_ino.pop(inode.ino, None)
+            if inode.alias is not None and self._by_alias.get(inode.alias) is inode:
+                del self._by_alias[inode.alias]
             return inode
         return None
 
@@ -118,6 +150,12 @@ class InodeTable:
         """
         inode = self._by_path.get(path)
         if inode is None:
+            return None
+        if path != inode.path or inode.aliases:  # a hard link: the inode keeps its other names
+            del self._by_path[path]
+            inode.aliases.discard(path)
+            if path == inode.path:
+                inode.path = inode.aliases.pop()
             return None
         self._detach(inode)
         return self._maybe_drop(inode)
@@ -143,14 +181,19 @@ class InodeTable:
         dropped = []
         for p in replaced:
             if p not in moving:
-                inode = self._by_path[p]
-                self._detach(inode)
-                if self._maybe_drop(inode) is not None:
-                    dropped.append(inode)
+                gone = self.unlink(p)
+                if gone is not None:
+                    dropped.append(gone)
         moved = [(p, self._by_path.pop(p)) for p in moving]
         for p, inode in moved:
-            inode.path = new + p[len(old) :]
-            self._by_path[inode.path] = inode
+            target = new + p[len(old) :]
+            if inode.path == p:
+                inode.path = target
+            else:
+                inode.aliases.discard(p)
+                inode.aliases.add(target)
+            inode.aliases.discard(inode.path)
+            self._by_path[target] = inode
         return dropped
 
     def under(self, path: str) -> list[Inode]:

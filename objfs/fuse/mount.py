@@ -59,8 +59,12 @@ async def run_mount(
     allow_other: bool = False,
     foreground: bool = True,
     ready: trio.Event | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """Mount ``store`` at ``mountpoint`` and serve it until unmounted, SIGTERM or SIGINT.
+
+    With ``handle_signals=False`` the caller owns SIGTERM/SIGINT (``objfs
+    serve`` does, to tell a requested stop from a front that died).
 
     ``ready`` is set once the kernel has the mount. On return the mount is
     gone (unmounted even when the loop fails). ``foreground`` is accepted
@@ -78,7 +82,8 @@ async def run_mount(
     _raise_readahead(path)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal)
+            if handle_signals:
+                nursery.start_soon(_stop_on_signal)
             if ready is not None:
                 ready.set()
             await pyfuse3.main()

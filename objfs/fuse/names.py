@@ -1,4 +1,4 @@
-"""Names: unlink, rename, symlink, readlink.
+"""Names: unlink, rename, link, symlink, readlink.
 
 A retained or held version refuses unlink, rename and being replaced by a
 rename with EPERM, decided and audited by the engine (``store.check_change``
@@ -40,7 +40,7 @@ class NameOps(MountState):
             # delete marker, keeping the version; the file would still vanish from the
             # mount, which WORM on a filesystem forbids. So a delete is checked first.
             await self._check_change(st.info, "delete", principal)
-            if inode is not None and inode.opens and inode.kind == FILE:
+            if inode is not None and inode.opens and inode.kind == FILE and not inode.aliases:
                 # Still open: keep the bytes in the spool so the handles outlive the name.
                 async with inode.busy:
                     spool = self.spools.get(inode.ino)
@@ -49,6 +49,7 @@ class NameOps(MountState):
                     async with spool.lock:
                         await self._run(spool.load, self.store)
             await self._run(self.store.delete_object, bucket, key, principal=principal)
+        self._touch_parent(path)
         self._free(self.inodes.unlink(path))
 
     async def rename(
@@ -101,6 +102,32 @@ class NameOps(MountState):
                 await self._run(self.store.rename_object, bucket, src, dst, no_replace=no_replace, principal=principal)
         for gone in self.inodes.rename(old, new, directory=st.kind == DIR):
             self._free(gone)
+        self._touch_parent(old, new)
+        if st.kind == DIR:
+            self.dir_changed.pop(old, None)
+            self._touch_dir(new)  # its ctime: its ".." entry changed
+
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        """A hard link: the engine's second name for the same bytes (:mod:`objfs.store.links`)."""
+        node = self.inodes.get(inode)
+        if node.kind == DIR:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if node.path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        new = self._child(new_parent_inode, new_name)
+        (bucket, src), (dst_bucket, dst) = split_path(node.path), split_path(new)
+        if bucket != dst_bucket or not dst:
+            raise pyfuse3.FUSEError(errno.EXDEV)  # buckets are separate filesystems
+        if self._pending(node) is not None:
+            raise pyfuse3.FUSEError(errno.EAGAIN)  # not stored yet: its creator has not closed it
+        if await self._stat(new) is not None:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        info = await self._run(self.store.link_object, bucket, src, dst, principal=principal_of(ctx))
+        self.inodes.set_alias(node, info.record["parts"][0]["id"])
+        self._touch_parent(new)
+        return await self.lookup(new_parent_inode, new_name, ctx)  # type: ignore[attr-defined]
 
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
@@ -113,6 +140,7 @@ class NameOps(MountState):
             raise pyfuse3.FUSEError(errno.EEXIST)
         posix = {"mode": stat.S_IFLNK | 0o777, "uid": ctx.uid, "gid": ctx.gid}
         await self._run(self.store.put_object, bucket, key, bytes(target), posix=posix, principal=principal_of(ctx))
+        self._touch_parent(path)
         return await self.lookup(parent_inode, name, ctx)  # type: ignore[attr-defined]
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:

@@ -21,11 +21,13 @@ from typing import Any
 from objfs.store import NoSuchKey, ObjectInfo, Store
 from objfs.store.locks import utc_text
 
-from .inodes import DIR, FILE, LINK, split_path
+from .inodes import DIR, FILE, LINK, SPECIAL, split_path
 
 #: Read-only object metadata is exposed under this xattr prefix; setting it is EPERM.
 META_XATTR = "user.objfs."
 DIR_MODE = stat.S_IFDIR | 0o755
+#: File types stored as metadata-only objects (``mknod``): their mode carries the type, ``rdev`` the device.
+SPECIAL_TYPES = frozenset({stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK})
 
 
 @dataclass
@@ -39,12 +41,43 @@ class Stat:
     info: ObjectInfo | None = None
     #: For directories: whether a marker object (or the bucket) makes it explicit.
     explicit: bool = True
+    #: For files: how many names share the bytes (st_nlink), and the blob they share when more than one.
+    links: int = 1
+    alias: str | None = None
 
 
 def stat_of_info(info: ObjectInfo) -> Stat:
     mode = info.posix.get("mode", 0)
-    kind = LINK if stat.S_ISLNK(mode) else FILE
+    kind = LINK if stat.S_ISLNK(mode) else SPECIAL if stat.S_IFMT(mode) in SPECIAL_TYPES else FILE
     return Stat(kind, info.size, info.posix, info.modified, info)
+
+
+def with_links(store: Store, st: Stat) -> Stat:
+    """``st`` with its hard-link count (and shared blob) filled in: one index read."""
+    if st.kind != DIR and st.info is not None and st.info.record.get("parts"):
+        st.links = store.link_count(st.info)
+        if st.links > 1:
+            st.alias = st.info.record["parts"][0]["id"]
+    return st
+
+
+def count_subdirectories(store: Store, path: str) -> int:
+    """How many directories ``path`` holds (its st_nlink is 2 more).
+
+    One listing with ``/`` as delimiter: each subdirectory costs one seek,
+    each file one index entry.
+    """
+    if path == "":
+        return len(store.list_buckets())
+    bucket, key = split_path(path)
+    prefix = key + "/" if key else ""
+    count, marker = 0, ""
+    while True:
+        page = store.list_objects(bucket, prefix=prefix, delimiter="/", start_after=marker, max_keys=5000)
+        count += len(page.common_prefixes)
+        if not page.truncated or not page.next_marker:
+            return count
+        marker = page.next_marker
 
 
 def marker_stat(store: Store, bucket: str, prefix: str) -> Stat:
@@ -67,7 +100,7 @@ def stat_path(store: Store, path: str) -> Stat | None:
         settings = store.head_bucket(bucket)
         return Stat(DIR, 0, {"mode": DIR_MODE}, settings.get("created") or 0.0)
     try:
-        return stat_of_info(store.head_object(bucket, key))
+        return with_links(store, stat_of_info(store.head_object(bucket, key)))
     except NoSuchKey:
         pass
     found = marker_stat(store, bucket, key + "/")
@@ -105,7 +138,7 @@ def list_page(store: Store, path: str, marker: str, max_keys: int) -> tuple[list
     for info in page.objects:
         if info.key == prefix:
             continue  # this directory's own marker
-        entries.append((info.key[len(prefix) :], stat_of_info(info)))
+        entries.append((info.key[len(prefix) :], with_links(store, stat_of_info(info))))
     for common in page.common_prefixes:
         entries.append((common[len(prefix) : -1], marker_stat(store, bucket, common)))
     return entries, page.next_marker if page.truncated else None

@@ -2,7 +2,7 @@
 
 Translation only, one job per module: lookups and attributes in
 :mod:`.attributes`, directories in :mod:`.directories`, names (unlink,
-rename, symlinks) in :mod:`.names`, open files and reads in :mod:`.files`,
+rename, symlinks) in :mod:`.names`, special files (mknod) in :mod:`.specials`, open files and reads in :mod:`.files`,
 writes and commits in :mod:`.writes`, extended attributes in
 :mod:`.xattrs`; the namespace rules in :mod:`.namespace`, pending writes in
 :mod:`.spool`, inode numbers in :mod:`.inodes`, errno in :mod:`.errors`.
@@ -38,6 +38,7 @@ from .directories import DirectoryOps
 from .errors import fuse_error
 from .files import FileOps
 from .names import NameOps
+from .specials import SpecialOps
 from .writes import WriteOps
 from .xattrs import XattrOps
 
@@ -67,7 +68,7 @@ def _with_errno_edge(cls: type) -> type:
 
 
 @_with_errno_edge
-class ObjfsOperations(AttributeOps, DirectoryOps, NameOps, FileOps, WriteOps, XattrOps, pyfuse3.Operations):
+class ObjfsOperations(AttributeOps, DirectoryOps, NameOps, SpecialOps, FileOps, WriteOps, XattrOps, pyfuse3.Operations):
     """Buckets as directories, objects as files."""
 
     supports_dot_lookup = False

@@ -54,6 +54,7 @@ REQUIRED: dict[str, str] = {
     "copy": WRITE,
     "delete": WRITE,
     "rename": WRITE,
+    "link": WRITE,
     "setattr": WRITE,
     "setxattr": WRITE,
     "truncate": WRITE,

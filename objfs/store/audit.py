@@ -25,6 +25,22 @@ fsynced before the call returns, reads are flushed to the OS only (an
 audit line per read must not double the cost of a read). The pin is
 written after the line it names is fsynced, so on disk it never runs
 ahead of the log: a power cut can only leave it older, never a false alarm.
+
+**Sealed segments.** Once the live log reaches ``[audit] segment_bytes`` (or
+on ``objfs audit rotate``) it is sealed: kept as a read-only
+``sealed-<first seq>-<last seq>.log`` beside it, and a new live log starts
+with a ``seal`` line naming that segment, chained to its last line. The
+chain thus runs unbroken across every segment: ``verify`` reads them all,
+in order, so removing, truncating or replacing a segment (the oldest one
+included: the chain must start at seq 1) is reported like a removed line.
+A process that waited for the lock of a log sealed meanwhile reopens the new
+one (same inode check as ``logrotate``'s ``copytruncate`` avoids).
+
+**Syslog.** With ``[audit] syslog`` every line is also sent, after it is
+written, as one RFC 5424 datagram (facility authpriv, severity notice; a
+denial at warning) to ``udp://HOST:PORT`` or a unix socket such as
+``/dev/log``. Sending is best effort: a lost datagram never fails the call
+(the log on disk is the record).
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ import functools
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +61,7 @@ LOG_NAME = "audit.log"
 HEAD_NAME = "head"
 PIN_NAME = "audit.pin"  # beside the audit directory, in the store's root
 HEAD_WIDTH = 128
+SEALED_PREFIX = "sealed-"
 
 
 def _digest(entry: dict[str, Any]) -> str:
@@ -58,31 +76,109 @@ def iso(ts: float) -> str:
 class AuditLog:
     """The audit log of one store. Thread- and process-safe appends."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, segment_bytes: int = 0, syslog: str = "") -> None:
         self.directory = directory
         directory.mkdir(exist_ok=True)
         self.path = directory / LOG_NAME
         self.pin_path = directory.parent / PIN_NAME
+        self.segment_bytes = segment_bytes
+        self.exporter = SyslogExporter(syslog) if syslog else None
+
+    def _open_locked(self) -> int:
+        """The live log, open and flocked; reopened if it was sealed while this process waited."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     def append(self, *, who: str, action: str, outcome: str, now: float, durable: bool, **fields: Any) -> None:
         """Add one line; with ``durable`` it is fsynced before this returns."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = self._open_locked()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            seq, prev = self._last(fd)
-            # Lines lost behind a pin stay visible: the next line keeps the pinned numbering,
-            # so verify shows the gap even after the pins have moved past it.
-            seq = max([seq, *(p["seq"] for p in self._pins() if isinstance(p.get("seq"), int))])
-            entry = {"seq": seq + 1, "t": iso(now), "who": who, "action": action, "outcome": outcome}
-            entry.update({k: v for k, v in fields.items() if v is not None})
-            entry["prev"] = prev
-            entry["hash"] = _digest(entry)
-            os.write(fd, (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
-            if durable:
-                os.fsync(fd)
-            self._write_head(entry["seq"], entry["hash"], durable)
+            entry = self._append_locked(fd, who=who, action=action, outcome=outcome, now=now, durable=durable, **fields)
+            if self.segment_bytes and os.fstat(fd).st_size >= self.segment_bytes:
+                self._seal_locked(fd, now)
         finally:
             os.close(fd)
+        if self.exporter is not None:
+            self.exporter.send(entry)
+
+    def _append_locked(self, fd: int, *, who: str, action: str, outcome: str, now: float, durable: bool, **fields: Any) -> dict:
+        seq, prev = self._last(fd)
+        # Lines lost behind a pin stay visible: the next line keeps the pinned numbering,
+        # so verify shows the gap even after the pins have moved past it.
+        seq = max([seq, *(p["seq"] for p in self._pins() if isinstance(p.get("seq"), int))])
+        entry = {"seq": seq + 1, "t": iso(now), "who": who, "action": action, "outcome": outcome}
+        entry.update({k: v for k, v in fields.items() if v is not None})
+        entry["prev"] = prev
+        entry["hash"] = _digest(entry)
+        os.write(fd, (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
+        if durable:
+            os.fsync(fd)
+        self._write_head(entry["seq"], entry["hash"], durable)
+        return entry
+
+    # -- sealed segments ------------------------------------------------------
+
+    def rotate(self, now: float) -> Path | None:
+        """Seal the live log now (``objfs audit rotate``); returns the segment, None if the log is empty."""
+        fd = self._open_locked()
+        try:
+            return self._seal_locked(fd, now)
+        finally:
+            os.close(fd)
+
+    def _seal_locked(self, fd: int, now: float) -> Path | None:
+        """Keep the live log (whose lock ``fd`` holds) as a read-only segment; a new log starts with a ``seal`` line.
+
+        The new log is written in full (its seal line chained to the old
+        log's last line, fsynced) before it replaces the old one by rename,
+        so a crash leaves either the old log or both files, never a gap.
+        """
+        last_seq, last_hash = self._last(fd)
+        if last_seq <= 0:
+            return None
+        first = os.pread(fd, 4096, 0).split(b"\n", 1)[0]
+        try:
+            first_seq = int(json.loads(first)["seq"])
+        except (ValueError, KeyError, TypeError):
+            first_seq = 0
+        os.fsync(fd)
+        segment = self.directory / f"{SEALED_PREFIX}{first_seq:012d}-{last_seq:012d}.log"
+        entry = {"seq": last_seq + 1, "t": iso(now), "who": "system:audit", "action": "seal", "outcome": "ok"}
+        entry.update(detail=segment.name, prev=last_hash)
+        entry["hash"] = _digest(entry)
+        fresh = self.directory / (LOG_NAME + ".new")
+        with open(fresh, "wb") as f:
+            f.write((json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(fresh, 0o600)
+        live = os.fstat(fd).st_ino
+        for stale in self.directory.glob(SEALED_PREFIX + "*.log"):
+            if stale.stat().st_ino == live:  # an interrupted seal linked the live log: not a segment yet
+                stale.unlink()
+        os.link(self.path, segment)
+        os.chmod(segment, 0o400)
+        os.rename(fresh, self.path)
+        _fsync_dir(self.directory)
+        self._write_head(entry["seq"], entry["hash"], True)
+        return segment
+
+    def segments(self) -> list[Path]:
+        """The sealed segments, oldest first, then the live log."""
+        try:
+            live = self.path.stat().st_ino
+        except FileNotFoundError:
+            live = None
+        # A segment that is still the live log (a seal interrupted before its rename) is read once, as the log.
+        sealed = sorted(p for p in self.directory.glob(SEALED_PREFIX + "*.log") if p.stat().st_ino != live)
+        return [*sealed, self.path]
 
     def _last(self, fd: int) -> tuple[int, str]:
         size = os.fstat(fd).st_size
@@ -126,22 +222,22 @@ class AuditLog:
                 os.close(fd)
 
     def entries(self) -> Iterator[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                for raw in f:
-                    try:
-                        yield json.loads(raw)
-                    except ValueError:
-                        yield {"unparseable": raw.decode(errors="replace").rstrip("\n")}
-        except FileNotFoundError:
-            return
+        """Every line of every segment and of the live log, oldest first."""
+        for path in self.segments():
+            for _, entry in _lines(path):
+                yield entry
 
     def verify(self) -> tuple[list[str], dict[str, Any]]:
         """(problems, head). No problems means no line was edited, removed or reordered."""
         problems: list[str] = []
         prev, expected_seq, count = GENESIS, 1, 0
         hashes: dict[int, str] = {}
-        for lineno, entry in enumerate(self.entries(), start=1):
+        located = (
+            (str(n) if path == self.path else f"{n} of {path.name}", entry)
+            for path in self.segments()
+            for n, entry in _lines(path)
+        )
+        for lineno, entry in located:
             count += 1
             if "unparseable" in entry:
                 problems.append(f"line {lineno}: not a JSON audit entry")
@@ -183,6 +279,54 @@ class AuditLog:
                 continue
             out.append(entry)
         return out
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    yield lineno, json.loads(raw)
+                except ValueError:
+                    yield lineno, {"unparseable": raw.decode(errors="replace").rstrip("\n")}
+    except FileNotFoundError:
+        return
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SyslogExporter:
+    """Every audit line as one RFC 5424 datagram to ``udp://HOST:PORT`` or a unix socket (``/dev/log``)."""
+
+    FACILITY = 10  # authpriv: security and authorization messages
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.hostname = socket.gethostname()
+        if target.startswith("udp://"):
+            host, _, port = target[len("udp://") :].rpartition(":")
+            host = host.strip("[]") or "127.0.0.1"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.address: Any = (host, int(port or 514))
+        else:
+            family, self.address = socket.AF_UNIX, target
+        self.sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.setblocking(False)
+
+    def send(self, entry: dict[str, Any]) -> None:
+        severity = 4 if entry.get("outcome") in ("denied", "failed") else 5  # warning, notice
+        line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+        message = f"<{self.FACILITY * 8 + severity}>1 {entry.get('t', '-')} {self.hostname} objfs-audit {os.getpid()} - - {line}"
+        try:
+            self.sock.sendto(message.encode(), self.address)
+        except OSError:
+            pass  # best effort: the log on disk is the record
 
 
 def _read_pin(path: Path) -> dict[str, Any] | None:

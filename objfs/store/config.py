@@ -58,6 +58,9 @@ class S3Config:
     region: str = "us-east-1"
     max_body_bytes: int = 5 * 1024**3
     max_connections: int = 256
+    #: HTTPS under ``objfs serve`` and ``s3sidecar``: certificate and key (PEM); both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,16 @@ class AdminConfig:
 
     host: str = "127.0.0.1"
     port: int = 9100
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """``[audit]``: rotation of the audit log into sealed segments, and a copy of every line to syslog."""
+
+    #: The live log is sealed into a segment once it reaches this size (0: never rotated automatically).
+    segment_bytes: int = 64 << 20
+    #: ``udp://HOST:PORT`` or a unix datagram socket path (``/dev/log``); "" sends nothing.
+    syslog: str = ""
 
 
 #: Storage classes and the tier each maps to by default (when a tier of that name exists).
@@ -156,6 +169,7 @@ class StoreConfig:
     directory_drives: bool = False
     dicomweb: DicomwebConfig = field(default_factory=DicomwebConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     #: Seconds after a write during which a version that took its bucket's
     #: default retention may still be renamed and get its POSIX attributes
     #: set (write-to-temp-then-rename, as rsync and many PACS do). Its
@@ -210,6 +224,17 @@ def _require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _audit_config(raw: dict[str, Any], where: str) -> AuditConfig:
+    _only(raw, {"segment_bytes", "syslog"}, where)
+    segment_bytes = _optional(raw, "segment_bytes", int, 64 << 20, where)
+    if segment_bytes != 0 and segment_bytes < 4096:
+        raise ConfigError(f"{where}: segment_bytes must be 0 (no rotation) or at least 4096")
+    syslog = _optional(raw, "syslog", str, "", where)
+    if syslog and not (syslog.startswith("udp://") or syslog.startswith("/")):
+        raise ConfigError(f"{where}: syslog must be udp://HOST:PORT or the path of a unix socket such as /dev/log")
+    return AuditConfig(segment_bytes=segment_bytes, syslog=syslog)
+
+
 def _optional(table: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
     if key not in table:
         return default
@@ -257,6 +282,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         "lifecycle",
         "storage_classes",
         "admin",
+        "audit",
         "replication",
     }
     unknown = set(data) - known
@@ -307,14 +333,21 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
             raise ConfigError(f"{tw}: EC {k}+{m} needs at least {k + m} drives, {len(drives)} given")
         tiers.append(TierConfig(name=name, k=k, m=m, drives=drives, backend=backend, promote_on_read=promote))
     s3raw = _only(
-        _optional(data, "s3", dict, {}, where), {"host", "port", "region", "max_body_bytes", "max_connections"}, where + " [s3]"
+        _optional(data, "s3", dict, {}, where),
+        {"host", "port", "region", "max_body_bytes", "max_connections", "tls_certfile", "tls_keyfile"},
+        where + " [s3]",
     )
+    s3tls = {name: _optional(s3raw, name, str, None, where + " [s3]") for name in ("tls_certfile", "tls_keyfile")}
+    s3tls = {name: str(root / value) if value and not os.path.isabs(value) else value for name, value in s3tls.items()}
+    if bool(s3tls["tls_certfile"]) != bool(s3tls["tls_keyfile"]):
+        raise ConfigError(f"{where} [s3]: tls_certfile and tls_keyfile go together")
     s3 = S3Config(
         host=_optional(s3raw, "host", str, "127.0.0.1", where + " [s3]"),
         port=_port(_optional(s3raw, "port", int, 9000, where + " [s3]"), where + " [s3]"),
         region=_optional(s3raw, "region", str, "us-east-1", where + " [s3]"),
         max_body_bytes=_optional(s3raw, "max_body_bytes", int, 5 * 1024**3, where + " [s3]"),
         max_connections=_optional(s3raw, "max_connections", int, 256, where + " [s3]"),
+        **s3tls,
     )
     dw = where + " [dicom]"
     draw = _only(
@@ -372,6 +405,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         host=_optional(araw, "host", str, "127.0.0.1", where + " [admin]"),
         port=_port(_optional(araw, "port", int, 9100, where + " [admin]"), where + " [admin]"),
     )
+    audit = _audit_config(_optional(data, "audit", dict, {}, where), where + " [audit]")
     worm = _only(_optional(data, "worm", dict, {}, where), {"commit_grace_seconds"}, where + " [worm]")
     grace = _optional(worm, "commit_grace_seconds", int, 120, where + " [worm]")
     if not 0 <= grace <= 3600:
@@ -417,6 +451,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         directory_drives=directory_drives,
         dicomweb=dicomweb,
         admin=admin,
+        audit=audit,
         worm_commit_grace=float(grace),
         gc_min_age=float(gc_min_age),
         gc_reader_grace=float(gc_grace),
@@ -561,6 +596,9 @@ drives = [
 host = "127.0.0.1"
 port = 9000
 region = "us-east-1"
+# HTTPS: certificate and key (PEM, relative to the store), both or neither.
+# tls_certfile = "tls/s3.crt"
+# tls_keyfile = "tls/s3.key"
 
 [worm]
 # A file that takes its bucket's default retention may still be renamed (and
@@ -587,6 +625,13 @@ host = "127.0.0.1"
 # port = 8042
 # Browser origins allowed to call it (CORS), e.g. ["https://viewer.example"].
 cors_origins = []
+
+[audit]
+# The audit log is sealed into a read-only segment when it reaches this size;
+# the hash chain runs across segments ('objfs audit verify' checks them all).
+segment_bytes = 67108864
+# Also send every audit line to syslog: "udp://127.0.0.1:514" or "/dev/log".
+# syslog = "/dev/log"
 
 [admin]
 # Health (/healthz, /readyz), Prometheus metrics (/metrics) and the dashboard

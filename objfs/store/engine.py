@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from . import access, policy
 from .audit import AuditLog, audited, guarded
 from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
+from .counters import Counters
 from .crypto import KeyService, check_bucket_default, new_key_file
 from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
@@ -35,6 +36,7 @@ from .intents import IntentJournal
 from .keys import AccessKey, KeyRing
 from .leases import ReaderLeases
 from .lifecycle import LifecycleMixin
+from .links import LinksMixin
 from .listing import ListingMixin
 from .mover import MoverMixin
 from .multipart import MultipartMixin
@@ -111,6 +113,8 @@ class Principal:
     secure_transport: bool = False
     #: May write replicas (the key another appliance replicates with).
     replication: bool = False
+    #: The front's id of the request (S3's x-amz-request-id), written on its audit lines.
+    request_id: str = field(default="", compare=False)
 
     @classmethod
     def anonymous_request(cls, *, source_ip: str = "", secure_transport: bool = False) -> Principal:
@@ -157,6 +161,7 @@ class Store(
     ObjectsMixin,
     ListingMixin,
     RenamesMixin,
+    LinksMixin,
     RetentionMixin,
     MultipartMixin,
     MaintenanceMixin,
@@ -176,6 +181,7 @@ class Store(
         self.root = config.root
         self.clock = Clock()
         self.index = Index(self.root / "index")
+        self.counters = Counters(self.index, config.hot.name)
         self.spool_dir = self.root / "spool"
         self.spool_dir.mkdir(exist_ok=True)
         self.sweep_spool()  # what dead processes left staged is garbage by their own names
@@ -190,7 +196,7 @@ class Store(
         self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
         self.read_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-read")
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
-        self.audit = AuditLog(self.root / "audit")
+        self.audit = AuditLog(self.root / "audit", segment_bytes=config.audit.segment_bytes, syslog=config.audit.syslog)
         self.indexers: list[Indexer] = []
         self._health: dict[str, tuple[float, str]] = {}
         # Process-local state other processes must see: reader leases and write intents.
@@ -198,6 +204,7 @@ class Store(
         self.leases = ReaderLeases(self.run_dir)
         self.intents = IntentJournal(self.run_dir, self.index.state)
         self.encryption = KeyService(config.key_file)
+        self.settle_dead_renames()  # a directory rename cut short by a crash: old tree or new, before anything reads
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -317,29 +324,33 @@ class Store(
     def capacity(self) -> dict[str, int]:
         """Usable bytes of the hot tier after parity (for statfs and ``df``).
 
-        ``{"total": ..., "free": ...}``: the raw bytes of the tier's healthy
-        drives scaled by k/(k+m). Drives that share a filesystem (directory
+        ``{"total": ..., "free": ..., "unused": ...}``: the raw bytes of the
+        tier's healthy drives scaled by k/(k+m); ``free`` is what writers may
+        still use, ``unused`` also counts the blocks the drives' filesystems
+        reserve for root (statfs's f_bavail and f_bfree: ``df`` shows as Used
+        only what is really used). Drives that share a filesystem (directory
         drives on one disk) are counted once, so the figures never exceed
         what the disks hold.
         """
         tier = self.config.hot
         seen: set[int] = set()
-        total = free = 0
+        total = free = unused = 0
         for drive in self.drives[tier.name]:
             if not self.drive_healthy(drive):
                 continue
             try:
                 dev = os.stat(drive.path).st_dev
-                drive_free, drive_total = drive.free_bytes()
+                vfs = os.statvfs(drive.path)
             except OSError:
                 continue
             if dev in seen:
                 continue
             seen.add(dev)
-            total += drive_total
-            free += drive_free
+            total += vfs.f_blocks * vfs.f_frsize
+            free += vfs.f_bavail * vfs.f_frsize
+            unused += vfs.f_bfree * vfs.f_frsize
         scale = tier.k / (tier.k + tier.m)
-        return {"total": int(total * scale), "free": int(free * scale)}
+        return {"total": int(total * scale), "free": int(free * scale), "unused": int(unused * scale)}
 
     def system_principal(self, role: str) -> Principal:
         """The principal of the engine's own work (heal, gc, scrub): audited under that name."""
@@ -360,6 +371,10 @@ class Store(
 
     def record_audit(self, action: str, principal: Principal | None, outcome: str, durable: bool, **fields: Any) -> None:
         """Append one line to the audit trail (see :mod:`.audit`)."""
+        if principal is not None:
+            # Where the request came from and which one it was (None values are left off the line).
+            fields.setdefault("ip", principal.source_ip or None)
+            fields.setdefault("request", principal.request_id or None)
         self.audit.append(
             who=principal.name if principal is not None else "unknown",
             action=action,

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .crypto import seal_record
 from .fragments import read_meta, write_meta
 from .leases import LeasesUnreadable
+from .links import release_shared
 from .locks import lock_active
 from .reports import Report
 
@@ -82,6 +83,8 @@ class GarbageMixin:
         """
         now = time.time()
         for rec in records:
+            if release_shared(txn, rec):
+                continue  # another name (a hard link) still holds these blobs
             for desc in rec.get("parts", []):
                 entry = {"blob": desc, "object": rec["id"], "t": now, "rec": summary(rec), "override": override}
                 txn.put("gc", desc["id"].encode(), entry)

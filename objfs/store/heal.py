@@ -72,10 +72,19 @@ class MaintenanceMixin:
         with self.index.read() as txn:
             return [dict(v, id=k.decode()) for k, v in txn.scan("heal")]
 
-    def process_heal_queue(self: Store) -> HealReport:
-        """Heal every queued object; entries of healed or vanished objects are removed, lost ones stay."""
+    def process_heal_queue(self: Store, progress: Any = None) -> HealReport:
+        """Heal every queued object; entries of healed or vanished objects are removed, lost ones stay.
+
+        ``progress`` (an :class:`objfs.store.progress.Progress`) gets the queue's
+        length as total and one ``advance`` per entry.
+        """
         report = HealReport()
-        for item in self.heal_queue():
+        queue = self.heal_queue()
+        if progress is not None:
+            progress.set_total(len(queue))
+        for item in queue:
+            if progress is not None:
+                progress.advance(1)
             record = self._record_by_id(item["bucket"], item["key"], item["id"])
             lost_before = len(report.lost)
             if record is not None:
@@ -329,15 +338,13 @@ class MaintenanceMixin:
                     "redundancy_left": tier.m - not_ok,
                 }
             )
-        objects = versions = size = lost = 0
+        lost = 0
+        counted = self.counters.totals()  # kept counters (:mod:`.counters`), not a scan of the index
+        for tier in tiers:
+            usage = counted["per_tier"].get(tier["name"], {})
+            tier["versions"] = usage.get("versions", 0)
+            tier["stored_bytes"] = usage.get("bytes", 0)
         with self.index.read() as txn:
-            for _, rec in txn.scan("objects"):
-                if not rec.get("delete_marker"):
-                    objects += 1
-                    size += rec["size"]
-            for _, rec in txn.scan("versions"):
-                versions += 1
-                size += rec["size"]
             for _, item in txn.scan("heal"):
                 lost += str(item.get("reason", "")).startswith("beyond repair")
             heal = txn.count("heal")
@@ -365,9 +372,10 @@ class MaintenanceMixin:
             "tiers": tiers,
             "drives": drives,
             "buckets": buckets,
-            "objects": objects,
-            "noncurrent_versions": versions,
-            "bytes": size,
+            "objects": counted["objects"],
+            "noncurrent_versions": counted["noncurrent_versions"],
+            "bytes": counted["bytes"],
+            "per_bucket": counted["per_bucket"],
             "degraded_objects": heal,
             "lost_objects": lost,
             "heal_queue": heal,

@@ -53,6 +53,7 @@ import msgpack
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 DATABASES = ("buckets", "objects", "versions", "uploads", "parts", "heal", "gc", "settings", "completed")
+RECORD_DBS = frozenset({"objects", "versions"})  # version records: their changes are watched (kept counters)
 MAX_DBS = 64  # the engine's databases plus room for those of indexers registered later (LMDB fixes it at open)
 DEFAULT_MAP_SIZE = 64 << 30
 MAP_SIZE_ENV = "OBJFS_INDEX_MAP_SIZE"
@@ -144,6 +145,10 @@ class Index:
         self._group = threading.Condition()
         self._queue: list[_Pending] = []
         self._committing = False
+        #: Called as ``watcher(txn, db, old, new)`` for every put or delete of a
+        #: version record (:data:`RECORD_DBS`), inside that change's transaction
+        #: (the kept counters, :mod:`.counters`).
+        self.record_watchers: list[Callable[[Txn, str, Any, Any], None]] = []
 
     def close(self) -> None:
         self.env.close()
@@ -358,10 +363,26 @@ class Txn:
         return None if raw is None else unpack(raw)
 
     def put(self, db: str, key: bytes, value: Any) -> None:
-        self.txn.put(key, pack(value), db=self._index.dbs[db])
+        watchers = self._index.record_watchers if db in RECORD_DBS else ()
+        if not watchers:
+            self.txn.put(key, pack(value), db=self._index.dbs[db])
+            return
+        raw = self.txn.replace(key, pack(value), db=self._index.dbs[db])
+        old = None if raw is None else unpack(raw)
+        for watch in watchers:
+            watch(self, db, old, value)
 
     def delete(self, db: str, key: bytes) -> bool:
-        return self.txn.delete(key, db=self._index.dbs[db])
+        watchers = self._index.record_watchers if db in RECORD_DBS else ()
+        if not watchers:
+            return self.txn.delete(key, db=self._index.dbs[db])
+        raw = self.txn.pop(key, db=self._index.dbs[db])
+        if raw is None:
+            return False
+        old = unpack(raw)
+        for watch in watchers:
+            watch(self, db, old, None)
+        return True
 
     def scan(self, db: str, prefix: bytes = b"", start: bytes | None = None) -> Iterator[tuple[bytes, Any]]:
         """Items whose key starts with ``prefix``, from ``start`` (inclusive) on."""

@@ -117,7 +117,7 @@ class IntentJournal:
         """
         token = f"{where['id']}"
         with self._lock:
-            self._append("+m " + json.dumps({k: where.get(k) for k in ("id", "bucket", "key", "to", "gen")}))
+            self._append("+m " + json.dumps({k: where.get(k) for k in ("id", "bucket", "key", "to", "gen", "rename")}))
         return token
 
     def end_meta(self, token: str) -> None:

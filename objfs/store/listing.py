@@ -3,7 +3,7 @@
 Both are range scans of the index in key order; common prefixes are
 skipped over with a cursor seek, so a directory of 100,000 entries under
 one prefix costs one entry per common prefix, not one per key. Keys and
-prefixes of every length a key may have (1024 bytes) list in key order,
+prefixes of every length a key may have (4096 bytes) list in key order,
 also where the index keeps only the first 480 bytes of a long key (a block
 of such keys sharing their first 480 bytes is read and sorted in memory).
 """

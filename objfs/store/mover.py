@@ -40,6 +40,7 @@ from . import crypto
 from .audit import audited
 from .blobs import BlobReader, BlobWriter
 from .errors import ConfigError, DataLoss, InvalidArgument, NoSuchKey, NoSuchVersion, PreconditionFailed, StoreError
+from .links import shared_count
 from .locks import lock_active
 from .objects import ObjectInfo, ObjectReader
 from .remotetier import delete_remote_blob, is_remote, upload_blob
@@ -99,6 +100,9 @@ class MoverMixin:
             raise InvalidArgument("a delete marker has no bytes to move")
         if all(part.get("tier") == target for part in record.get("parts") or []):
             return ObjectInfo.from_record(record)
+        with self.index.read() as txn:
+            if shared_count(txn, record) > 1:
+                return ObjectInfo.from_record(record)  # hard-linked: the other names share these blobs (links.py)
         sse = record.get("sse")
         if sse and sse.get("mode") == "C":
             raise InvalidArgument(f"{bucket}/{key} is encrypted with a customer key (SSE-C): it cannot change tiers")

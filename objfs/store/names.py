@@ -1,6 +1,8 @@
 """Validation of bucket names and object keys.
 
-Bucket names follow S3's rules. Keys are UTF-8 of at most 1024 bytes with no
+Bucket names follow S3's rules. Keys are UTF-8 of at most 4096 bytes (a
+path on the mount may be as long as PATH_MAX, S3's own limit of 1024 bytes
+notwithstanding: S3 clients list, read and delete such keys too) with no
 NUL and no empty, ``.`` or ``..`` segment, because every key must also be a
 valid path under the FUSE mount. A trailing ``/`` is allowed: such a key is
 a directory marker (what S3 consoles call a folder object).
@@ -13,7 +15,7 @@ import re
 
 from .errors import InvalidBucketName, InvalidKey, KeyTooLong
 
-MAX_KEY_BYTES = 1024
+MAX_KEY_BYTES = 4096  # PATH_MAX
 MAX_SEGMENT_BYTES = 255  # NAME_MAX on the filesystems the mount is used beside
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

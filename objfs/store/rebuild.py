@@ -8,11 +8,17 @@ What the drives hold, and what each says:
   without moving data (rename, retention, legal hold, tags, attributes,
   placement after healing), a delete marker, an unfinished upload, or a
   *tombstone* (``deleted``) once the version was retired;
-- ``buckets/<name>.meta``: bucket settings, or a bucket tombstone.
+- ``buckets/<name>.meta``: bucket settings, or a bucket tombstone;
+- ``renames/<gen>-<id>.rename``: a directory rename (bucket, old and new
+  prefix, the object ids it moved, its ``gen``), written before its index
+  commit instead of one ``.meta`` per moved object.
 
 The rules, so the result is exactly the live state:
 
 1. per object id (and per bucket) the copy with the newest ``gen`` wins;
+   then the directory renames apply in ``gen`` order, each to the ids it
+   lists whose winning copy is older than it and still under its old prefix
+   (a later change of an object rewrote its metadata with its new name);
 2. tombstoned ids are gone; ids whose blobs have no fragment left were
    collected;
 3. per key, S3 allows one ``null`` version: only the newest (by ``seq``,
@@ -21,7 +27,9 @@ The rules, so the result is exactly the live state:
    counts (a tombstone there means the key is deleted); otherwise every
    remaining version is kept and the newest is current;
 5. an upload is restored when its own meta is still its newest record, with
-   the newest part per number; parts it no longer uses become garbage.
+   the newest part per number; parts it no longer uses become garbage;
+6. versions sharing blobs (hard links) are counted again, and a blob some
+   surviving version names is never garbage, whatever retired name listed it.
 
 Everything found dead by positive evidence (a tombstone, a newer null
 version, a completed or aborted upload) is queued for the garbage collector,
@@ -51,7 +59,10 @@ from .errors import StoreError
 from .fragments import read_footer, read_meta
 from .gc import summary
 from .index import object_key, pack, unpack, version_key
-from .spill import Progress, sorted_fragments
+from .links import link_key
+from .progress import Progress
+from .renames import RENAMES
+from .spill import sorted_fragments
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -125,6 +136,7 @@ CREATE TABLE IF NOT EXISTS part (blob TEXT PRIMARY KEY, upload TEXT, body BLOB);
 CREATE INDEX IF NOT EXISTS part_upload ON part (upload);
 CREATE TABLE IF NOT EXISTS owner (blob TEXT PRIMARY KEY, object TEXT);
 CREATE TABLE IF NOT EXISTS claimed (blob TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS name (blob TEXT, rec TEXT, PRIMARY KEY (blob, rec));
 """
 
 
@@ -195,6 +207,38 @@ class _Spill:
                 out[blob_id] = (frags, unpack(desc))
         return out
 
+    def apply_renames(self, renames: list[dict[str, Any]]) -> None:
+        """Move the records each directory rename moved, oldest rename first (rule 1; idempotent)."""
+        self.db.execute("BEGIN")
+        for rename in sorted(renames, key=lambda r: r["gen"]):
+            start, to, gen = rename["from"], rename["to"], rename["gen"]
+            for object_id in rename["ids"]:
+                row = self.db.execute("SELECT gen, body FROM rec WHERE id = ?", (object_id,)).fetchone()
+                if row is None or row[0] >= gen:
+                    continue
+                rec = unpack(row[1])
+                if rec.get("bucket") != rename["bucket"] or not str(rec.get("key", "")).startswith(start):
+                    continue
+                # The same fields the rename's index commit wrote (objfs/store/renames.py).
+                rec = dict(rec, key=to + rec["key"][len(start) :], gen=gen, seq=max(gen, (rec.get("seq") or 0) + 1))
+                self.db.execute("UPDATE rec SET gen = ?, key = ?, body = ? WHERE id = ?", (gen, rec["key"], pack(rec), object_id))
+        self.db.execute("COMMIT")
+
+    def shared_elsewhere(self, rec: dict[str, Any]) -> bool:
+        """Whether another version not retired names ``rec``'s blobs (a hard link, rule 6)."""
+        parts = rec.get("parts") or []
+        if not parts:
+            return False
+        first = parts[0]["id"]
+        for (body,) in self.db.execute(
+            "SELECT rec.body FROM name JOIN rec ON rec.id = name.rec WHERE name.blob = ? AND name.rec != ?",
+            (first, rec["id"]),
+        ):
+            other = unpack(body)
+            if not other.get("deleted") and (other.get("parts") or [{}])[0].get("id") == first:
+                return True
+        return False
+
     def claim(self, ids: list[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO claimed VALUES (?)", [(i,) for i in ids])
 
@@ -247,13 +291,20 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
                 if settings and "name" in settings:
                     spill.offer_bucket(settings)
     spill.db.execute("COMMIT")
+    renames: dict[str, dict[str, Any]] = {}
+    for drive in drives:
+        for name in _listdir(drive.path / RENAMES):
+            if name.endswith(".rename"):
+                rename = read_meta(drive.path / RENAMES / name)
+                if rename and "rename" in rename:
+                    renames[rename["rename"]] = rename
     after = spill.get("scanned_after") or ""
     streams = [
         _prefetched((top, leaf.name, name, leaf) for top, name, leaf in sorted_fragments(d.path / BLOBS, after=after))
         for d in drives
     ]
     merged = heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2]))
-    bar = Progress(progress, "rebuild-index: fan-out directories scanned", 256, done=int(after or "-1", 16) + 1)
+    bar = Progress.to(progress, "rebuild-index: fan-out directories scanned", 256, done=int(after or "-1", 16) + 1)
 
     def groups() -> Iterator[tuple[str, str, list[Path]]]:
         current: tuple[str, str] | None = None
@@ -284,7 +335,7 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
         for group in groups():
             if group[0] != current_top and current_top is not None:
                 drain()  # every file of the previous fan-out directory is in: checkpoint it
-                bar.add()
+                bar.advance()
             current_top = group[0]
             window.append(group)
             if len(window) >= 2048:
@@ -292,7 +343,8 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
                 drain()
                 current_top = held
         drain()
-    bar.finish()
+    spill.apply_renames(list(renames.values()))
+    bar.close()
 
 
 def _read_group(object_id: str, paths: list[Path], keys: KeyService) -> dict[str, Any]:
@@ -397,7 +449,12 @@ def _write_index(store: Store, spill: _Spill, progress: TextIO | None, batch: in
             if not rows:
                 break
             spill.db.execute("BEGIN")
-            spill.claim([d["id"] for _, body in rows for d in unpack(body).get("parts") or []])
+            bodies = [(rec_id, unpack(body)) for rec_id, body in rows]
+            spill.claim([d["id"] for _, rec in bodies for d in rec.get("parts") or []])
+            spill.db.executemany(
+                "INSERT OR IGNORE INTO name VALUES (?, ?)",
+                [(rec["parts"][0]["id"], rec_id) for rec_id, rec in bodies if rec.get("parts") and not rec.get("deleted")],
+            )
             spill.db.execute("COMMIT")
             last = rows[-1][0]
         for name, settings in buckets.items():
@@ -429,11 +486,30 @@ def _write_index(store: Store, spill: _Spill, progress: TextIO | None, batch: in
         "AND owner.blob NOT IN (SELECT blob FROM claimed) AND owner.object IN (SELECT id FROM rec) ORDER BY owner.blob LIMIT 1000",
         checkpoint,
     )
+    _write_link_counts(store, spill, out)
     counts["unclaimed_blobs"] = spill.db.execute(
         "SELECT count(*) FROM blob WHERE id NOT IN (SELECT blob FROM claimed)"
     ).fetchone()[0]
     out.commit(None)
     return counts
+
+
+def _write_link_counts(store: Store, spill: _Spill, out: _Writer) -> None:
+    """Count again the versions sharing blobs (hard links, rule 6) among those the index now holds."""
+    shared = spill.db.execute("SELECT blob FROM name GROUP BY blob HAVING count(*) > 1").fetchall()
+    for (blob_id,) in shared:
+        live = 0
+        for (body,) in spill.db.execute(
+            "SELECT rec.body FROM name JOIN rec ON rec.id = name.rec WHERE name.blob = ?", (blob_id,)
+        ):
+            rec = unpack(body)
+            with store.index.read() as txn:
+                current = txn.get("objects", object_key(rec["bucket"], rec["key"]))
+                older = txn.get("versions", version_key(rec["bucket"], rec["key"], rec.get("seq") or 0))
+            if any(r is not None and r.get("id") == rec["id"] for r in (current, older)):
+                live += 1
+        if live > 1:
+            out.put("settings", link_key({"parts": [{"id": blob_id}]}), {"count": live})
 
 
 def _garbage_rows(spill: _Spill, out: _Writer, counts: dict[str, int], query: str, checkpoint) -> None:
@@ -453,7 +529,7 @@ def _garbage_rows(spill: _Spill, out: _Writer, counts: dict[str, int], query: st
 def _write_keys(store, spill: _Spill, out: _Writer, buckets, counts, after, checkpoint, progress) -> None:
     """Every key's versions by the rules of the module docstring, in key order, ``out.batch`` at a time."""
     total = spill.db.execute("SELECT count(*) FROM rec WHERE kind = 'v'").fetchone()[0]
-    bar = Progress(progress, "rebuild-index: versions written", total)
+    bar = Progress.to(progress, "rebuild-index: versions written", total)
     bucket, key = after or ("", "")
     while True:
         rows = spill.db.execute(
@@ -476,14 +552,16 @@ def _write_keys(store, spill: _Spill, out: _Writer, buckets, counts, after, chec
         blob_ids = [d["id"] for entries in groups.values() for r in entries for d in r.get("parts") or []]
         blobs = spill.blobs(blob_ids)
         for (b, k), entries in groups.items():
-            _write_key(store, out, buckets, counts, b, k, entries, blobs)
-            bar.add(len(entries))
+            _write_key(store, out, buckets, counts, b, k, entries, blobs, spill)
+            bar.advance(len(entries))
         bucket, key = max(groups)
         checkpoint("keys", [bucket, key])
-    bar.finish()
+    bar.close()
 
 
-def _write_key(store, out: _Writer, buckets, counts, bucket: str, key: str, found: list[dict[str, Any]], blobs) -> None:
+def _write_key(
+    store, out: _Writer, buckets, counts, bucket: str, key: str, found: list[dict[str, Any]], blobs, spill: _Spill
+) -> None:
     def frags(desc: dict[str, Any]) -> int:
         return blobs.get(desc["id"], (0, None))[0]
 
@@ -495,6 +573,8 @@ def _write_key(store, out: _Writer, buckets, counts, bucket: str, key: str, foun
         return blobs.get(desc["id"], (0, desc))[1] or desc
 
     def retire(rec: dict[str, Any]) -> None:
+        if spill.shared_elsewhere(rec):
+            return  # a hard link's other name still holds the bytes
         for d in rec.get("parts") or []:
             if held(d):
                 out.garbage(desc_of(d), summary(rec))

@@ -7,14 +7,17 @@ A rename first records the new name beside the fragments (so
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .audit import audited, guarded
+from .crypto import _is_encrypted as is_encrypted
 from .crypto import seal_record
-from .drives import rendezvous_order
+from .drives import fsync_dir, rendezvous_order
 from .errors import DataLoss, InvalidArgument, KeyExists, NoSuchKey, ObjectLocked, PreconditionFailed
 from .fragments import read_meta, write_meta
 from .index import Txn, object_key, version_key
@@ -44,16 +47,146 @@ class RenamesMixin:
 
     @audited("rename", target=lambda a, k, r: {"bucket": a[0], "key": a[2], "source": a[1]})
     def rename_prefix(self: Store, bucket: str, src_prefix: str, dst_prefix: str, *, principal: Principal | None = None) -> int:
-        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename)."""
+        """Move every key under ``src_prefix`` to ``dst_prefix`` in one transaction (a directory rename).
+
+        One *rename record* (``renames/<gen>-<id>.rename`` on every drive)
+        tells the drives, before the index commit, which object ids moved and
+        from when on; ``rebuild-index`` applies it to every listed id whose
+        own metadata is older. So the cost is one small file per drive plus
+        one index transaction, whatever the number of files, and a crash
+        leaves the old tree or the new one (see docs/design.md, "Directory
+        renames"). Encrypted objects keep their names off the drives, so a
+        directory holding any moves object by object (still one transaction).
+        Returns how many keys moved.
+        """
         if not src_prefix.endswith("/") or not dst_prefix.endswith("/"):
             raise InvalidArgument("directory prefixes end with '/'")
+        check_key(src_prefix)
+        check_key(dst_prefix)
+        if dst_prefix.startswith(src_prefix):
+            raise InvalidArgument("a directory cannot move into itself")
+        grow = len(dst_prefix.encode()) - len(src_prefix.encode())
+        for _attempt in range(5):
+            rename_id, stamp = uuid.uuid4().hex, time.time_ns()
+            try:
+                with self._meta_change([{"id": rename_id, "bucket": bucket, "gen": stamp, "rename": True}]):
+                    moved, garbage = self._commit_prefix_rename(bucket, src_prefix, dst_prefix, grow, rename_id, stamp, principal)
+            except _SourceChanged:
+                continue
+            except _HoldsEncrypted as held:
+                pairs = [(key, dst_prefix + key[len(src_prefix) :]) for key in held.keys]
+                return len(self.rename_many(bucket, pairs, no_replace=False, principal=principal))
+            self._retire_files(garbage)
+            return moved
+        raise PreconditionFailed("the directory changed during the rename; try again")
+
+    def _commit_prefix_rename(
+        self: Store, bucket: str, src_prefix: str, dst_prefix: str, grow: int, rename_id: str, stamp: int, principal
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The rename in one write transaction, the rename record written to the drives inside it.
+
+        Holding the index's write lock while the record is fsynced (one small
+        file per drive) makes the listing read, the record and the commit one
+        atomic step against every other writer of any process, with a single
+        pass over the directory.
+        """
+        garbage: list[dict[str, Any]] = []
+        with self.index.write() as txn:
+            settings = self._bucket(txn, bucket)
+            sources = [rec for _, rec in txn.scan_objects(bucket, src_prefix) if not rec.get("delete_marker")]
+            if not sources:
+                return 0, []
+            now = self.clock.now()
+            for rec in sources:
+                check_lock(rec, now, principal, False, grace=self.config.worm_commit_grace)
+                if grow > 0:  # segments are unchanged below the prefix: only the length can break a key
+                    check_key(dst_prefix + rec["key"][len(src_prefix) :])
+            if any(is_encrypted(rec) for rec in sources):
+                raise _HoldsEncrypted([rec["key"] for rec in sources])
+            record = {
+                "rename": rename_id,
+                "bucket": bucket,
+                "from": src_prefix,
+                "to": dst_prefix,
+                "gen": stamp,
+                "ids": [rec["id"] for rec in sources],
+            }
+            self._write_rename_record(record)  # the drives learn the move before the index does
+            # Every source leaves first: a destination key may be another source's old key.
+            for rec in sources:
+                txn.delete("objects", object_key(bucket, rec["key"]))
+            cut = len(src_prefix)
+            for rec in sources:
+                new = dict(rec, key=dst_prefix + rec["key"][cut:], gen=stamp, seq=max(stamp, rec["seq"] + 1))
+                dkey = object_key(bucket, new["key"])
+                existing = txn.get("objects", dkey)
+                if existing is not None:
+                    if existing["seq"] >= new["seq"]:
+                        raise _SourceChanged()  # the destination is newer than our stamp: stamp again
+                    garbage += self._retire_current(txn, settings, existing, principal)
+                txn.put("objects", dkey, new)
+                for indexer in self.indexers:
+                    indexer.on_change(txn, rec, new)
+            # The evidence that this rename committed, for whoever settles it after a crash.
+            txn.put("settings", _rename_evidence(rename_id), {"gen": stamp, "bucket": bucket})
+        return len(sources), garbage
+
+    def _rename_record_paths(self: Store, record: dict[str, Any]) -> list[Any]:
+        name = f"{record['gen']}-{record['rename']}.rename"
+        return [(d, d.path / RENAMES / name) for d in self.all_drives() if self.drive_healthy(d)]
+
+    def _write_rename_record(self: Store, record: dict[str, Any]) -> None:
+        """Durably write a directory rename's record on every healthy drive (all of them: it is small)."""
+        targets = self._rename_record_paths(record)
+
+        def write(target) -> bool:
+            drive, path = target
+            try:
+                if not path.parent.is_dir():  # a healthy drive (marker checked) made before renames had records
+                    path.parent.mkdir(exist_ok=True)
+                    fsync_dir(drive.path)
+                write_meta(path, drive.tmp_dir, record)
+            except OSError as exc:
+                log.warning("drive %s: rename record not written: %s", drive.drive_id, exc)
+                return False
+            return True
+
+        written = sum(self.io_pool.map(write, targets))
+        tier = self.config.hot
+        if written < min(len(targets), tier.m + 1) or written == 0:
+            raise DataLoss(f"could not record the rename of {record['bucket']}/{record['from']} on enough drives")
+
+    def _settle_rename(self: Store, where: dict[str, Any]) -> None:
+        """A rename whose process stopped between its record and its commit: keep the record only if it committed."""
         with self.index.read() as txn:
-            self._bucket(txn, bucket)
-            keys = [rec["key"] for _, rec in txn.scan_objects(bucket, src_prefix)]
-        pairs = [(k, dst_prefix + k[len(src_prefix) :]) for k in keys]
-        if pairs:
-            self.rename_many(bucket, pairs, no_replace=False, principal=principal)
-        return len(pairs)
+            committed = txn.get("settings", _rename_evidence(where["id"])) is not None
+        if committed:
+            return
+        suffix = f"-{where['id']}.rename"
+        for drive in self.all_drives():
+            if not self.drive_readable(drive):
+                continue
+            for name in _listdir(drive.path / RENAMES):
+                if name.endswith(suffix):
+                    try:
+                        os.unlink(drive.path / RENAMES / name)
+                    except OSError as exc:
+                        log.warning("drive %s: stale rename record %s not removed: %s", drive.drive_id, name, exc)
+
+    def settle_dead_renames(self: Store) -> int:
+        """Settle the directory renames of processes that died mid-rename (run when a store opens, and by scrub)."""
+        settled = 0
+        try:
+            journals = self._dead_journals()
+        except Exception as exc:  # noqa: BLE001 - opening a store must not fail on this; scrub retries
+            log.warning("dead renames not settled yet: %s", exc)
+            return 0
+        for journal in journals:
+            for where in journal.unsettled_meta:
+                if where.get("rename"):
+                    self._settle_rename(where)
+                    settled += 1
+        return settled
 
     def rename_many(
         self: Store, bucket: str, pairs: list[tuple[str, str]], *, no_replace: bool, principal: Principal | None
@@ -286,6 +419,10 @@ class RenamesMixin:
         """
         fixed = 0
         for where in wheres:
+            if where.get("rename"):
+                self._settle_rename(where)
+                fixed += 1
+                continue
             object_id = where["id"]
             newest = self.newest_meta(object_id)
             if newest is not None and newest.get("gen", 0) > where.get("gen", 0):
@@ -308,6 +445,29 @@ class RenamesMixin:
                     )
             fixed += 1
         return fixed
+
+
+#: The directory of each drive that holds directory-rename records (read by rebuild-index).
+RENAMES = "renames"
+
+
+def _rename_evidence(rename_id: str) -> bytes:
+    return b"rename/" + rename_id.encode()
+
+
+def _listdir(path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+class _HoldsEncrypted(Exception):
+    """The directory holds encrypted objects, whose names stay off the drives: move them one by one."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__()
+        self.keys = keys
 
 
 class _SourceChanged(Exception):

@@ -40,7 +40,8 @@ from .fragments import read_footer
 from .heal import HealReport
 from .index import object_key
 from .procs import identity_alive, process_start
-from .spill import Progress, SortedMembership, SortedSpill, sorted_fragments
+from .progress import Progress
+from .spill import SortedMembership, SortedSpill, sorted_fragments
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -150,10 +151,10 @@ class ScrubMixin:
         explained = set(pending) | {blob_id for journal in dead for blob_id in journal.uncommitted}
         self._verify_all(report, run, progress, batch)
         drives = self.all_drives()
-        walked = Progress(progress, "scrub: drive directories walked", 256 * len(drives), done=run.walked_dirs())
+        walked = Progress.to(progress, "scrub: drive directories walked", 256 * len(drives), done=run.walked_dirs())
         with ThreadPoolExecutor(max_workers=max(1, len(drives))) as pool:
             results = list(pool.map(lambda d: self._walk_drive(d, run, explained, walked), drives))
-        walked.finish()
+        walked.close()
         for removed, unreferenced, errors in results:
             report.temp_removed += removed
             report.unreferenced_fragments += unreferenced
@@ -181,7 +182,7 @@ class ScrubMixin:
         with self.index.read() as txn:
             total = sum(txn.count(db) for db in _SCAN_ORDER)
         done = run.state.get("verified", 0)
-        bar = Progress(progress, "scrub: records verified", total, done=done)
+        bar = Progress.to(progress, "scrub: records verified", total, done=done)
         workers = max(2, len(self.all_drives()))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for db in _SCAN_ORDER:
@@ -203,10 +204,10 @@ class ScrubMixin:
                             report.merge(part)
                     else:
                         run.referenced.update(e["blob"]["id"] for e in values)
-                    bar.add(len(values))
+                    bar.advance(len(values))
                     run.advance(db, keys[-1], len(values))
                 run.db_finished(db)
-        bar.finish()
+        bar.close()
 
     def _verify_record(self: Store, record: dict[str, Any]) -> tuple[HealReport, bool]:
         part = HealReport()
@@ -297,7 +298,7 @@ class ScrubMixin:
             if top != current:
                 if current is not None:
                     run.drive_walked(drive.drive_id, current, removed, unreferenced)
-                    walked.add()
+                    walked.advance()
                 current = top
             if name.endswith(".meta"):
                 continue
@@ -311,7 +312,7 @@ class ScrubMixin:
                     unreferenced += 1
         if current is not None:
             run.drive_walked(drive.drive_id, current, removed, unreferenced)
-            walked.add()
+            walked.advance()
         return removed, unreferenced, errors
 
     def _claimed_since(self: Store, path: Path) -> bool:

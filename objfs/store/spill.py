@@ -6,8 +6,6 @@
   no more than ``_FAN_IN`` files are open per reader.
 - :class:`SortedMembership`: answers "is x in the stream?" for queries in
   ascending order (a merge join), holding one id at a time.
-- :class:`Progress`: a line on a stream every few seconds (done/total,
-  rate, ETA), thread-safe.
 - :func:`sorted_fragments`: the fragment files of a drive in blob id order,
   one leaf directory in memory at a time.
 
@@ -18,11 +16,9 @@ from __future__ import annotations
 
 import heapq
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
 
 _FAN_IN = 16
 DEFAULT_CHUNK = 200_000
@@ -140,50 +136,3 @@ def sorted_fragments(blobs: Path, *, after: str = "", onerror=None) -> Iterator[
                 continue
             for name in listing(leaf):
                 yield top, name, leaf
-
-
-class Progress:
-    """Thread-safe progress of one phase, printed to ``stream`` every ``every`` seconds (None: silent)."""
-
-    def __init__(self, stream: TextIO | None, label: str, total: int | None, *, every: float = 10.0, done: int = 0) -> None:
-        self.stream = stream
-        self.label = label
-        self.total = total
-        self.every = every
-        self.done = done
-        self._start_done = done
-        self._lock = threading.Lock()
-        self._began = self._last = time.monotonic()
-
-    def add(self, n: int = 1) -> None:
-        with self._lock:
-            self.done += n
-            now = time.monotonic()
-            if self.stream is None or now - self._last < self.every:
-                return
-            self._last = now
-        self._print(now)
-
-    def finish(self) -> None:
-        if self.stream is not None:
-            self._print(time.monotonic(), final=True)
-
-    def _print(self, now: float, final: bool = False) -> None:
-        elapsed = max(now - self._began, 1e-9)
-        rate = (self.done - self._start_done) / elapsed
-        line = f"{self.label}: {self.done}"
-        if self.total:
-            line += f"/{self.total} ({100 * self.done / self.total:.0f}%)"
-        line += f", {rate:.0f}/s"
-        if final:
-            line += f", done in {elapsed:.0f}s"
-        elif self.total and rate > 0:
-            line += f", ETA {_duration(max(self.total - self.done, 0) / rate)}"
-        print(line, file=self.stream, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"

@@ -64,17 +64,12 @@ class TiersMixin:
         return self.class_of_tier(tier_of_record(record, self.config.hot.name))
 
     def tier_usage(self: Store) -> list[dict[str, Any]]:
-        """Per tier: EC profile, drives, storage classes, and the versions and bytes on it (a pass over the index)."""
-        usage = {t.name: {"versions": 0, "bytes": 0} for t in self.config.tiers}
-        hot = self.config.hot.name
-        with self.index.read() as txn:
-            for db in ("objects", "versions"):
-                for _, rec in txn.scan(db):
-                    if rec.get("delete_marker"):
-                        continue
-                    entry = usage.setdefault(tier_of_record(rec, hot), {"versions": 0, "bytes": 0})
-                    entry["versions"] += 1
-                    entry["bytes"] += rec.get("size", 0)
+        """Per tier: EC profile, drives, storage classes, and the versions and bytes on it (kept counters)."""
+        counted = self.counters.totals()["per_tier"]
+        usage = {
+            t.name: {"versions": counted.get(t.name, {}).get("versions", 0), "bytes": counted.get(t.name, {}).get("bytes", 0)}
+            for t in self.config.tiers
+        }
         out = []
         for tier in self.config.tiers:
             out.append(

@@ -212,7 +212,7 @@ async def upload_part(req: S3Request) -> Response:
         )
         return part, upload.get("sse")
 
-    part, upload_sse = await req.engine.run_upload(put)
+    part, upload_sse = await req.engine.run_upload(put, prefetch=lambda: req.prefetch_body(body))
     return empty_response(
         200, {"etag": quote_etag(part["etag"]), **payload.checksums, **sse.response_headers(upload_sse, customer_key)}
     )

@@ -1,8 +1,9 @@
 """The object resource: Put/Get/Head/Delete/CopyObject and DeleteObjects.
 
 Bodies stream both ways: PUT feeds the engine from the receive channel
-(:mod:`s3sidecar.bodies`) and GET sends segment by segment, each read in a
-worker thread, so memory per request is a few segments whatever the size.
+(:mod:`s3sidecar.bodies`) and GET sends a few segments at a time (up to
+:data:`GET_BATCH_BYTES`), each batch read in one worker-thread call, so
+memory per request is a few segments whatever the size.
 Objects up to ``Settings.inline_get_bytes`` are opened and read in a single
 engine call, which keeps small GETs to one thread hop.
 
@@ -114,9 +115,9 @@ class _Read:
 def _open_for_read(req: S3Request, body: bool) -> _Read:
     """In a worker thread: open, check conditions and range, and read small bodies at once.
 
-    HEAD opens the object too: opening touches no fragment file (readers open
-    them on the first read), and it is the engine call that audits a read by
-    ``req.principal``, which HEAD is as much as GET (it discloses the metadata).
+    HEAD opens the object too (opening touches no fragment file: readers open
+    them on the first read; SSE-C keys are checked there); its audit line is a
+    ``head``, GET's the one ``read``.
     """
     store: Store = req.store
     version = req.version_id()
@@ -125,7 +126,15 @@ def _open_for_read(req: S3Request, body: bool) -> _Read:
         # A delete marker has a version id but no body: S3 answers 405, not 404.
         refuse_delete_marker(store.head_object(req.bucket, req.key, version))
     customer_key = sse.read_customer_key(h)
-    reader = store.open_object(req.bucket, req.key, version, principal=req.principal, customer_key=customer_key)
+    if body:
+        reader = store.open_object(req.bucket, req.key, version, principal=req.principal, customer_key=customer_key)
+    else:
+        # HEAD discloses the metadata, not the body: audited as "head", so a download
+        # (HEAD, then GET) is one read line. Opening touches no fragment file.
+        store.authorize(req.principal, "head", req.bucket, req.key)
+        reader = store.open_object(req.bucket, req.key, version, customer_key=customer_key)
+        if req.principal is not None:
+            store.record_audit("head", req.principal, "ok", False, bucket=req.bucket, key=req.key, version=reader.info.version_id)
     try:
         info = reader.info
         sse.refuse_needless_key(info.record, customer_key)
@@ -229,6 +238,23 @@ async def head_object(req: S3Request) -> Response:
     return Response(b"", status_code=status, headers=headers)
 
 
+#: Bytes of segments one worker-thread call reads for a streamed GET (a hop per segment costs more than the memory).
+GET_BATCH_BYTES = 4 << 20
+
+
+def _next_batch(chunks: Iterator[bytes]) -> list[bytes]:
+    """The next segments of ``chunks``, up to about GET_BATCH_BYTES (``[]`` at the end)."""
+    out: list[bytes] = []
+    size = 0
+    while size < GET_BATCH_BYTES:
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        out.append(chunk)
+        size += len(chunk)
+    return out
+
+
 class EngineStream(Response):
     """Sends ``first`` then the rest of ``chunks`` (a reader's segments); closes the reader whatever happens.
 
@@ -259,11 +285,12 @@ class EngineStream(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            chunk: bytes | None = self.first
-            while chunk is not None:
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                chunk = await self.engine.run(next, self.chunks, None)
+            batch = [self.first]
+            while batch:
+                for chunk in batch:
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                batch = await self.engine.run(_next_batch, self.chunks)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except S3.S3Error as err:
             # Returning without the final body message makes Hypercorn close
@@ -338,7 +365,7 @@ async def put_object(req: S3Request) -> Response:
     if lock.present:
         # Checked before the body is read, so a refused upload stores nothing.
         await req.engine.run(require_object_lock, req.store, req.bucket)
-    info = await req.engine.run_upload(put)
+    info = await req.engine.run_upload(put, prefetch=lambda: req.prefetch_body(body))
     out = {"etag": quote_etag(info.etag), **payload.checksums}
     out.update(sse.response_headers(info.record.get("sse"), encryption.customer_key if encryption else None))
     if info.version_id != "null":

@@ -67,11 +67,11 @@ def test_a_plain_engine_store_has_no_indexer_and_objfs_stores_registers_dicom_on
     with EngineStore.open(store_path) as engine:
         assert engine.indexers == []
     with Store.open(store_path) as store:
-        assert [type(i).__name__ for i in store.indexers] == ["DicomIndexer", "PriorsIndexer"]
+        assert [type(i).__name__ for i in store.indexers] == ["ReplicationQueue", "DicomIndexer", "PriorsIndexer"]
         from objfs.dicom.index import register
 
         register(store)  # idempotent
-        assert len(store.indexers) == 2
+        assert len(store.indexers) == 3
         assert {"dicom", "dicomkeys"} <= set(store.index.dbs)
 
 

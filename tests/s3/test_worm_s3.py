@@ -594,11 +594,13 @@ def test_reads_and_changes_are_audited_under_the_s3_key(server, s3_store: Path, 
         for line in objfs_cli("audit", "show", str(s3_store), "--reads-only", "--bucket", locked).stdout.splitlines()
     ]
     mine = [e for e in reads if e["who"] == f"s3:{name}"]
-    assert [(e["action"], e["key"], e["outcome"]) for e in mine] == [("read", "study/2.dcm", "ok")] * 2
+    assert [(e["action"], e["key"], e["outcome"]) for e in mine] == [("read", "study/2.dcm", "ok")]  # the GET
     assert all(e["version"] == version for e in mine)
 
     entries = [json.loads(line) for line in objfs_cli("audit", "show", str(s3_store), "--who", name).stdout.splitlines()]
     actions = [(e["action"], e["outcome"]) for e in entries]
+    heads = [e for e in entries if e["action"] == "head"]  # the HEAD: metadata disclosed, not a read
+    assert [(e["key"], e["version"], e["outcome"]) for e in heads] == [("study/2.dcm", version, "ok")]
     assert ("write", "ok") in actions and ("retention", "ok") in actions and ("delete", "denied") in actions
 
     created = new_name("audited")

@@ -1,0 +1,170 @@
+"""Progress of a long command (scrub, heal, rebuild-index, migrate, lifecycle runs) on stderr: rate and ETA.
+
+On a terminal one line is redrawn in place (at most five times a second);
+elsewhere (journald, a cron mail, a pipe) a plain line is written every
+``interval`` seconds (default 10, or ``OBJFS_PROGRESS_INTERVAL``), so a
+run of hours still says how far it got. A command shows progress when
+stderr is a terminal or when asked (``--progress``); otherwise a
+:class:`Progress` costs a lock and an addition per call and prints nothing.
+
+API::
+
+    with Progress(total=n, label="heal", unit="objects", total_bytes=b, enabled=args.progress) as p:
+        for item in work:
+            ...
+            p.advance(1, nbytes=size)        # thread-safe
+    # or p.close() when not used as a context manager; p.set_total(n) once the total is known.
+
+Guarantee: output only ever goes to the given stream (stderr by default,
+never stdout, which carries the command's JSON report), and every method is
+safe to call from several worker threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import TextIO
+
+DEFAULT_INTERVAL = 10.0  # seconds between plain lines when not on a terminal
+TTY_INTERVAL = 0.2
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """``--progress``: show progress even when stderr is not a terminal (plain periodic lines)."""
+    parser.add_argument("--progress", action="store_true", help="report rate and ETA on stderr even when it is not a terminal")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class Progress:
+    """Counts done (and bytes), with rate and ETA; see the module docstring for when it prints."""
+
+    def __init__(
+        self,
+        total: int | None = None,
+        label: str = "",
+        *,
+        unit: str = "items",
+        total_bytes: int | None = None,
+        enabled: bool = False,
+        stream: TextIO | None = None,
+        interval: float | None = None,
+        done: int = 0,
+    ) -> None:
+        self.total, self.total_bytes = total, total_bytes
+        self.label, self.unit = label, unit
+        self.stream = sys.stderr if stream is None else stream
+        try:
+            self.tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.shown = self.tty or enabled
+        if interval is None:
+            interval = TTY_INTERVAL if self.tty else float(os.environ.get("OBJFS_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
+        self.interval = interval
+        self.done, self.bytes = done, 0
+        self._resumed_at = done  # what a resumed run had done before: not part of this run's rate
+        self.start = time.monotonic()
+        self._last = self.start
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def to(cls, stream: TextIO | None, label: str, total: int | None, *, done: int = 0) -> Progress:
+        """The engine's form: shown on ``stream`` (redrawn if a terminal, plain lines otherwise); None is silent."""
+        progress = cls(total, label, enabled=stream is not None, stream=stream, done=done)
+        if stream is None:
+            progress.shown = False  # background work (a worker's scrub) never draws, even on a terminal
+        return progress
+
+    def set_total(self, total: int | None, total_bytes: int | None = None) -> None:
+        """The total, once known (a scan that counts first)."""
+        with self._lock:
+            self.total = total
+            if total_bytes is not None:
+                self.total_bytes = total_bytes
+
+    def advance(self, n: int = 1, *, nbytes: int = 0) -> None:
+        """``n`` more done (and ``nbytes`` more bytes); draws when the interval has passed."""
+        with self._lock:
+            self.done += n
+            self.bytes += nbytes
+            if not self.shown:
+                return
+            now = time.monotonic()
+            if now - self._last >= self.interval:
+                self._last = now
+                self._draw(now, final=False)
+
+    def line(self, now: float | None = None) -> str:
+        """The current progress as text: done/total, rate, bytes, ETA."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(now - self.start, 1e-6)
+        parts = [f"{self.done}/{self.total}" if self.total is not None else f"{self.done}", self.unit]
+        text = " ".join(parts) + f"  {(self.done - self._resumed_at) / elapsed:.1f} {self.unit}/s"
+        if self.bytes or self.total_bytes:
+            of = f"/{_size(self.total_bytes)}" if self.total_bytes else ""
+            text += f"  {_size(self.bytes)}{of}  {_size(self.bytes / elapsed)}/s"
+        eta = self._eta(elapsed)
+        if eta is not None:
+            text += f"  ETA {_duration(eta)}"
+        elif self.total is not None or self.total_bytes:
+            text += "  ETA ?"  # a total but no rate yet
+        text += f"  elapsed {_duration(elapsed)}"
+        return f"{self.label}: {text}" if self.label else text
+
+    def _eta(self, elapsed: float) -> float | None:
+        if self.total_bytes and self.bytes:
+            return max(self.total_bytes - self.bytes, 0) * elapsed / self.bytes
+        if self.total and self.done > self._resumed_at:
+            return max(self.total - self.done, 0) * elapsed / (self.done - self._resumed_at)
+        return None
+
+    def _draw(self, now: float, *, final: bool) -> None:
+        text = self.line(now)
+        try:
+            if self.tty:
+                width = 24
+                frac = self.done / self.total if self.total else 0.0
+                bar = f"[{'#' * int(min(frac, 1.0) * width):<{width}}] " if self.total else ""
+                self.stream.write("\r\x1b[K" + bar + text + ("\n" if final else ""))
+            else:
+                self.stream.write(text + ("  done" if final else "") + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr gone: progress is not worth failing the command
+            self.shown = False
+
+    def close(self) -> None:
+        """Print the final line (when shown); idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self.shown:
+                self._draw(time.monotonic(), final=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
