@@ -199,11 +199,20 @@ class MountState:
         attrs.st_rdev = int(st.posix.get("rdev", 0)) if inode.kind == SPECIAL else 0
         attrs.st_size = size
         attrs.st_blksize = 128 * 1024
-        attrs.st_blocks = (size + 511) // 512
+        attrs.st_blocks = self._blocks(inode, st, size)
         attrs.st_atime_ns = p["atime_ns"]
         attrs.st_mtime_ns = p["mtime_ns"]
         attrs.st_ctime_ns = p["ctime_ns"]
         return attrs
+
+    def _blocks(self, inode: Inode, st: ns.Stat, size: int) -> int:
+        """st_blocks: what the content really uses, so a sparse file's holes count nothing."""
+        spool = self.spools.get(inode.ino)
+        if spool is not None and inode.kind == FILE:
+            return spool.blocks()
+        if st.info is not None:
+            return (st.info.stored_size + 511) // 512
+        return (size + 511) // 512
 
     def _spool_stat(self, spool: Spool) -> ns.Stat:
         return ns.Stat(FILE, spool.size, spool.posix)

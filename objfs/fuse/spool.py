@@ -15,6 +15,13 @@ The spool of an existing object is filled lazily (:meth:`Spool.load`) on
 the first write that needs the old bytes; ``O_TRUNC`` never reads them.
 Files larger than RAM stream through the spool: memory use is one segment.
 
+Holes cost nothing: a commit finds the spool's data with SEEK_DATA/SEEK_HOLE,
+treats aligned all-zero blocks of :data:`HOLE_BLOCK` bytes as holes too
+(zeros written explicitly, as glibc's posix_fallocate does on a filesystem
+without fallocate), and stores only the data ranges as a sparse version
+(``extents``, see :mod:`objfs.store.sparse`). Loading a sparse version
+leaves its holes (and any zero block) unwritten in the spool.
+
 A spool is only ever deleted when its content is committed and every handle
 is closed, or when its inode is unlinked and forgotten (the file is gone).
 A failed commit keeps the spool, so a later flush, fsync or close retries.
@@ -22,6 +29,7 @@ A failed commit keeps the spool, so a later flush, fsync or close retries.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -32,28 +40,75 @@ import trio
 from objfs.store import ObjectInfo, Principal, Store
 
 COPY_CHUNK = 4 << 20
+#: Aligned all-zero blocks of this size become holes at the commit.
+HOLE_BLOCK = 64 << 10
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
 
 
-class _SpoolStream:
-    """A read-only stream over the first ``length`` bytes of a spool (for put_object).
+def data_extents(fd: int, length: int) -> list[tuple[int, int]]:
+    """The ``(offset, length)`` ranges of the first ``length`` bytes of ``fd`` that hold other than zeros.
 
-    Uses pread, so the writers' handles may keep writing while a commit reads.
+    Holes are found with SEEK_DATA/SEEK_HOLE (no read); within data, aligned
+    :data:`HOLE_BLOCK` blocks that read as zeros are left out as well.
     """
+    extents: list[list[int]] = []
 
-    def __init__(self, fd: int, length: int) -> None:
+    def add(offset: int, size: int) -> None:
+        if extents and extents[-1][0] + extents[-1][1] == offset:
+            extents[-1][1] += size
+        else:
+            extents.append([offset, size])
+
+    pos = 0
+    while pos < length:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no data after pos
+                raise
+            break
+        if start >= length:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), length)
+        chunk_start = start - start % HOLE_BLOCK
+        while chunk_start < end:
+            chunk = os.pread(fd, min(COPY_CHUNK, end - chunk_start), chunk_start)
+            if not chunk:
+                break
+            for lo in range(0, len(chunk), HOLE_BLOCK):
+                block_start = max(chunk_start + lo, start)
+                block = chunk[block_start - chunk_start : lo + HOLE_BLOCK]
+                if block and block != _ZERO_BLOCK[: len(block)]:
+                    add(block_start, len(block))
+            chunk_start += len(chunk)
+        pos = end
+    return [(offset, size) for offset, size in extents]
+
+
+class _ExtentStream:
+    """A read-only stream over the data ``extents`` of a spool, concatenated (for a sparse put_object)."""
+
+    def __init__(self, fd: int, extents: list[tuple[int, int]]) -> None:
         self._fd = fd
-        self._pos = 0
-        self._length = length
+        self._extents = list(extents)
+        self._index = 0
+        self._into = 0
 
     def read(self, size: int = -1) -> bytes:
-        remaining = self._length - self._pos
-        if size < 0 or size > remaining:
-            size = remaining
-        if size <= 0:
-            return b""
-        data = os.pread(self._fd, size, self._pos)
-        self._pos += len(data)
-        return data
+        out = []
+        want = size if size >= 0 else sum(n for _, n in self._extents)
+        while want > 0 and self._index < len(self._extents):
+            offset, length = self._extents[self._index]
+            data = os.pread(self._fd, min(want, length - self._into), offset + self._into)
+            if not data:  # the spool was cut meanwhile: the engine reports the short body
+                self._index = len(self._extents)
+                break
+            out.append(data)
+            want -= len(data)
+            self._into += len(data)
+            if self._into == length:
+                self._index, self._into = self._index + 1, 0
+        return b"".join(out)
 
 
 class Spool:
@@ -89,11 +144,20 @@ class Spool:
         pos = 0
         with store.open_record(self.base.record) as reader:
             for chunk in reader.iter_range(0, self.base.size):
+                if chunk.count(0) == len(chunk):  # a hole (or zeros) stays a hole in the spool
+                    pos += len(chunk)
+                    continue
                 view = memoryview(chunk)
                 while view:
                     n = os.pwrite(self.fd, view, pos)
                     view, pos = view[n:], pos + n
+        os.ftruncate(self.fd, self.base.size)
         self.loaded = True
+
+    def blocks(self) -> int:
+        """512-byte blocks the content uses (st_blocks): fewer than its size for a sparse file."""
+        full = (self.size + 511) // 512
+        return min(full, os.fstat(self.fd).st_blocks) if self.loaded else full
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, min(size, max(0, self.size - offset)), offset)
@@ -139,11 +203,13 @@ class Spool:
         posix = dict(self.posix)
         posix["mode"] = stat.S_IFREG | stat.S_IMODE(posix.get("mode", 0o644))
         # The engine keeps the attributes current at the commit (another front may change them meanwhile).
+        extents = data_extents(self.fd, length)
         info = store.put_object(
             bucket,
             key,
-            _SpoolStream(self.fd, length),
+            _ExtentStream(self.fd, extents),
             length=length,
+            extents=extents,
             posix=posix,
             keep_attributes=True,
             xattr_changes=dict(self.xattrs),

@@ -32,6 +32,7 @@ from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
 from .policy import check_acl, check_public_acl_allowed
 from .remotetier import open_blob
+from .sparse import LogicalDigest, iter_logical, normalized_extents, read_logical, stored_size
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -91,6 +92,11 @@ class ObjectInfo:
             object_id=record["id"],
             record=record,
         )
+
+    @property
+    def stored_size(self) -> int:
+        """Bytes of content kept on the drives: the size less a sparse version's holes (st_blocks)."""
+        return stored_size(self.record) if self.record else self.size
 
     def parts(self) -> list[dict[str, Any]]:
         """The parts a multipart object was assembled from, in order: ``number``, ``size``, ``checksums``.
@@ -166,10 +172,23 @@ class ObjectReader:
             self._offsets.append(pos)
             pos += desc["size"]
         self._cache: tuple[int, int, bytes] | None = None  # part, segment, bytes
+        #: Data ranges of a sparse version (see :mod:`.sparse`); None: the blobs hold every byte.
+        self._extents = info.record.get("extents") or None
+        self._stored = pos if self._extents is not None else info.size
 
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Yield bytes ``[start, end)`` segment by segment; raises DataLoss, never wrong bytes."""
+        """Yield bytes ``[start, end)`` segment by segment; raises DataLoss, never wrong bytes.
+
+        A sparse version's holes are zeros that touch no drive.
+        """
         end = self.info.size if end is None else min(end, self.info.size)
+        if self._extents is None:
+            return self.iter_stored(start, end)
+        return iter_logical(self._extents, self.info.size, start, end, self.iter_stored)
+
+    def iter_stored(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The blobs' bytes ``[start, end)`` (a sparse version's data without its holes; for the mover)."""
+        end = self._stored if end is None else min(end, self._stored)
         try:
             for reader, offset in zip(self._readers, self._offsets):
                 size = reader.desc["size"]
@@ -193,6 +212,8 @@ class ObjectReader:
     def read(self, offset: int, length: int) -> bytes:
         """Random access (for the FUSE mount): up to ``length`` bytes at ``offset``."""
         try:
+            if self._extents is not None:
+                return read_logical(self._extents, self.info.size, offset, length, self._read)
             return self._read(offset, length)
         except DataLoss as exc:
             self._record_failure(exc)
@@ -200,7 +221,7 @@ class ObjectReader:
 
     def _read(self, offset: int, length: int) -> bytes:
         out = []
-        end = min(offset + length, self.info.size)
+        end = min(offset + length, self._stored)
         pos = offset
         while pos < end:
             part = bisect.bisect_right(self._offsets, pos) - 1  # up to 10,000 parts
@@ -351,6 +372,7 @@ class ObjectsMixin:
         encryption: Encryption | None = None,
         acl: str | list[dict[str, str]] | None = None,
         tier: str | None = None,
+        extents: list[tuple[int, int]] | None = None,
     ) -> ObjectInfo:
         """Store ``body`` as the new current version of ``bucket/key``.
 
@@ -370,6 +392,10 @@ class ObjectsMixin:
         body at rest; without it the bucket's default encryption (if any)
         applies (see :mod:`.crypto`). ``tier`` (default: the first tier) is
         where the bytes go (a storage class named by the front, :mod:`.tiers`).
+        ``extents`` makes a sparse version (:mod:`.sparse`): ``length`` is
+        then the logical size, the sorted ``(offset, length)`` data ranges
+        are the only bytes stored, and ``body`` yields just those bytes, in
+        order; the rest reads as zeros (the mount's holes).
         """
         check_key(key)
         tier = self.config.tier(tier).name if tier else self.config.hot.name
@@ -389,14 +415,25 @@ class ObjectsMixin:
             raise InvalidArgument(f"bucket {bucket!r} was not created with object lock enabled")
         check_new_retention(retention, self.clock.now())
         sse, data_key = crypto.for_write(self.encryption, settings, encryption)
+        logical = None
+        if extents is not None:
+            if length is None:
+                raise InvalidArgument("a sparse body needs its logical length")
+            extents = normalized_extents(extents, length)
+            if extents is not None:
+                logical = LogicalDigest(body, extents, length, HEAD_BYTES)
+                body, length = logical, sum(n for _, n in extents)
         writer = BlobWriter(self, tier, data_key=data_key)
         try:
             # The head (for indexers) is taken from the plaintext, before encryption.
             etag, head = writer.ingest(body, length, content_md5=content_md5, verify=verify, head_bytes=HEAD_BYTES)
+            size = writer.size
+            if logical is not None:
+                etag, head, size = logical.finish(), bytes(logical.head), logical.size
             object_id = writer.blob_id
-            record = self._new_record(
-                bucket, key, object_id, writer.size, etag, content_type, metadata, headers, posix, xattrs, tags
-            )
+            record = self._new_record(bucket, key, object_id, size, etag, content_type, metadata, headers, posix, xattrs, tags)
+            if logical is not None:
+                record["extents"] = extents
             # A directory marker is not a study: locking it would freeze the tree's shape (rsync -a).
             if retention is None and settings.get("object_lock") and settings.get("lock_default") and not key.endswith("/"):
                 default = settings["lock_default"]
