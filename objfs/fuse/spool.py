@@ -157,7 +157,9 @@ class Spool:
     def blocks(self) -> int:
         """512-byte blocks the content uses (st_blocks): fewer than its size for a sparse file."""
         full = (self.size + 511) // 512
-        return min(full, os.fstat(self.fd).st_blocks) if self.loaded else full
+        if self.base is not None and (not self.dirty or not self.loaded):
+            return (self.base.stored_size + 511) // 512  # the committed version's content, zeros elided
+        return min(full, os.fstat(self.fd).st_blocks)
 
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, min(size, max(0, self.size - offset)), offset)
