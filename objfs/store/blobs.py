@@ -19,11 +19,12 @@ import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .codec import get_codec
 from .crypto import TAG_BYTES, SegmentCipher
-from .drives import BLOBS, Drive, rendezvous_order
+from .drives import BLOBS, Drive, fsync_dir, rendezvous_order
 from .errors import BadDigest, DataLoss, EncryptionKeyRequired, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, owner_tag, read_frame
 from .procs import own_identity
@@ -183,22 +184,61 @@ class BlobWriter:
         desc = self.descriptor()
         footer = {"blob": desc, "owner": owner, "writer": own_identity()}  # so scrub can tell a write in progress
 
-        def commit(item: tuple[int, FragmentWriter]) -> int | None:
-            index, writer = item
-            try:
-                writer.finish(dict(footer, index=index))
-                return index
-            except OSError as exc:
-                writer.failed = exc
-                writer.abort()
-                return None
-
-        done = [i for i in self.store.io_pool.map(commit, self.writers.items()) if i is not None]
+        done = self._commit_fragments(footer)
         if len(done) < self.codec.k + 1:
             self.discard()
             self._check_quorum()
         desc["written"] = sorted(done)
         return desc
+
+    def _commit_fragments(self, footer: dict[str, Any]) -> list[int]:
+        """Seal, place and sync every fragment; the indexes that are durable (the others are removed).
+
+        In phases, so the fragments' syncs overlap and share journal
+        commits: every file is sealed (its writeback started), then renamed
+        into place, then every file and every directory that gained an entry
+        is synced at once. A fragment counts only when its file and all its
+        directories synced.
+        """
+        pool = self.store.io_pool
+        failed: dict[int, OSError] = {}
+
+        def seal(item: tuple[int, FragmentWriter]) -> None:
+            index, writer = item
+            try:
+                writer.seal(dict(footer, index=index))
+            except OSError as exc:
+                failed[index] = exc
+
+        list(pool.map(seal, self.writers.items()))
+        needs: dict[Path, list[int]] = {}
+        for index, writer in self.writers.items():
+            if index in failed:
+                continue
+            try:
+                for directory in writer.place():
+                    needs.setdefault(directory, []).append(index)
+            except OSError as exc:
+                failed[index] = exc
+
+        def sync(job: tuple[int | None, Path | None]) -> None:
+            index, directory = job
+            try:
+                if directory is None:
+                    self.writers[index].sync()
+                else:
+                    fsync_dir(directory)
+            except OSError as exc:
+                for broken in [index] if directory is None else needs[directory]:
+                    failed.setdefault(broken, exc)
+
+        jobs = [(i, None) for i in self.writers if i not in failed] + [(None, d) for d in needs]
+        list(pool.map(sync, jobs))
+        for index, exc in failed.items():
+            writer = self.writers[index]
+            writer.failed = exc
+            writer.abort()
+        return [i for i in self.writers if i not in failed]
 
     def descriptor(self) -> dict[str, Any]:
         desc = {
