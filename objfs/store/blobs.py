@@ -378,6 +378,28 @@ class BlobReader:
         # GCM authenticates the decoded segment, whichever fragments (data or parity) it came from.
         return self.cipher.open(segment, self.codec.decode(fragments, length + self.desc["enc"]))
 
+    def read_piece(self, segment: int, offset: int) -> tuple[int, bytes]:
+        """``(start, bytes)``: a verified run of ``segment``'s bytes that holds ``offset`` (within the segment).
+
+        For a small read. With a systematic code each data fragment holds one
+        contiguous share of the segment (see :mod:`.codec`), so only the one
+        fragment frame that holds ``offset`` is read and CRC-checked, not k of
+        them. Falls back to the whole decoded segment (``start`` 0) when that
+        fragment is unreadable, the blob is encrypted or the codec has no
+        such fast path.
+        """
+        header = self.codec.data_offset()
+        k = self.desc["k"]
+        length = self.segment_length(segment)
+        if header is not None and not self.desc.get("enc") and length > 0:
+            per = -(-length // k)
+            index = offset // per
+            frame = self.read_fragment(index, segment)
+            if frame is not None:
+                start = index * per
+                return start, bytes(frame[header : header + min(per, length - start)])
+        return 0, self.read_segment(segment)
+
     def iter_range(self, start: int, end: int, prefetch: bool = True):
         """Yield the bytes ``[start, end)`` of the blob, a segment at a time.
 
