@@ -195,45 +195,43 @@ class BlobWriter:
         """Seal, place and sync every fragment; the indexes that are durable (the others are removed).
 
         In phases, so the fragments' syncs overlap and share journal
-        commits: every file is sealed (its writeback started), then renamed
-        into place, then every file and every directory that gained an entry
-        is synced at once. A fragment counts only when its file and all its
-        directories synced.
+        commits: every file is sealed (its writeback started) and renamed
+        into place, then each fragment's file and the directories that
+        gained an entry are synced, the fragments in parallel. A fragment
+        counts only when its file and all its directories synced. The
+        directory syncs after a file's usually find their entries committed
+        by it (one journal commit), so they run in the same task.
         """
-        pool = self.store.io_pool
         failed: dict[int, OSError] = {}
-
-        def seal(item: tuple[int, FragmentWriter]) -> None:
-            index, writer = item
+        needs: dict[Path, list[int]] = {}
+        tasks: dict[int, list[Path]] = {}
+        for index, writer in self.writers.items():
             try:
                 writer.seal(dict(footer, index=index))
+                directories = writer.place()
             except OSError as exc:
                 failed[index] = exc
-
-        list(pool.map(seal, self.writers.items()))
-        needs: dict[Path, list[int]] = {}
-        for index, writer in self.writers.items():
-            if index in failed:
                 continue
-            try:
-                for directory in writer.place():
-                    needs.setdefault(directory, []).append(index)
-            except OSError as exc:
-                failed[index] = exc
+            tasks[index] = []
+            for directory in directories:
+                if directory not in needs:
+                    tasks[index].append(directory)  # synced once, by the first fragment that needs it
+                needs.setdefault(directory, []).append(index)
 
-        def sync(job: tuple[int | None, Path | None]) -> None:
-            index, directory = job
+        def sync(task: tuple[int, list[Path]]) -> None:
+            index, directories = task
             try:
-                if directory is None:
-                    self.writers[index].sync()
-                else:
+                self.writers[index].sync()
+            except OSError as exc:
+                failed.setdefault(index, exc)
+            for directory in directories:
+                try:
                     fsync_dir(directory)
-            except OSError as exc:
-                for broken in [index] if directory is None else needs[directory]:
-                    failed.setdefault(broken, exc)
+                except OSError as exc:
+                    for broken in needs[directory]:
+                        failed.setdefault(broken, exc)
 
-        jobs = [(i, None) for i in self.writers if i not in failed] + [(None, d) for d in needs]
-        list(pool.map(sync, jobs))
+        list(self.store.io_pool.map(sync, tasks.items()))
         for index, exc in failed.items():
             writer = self.writers[index]
             writer.failed = exc
