@@ -23,13 +23,17 @@ import errno
 import os
 import secrets
 import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
 from .drives import fsync_dir
+
+try:  # the same CRC-32 as zlib's, an order of magnitude faster (every frame is checked on every read)
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - the package is a dependency; zlib gives the same values
+    from zlib import crc32
 from .procs import own_identity
 
 
@@ -92,7 +96,7 @@ class FragmentWriter:
             return
         try:
             self._file.write(fragment)
-            self._file.write(_CRC.pack(zlib.crc32(fragment)))
+            self._file.write(_CRC.pack(crc32(fragment)))
         except OSError as exc:
             self.failed = exc
 
@@ -101,7 +105,7 @@ class FragmentWriter:
         if self.failed is not None:
             raise self.failed
         body = msgpack.packb(footer, use_bin_type=True)
-        self._file.write(body + _TAIL.pack(len(body), zlib.crc32(body), MAGIC))
+        self._file.write(body + _TAIL.pack(len(body), crc32(body), MAGIC))
         os.fsync(self._file.fileno())
         self._file.close()
         ensure_dir(self.final_path.parent, self.root)
@@ -113,7 +117,7 @@ class FragmentWriter:
         if self.failed is not None:
             raise self.failed
         body = msgpack.packb(footer, use_bin_type=True)
-        self._file.write(body + _TAIL.pack(len(body), zlib.crc32(body), MAGIC))
+        self._file.write(body + _TAIL.pack(len(body), crc32(body), MAGIC))
         start_writeback(self._file.fileno())
 
     def place(self) -> list[Path]:
@@ -187,7 +191,7 @@ def read_frame(fd: int, segment: int, fsz: int, length: int) -> memoryview | Non
     if len(data) != length + _CRC.size:
         return None
     body = memoryview(data)[:length]  # no copy: segments are large
-    if zlib.crc32(body) != _CRC.unpack_from(data, length)[0]:
+    if crc32(body) != _CRC.unpack_from(data, length)[0]:
         return None
     return body
 
@@ -213,7 +217,7 @@ def read_footer(path: Path) -> dict[str, Any] | None:
 
 def _checked(body: bytes, crc: int) -> dict[str, Any] | None:
     """The msgpack ``body`` if its CRC-32 is ``crc``, else None (torn or damaged)."""
-    if zlib.crc32(body) != crc:
+    if crc32(body) != crc:
         return None
     try:
         return msgpack.unpackb(body, raw=False)
@@ -230,7 +234,7 @@ def write_meta(path: Path, tmp_dir: Path, record: dict[str, Any]) -> None:
     body = msgpack.packb(record, use_bin_type=True)
     tmp = tmp_dir / f"{path.name}.{secrets.token_hex(4)}.{owner_tag()}.tmp"
     with open(tmp, "wb") as f:
-        f.write(META_MAGIC + _CRC.pack(zlib.crc32(body)) + body)
+        f.write(META_MAGIC + _CRC.pack(crc32(body)) + body)
         f.flush()
         os.fsync(f.fileno())
     drive_root = tmp_dir.parent
