@@ -105,7 +105,8 @@ class _Stream:
         """The put's body: what was handed over, b"" at the end; raises StreamAbandoned."""
         with self._cond:
             # Whole segments where the writer is ahead: fewer, larger pieces for the encoder.
-            while (self._queued < size or size < 0) and not self._eof and not self._abandoned:
+            want = STREAM_BUFFER if size < 0 else min(size, STREAM_BUFFER)  # never more than feed() lets in
+            while self._queued < want and not self._eof and not self._abandoned:
                 self._cond.wait()
             if self._abandoned:
                 raise StreamAbandoned("the file was not written sequentially")
