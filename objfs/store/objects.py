@@ -198,6 +198,28 @@ class ObjectReader:
             self._record_failure(exc)
             raise
 
+    def read_piece(self, offset: int) -> tuple[int, bytes]:
+        """``(start, bytes)``: verified bytes of the object around ``offset``, the least a small read costs.
+
+        Usually one data fragment's share of a segment (one frame read and
+        checked instead of k); the whole segment where that fragment is
+        unreadable or the version is encrypted. Empty at or past the end.
+        """
+        if offset >= self.info.size:
+            return offset, b""
+        part = bisect.bisect_right(self._offsets, offset) - 1
+        reader, base = self._readers[part], self._offsets[part]
+        seg_size = reader.desc["seg"]
+        segment = (offset - base) // seg_size
+        if self._cache is not None and self._cache[:2] == (part, segment):
+            return base + segment * seg_size, self._cache[2]
+        try:
+            start, data = reader.read_piece(segment, offset - base - segment * seg_size)
+        except DataLoss as exc:
+            self._record_failure(exc)
+            raise
+        return base + segment * seg_size + start, data
+
     def _read(self, offset: int, length: int) -> bytes:
         out = []
         end = min(offset + length, self.info.size)
