@@ -419,8 +419,10 @@ def test_s3_restore_object_on_an_archived_version_is_its_promotion(store3: Path,
         asked = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
         assert asked["ResponseMetadata"]["HTTPStatusCode"] == 202
         assert client.head_object(Bucket="bkt", Key="prior")["Restore"] == 'ongoing-request="true"'
-        again = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
-        assert again["ResponseMetadata"]["HTTPStatusCode"] == 202  # still queued
+        with pytest.raises(client.exceptions.ClientError) as again:  # still queued: as S3 answers
+            client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
+        assert again.value.response["Error"]["Code"] == "RestoreAlreadyInProgress"
+        assert again.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
         with Store.open(store3) as store:
             (entry,) = store.queued_moves()
             assert (entry["key"], entry["reason"]) == ("prior", "restore")
