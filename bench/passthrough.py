@@ -3,6 +3,9 @@
 Same stack as the objfs mount (pyfuse3 on trio, same mount options, same
 kernel attribute timeouts) but every request goes straight to a directory,
 so ``fuse_bench`` can tell what FUSE itself costs from what objfs adds.
+Like objfs, it makes a file durable when it is closed: a file written
+through a handle is fsynced on flush (what ``close()`` waits for) and
+release, so both sides of the comparison write durably.
 
     python -m bench.passthrough SOURCE MOUNTPOINT
 """
@@ -28,6 +31,7 @@ class Passthrough(pyfuse3.Operations):
         self.inos: dict[str, int] = {source: pyfuse3.ROOT_INODE}
         self.next = pyfuse3.ROOT_INODE + 1
         self.fds: dict[int, int] = {}
+        self.dirty: set[int] = set()  # handles written since their last fsync
 
     def _ino(self, path: str) -> int:
         ino = self.inos.get(path)
@@ -122,16 +126,24 @@ class Passthrough(pyfuse3.Operations):
         return os.pread(fh, size, off)
 
     async def write(self, fh, off, buf):
+        self.dirty.add(fh)
         return os.pwrite(fh, buf, off)
 
     async def flush(self, fh):
-        pass
+        # close() returns what flush returns: the file is durable when close() is.
+        if fh in self.dirty:
+            self.dirty.discard(fh)
+            os.fsync(fh)
 
     async def fsync(self, fh, datasync):
+        self.dirty.discard(fh)
         (os.fdatasync if datasync else os.fsync)(fh)
 
     async def release(self, fh):
         self.fds.pop(fh, None)
+        if fh in self.dirty:  # written after its last flush (a write through mmap, say)
+            self.dirty.discard(fh)
+            os.fsync(fh)
         os.close(fh)
 
     async def statfs(self, ctx):

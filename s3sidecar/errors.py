@@ -523,6 +523,12 @@ class RequestTimeTooSkewed(S3Error):
     message = "The difference between the request time and the current time is too large."
 
 
+class RestoreAlreadyInProgress(S3Error):
+    code = "RestoreAlreadyInProgress"
+    status = 409
+    message = "Object restore is already in progress."
+
+
 class RequestTimeout(S3Error):
     code = "RequestTimeout"
     status = 400

@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("name")
 
 
-def _secret(args: argparse.Namespace) -> str:
+def read_secret(args: argparse.Namespace) -> str:
+    """The secret key of ``--secret-key`` ('-': a line of stdin), else of ${OBJFS_REMOTE_SECRET_KEY}."""
     if args.secret_key == "-":
         return sys.stdin.readline().strip()
     if args.secret_key:
@@ -53,7 +54,7 @@ def _secret(args: argparse.Namespace) -> str:
 
 
 def cmd_remote_add(args: argparse.Namespace) -> int:
-    secret = _secret(args)
+    secret = read_secret(args)
     with open_store(args.store) as store:
         remote = add_remote(
             args.store,

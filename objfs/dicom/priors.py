@@ -23,8 +23,10 @@ Guarantees:
   queued something, and a new study within that day writes no request (a
   request that found nothing cold does not count);
 * **policy in the engine's config**: ``[lifecycle] promote_priors`` (default
-  on when the store has a colder tier), ``prior_studies`` (default 3);
-  promoted versions stay on the first tier for ``promoted_days`` before the
+  on when the store has a colder tier), ``prior_studies`` (default 3),
+  ``prior_modalities`` (default all: with ``["CT", "MR"]`` only the
+  instances of those modalities come back, and ``prior_studies`` counts
+  only the studies that have some); promoted versions stay on the first tier for ``promoted_days`` before the
   rules move them again (:mod:`objfs.store.lifecycle`).
 
 This module reads the DICOM index (:mod:`objfs.dicom.index`) and changes
@@ -36,7 +38,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from objfs.dicom.index import _k, _last_part, _prefix, study_objects
+from objfs.dicom.index import _instances, _k, _last_part, _prefix, _series
 from objfs.store.tiers import tier_of_record
 
 if TYPE_CHECKING:
@@ -90,18 +92,31 @@ class PriorsIndexer:
 
 
 def prior_versions(store: Store, bucket: str, pid: str, study: str) -> list[dict[str, Any]]:
-    """The records of the patient's most recent earlier studies (not ``study``) that are on a colder tier."""
+    """The records of the patient's most recent earlier studies (not ``study``) that are on a colder tier.
+
+    With ``prior_modalities``, only the instances of those modalities, and
+    only the studies holding some count towards ``prior_studies``.
+    """
     limit = store.config.lifecycle.prior_studies
+    modalities = set(store.config.lifecycle.prior_modalities)
     with store.index.read() as txn:
         studies = []
         for key, _ in txn.scan("dicom", _prefix(b"q", bucket, pid)):
             uid = _last_part(key)
             if uid != study:
                 entry = txn.get("dicom", _k(b"t", bucket, uid)) or {"a": {}}
-                studies.append((str(entry["a"].get("StudyDate") or ""), uid))
-        studies.sort(reverse=True)  # the most recent first (StudyDate is YYYYMMDD)
+                if modalities and not modalities & set(entry.get("mods") or {}):
+                    continue  # none of the modalities asked for
+                studies.append((str(entry["a"].get("StudyDate") or ""), uid, entry))
+        studies.sort(key=lambda s: s[:2], reverse=True)  # the most recent first (StudyDate is YYYYMMDD)
         chosen = studies[:limit] if limit else studies
-        refs = [ref for _, uid in chosen for ref in study_objects(txn, bucket, uid)]
+        refs = [
+            (inst["k"], inst["id"])
+            for _, uid, entry in chosen
+            for series, se in _series(txn, bucket, uid, {})
+            for inst in _instances(txn, bucket, uid, series, {}, entry, se)
+            if not modalities or str(inst["d"].get("Modality") or "") in modalities
+        ]
     hot = store.config.hot.name
     cold = []
     for key, object_id in refs:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Bytes fetched from the store per read of a committed object (one engine segment).
 READ_CHUNK = 1 << 20
+#: Reads up to this size that miss the handle's cache fetch only the fragment share holding them.
+SMALL_READ = 128 << 10
 
 
 class FileOps(MountState):
@@ -193,6 +195,9 @@ class FileOps(MountState):
                 return data[off - start : off - start + size]
             if off == start + len(data):
                 start, data = await self._next_chunk(handle, off)
+            if not (start <= off and off + size <= start + len(data)) and size <= SMALL_READ:
+                # A random small read: the one fragment share that holds it, not a whole segment.
+                start, data = await self._run(handle.reader.read_piece, off)
             if not (start <= off and off + size <= start + len(data)):
                 start = off - off % READ_CHUNK
                 data = await self._run(handle.reader.read, start, max(READ_CHUNK, off + size - start))

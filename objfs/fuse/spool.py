@@ -25,13 +25,24 @@ leaves its holes (and any zero block) unwritten in the spool.
 A spool is only ever deleted when its content is committed and every handle
 is closed, or when its inode is unlinked and forgotten (the file is gone).
 A failed commit keeps the spool, so a later flush, fsync or close retries.
+
+A file written sequentially from its first byte (a new file, or one cut to
+nothing) is also *streamed*: a put of its bytes runs in a thread of its own
+while they are written (:class:`_Stream`), so the erasure coding and the
+fragment writes overlap the writing and the commit only ends the put (the
+last segment, the syncs, the index commit). The spool file still gets every
+byte: any write elsewhere, a truncation, a rename or an xattr change while
+the file is open abandons the stream (its put is discarded, nothing of it
+is visible) and the commit stores the spool file as above.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import stat
+import threading
 import time
 from typing import Any
 
@@ -43,6 +54,158 @@ COPY_CHUNK = 4 << 20
 #: Aligned all-zero blocks of this size become holes at the commit.
 HOLE_BLOCK = 64 << 10
 _ZERO_BLOCK = bytes(HOLE_BLOCK)
+#: A run of zeros this long written into a stream abandons it: the spool commit makes it a hole.
+STREAM_ZERO_RUN = 1 << 20
+_ZEROS = bytes(1 << 20)
+#: Bytes a stream holds for its put before writes wait for it (memory per streamed file).
+STREAM_BUFFER = 4 << 20
+#: Files streamed at once; more are spooled only (each stream is a thread).
+MAX_STREAMS = 8
+_streams = threading.BoundedSemaphore(MAX_STREAMS)
+
+
+class StreamAbandoned(Exception):
+    """The stream's put was abandoned: the spool file is committed instead."""
+
+
+class _Stream:
+    """A put of a file's bytes that runs while they are written (sequentially, from 0).
+
+    Writes hand their bytes over with :meth:`offer` (never blocks: the
+    mount's event loop calls it) or :meth:`feed` (blocks while the put is
+    :data:`STREAM_BUFFER` behind: a worker thread calls it). The put reads
+    them through :meth:`read`. :meth:`finish` ends the body and returns the
+    put's result; :meth:`abandon` makes the put fail (and discard what it wrote).
+    """
+
+    def __init__(self, store: Store, bucket: str, key: str, principal: Principal) -> None:
+        self.bucket, self.key, self.principal = bucket, key, principal
+        self.pos = 0  # bytes handed over
+        self.order = trio.Lock()  # writes hand their bytes over in the order they came
+        #: The new version's POSIX attributes: filled in by finish, read by the put after the body ends.
+        self.posix: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._appended = 0
+        self._eof = False
+        self._abandoned = False
+        self._done = False
+        self._result: ObjectInfo | None = None
+        self._error: BaseException | None = None
+        #: Zeros handed over since the last other byte (see STREAM_ZERO_RUN).
+        self.zeros = 0
+        self._thread = threading.Thread(target=self._put, args=(store,), name="objfs-fuse-stream", daemon=True)
+        self._thread.start()
+
+    def _put(self, store: Store) -> None:
+        try:
+            self._result = store.put_object(
+                self.bucket,
+                self.key,
+                self,
+                posix=self.posix,
+                keep_attributes=True,
+                xattr_changes={},
+                principal=self.principal,
+            )
+        except BaseException as exc:  # handed to finish()
+            self._error = exc
+        finally:
+            _streams.release()
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def read(self, size: int = -1) -> bytes:
+        """The put's body: what was handed over, b"" at the end; raises StreamAbandoned."""
+        with self._cond:
+            # Whole segments where the writer is ahead: fewer, larger pieces for the encoder.
+            want = STREAM_BUFFER if size < 0 else min(size, STREAM_BUFFER)  # never more than feed() lets in
+            while self._queued < want and not self._eof and not self._abandoned:
+                self._cond.wait()
+            if self._abandoned:
+                raise StreamAbandoned("the file was not written sequentially")
+            out = bytearray()
+            while self._chunks and (size < 0 or len(out) < size):
+                chunk = self._chunks.popleft()
+                if size >= 0 and len(out) + len(chunk) > size:
+                    cut = size - len(out)
+                    self._chunks.appendleft(chunk[cut:])
+                    chunk = chunk[:cut]
+                out += chunk
+            self._queued -= len(out)
+            self._cond.notify_all()
+            return bytes(out)
+
+    def zero_run(self, data: bytes) -> int:
+        """Zeros handed over since the last other byte, counting ``data`` (about to be handed over)."""
+        self.zeros = self.zeros + len(data) if is_zero(data) else 0
+        return self.zeros
+
+    def offer(self, data: bytes) -> bool:
+        """Hand ``data`` over unless the put is behind (False: call :meth:`feed` from a thread)."""
+        with self._cond:
+            if self._queued >= STREAM_BUFFER and not (self._abandoned or self._done):
+                return False
+            self._append(data)
+            return True
+
+    def feed(self, data: bytes) -> None:
+        """Hand ``data`` over, waiting while the put is behind (blocking)."""
+        with self._cond:
+            while self._queued >= STREAM_BUFFER and not (self._abandoned or self._done):
+                self._cond.wait()
+            self._append(data)
+
+    def _append(self, data: bytes) -> None:
+        if not (self._abandoned or self._done):
+            self._chunks.append(bytes(data))
+            self._queued += len(data)
+            self._appended += len(data)
+            self._cond.notify_all()
+
+    def finish(self, posix: dict[str, int], length: int) -> ObjectInfo:
+        """End the body at ``length`` bytes and wait for the put (blocking): durable when it returns.
+
+        Raises what the put raised, StreamAbandoned when the body cannot be
+        exactly those bytes (the caller commits the spool file instead).
+        """
+        self.posix.update(posix)
+        with self._cond:
+            # A write handed over but still waiting in feed() belongs to the body.
+            while self._appended < length and not (self._abandoned or self._done):
+                self._cond.wait()
+            if self._appended != length and not self._done:
+                self._abandoned = True
+            self._eof = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def abandon(self) -> None:
+        """Make the put fail and discard its fragments; returns at once."""
+        with self._cond:
+            self._abandoned = True
+            self._chunks.clear()
+            self._queued = 0
+            self._cond.notify_all()
+
+
+def is_zero(data: bytes) -> bool:
+    """Whether ``data`` is all zeros (cheap when it is not: most data fails on its first or last byte)."""
+    if not data or data[0] or data[-1]:
+        return False
+    view = memoryview(data)
+    while view:
+        n = min(len(view), len(_ZEROS))
+        if view[:n] != _ZEROS[:n]:
+            return False
+        view = view[n:]
+    return True
 
 
 def data_extents(fd: int, length: int) -> list[tuple[int, int]]:
@@ -133,6 +296,8 @@ class Spool:
         self.handles = 0
         # Serialises load and commit: a commit never reads a half-loaded spool.
         self.lock = trio.Lock()
+        #: The put streaming this file's bytes while they are written, if any.
+        self.stream: _Stream | None = None
 
     # -- content ---------------------------------------------------------------
 
@@ -175,8 +340,19 @@ class Spool:
         self._touch()
         return len(data)
 
+    def start_stream(self, store: Store, bucket: str, key: str, principal: Principal) -> None:
+        """Stream the file into a put from here on, if it is empty and streams are free."""
+        if self.stream is None and self.loaded and self.size == 0 and not self.xattrs and _streams.acquire(blocking=False):
+            self.stream = _Stream(store, bucket, key, principal)
+
+    def abandon_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.abandon()
+            self.stream = None
+
     def truncate(self, size: int) -> None:
         """Cut or extend to ``size``; a cut to 0 needs no load."""
+        self.abandon_stream()
         if size == 0:
             self.loaded = True
         os.ftruncate(self.fd, size)
@@ -204,6 +380,17 @@ class Spool:
         """
         posix = dict(self.posix)
         posix["mode"] = stat.S_IFREG | stat.S_IMODE(posix.get("mode", 0o644))
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            if (stream.bucket, stream.key, stream.principal, stream.pos) == (bucket, key, principal, length) and not self.xattrs:
+                try:
+                    info = stream.finish(posix, length)
+                    self.base = info
+                    return info
+                except StreamAbandoned:
+                    pass  # the spool file holds every byte
+            else:
+                stream.abandon()
         # The engine keeps the attributes current at the commit (another front may change them meanwhile).
         extents = data_extents(self.fd, length)
         info = store.put_object(
@@ -226,6 +413,7 @@ class Spool:
         if self.closed:
             return
         self.closed = True
+        self.abandon_stream()
         try:
             os.close(self.fd)
         except OSError:

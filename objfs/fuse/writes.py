@@ -20,7 +20,7 @@ from objfs.store import Principal
 from . import namespace as ns
 from .core import MountState
 from .inodes import Inode, split_path
-from .spool import attrs_of
+from .spool import STREAM_ZERO_RUN, attrs_of
 
 
 class WriteOps(MountState):
@@ -38,7 +38,25 @@ class WriteOps(MountState):
         if not spool.loaded:
             async with spool.lock:
                 await self._run(spool.load, self.store)
-        return spool.write(spool.size if handle.append else off, buf)
+        offset = spool.size if handle.append else off
+        if offset == 0 and handle.inode.path is not None:
+            bucket, key = split_path(handle.inode.path)
+            spool.start_stream(self.store, bucket, key, handle.principal)
+        written = spool.write(offset, buf)
+        stream = spool.stream
+        if stream is not None:
+            async with stream.order:  # a write waiting for the put keeps the later ones behind it
+                if spool.stream is not stream:
+                    pass  # abandoned meanwhile
+                elif offset != stream.pos:
+                    spool.abandon_stream()  # not sequential: the spool file is committed instead
+                elif stream.zero_run(buf) >= STREAM_ZERO_RUN:
+                    spool.abandon_stream()  # a long run of zeros: the spool commit stores it as a hole
+                else:
+                    stream.pos += len(buf)
+                    if not stream.offer(buf):
+                        await self._run(stream.feed, buf)
+        return written
 
     async def _truncate(self, node: Inode, st: ns.Stat, size: int, principal: Principal) -> None:
         """Cut or extend the file; a file nobody has open is committed at once. Lock checked by the caller."""

@@ -21,10 +21,12 @@ always miss the newest line, and a commit of its own costs a full fsync.
 A site that must also survive an attacker who rewrites every copy should
 copy the head hash off the appliance (``objfs audit verify`` prints it).
 Appends from several processes are serialized with ``flock``; changes are
-fsynced before the call returns, reads are flushed to the OS only (an
-audit line per read must not double the cost of a read). The pin is
-written after the line it names is fsynced, so on disk it never runs
-ahead of the log: a power cut can only leave it older, never a false alarm.
+fdatasynced before the call returns (concurrent changes of one process
+share one fdatasync: group commit), reads are flushed to the OS only (an
+audit line per read must not double the cost of a read). A durable line's
+pins are written after the line is synced and are not synced themselves, so
+on disk they never run ahead of the log: a power cut can only leave them
+older, never a false alarm.
 
 **Sealed segments.** Once the live log reaches ``[audit] segment_bytes`` (or
 on ``objfs audit rotate``) it is sealed: kept as a read-only
@@ -51,6 +53,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +86,11 @@ class AuditLog:
         self.pin_path = directory.parent / PIN_NAME
         self.segment_bytes = segment_bytes
         self.exporter = SyslogExporter(syslog) if syslog else None
+        # Group commit: the newest line this process wrote, and the newest it knows synced.
+        self._sync = threading.Condition()
+        self._written: tuple[int, str] = (0, GENESIS)
+        self._synced = 0
+        self._syncing = False
 
     def _open_locked(self) -> int:
         """The live log, open and flocked; reopened if it was sealed while this process waited."""
@@ -97,14 +105,17 @@ class AuditLog:
             os.close(fd)
 
     def append(self, *, who: str, action: str, outcome: str, now: float, durable: bool, **fields: Any) -> None:
-        """Add one line; with ``durable`` it is fsynced before this returns."""
+        """Add one line; with ``durable`` it is on disk before this returns."""
         fd = self._open_locked()
         try:
             entry = self._append_locked(fd, who=who, action=action, outcome=outcome, now=now, durable=durable, **fields)
             if self.segment_bytes and os.fstat(fd).st_size >= self.segment_bytes:
                 self._seal_locked(fd, now)
         finally:
-            os.close(fd)
+            os.close(fd)  # and with it the lock
+        if durable:
+            # A seal after this line was written fsynced the log it is in, under the lock.
+            self._sync_through(entry["seq"])
         if self.exporter is not None:
             self.exporter.send(entry)
 
@@ -118,9 +129,10 @@ class AuditLog:
         entry["prev"] = prev
         entry["hash"] = _digest(entry)
         os.write(fd, (json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n").encode())
-        if durable:
-            os.fsync(fd)
-        self._write_head(entry["seq"], entry["hash"], durable)
+        with self._sync:
+            self._written = max(self._written, (entry["seq"], entry["hash"]))
+        if not durable:
+            self._write_head(entry["seq"], entry["hash"])
         return entry
 
     # -- sealed segments ------------------------------------------------------
@@ -167,7 +179,7 @@ class AuditLog:
         os.chmod(segment, 0o400)
         os.rename(fresh, self.path)
         _fsync_dir(self.directory)
-        self._write_head(entry["seq"], entry["hash"], True)
+        self._write_head(entry["seq"], entry["hash"])
         return segment
 
     def segments(self) -> list[Path]:
@@ -179,6 +191,38 @@ class AuditLog:
         # A segment that is still the live log (a seal interrupted before its rename) is read once, as the log.
         sealed = sorted(p for p in self.directory.glob(SEALED_PREFIX + "*.log") if p.stat().st_ino != live)
         return [*sealed, self.path]
+
+    def _sync_through(self, seq: int) -> None:
+        """Make this process's lines up to ``seq`` durable, then pin the newest synced one.
+
+        One caller syncs for all that wait meanwhile (their lines were written
+        before its fdatasync began); a failed sync raises to that caller and
+        the next waiter tries again.
+        """
+        with self._sync:
+            while self._synced < seq and self._syncing:
+                self._sync.wait()
+            if self._synced >= seq:
+                return
+            self._syncing = True
+            target = self._written
+        done = 0
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            try:
+                os.fdatasync(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                newest = max([0, *(p["seq"] for p in self._pins() if isinstance(p.get("seq"), int))])
+                if newest < target[0]:  # never move a pin back past a line another writer pinned
+                    self._write_head(*target)
+            finally:
+                os.close(fd)
+            done = target[0]
+        finally:
+            with self._sync:
+                self._synced = max(self._synced, done)
+                self._syncing = False
+                self._sync.notify_all()
 
     def _last(self, fd: int) -> tuple[int, str]:
         size = os.fstat(fd).st_size
@@ -205,19 +249,17 @@ class AuditLog:
                 out.append(pinned)
         return out
 
-    def _write_head(self, seq: int, digest: str, durable: bool) -> None:
+    def _write_head(self, seq: int, digest: str) -> None:
         """Pin the chain's newest line (under the log's lock), so cutting lines off the end shows.
 
-        One fixed-width write in place per copy: cheap enough for every read.
-        The second copy is not fsynced (see the module's docstring).
+        One fixed-width write in place per copy, not synced: cheap enough for
+        every read (see the module's docstring).
         """
         body = json.dumps({"seq": seq, "hash": digest}).ljust(HEAD_WIDTH).encode()
-        for path, sync in ((self.directory / HEAD_NAME, durable), (self.pin_path, False)):
+        for path in (self.directory / HEAD_NAME, self.pin_path):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 os.pwrite(fd, body, 0)
-                if sync:
-                    os.fsync(fd)
             finally:
                 os.close(fd)
 

@@ -19,11 +19,12 @@ import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .codec import get_codec
 from .crypto import TAG_BYTES, SegmentCipher
-from .drives import BLOBS, Drive, rendezvous_order
+from .drives import BLOBS, Drive, fsync_dir, rendezvous_order
 from .errors import BadDigest, DataLoss, EncryptionKeyRequired, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, owner_tag, read_frame
 from .procs import own_identity
@@ -183,22 +184,59 @@ class BlobWriter:
         desc = self.descriptor()
         footer = {"blob": desc, "owner": owner, "writer": own_identity()}  # so scrub can tell a write in progress
 
-        def commit(item: tuple[int, FragmentWriter]) -> int | None:
-            index, writer = item
-            try:
-                writer.finish(dict(footer, index=index))
-                return index
-            except OSError as exc:
-                writer.failed = exc
-                writer.abort()
-                return None
-
-        done = [i for i in self.store.io_pool.map(commit, self.writers.items()) if i is not None]
+        done = self._commit_fragments(footer)
         if len(done) < self.codec.k + 1:
             self.discard()
             self._check_quorum()
         desc["written"] = sorted(done)
         return desc
+
+    def _commit_fragments(self, footer: dict[str, Any]) -> list[int]:
+        """Seal, place and sync every fragment; the indexes that are durable (the others are removed).
+
+        In phases, so the fragments' syncs overlap and share journal
+        commits: every file is sealed (its writeback started) and renamed
+        into place, then each fragment's file and the directories that
+        gained an entry are synced, the fragments in parallel. A fragment
+        counts only when its file and all its directories synced. The
+        directory syncs after a file's usually find their entries committed
+        by it (one journal commit), so they run in the same task.
+        """
+        failed: dict[int, OSError] = {}
+        needs: dict[Path, list[int]] = {}
+        tasks: dict[int, list[Path]] = {}
+        for index, writer in self.writers.items():
+            try:
+                writer.seal(dict(footer, index=index))
+                directories = writer.place()
+            except OSError as exc:
+                failed[index] = exc
+                continue
+            tasks[index] = []
+            for directory in directories:
+                if directory not in needs:
+                    tasks[index].append(directory)  # synced once, by the first fragment that needs it
+                needs.setdefault(directory, []).append(index)
+
+        def sync(task: tuple[int, list[Path]]) -> None:
+            index, directories = task
+            try:
+                self.writers[index].sync()
+            except OSError as exc:
+                failed.setdefault(index, exc)
+            for directory in directories:
+                try:
+                    fsync_dir(directory)
+                except OSError as exc:
+                    for broken in needs[directory]:
+                        failed.setdefault(broken, exc)
+
+        list(self.store.io_pool.map(sync, tasks.items()))
+        for index, exc in failed.items():
+            writer = self.writers[index]
+            writer.failed = exc
+            writer.abort()
+        return [i for i in self.writers if i not in failed]
 
     def descriptor(self) -> dict[str, Any]:
         desc = {
@@ -337,6 +375,28 @@ class BlobReader:
             raise EncryptionKeyRequired(f"blob {self.desc['id']} is encrypted and no key was given")
         # GCM authenticates the decoded segment, whichever fragments (data or parity) it came from.
         return self.cipher.open(segment, self.codec.decode(fragments, length + self.desc["enc"]))
+
+    def read_piece(self, segment: int, offset: int) -> tuple[int, bytes]:
+        """``(start, bytes)``: a verified run of ``segment``'s bytes that holds ``offset`` (within the segment).
+
+        For a small read. With a systematic code each data fragment holds one
+        contiguous share of the segment (see :mod:`.codec`), so only the one
+        fragment frame that holds ``offset`` is read and CRC-checked, not k of
+        them. Falls back to the whole decoded segment (``start`` 0) when that
+        fragment is unreadable, the blob is encrypted or the codec has no
+        such fast path.
+        """
+        header = self.codec.data_offset()
+        k = self.desc["k"]
+        length = self.segment_length(segment)
+        if header is not None and not self.desc.get("enc") and length > 0:
+            per = -(-length // k)
+            index = offset // per
+            frame = self.read_fragment(index, segment)
+            if frame is not None:
+                start = index * per
+                return start, bytes(frame[header : header + min(per, length - start)])
+        return 0, self.read_segment(segment)
 
     def iter_range(self, start: int, end: int, prefetch: bool = True):
         """Yield the bytes ``[start, end)`` of the blob, a segment at a time.

@@ -46,6 +46,16 @@ class Codec:
                 return None
         return 80
 
+    def data_offset(self) -> int | None:
+        """Where the data starts in each data fragment (its header's length), if the fast path holds.
+
+        Data fragment ``i`` of a segment of ``length`` bytes then holds the
+        bytes ``[i * per, (i + 1) * per)`` with ``per = ceil(length / k)``
+        right after that header: a small read needs that one fragment only.
+        None when the library's format differs (decode only).
+        """
+        return self._header
+
     def encode(self, segment: bytes) -> list[bytes]:
         """k + m fragments of ``segment``; fragment i is stored on the i-th drive."""
         return self._driver.encode(segment)

@@ -140,6 +140,8 @@ class LifecycleConfig:
     promote_priors: bool = False
     #: How many of the patient's most recent earlier studies are promoted (0: all of them).
     prior_studies: int = 3
+    #: The modalities whose priors are promoted (DICOM Modality codes such as "CT", "MR"; empty: all).
+    prior_modalities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -504,6 +506,7 @@ def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str, *, tier
             "promoted_days",
             "promote_priors",
             "prior_studies",
+            "prior_modalities",
         },
         where,
     )
@@ -542,7 +545,26 @@ def _lifecycle(raw: dict[str, Any], classes: dict[str, str], where: str, *, tier
     prior_studies = _optional(raw, "prior_studies", int, 3, where)
     if prior_studies < 0:
         raise ConfigError(f"{where}: prior_studies must not be negative")
-    return LifecycleConfig(float(day), float(interval), rate, transitions, promote, promoted_days, priors, prior_studies)
+    modalities = _prior_modalities(raw, where)
+    return LifecycleConfig(
+        float(day), float(interval), rate, transitions, promote, promoted_days, priors, prior_studies, modalities
+    )
+
+
+#: A DICOM Modality code (value representation CS: upper-case letters, digits, underscore; at most 16).
+_MODALITY_RE = re.compile(r"^[A-Z0-9_]{1,16}$")
+
+
+def _prior_modalities(raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    """``prior_modalities``: a list of distinct Modality codes; a code the index could never match is refused."""
+    codes = _optional(raw, "prior_modalities", list, [], where)
+    for code in codes:
+        if not isinstance(code, str) or not _MODALITY_RE.match(code):
+            hint = f" (did you mean {code.strip().upper()!r}?)" if isinstance(code, str) and code.strip() else ""
+            raise ConfigError(f'{where}: prior_modalities holds DICOM Modality codes such as "CT" or "MR", not {code!r}{hint}')
+    if len(set(codes)) != len(codes):
+        raise ConfigError(f"{where}: prior_modalities names a modality twice: {codes}")
+    return tuple(codes)
 
 
 def _dicomweb_config(raw: dict[str, Any], where: str) -> DicomwebConfig:

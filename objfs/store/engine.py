@@ -26,7 +26,7 @@ from .clock import Clock
 from .config import CONFIG_NAME, StoreConfig, load_config, parse_ec, render_config
 from .counters import Counters
 from .crypto import KeyService, check_bucket_default, new_key_file
-from .drives import BUCKETS, READABLE, Drive, drive_id_for, format_drive, identify_drives
+from .drives import BLOBS, BUCKETS, READABLE, Drive, drive_id_for, format_drive, fsync_dir, identify_drives
 from .errors import AccessDenied, BucketAlreadyExists, BucketNotEmpty, ConfigError, InvalidArgument, NoSuchBucket
 from .fragments import write_meta
 from .gc import GarbageMixin
@@ -656,7 +656,21 @@ def init_store(
             new_key_file(config.key_file)
         for i, path in enumerate(config.hot.drives):
             format_drive(path, config.store_id, drive_id_for(config.store_id, "hot", i))
+            precreate_fanout(path / BLOBS)
     except BaseException:
         os.unlink(root / CONFIG_NAME)
         raise
     return Store.open(root)
+
+
+def precreate_fanout(blobs: Path) -> None:
+    """Make the first fan-out level (``blobs/00`` .. ``blobs/ff``) of a new drive, durably.
+
+    A young store otherwise creates (and syncs) one of these with most of
+    its first objects' fragments; made here they cost one directory sync.
+    The second level stays lazy (65,536 directories per drive would cost
+    more to make than they save).
+    """
+    for i in range(256):
+        (blobs / f"{i:02x}").mkdir(exist_ok=True)
+    fsync_dir(blobs)

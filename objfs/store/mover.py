@@ -392,9 +392,10 @@ class MoverMixin:
     ) -> str:
         """S3 RestoreObject: bring a version on a colder tier back to the first tier (promotion, by the mover).
 
-        Returns ``"hot"`` when the version is on the first tier already, or
+        Returns ``"hot"`` when the version is on the first tier already,
         ``"queued"`` once its move is queued (durably) for the moves loop of
-        ``objfs serve``. It stays on the first tier for ``[lifecycle]
+        ``objfs serve``, or ``"ongoing"`` when its move there was queued
+        already (by an earlier restore, a read, or a new study's priors). It stays on the first tier for ``[lifecycle]
         promoted_days`` (the restore's Days are not the client's to choose here).
         """
         with self.index.read() as txn:
@@ -405,8 +406,7 @@ class MoverMixin:
         hot = self.config.hot.name
         if tier_of_record(record, hot) == hot:
             return "hot"
-        self.queue_move(record, hot, "restore")
-        return "queued"
+        return "queued" if self.queue_move(record, hot, "restore") else "ongoing"
 
     def restore_state(self: Store, record: dict[str, Any]) -> tuple[bool, float | None] | None:
         """What S3's ``x-amz-restore`` says of a version: (ongoing, until) or None when no restore applies.

@@ -32,7 +32,7 @@ from .locks import check_lock, check_new_retention, lock_active
 from .names import check_key
 from .policy import check_acl, check_public_acl_allowed
 from .remotetier import open_blob
-from .sparse import LogicalDigest, iter_logical, normalized_extents, read_logical, stored_size
+from .sparse import LogicalDigest, iter_logical, normalized_extents, piece_of_sparse, read_logical, stored_size
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -218,6 +218,36 @@ class ObjectReader:
         except DataLoss as exc:
             self._record_failure(exc)
             raise
+
+    def read_piece(self, offset: int) -> tuple[int, bytes]:
+        """``(start, bytes)``: verified bytes of the object around ``offset``, the least a small read costs.
+
+        Usually one data fragment's share of a segment (one frame read and
+        checked instead of k); the whole segment where that fragment is
+        unreadable or the version is encrypted. Empty at or past the end.
+        """
+        if offset >= self.info.size:
+            return offset, b""
+        if self._extents is not None:
+            return piece_of_sparse(self._extents, self.info.size, offset, self._read_piece)
+        return self._read_piece(offset)
+
+    def _read_piece(self, offset: int) -> tuple[int, bytes]:
+        """read_piece at a stored offset (the blobs' bytes)."""
+        if offset >= self._stored:
+            return offset, b""
+        part = bisect.bisect_right(self._offsets, offset) - 1
+        reader, base = self._readers[part], self._offsets[part]
+        seg_size = reader.desc["seg"]
+        segment = (offset - base) // seg_size
+        if self._cache is not None and self._cache[:2] == (part, segment):
+            return base + segment * seg_size, self._cache[2]
+        try:
+            start, data = reader.read_piece(segment, offset - base - segment * seg_size)
+        except DataLoss as exc:
+            self._record_failure(exc)
+            raise
+        return base + segment * seg_size + start, data
 
     def _read(self, offset: int, length: int) -> bytes:
         out = []

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -304,20 +304,7 @@ class RenamesMixin:
                         merged[name] = value
                 new["xattrs"] = merged
 
-            def commit(txn: Txn, record=record, new=new) -> bool:
-                now_rec = self._find(txn, bucket, key, record["version"])
-                if now_rec["id"] != record["id"] or now_rec.get("gen") != record.get("gen"):
-                    return False
-                self._store_record(txn, new)
-                return True
-
-            try:
-                with self._meta_change([{"id": record["id"], "bucket": bucket, "key": key, "gen": new["gen"]}]):
-                    # The drives learn the attributes before the index does, so rebuild-index keeps them.
-                    self._write_meta_files(new)
-                    if not self.index.commit(commit):
-                        raise _SourceChanged()  # the drives' copy is undone on the way out
-            except _SourceChanged:
+            if not self._replace_record(record, new, lambda txn, r=record: self._find(txn, bucket, key, r["version"])):
                 continue
             return ObjectInfo.from_record(new)
         raise PreconditionFailed("the object changed during the update; try again")
@@ -341,6 +328,33 @@ class RenamesMixin:
     ) -> ObjectInfo:
         """Set a version's ACL (canned or grants, :mod:`.policy`): WRITE_ACP's, or its owners'; as :meth:`update_object`."""
         return self.update_object(bucket, key, version_id=version_id, acl=acl)
+
+    def _replace_record(
+        self: Store, record: dict[str, Any], new: dict[str, Any], find: Callable[[Txn], dict[str, Any] | None]
+    ) -> bool:
+        """Write ``new`` (same id, newer ``gen``) over ``record``: its ``.meta`` on the drives, then the index.
+
+        The index commit happens only if ``find`` still returns ``record``
+        unchanged (same id and gen); otherwise the drives' copy is undone and
+        this returns False, for the caller to read again and retry. The
+        drives learn the change before the index, so rebuild-index keeps it.
+        """
+
+        def commit(txn: Txn) -> bool:
+            now = find(txn)
+            if now is None or now["id"] != record["id"] or now.get("gen") != record.get("gen"):
+                return False
+            self._store_record(txn, new)
+            return True
+
+        try:
+            with self._meta_change([{"id": record["id"], "bucket": new["bucket"], "key": new["key"], "gen": new["gen"]}]):
+                self._write_meta_files(new)
+                if not self.index.commit(commit):
+                    raise _SourceChanged()  # the drives' copy is undone on the way out
+        except _SourceChanged:
+            return False
+        return True
 
     def _store_record(self: Store, txn: Txn, record: dict[str, Any]) -> None:
         """Write back a changed record where it lives (current or noncurrent)."""

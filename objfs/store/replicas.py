@@ -255,27 +255,11 @@ class ReplicasMixin:
             new["retention"] = retention
             new["legal_hold"] = bool(descriptor.get("legal_hold"))
 
-            def commit(txn: Txn, record: dict[str, Any] = record, new: dict[str, Any] = new) -> bool:
-                now = _held(txn, bucket, key, record["version"])
-                if now is None or now["id"] != record["id"] or now.get("gen") != record.get("gen"):
-                    return False
-                self._store_record(txn, new)
-                return True
-
-            try:
-                with self._meta_change([{"id": record["id"], "bucket": bucket, "key": key, "gen": new["gen"]}]):
-                    self._write_meta_files(new)
-                    if not self.index.commit(commit):
-                        raise _Raced()  # the drives' copy is undone on the way out
-            except _Raced:
+            if not self._replace_record(record, new, lambda txn, r=record: _held(txn, bucket, key, r["version"])):
                 continue
             self._protect_files(new, bool(new.get("legal_hold") or new.get("retention")))
             return ObjectInfo.from_record(new)
         raise PreconditionFailed("the version changed during the update; try again")
-
-
-class _Raced(PreconditionFailed):
-    """The replica changed between read and commit."""
 
 
 def _drain(body: BinaryIO, length: int | None) -> None:

@@ -161,3 +161,24 @@ def read_logical(
         yield read_stored(lo, hi - lo)
 
     return b"".join(iter_logical(extents, size, offset, end, stored_chunks))
+
+
+def piece_of_sparse(
+    extents: list[list[int]], size: int, offset: int, read_piece: Callable[[int], tuple[int, bytes]]
+) -> tuple[int, bytes]:
+    """``(start, bytes)`` around logical ``offset`` (for ObjectReader.read_piece).
+
+    The zeros of the hole holding it (up to 1 MiB), or ``read_piece(stored
+    offset)``'s bytes cut to the extent holding it, at logical offsets.
+    """
+    stored = 0
+    for start, length in extents:
+        if offset < start:
+            return offset, _ZEROS[: min(start - offset, len(_ZEROS))]
+        if offset < start + length:
+            piece_start, data = read_piece(stored + offset - start)
+            lo = max(stored, piece_start)
+            hi = min(stored + length, piece_start + len(data))
+            return start + lo - stored, data[lo - piece_start : hi - piece_start]
+        stored += length
+    return offset, _ZEROS[: min(size - offset, len(_ZEROS))]

@@ -3,7 +3,8 @@
 A version on a colder tier (warm, or a remote S3 archive) is brought back
 to the first tier by the engine's mover (:meth:`objfs.store.Store.restore_version`
 queues it; the moves loop of ``objfs serve`` does it). Guarantees: ``202
-Accepted`` while the move is queued, ``200 OK`` when the version is on the
+Accepted`` when the move is queued, ``409 RestoreAlreadyInProgress`` (as S3)
+when it was queued already and has not been done yet, ``200 OK`` when the version is on the
 first tier already; HEAD and GET show ``x-amz-restore: ongoing-request="true"``
 while it is queued and ``ongoing-request="false", expiry-date="..."`` once
 promoted (until the lifecycle rules may move it again). The request's Days
@@ -32,6 +33,8 @@ async def restore_object(req: S3Request) -> Response:
     state = await req.engine.run(
         lambda: req.store.restore_version(req.bucket, req.key, req.version_id(), principal=req.principal)
     )
+    if state == "ongoing":
+        raise S3.RestoreAlreadyInProgress()
     return empty_response(200 if state == "hot" else 202)
 
 

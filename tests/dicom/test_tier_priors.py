@@ -115,3 +115,76 @@ def test_promote_priors_is_on_only_where_there_is_a_colder_tier(tmp_path: Path) 
     init_store(tmp_path / "single").close()
     assert not load_config(tmp_path / "single").lifecycle.promote_priors
     unlock_tree(tmp_path)
+
+
+def _to_warm(store, uid: str) -> None:
+    with store.index.read() as txn:
+        keys = [r["key"] for _, r in txn.scan_objects("pacs", uid + "/")]
+    for key in keys:
+        store.move_version("pacs", key, tier="warm")
+
+
+def _tiers_by_modality(store, study_uid: str) -> dict[str, set[str]]:
+    with store.index.read() as txn:
+        records = [r for _, r in txn.scan_objects("pacs", study_uid + "/")]
+    out: dict[str, set[str]] = {}
+    for r in records:
+        out.setdefault(r["dicom"]["Modality"], set()).add(store.tier_of(r))
+    return out
+
+
+def test_prior_modalities_choose_which_priors_come_back(tmp_path: Path) -> None:
+    root = tiered_store(tmp_path / "store", day_seconds=3600)
+    with open(root / "objfs.toml", "a") as f:  # [lifecycle] is the file's last table
+        f.write('prior_studies = 1\nprior_modalities = ["CT", "MR"]\n')
+    configure(root, allowed=["TESTSCU"])
+    pid = "P-MODS"
+    mixed, ct_files = write_study(tmp_path / "a1", instances=2, patient_id=pid, modality="CT", study_date="20220301", seed=11)
+    _, ot_files = write_study(
+        tmp_path / "a2", instances=2, patient_id=pid, modality="OT", study_date="20220301", seed=12, study_uid=mixed
+    )
+    cr_only, cr_files = write_study(tmp_path / "b", instances=2, patient_id=pid, modality="CR", study_date="20240909", seed=13)
+    _, new_files = write_study(tmp_path / "c", instances=1, patient_id=pid, modality="MR", study_date="20250101", seed=14)
+    gw = start_gateway(root)
+    try:
+        assert scu.store_files(gw.port, ct_files + ot_files + cr_files) == [0] * 6
+        with Store.open(root) as store:
+            assert store.config.lifecycle.prior_modalities == ("CT", "MR")
+            store.run_queued_moves()
+            for uid in (mixed, cr_only):
+                _to_warm(store, uid)
+            before = _digests(store, mixed)
+        assert scu.store_files(gw.port, new_files) == [0]
+        with Store.open(root) as store:
+            report = store.run_queued_moves()
+            assert len(report["moved"]) == 2 and report["failed"] == []
+            # The more recent CR-only study is not a CT/MR prior: the CT/MR one counts as the one prior,
+            # and only its CT instances come back.
+            assert _tiers_by_modality(store, mixed) == {"CT": {"hot"}, "OT": {"warm"}}
+            assert _tiers_by_modality(store, cr_only) == {"CR": {"warm"}}
+            assert _digests(store, mixed) == before
+    finally:
+        err = stop_gateway(gw)
+    assert "Traceback" not in err, err
+    unlock_tree(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"CT"', "must be a list"),
+        ('["ct"]', "did you mean 'CT'"),
+        ('["CT", 3]', "not 3"),
+        ('["CT", "CT"]', "twice"),
+        ('["C T"]', "Modality codes"),
+    ],
+)
+def test_prior_modalities_are_validated_loudly(tmp_path: Path, value: str, message: str) -> None:
+    from objfs.store.errors import ConfigError
+
+    root = tiered_store(tmp_path / "store")
+    text = (root / "objfs.toml").read_text()
+    assert load_config(root, text=text + "prior_modalities = []\n").lifecycle.prior_modalities == ()
+    with pytest.raises(ConfigError, match=message):
+        load_config(root, text=text + f"prior_modalities = {value}\n")
+    unlock_tree(tmp_path)

@@ -51,3 +51,13 @@ def test_bad_extents_are_refused_and_full_extents_make_a_dense_version(tiered: P
             store.put_object("bkt", "k", b"ab", length=10, extents=[(5, 1), (4, 1)])
         info = store.put_object("bkt", "k", b"abc", length=3, extents=[(0, 2), (2, 1)])
         assert "extents" not in info.record and store.get_object_bytes("bkt", "k") == b"abc"
+
+
+def test_small_reads_of_a_sparse_version_give_its_logical_bytes(tiered: Path) -> None:
+    with Store.open(tiered) as store:
+        store.create_bucket("bkt")
+        logical = _sparse(store, "k")
+        with store.open_object("bkt", "k") as reader:
+            for offset in (0, 4999, 5000, 100_000, SIZE // 2 - 1, SIZE // 2, SIZE // 2 + 69_999, SIZE // 2 + 70_000, SIZE - 1):
+                start, data = reader.read_piece(offset)
+                assert start <= offset < start + len(data) and data == logical[start : start + len(data)], offset

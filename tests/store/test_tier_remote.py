@@ -131,6 +131,54 @@ def test_tier_add_s3_reaches_the_remote_and_leaves_the_config_alone_when_it_cann
     assert removed.returncode != 0 and "archive" in removed.stderr
 
 
+def test_tier_add_s3_endpoint_defines_its_remote_with_a_private_secret(tmp_path: Path, remote_server) -> None:
+    """The issue's form: ``--s3 ENDPOINT --bucket B --access-key AK --secret-key SK [--region R]``."""
+    server, key, _ = remote_server
+    root = tiered_store(tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def objfs(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "objfs.cli", *args], capture_output=True, text=True, env=env, timeout=60, input=stdin
+        )
+
+    before = (root / "objfs.toml").read_text()
+    creds = ["--access-key", key.access_key, "--secret-key", key.secret_key, "--region", REGION]
+    wrong = objfs("tier", "add", str(root), "archive", "--s3", server.url, "--bucket", "no-such-bucket", *creds)
+    assert wrong.returncode != 0 and "objfs:" in wrong.stderr and key.secret_key not in wrong.stdout + wrong.stderr
+    assert (root / "objfs.toml").read_text() == before and not (root / "remotes" / "tier-archive.json").exists()
+    bad_key = ["--access-key", key.access_key, "--secret-key", "not-the-secret"]
+    refused = objfs("tier", "add", str(root), "archive", "--s3", server.url, "--bucket", "archive-lock", *bad_key)
+    assert refused.returncode != 0 and (root / "objfs.toml").read_text() == before
+    assert not (root / "remotes" / "tier-archive.json").exists()
+    done = objfs("tier", "add", str(root), "archive", "--s3", server.url, "--bucket", "archive-lock", *creds)
+    assert done.returncode == 0, done.stderr
+    assert "object lock enabled" in done.stdout and key.secret_key not in done.stdout + done.stderr
+    secret_file = root / "remotes" / "tier-archive.json"
+    assert secret_file.stat().st_mode & 0o777 == 0o600 and key.secret_key not in (root / "objfs.toml").read_text()
+    listed = objfs("remote", "list", str(root))
+    assert "tier-archive" in listed.stdout and server.url in listed.stdout and key.secret_key not in listed.stdout
+    # '-' reads the secret from stdin, out of ps and shell history.
+    piped = ["--access-key", key.access_key, "--secret-key", "-"]
+    done = objfs("tier", "add", str(root), "cold", "--s3", server.url, "--bucket", "archive", *piped, stdin=key.secret_key + "\n")
+    assert done.returncode == 0 and "no object lock" in done.stdout, done.stderr
+    with Store.open(root) as store:
+        archive, cold = store.config.tier("archive"), store.config.tier("cold")
+        assert (archive.remote, archive.bucket, cold.remote, cold.bucket) == (
+            "tier-archive",
+            "archive-lock",
+            "tier-cold",
+            "archive",
+        )
+        store.create_bucket("bkt")
+        data = body("endpoint-tier", 300_000)
+        store.put_object("bkt", "k", data)
+        moved = store.move_version("bkt", "k", tier="archive")
+        assert moved.record["parts"][0]["remote"] == "tier-archive" and store.get_object_bytes("bkt", "k") == data
+    mixed = objfs("tier", "add", str(root), "x", "--s3", "tier-archive/archive", "--access-key", "AK")
+    assert mixed.returncode == 2 and "ENDPOINT" in mixed.stderr
+
+
 def test_versions_move_to_the_remote_and_stream_back_through_the_ordinary_reader(store3: Path, remote_server) -> None:
     _, _, client = remote_server
     with Store.open(store3) as store:
@@ -371,8 +419,10 @@ def test_s3_restore_object_on_an_archived_version_is_its_promotion(store3: Path,
         asked = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
         assert asked["ResponseMetadata"]["HTTPStatusCode"] == 202
         assert client.head_object(Bucket="bkt", Key="prior")["Restore"] == 'ongoing-request="true"'
-        again = client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
-        assert again["ResponseMetadata"]["HTTPStatusCode"] == 202  # still queued
+        with pytest.raises(client.exceptions.ClientError) as again:  # still queued: as S3 answers
+            client.restore_object(Bucket="bkt", Key="prior", RestoreRequest={"Days": 2})
+        assert again.value.response["Error"]["Code"] == "RestoreAlreadyInProgress"
+        assert again.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
         with Store.open(store3) as store:
             (entry,) = store.queued_moves()
             assert (entry["key"], entry["reason"]) == ("prior", "restore")
