@@ -400,7 +400,7 @@ class Store(
         The refusal is a durable ``denied`` audit line naming the principal
         before this raises; a principal of None (an internal call) passes.
         """
-        reason = self.access_denial(principal, action, bucket, **arguments)
+        reason = self.access_denial(principal, action, bucket, key, **arguments)
         if reason is not None:
             self.record_audit(action, principal, "denied", True, bucket=bucket, key=key, detail=reason)
             raise AccessDenied(reason)

@@ -361,6 +361,10 @@ def delete_remote_blob(store: Store, desc: dict[str, Any], *, bypass: bool) -> b
     except Exception as exc:  # noqa: BLE001 - the gc entry stays for the next pass
         if _error_code(exc) in ("NoSuchKey", "NoSuchVersion", "404"):
             return True
+        if desc.get("locked") and _error_code(exc) == "AccessDenied":
+            # Uploaded under object lock: the remote keeps it until its retention ends, as it must.
+            log.info("remote %s: %s stays until its lock there ends", desc.get("remote"), desc.get("rkey"))
+            return False
         log.warning("remote %s: %s not deleted yet: %s", desc.get("remote"), desc.get("rkey"), exc)
         return False
 
