@@ -213,7 +213,7 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
         format_drive(drive.path, store.config.store_id, drive.drive_id)
         store.refresh_drive_health()
         print(f"formatted {drive.path} as drive {drive.drive_id}; healing its fragments")
-        report = store.scrub()
+        report = store.scrub(progress=sys.stderr)  # hours on a full disk: rate and ETA on stderr
     print(json.dumps(report.as_dict()))
     return 1 if report.lost else 0
 
