@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_RULES = 1000
 BATCH = 256
 CURSOR_KEY = b"lifecycle-cursor"
+LAST_PASS_KEY = b"lifecycle-last"  # read by objfs/store/opstatus.py
 RULE_FIELDS = {
     "ID",
     "Status",
@@ -274,15 +275,18 @@ class LifecycleMixin:
             if rules:
                 self._abort_stale_uploads(name, rules, report)
             cursor = {}
-        self._save_cursor(None)
+        actions = len(report.moved) + len(report.expired) + len(report.aborted)
+        self._save_cursor(None, last_pass={"finished": time.time(), "actions": actions})
         return report
 
-    def _save_cursor(self: Store, cursor: dict[str, Any] | None) -> None:
+    def _save_cursor(self: Store, cursor: dict[str, Any] | None, last_pass: dict[str, Any] | None = None) -> None:
         def change(txn) -> None:
             if cursor is None:
                 txn.delete("settings", CURSOR_KEY)
             else:
                 txn.put("settings", CURSOR_KEY, cursor)
+            if last_pass is not None:  # a whole pass ended: `objfs status` shows when (its lag)
+                txn.put("settings", LAST_PASS_KEY, last_pass)
 
         self.index.commit(change)
 
