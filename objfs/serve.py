@@ -62,11 +62,15 @@ async def _reload_on_hangup(store: Store) -> None:
 def reload_config(store: Store) -> list[str]:
     """Apply objfs.toml's live settings to the running ``store``; returns what changed.
 
-    Live: ``[lifecycle]`` (the engine reads it on every run). Access keys need
-    no reload: ``keys.json`` is re-read whenever it changes. Everything else
-    (tiers, drives, ports, TLS, the DICOM allowlist and AE titles) is bound
-    when a front starts: a change there is logged as needing a restart and
-    not applied, so a reload never drops the mount or a connection.
+    Live: ``[lifecycle]`` (the engine reads it on every run), ``[replication]``
+    (the sender takes its rate limit and interval at its next pass, and
+    reconnects to its remotes, re-reading their definitions) and the DICOM
+    gateway's calling-AE allowlist (``[dicom] allowed_aets``, checked for
+    every new association; running ones go on). Access keys need no reload:
+    ``keys.json`` is re-read whenever it changes. Everything else (tiers,
+    drives, ports, TLS, AE titles, C-MOVE destinations) is bound when a front
+    starts: a change there is logged as needing a restart and not applied, so
+    a reload never drops the mount or a connection.
     """
     from dataclasses import fields, replace
 
@@ -75,10 +79,27 @@ def reload_config(store: Store) -> list[str]:
     new = load_config(store.root)
     old = store.config
     applied = []
+    live: dict[str, Any] = {}
     if new.lifecycle != old.lifecycle:
-        store.config = replace(old, lifecycle=new.lifecycle)
+        live["lifecycle"] = new.lifecycle
         applied.append("lifecycle")
-    later = [f.name for f in fields(old) if f.name != "lifecycle" and getattr(new, f.name) != getattr(old, f.name)]
+    if new.replication != old.replication:
+        live["replication"] = new.replication
+        applied.append("replication")
+    dicom = old.dicom
+    if new.dicom.allowed_aets != old.dicom.allowed_aets:
+        dicom = replace(old.dicom, allowed_aets=new.dicom.allowed_aets)
+        live["dicom"] = dicom
+        applied.append("dicom allowlist")
+    # A new object even when nothing changed: the replication sender sees the reload and reconnects.
+    store.config = replace(old, **live)
+    later = [
+        f.name
+        for f in fields(old)
+        if f.name not in ("lifecycle", "replication", "dicom") and getattr(new, f.name) != getattr(old, f.name)
+    ]
+    if replace(new.dicom, allowed_aets=old.dicom.allowed_aets) != old.dicom:
+        later.insert(0, "dicom")
     log.info("reload: applied %s", ", ".join(applied) or "nothing (no live setting changed)")
     if later:
         log.warning("reload: %s changed in objfs.toml; takes effect at the next restart", ", ".join(later))

@@ -54,7 +54,10 @@ def test_a_terminal_gets_one_redrawn_line() -> None:
     finally:
         os.close(leader)
         stream.close()
-    assert text.count("\r\x1b[K") == 4 and "[" in text and "heal: 3/3 items" in text
+    # rich redraws one line in place (carriage return + erase line), a bar first, and ends it with one newline
+    assert text.count("\r\x1b[2K") >= 3 and text.count("\n") == 1 and "━" in text, repr(text)
+    last = text.rsplit("\r\x1b[2K", 1)[-1]
+    assert "heal: 3/3 items" in last and "items/s" in last and "ETA" in last
 
 
 def test_heal_reports_progress(tmp_path: Path) -> None:
@@ -83,3 +86,48 @@ def test_heal_reports_progress(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["objects"] == 1
     assert "heal: 1/1 objects" in done.stderr and "done" in done.stderr
+
+
+def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OBJFS_PROGRESS_INTERVAL="0")
+    return subprocess.run([sys.executable, "-m", "objfs.cli", *args], env=env, input=stdin, capture_output=True, timeout=120)
+
+
+def test_replace_drive_and_lifecycle_run_report_progress(store_path: Path) -> None:
+    store = str(store_path)
+    assert _cli("mb", store, "pacs").returncode == 0
+    for i in range(3):
+        assert _cli("put", store, f"pacs/k{i}", "-", stdin=b"z" * 20_000).returncode == 0
+
+    # A lost drive: replace-drive heals it back, saying how far it got on the way (rate, ETA, a final line).
+    subprocess.run(["rm", "-rf", str(store_path / "drives" / "d2")], check=True)
+    replaced = _cli("replace-drive", store, "hot-2")
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads(replaced.stdout.splitlines()[-1])["fragments_repaired"] > 0
+    err = replaced.stderr.decode()
+    assert "scrub: records verified: 3/3" in err and "ETA" in err and "done" in err, err
+
+    rules = {"Rules": [{"ID": "old", "Status": "Enabled", "Filter": {}, "Expiration": {"Days": 3650}}]}
+    assert _cli("lifecycle", "set", store, "pacs", "-", stdin=json.dumps(rules).encode()).returncode == 0
+    ran = _cli("lifecycle", "run", store, "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["expired"] == []  # stdout is the report alone
+    err = ran.stderr.decode()
+    assert "lifecycle: versions examined: 3/3 items" in err and "done" in err, err
+
+
+def test_replication_resync_reports_progress(store_path: Path) -> None:
+    from objfs.store.remotes import add_remote
+
+    add_remote(store_path, "peer", endpoint="http://127.0.0.1:9", access_key="AK", secret_key="SK")
+    with open_store(store_path) as store:
+        store.create_bucket("images")
+        store.update_bucket("images", versioning="Enabled")
+        store.put_replication("images", {"rules": [{"id": "r", "remote": "peer", "bucket": "copy", "prefix": ""}]})
+        for i in range(4):
+            store.put_object("images", f"ct/{i}", b"x" * 10)
+        out = io.StringIO()
+        queued = store.queue_versions("images", lacking=lambda rule, record: True, progress=out)
+    assert queued == 4
+    assert out.getvalue().splitlines()[-1].startswith("replication resync images: versions checked: 4/4 items")
+    assert out.getvalue().rstrip().endswith("done")

@@ -1,5 +1,7 @@
 """The README's examples, run as written: every ```sh block after a `<!-- test -->` line.
 
+Every other block must say why it is not run (a `<!-- listing: why -->` line before it).
+
 The blocks are written for a machine where `make run` is going (S3 on 9000,
 DICOM on 11112, admin on 9100, the store under ./var). The test gives them one:
 a fresh `make run` appliance (``python -m objfs.appliance var/store --mount var/mnt``)
@@ -51,6 +53,21 @@ def test_the_readme_marks_its_runnable_examples() -> None:
     assert found and all("objfs" in block for block in found)
 
 
+def test_every_block_is_a_tested_example_or_a_declared_listing() -> None:
+    """No example the README shows goes unrun: a block is run by the test, or says why it is a listing."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    opening, unmarked = True, []
+    for number, line in enumerate(lines):
+        if not line.startswith("```"):
+            continue
+        if opening:
+            before = lines[number - 1] if number else ""
+            if before != "<!-- test -->" and not re.fullmatch(r"<!-- listing: .+ -->", before):
+                unmarked.append(f"README.md:{number + 1}: {line}")
+        opening = not opening
+    assert unmarked == [], "blocks neither run by the test nor declared listings:\n" + "\n".join(unmarked)
+
+
 def test_readme_examples_run_verbatim(tmp_path: Path) -> None:
     for tool in ("unshare", "ip", "aws", "storescu", "findscu"):
         if shutil.which(tool) is None:
@@ -82,3 +99,6 @@ def test_readme_examples_run_verbatim(tmp_path: Path) -> None:
     out = outputs["block-0.sh.out"]
     assert "upload: study/1.dcm to s3://pacs/study/1.dcm" in out  # S3
     assert "1.dcm" in out and "COMPLIANCE" in out  # the mount listing, the retention
+    watching = outputs["block-1.sh.out"]
+    assert "state: ok" in watching and '"ready":true' in watching.replace(" ", "")  # status, /readyz
+    assert "objfs_objects " in watching and '"ok"\n"unknown"' in watching  # scrub found nothing; directory drives

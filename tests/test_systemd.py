@@ -141,8 +141,9 @@ def test_serve_speaks_the_notify_protocol(tmp_path: Path) -> None:
     listener.bind(address)
     listener.settimeout(30)
     env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=address, WATCHDOG_USEC="400000")
+    dicom_port = free_port()
     proc = subprocess.Popen(
-        serve_command(store, mnt, free_port(), free_port()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+        serve_command(store, mnt, free_port(), dicom_port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     )
     messages: list[str] = []
 
@@ -162,15 +163,21 @@ def test_serve_speaks_the_notify_protocol(tmp_path: Path) -> None:
         receive_until("WATCHDOG=1")
         receive_until("WATCHDOG=1", limit=2)  # every 0.2 s
         assert all("WATCHDOG=1" in m for m in messages[started:])
-        with open(store / "objfs.toml", "a") as config:  # a live setting, and one bound at start-up
+        assert _echo(dicom_port, "TESTSCU")  # no allowlist yet: any calling AE
+        with open(store / "objfs.toml", "a") as config:  # live settings, and one bound at start-up
             config.write("\n[lifecycle]\nmax_bytes_per_second = 1000000\n")
-        text = (store / "objfs.toml").read_text()
+            config.write("\n[replication]\ninterval_seconds = 0.5\nmax_bytes_per_second = 2000000\n")
+        text = (store / "objfs.toml").read_text().replace("allowed_aets = []", 'allowed_aets = ["MODALITY1"]')
         (store / "objfs.toml").write_text(text.replace("port = 9100", f"port = {free_port()}"))
         proc.send_signal(signal.SIGHUP)
         receive_until("RELOADING=1")
         assert re.search(r"MONOTONIC_USEC=\d+", messages[-1])
         receive_until("READY=1")
         assert os.path.ismount(mnt)  # a reload keeps the mount
+        # The DICOM listener kept running and follows the new allowlist.
+        assert not _echo(dicom_port, "TESTSCU") and _echo(dicom_port, "MODALITY1")
+        assert os.path.ismount(mnt)
+        time.sleep(1.5)  # the replication sender takes the new settings at its next pass (it was idle for 1 s)
         proc.send_signal(signal.SIGTERM)
         receive_until("STOPPING=1")
         rest, _ = proc.communicate(timeout=60)
@@ -182,7 +189,28 @@ def test_serve_speaks_the_notify_protocol(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
         listener.close()
     assert proc.returncode == 0, rest
-    assert "reload: applied lifecycle" in rest and "admin changed in objfs.toml; takes effect at the next restart" in rest
+    assert "reload: applied lifecycle, replication, dicom allowlist" in rest, rest
+    assert "admin changed in objfs.toml; takes effect at the next restart" in rest
+    assert "replication: settings reloaded" in rest and "max_bytes_per_second=2000000" in rest
+    # Each association's summary line, at journald priority 6 (info), names the peer and how it ended.
+    assert re.search(r"<6>.*objfs\.dicom INFO association TESTSCU@127\.0\.0\.1:\d+ -> OBJFS: rejected", rest), rest
+    assert re.search(r"association MODALITY1@127\.0\.0\.1:\d+ -> OBJFS: released", rest), rest
+
+
+def _echo(port: int, calling: str) -> bool:
+    """A C-ECHO from ``calling`` to the gateway: True when the association is accepted and answered."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="OBJFS")
+    if not assoc.is_established:
+        return False
+    try:
+        return int(assoc.send_c_echo().Status) == 0
+    finally:
+        assoc.release()
 
 
 def test_an_outside_unmount_exits_non_zero(tmp_path: Path) -> None:

@@ -57,6 +57,26 @@ def _size(n: int | float) -> str:
     return str(n)
 
 
+#: Each tier's colour in the capacity bars, in objfs.toml's order (the hot tier first).
+TIER_COLOURS = ("#2a6fdb", "#d9822b", "#8e44ad", "#16a085")
+FREE_COLOUR = "#dddddd"
+BAR_WIDTH, BAR_HEIGHT = 160, 14
+
+
+def capacity_bar(tier: dict[str, Any], index: int) -> str:
+    """An inline SVG bar: the tier's used share of its usable capacity in its colour, the rest grey."""
+    total = tier.get("usable_bytes") or 0
+    used = max(total - (tier.get("usable_free_bytes") or 0), 0)
+    width = 0 if not total else max(round(BAR_WIDTH * used / total), 2 if used else 0)
+    colour = TIER_COLOURS[index % len(TIER_COLOURS)]
+    share = f"{100 * used / total:.0f}% used" if total else "no capacity"
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{BAR_WIDTH}" height="{BAR_HEIGHT}" role="img" '
+        f'aria-label="{escape(tier["name"])}: {share}"><rect width="{BAR_WIDTH}" height="{BAR_HEIGHT}" fill="{FREE_COLOUR}"/>'
+        f'<rect width="{width}" height="{BAR_HEIGHT}" fill="{colour}"/></svg> {share}'
+    )
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
@@ -119,7 +139,7 @@ def render(
 ) -> str:
     """The page for one snapshot of the store's status."""
     tiers = _table(
-        ["tier", "EC", "drives ok", "usable", "usable free", "redundancy left"],
+        ["tier", "EC", "drives ok", "usable", "usable free", "used", "redundancy left"],
         [
             [
                 escape(t["name"]),
@@ -127,9 +147,10 @@ def render(
                 f"{t['drives_ok']} / {t['drives']}",
                 _size(t["usable_bytes"]),
                 _size(t["usable_free_bytes"]),
+                capacity_bar(t, i),
                 _state(str(t["redundancy_left"]), t["redundancy_left"] == t["m"]),
             ]
-            for t in status["tiers"]
+            for i, t in enumerate(status["tiers"])
         ],
     )
     drives = _table(

@@ -60,7 +60,9 @@ def recent_events(audit: Any, limit: int = 20) -> list[dict[str, Any]]:
 class IngestHistory:
     """Samples of (time, objects, bytes), one per ``step`` seconds over ``window`` seconds. Thread-safe."""
 
-    def __init__(self, *, step: float = 60.0, window: float = 3600.0) -> None:
+    def __init__(self, *, step: float | None = None, window: float = 3600.0) -> None:
+        if step is None:  # OBJFS_INGEST_STEP: a finer chart (and the screenshot test's seconds-long run)
+            step = float(os.environ.get("OBJFS_INGEST_STEP", "60"))
         self.step = step
         self.points: deque[tuple[float, int, int]] = deque(maxlen=int(window / step) + 1)
         self._lock = threading.Lock()

@@ -62,6 +62,8 @@ def cmd_dicom(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # The gateway's own lines (one summary per association, refusals) are what an administrator reads.
+    logging.getLogger("objfs.dicom").setLevel(logging.INFO)
     from objfs.dicom.server import serve_dicom
 
     stop = threading.Event()

@@ -53,7 +53,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     with open_store(args.store) as store:
-        report = store.run_lifecycle(max_actions=args.max_actions)
+        report = store.run_lifecycle(max_actions=args.max_actions, progress=sys.stderr)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

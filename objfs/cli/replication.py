@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -133,7 +134,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
         def lacking(rule: dict[str, Any], record: dict[str, Any]) -> bool:
             return (record["key"], record["version"]) not in remote.get(rule["id"], {})
 
-        queued = store.queue_versions(args.bucket, lacking=lacking, principal=cli_principal())
+        queued = store.queue_versions(args.bucket, lacking=lacking, principal=cli_principal(), progress=sys.stderr)
         store.replication_retry_now()
     print(f"{args.bucket}: {queued} versions queued")
     return 0

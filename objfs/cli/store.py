@@ -137,6 +137,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if status["degraded"] else 0
 
 
+def _smart(drive: dict[str, Any]) -> str:
+    smart = drive.get("smart") or {"health": "unknown"}
+    return smart["health"] + (f" ({smart['device']})" if smart.get("device") else "")
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -158,13 +174,13 @@ def _print_status(status: dict[str, Any]) -> None:
     for d in status["drives"]:
         state = d["state"].upper()
         if "free" not in d:
-            print(f"  {d['id']:<8} {state:<9} {d['path']}")
+            print(f"  {d['id']:<8} {state:<9} {d['path']}  SMART {_smart(d)}")
             continue
         flag = "" if d["immutable_flag"] else "  (no immutable flag: WORM hardening unavailable)"
         space = f"{_gib(d['free'])} free of {_gib(d['total'])}"
         if "shares_filesystem_with" in d:
             space = f"same filesystem as {d['shares_filesystem_with']}"
-        print(f"  {d['id']:<8} {state:<9} {d['path']}  {space}{flag}")
+        print(f"  {d['id']:<8} {state:<9} {d['path']}  {space}  SMART {_smart(d)}{flag}")
     for name in (
         "format",
         "buckets",
@@ -178,6 +194,22 @@ def _print_status(status: dict[str, Any]) -> None:
         "multipart_uploads",
     ):
         print(f"{name}: {status[name]}")
+    life, repl, scrub = status["lifecycle"], status["replication"], status["last_scrub"]
+    if life["last_pass"] is None:
+        passed = "no whole pass yet"
+    else:
+        passed = f"last whole pass {_ago(life['lag_seconds'])} ago ({life['last_pass_actions']} actions)"
+    pending = f"; a pass is under way (at bucket {life['resumes_at_bucket']})" if life["pass_in_progress"] else ""
+    print(f"lifecycle: {passed}{pending}")
+    print(
+        f"replication: backlog {repl['backlog_objects']} versions ({_gib(repl['backlog_bytes'])}), "
+        f"lag {_ago(repl['lag_seconds'])}, {repl['failures']} failing"
+    )
+    if scrub is None:
+        print("last scrub: never")
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(scrub["finished"]))
+        print(f"last scrub: {when} ({_ago(scrub['age_seconds'])} ago, took {_ago(scrub['seconds'])}): {scrub['result']}")
     if status["degraded"]:
         print("DEGRADED: " + "; ".join(status["degraded"]))
     else:
@@ -213,7 +245,7 @@ def cmd_replace_drive(args: argparse.Namespace) -> int:
         format_drive(drive.path, store.config.store_id, drive.drive_id)
         store.refresh_drive_health()
         print(f"formatted {drive.path} as drive {drive.drive_id}; healing its fragments")
-        report = store.scrub()
+        report = store.scrub(progress=sys.stderr)  # hours on a full disk: rate and ETA on stderr
     print(json.dumps(report.as_dict()))
     return 1 if report.lost else 0
 

@@ -270,8 +270,23 @@ def migrate(
         if progress:
             progress.close()
         if verify:
+            checking = (
+                Progress(
+                    len(files),
+                    "migrate --verify",
+                    unit="files",
+                    total_bytes=sum(st.st_size for _, st in files),
+                    enabled=True,
+                    stream=progress_out,
+                    interval=None if progress_out.isatty() else 5.0,
+                )
+                if progress_out
+                else None
+            )
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-verify") as pool:
-                list(pool.map(lambda item: _verify_one(store, src, bucket, item[0], journal, report), files))
+                list(pool.map(lambda item: _verify_one(store, src, bucket, item, journal, report, checking), files))
+            if checking:
+                checking.close()
         gone = _missing_entries(journal, {rel for rel, _ in files}, unseen)
         if gone:
             _settle_missing(store, bucket, gone, journal, report, mirror_deletes, max_deletes, principal)
@@ -459,7 +474,23 @@ def _copy_one(
         progress.advance(1, nbytes=st.st_size)
 
 
-def _verify_one(store: Store, src: Path, bucket: str, rel: str, journal: Journal, report: Report) -> None:
+def _verify_one(
+    store: Store,
+    src: Path,
+    bucket: str,
+    item: tuple[str, os.stat_result],
+    journal: Journal,
+    report: Report,
+    progress: Progress | None,
+) -> None:
+    try:
+        _verify_file(store, src, bucket, item[0], journal, report)
+    finally:
+        if progress:
+            progress.advance(1, nbytes=item[1].st_size)
+
+
+def _verify_file(store: Store, src: Path, bucket: str, rel: str, journal: Journal, report: Report) -> None:
     entry = journal.entries.get(rel)
     if entry is None or entry.get("status") != "copied":
         return  # skipped files are reported already

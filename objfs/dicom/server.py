@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.uid import (
@@ -44,6 +45,7 @@ from .direct import install_direct_send
 from .flow import install_send_backpressure
 from .qr import QueryRetrieve
 from .reactor import install_event_driven_reactors
+from .sessions import AssociationLog
 from .spool import install_receive_spool
 from .storage import GATEWAY, StoreHandler
 
@@ -139,6 +141,28 @@ def tls_context(certfile: str, keyfile: str, ca_file: str | None = None) -> ssl.
     return context
 
 
+class GatewayAE(AE):
+    """An AE whose calling-AE allowlist can be read afresh for every association.
+
+    With ``allowlist`` set (``serve_dicom`` sets it to the store's
+    ``[dicom] allowed_aets``), pynetdicom's check of each new association
+    asks it, so a reload of objfs.toml (SIGHUP under ``objfs serve``)
+    changes who may associate without restarting the listener.
+    """
+
+    allowlist: Callable[[], list[str]] | None = None
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        if self.allowlist is not None:
+            return self.allowlist()
+        return AE.require_calling_aet.fget(self)  # type: ignore[attr-defined]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        AE.require_calling_aet.fset(self, ae_titles)  # type: ignore[attr-defined]
+
+
 def build_ae(
     store: Store,
     *,
@@ -170,7 +194,7 @@ def build_ae(
     install_event_driven_reactors()
     install_direct_send()
     install_called_aet_patch()
-    ae = AE(ae_title=aet)
+    ae = GatewayAE(ae_title=aet)
     ae.require_called_aet = True
     ae.objfs_aets = frozenset(titles)  # type: ignore[attr-defined]
     ae.maximum_pdu_size = MAX_PDU
@@ -190,12 +214,14 @@ def build_ae(
     nodelay = [(evt.EVT_CONN_OPEN, set_nodelay)]
     stores = {t: StoreHandler(store, b, duplicates) for t, b in titles.items()}
     qrs = {t: QueryRetrieve(store, b, t, destinations or {}, nodelay) for t, b in titles.items()}
+    sessions = AssociationLog()  # one summary line per association, with the peer's address
     handlers = [
         *nodelay,
-        (evt.EVT_C_STORE, _by_called_aet(stores)),
-        (evt.EVT_C_FIND, _by_called_aet({t: qr.on_find for t, qr in qrs.items()})),
-        (evt.EVT_C_MOVE, _by_called_aet({t: qr.on_move for t, qr in qrs.items()})),
-        (evt.EVT_C_GET, _by_called_aet({t: qr.on_get for t, qr in qrs.items()})),
+        *sessions.handlers(),
+        (evt.EVT_C_STORE, sessions.counting_store(_by_called_aet(stores))),
+        (evt.EVT_C_FIND, sessions.counting_find(_by_called_aet({t: qr.on_find for t, qr in qrs.items()}))),
+        (evt.EVT_C_MOVE, sessions.counting_retrieve(_by_called_aet({t: qr.on_move for t, qr in qrs.items()}))),
+        (evt.EVT_C_GET, sessions.counting_retrieve(_by_called_aet({t: qr.on_get for t, qr in qrs.items()}))),
     ]
     return ae, handlers
 
@@ -227,6 +253,8 @@ def serve_dicom(
         destinations=cfg.destinations,
         aets=cfg.aets,
     )
+    # The allowlist as objfs.toml says now: a reload (objfs.serve.reload_config) replaces store.config.
+    ae.allowlist = lambda: [a.strip() for a in store.config.dicom.allowed_aets]  # type: ignore[attr-defined]
     context = tls_context(cfg.tls_certfile, cfg.tls_keyfile, cfg.tls_ca_file) if cfg.tls_certfile and cfg.tls_keyfile else None
     server = ae.start_server(
         (host, cfg.port if port is None else port),

@@ -25,6 +25,7 @@ from .errors import DataLoss
 from .fragments import FragmentWriter, owner_tag, read_footer
 from .index import object_key, version_key
 from .locks import lock_active
+from .opstatus import drive_smart, operations
 from .reports import Report
 
 if TYPE_CHECKING:
@@ -306,6 +307,7 @@ class MaintenanceMixin:
                     "path": str(drive.path),
                     "state": state,
                     "healthy": state == "ok",
+                    "smart": drive_smart(self, drive.path),
                 }
                 if self.drive_readable(drive):
                     try:
@@ -366,6 +368,12 @@ class MaintenanceMixin:
             for t in tiers
             if t.get("remote") and not t["reachable"]
         ]
+        degraded += [
+            f"drive {d['id']}: SMART health check failed on {d['smart']['device']} (replace the disk)"
+            for d in drives
+            if d["smart"]["health"] == "failed"
+        ]
+        background = operations(self)
         return {
             "store": str(self.root),
             "format": self.config.format,
@@ -381,5 +389,6 @@ class MaintenanceMixin:
             "heal_queue": heal,
             "gc_queue": gc,
             "multipart_uploads": uploads,
+            **background,  # lifecycle, replication (backlog, lag), last_scrub
             "degraded": degraded,
         }

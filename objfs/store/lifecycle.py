@@ -32,11 +32,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import InvalidArgument, NoSuchKey, NoSuchUpload, NoSuchVersion, ObjectLocked, StoreError
 from .index import bucket_prefix, object_key
 from .locks import lock_active
+from .progress import Progress
 from .reports import Report
 from .tiers import InvalidStorageClass, tier_of_record
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_RULES = 1000
 BATCH = 256
 CURSOR_KEY = b"lifecycle-cursor"
+LAST_PASS_KEY = b"lifecycle-last"  # read by objfs/store/opstatus.py
 RULE_FIELDS = {
     "ID",
     "Status",
@@ -236,20 +238,30 @@ class LifecycleMixin:
             return None
         return {"Rules": [{"ID": "store-default", "Status": "Enabled", "Filter": {}, "Transitions": transitions}]}
 
-    def run_lifecycle(self: Store, *, max_actions: int | None = None) -> LifecycleReport:
-        """One pass over every bucket, from the saved cursor; returns what was moved, expired, aborted, kept."""
+    def run_lifecycle(self: Store, *, max_actions: int | None = None, progress: TextIO | None = None) -> LifecycleReport:
+        """One pass over every bucket, from the saved cursor; returns what was moved, expired, aborted, kept.
+
+        ``progress`` (a stream, e.g. stderr) gets the versions examined, with
+        rate and ETA against the kept counters of the buckets that have rules.
+        """
+        with Progress.to(progress, "lifecycle: versions examined", None) as bar:
+            return self._run_lifecycle(max_actions, bar)
+
+    def _run_lifecycle(self: Store, max_actions: int | None, bar: Progress) -> LifecycleReport:
         report = LifecycleReport()
         throttle = _Throttle(self.config.lifecycle.max_bytes_per_second)
         with self.index.read() as txn:
             buckets = [settings for _, settings in txn.scan("buckets")]
             cursor = txn.get("settings", CURSOR_KEY) or {}
         budget = [max_actions if max_actions is not None else -1]
+        if bar.shown:
+            ruled = {s["name"] for s in buckets if _enabled_rules(self, s)}
+            bar.set_total(sum(sum(n for n, _ in e.values()) for b, _, e in self.counters.entries() if b in ruled))
         for settings in buckets:
             name = settings["name"]
             if cursor and name < cursor.get("bucket", ""):
                 continue
-            rules = settings.get("lifecycle") or self.default_lifecycle()
-            rules = [r for r in (rules or {}).get("Rules", []) if r.get("Status") == "Enabled"]
+            rules = _enabled_rules(self, settings)
             for db in ("objects", "versions"):
                 start = None
                 if cursor.get("bucket") == name:
@@ -257,25 +269,28 @@ class LifecycleMixin:
                         continue
                     if db == cursor.get("db"):
                         start = cursor.get("key")
-                if rules and not self._lifecycle_scan(name, db, rules, start, report, throttle, budget):
+                if rules and not self._lifecycle_scan(name, db, rules, start, report, throttle, budget, bar):
                     report.finished = False
                     return report
             if rules:
                 self._abort_stale_uploads(name, rules, report)
             cursor = {}
-        self._save_cursor(None)
+        actions = len(report.moved) + len(report.expired) + len(report.aborted)
+        self._save_cursor(None, last_pass={"finished": time.time(), "actions": actions})
         return report
 
-    def _save_cursor(self: Store, cursor: dict[str, Any] | None) -> None:
+    def _save_cursor(self: Store, cursor: dict[str, Any] | None, last_pass: dict[str, Any] | None = None) -> None:
         def change(txn) -> None:
             if cursor is None:
                 txn.delete("settings", CURSOR_KEY)
             else:
                 txn.put("settings", CURSOR_KEY, cursor)
+            if last_pass is not None:  # a whole pass ended: `objfs status` shows when (its lag)
+                txn.put("settings", LAST_PASS_KEY, last_pass)
 
         self.index.commit(change)
 
-    def _lifecycle_scan(self: Store, bucket: str, db: str, rules, start, report, throttle, budget) -> bool:
+    def _lifecycle_scan(self: Store, bucket: str, db: str, rules, start, report, throttle, budget, bar: Progress) -> bool:
         """Walk one database of a bucket in batches; False when the action budget ran out (cursor saved)."""
         prefix = bucket_prefix(bucket)
         while True:
@@ -298,6 +313,7 @@ class LifecycleMixin:
                     return False
                 if self._lifecycle_one(rec, successor, rules, report, throttle):
                     budget[0] -= 1
+                bar.advance()
                 start = raw
             self._save_cursor({"bucket": bucket, "db": db, "key": start})
             if len(batch) < BATCH:
@@ -413,3 +429,9 @@ class LifecycleMixin:
                     except NoSuchUpload:
                         pass
                     break
+
+
+def _enabled_rules(store: Store, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """A bucket's enabled rules: its own, or the store-wide default it follows."""
+    rules = settings.get("lifecycle") or store.default_lifecycle()
+    return [r for r in (rules or {}).get("Rules", []) if r.get("Status") == "Enabled"]

@@ -1,6 +1,7 @@
 """Progress of a long command (scrub, heal, rebuild-index, migrate, lifecycle runs) on stderr: rate and ETA.
 
-On a terminal one line is redrawn in place (at most five times a second);
+On a terminal the `rich` library draws one live line in place (a bar, then
+done/total, rate, bytes and ETA; redrawn at most five times a second);
 elsewhere (journald, a cron mail, a pipe) a plain line is written every
 ``interval`` seconds (default 10, or ``OBJFS_PROGRESS_INTERVAL``), so a
 run of hours still says how far it got. A command shows progress when
@@ -17,7 +18,8 @@ API::
 
 Guarantee: output only ever goes to the given stream (stderr by default,
 never stdout, which carries the command's JSON report), and every method is
-safe to call from several worker threads.
+safe to call from several worker threads. ``rich`` is imported only when a
+terminal is drawn on, so a cron run or a pipe pays nothing for it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import rich.progress
 
 DEFAULT_INTERVAL = 10.0  # seconds between plain lines when not on a terminal
 TTY_INTERVAL = 0.2
@@ -88,6 +93,29 @@ class Progress:
         self._last = self.start
         self._lock = threading.Lock()
         self._closed = False
+        self._live: rich.progress.Progress | None = None
+        self._task: Any = None
+        if self.tty and self.shown:
+            self._start_rich()
+
+    def _start_rich(self) -> None:
+        """A rich live display on the terminal; the text column is :meth:`line`, so both forms say the same."""
+        from rich.console import Console
+        from rich.progress import BarColumn, TextColumn
+        from rich.progress import Progress as RichProgress
+
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns or 100
+        except (AttributeError, OSError, ValueError):
+            width = 100
+        # force_terminal: the stream is a tty (checked above) even when TERM is unset or "dumb" (a bare pty);
+        # no redirect of stdout/stderr: stdout carries the command's JSON report.
+        console = Console(file=self.stream, force_terminal=True, width=max(width, 40), highlight=False)
+        columns: list[Any] = [BarColumn(bar_width=24)] if self.total is not None else []
+        columns.append(TextColumn("{task.fields[text]}", markup=False))
+        self._live = RichProgress(*columns, console=console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+        self._task = self._live.add_task(self.label, total=self.total, completed=self.done, text=self.line())
+        self._live.start()
 
     @classmethod
     def to(cls, stream: TextIO | None, label: str, total: int | None, *, done: int = 0) -> Progress:
@@ -103,6 +131,12 @@ class Progress:
             self.total = total
             if total_bytes is not None:
                 self.total_bytes = total_bytes
+            if self._live is not None:
+                if total is not None and not any(type(c).__name__ == "BarColumn" for c in self._live.columns):
+                    from rich.progress import BarColumn
+
+                    self._live.columns = (BarColumn(bar_width=24), *self._live.columns)
+                self._live.update(self._task, total=total)
 
     def advance(self, n: int = 1, *, nbytes: int = 0) -> None:
         """``n`` more done (and ``nbytes`` more bytes); draws when the interval has passed."""
@@ -143,11 +177,16 @@ class Progress:
     def _draw(self, now: float, *, final: bool) -> None:
         text = self.line(now)
         try:
-            if self.tty:
-                width = 24
-                frac = self.done / self.total if self.total else 0.0
-                bar = f"[{'#' * int(min(frac, 1.0) * width):<{width}}] " if self.total else ""
-                self.stream.write("\r\x1b[K" + bar + text + ("\n" if final else ""))
+            if self._live is not None:
+                self._live.update(self._task, completed=self.done, text=text)
+                if final:
+                    self._live.stop()  # draws the last line once more, leaves it and moves below it
+                    self._live = None
+                else:
+                    self._live.refresh()
+                return
+            if self.tty:  # a terminal that rich could not take (stream without a descriptor): draw it ourselves
+                self.stream.write("\r\x1b[K" + text + ("\n" if final else ""))
             else:
                 self.stream.write(text + ("  done" if final else "") + "\n")
             self.stream.flush()

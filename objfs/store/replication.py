@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .audit import audited
 from .errors import InvalidArgument
 from .index import SEP, Txn, bucket_prefix, object_key, version_key
+from .progress import Progress
 
 if TYPE_CHECKING:
     from .engine import Principal, Store
@@ -229,6 +230,7 @@ class ReplicationMixin:
         *,
         lacking: Any = None,
         principal: Principal | None = None,
+        progress: TextIO | None = None,
     ) -> int:
         """Queue every version (and delete marker, when its rule says so) of ``bucket`` for its rules.
 
@@ -241,8 +243,13 @@ class ReplicationMixin:
             settings = self._bucket(txn, bucket)
         records = versions_of(self, bucket)
         records.sort(key=lambda r: r.get("seq", 0))  # a key's oldest versions first, as they were written
+        with Progress.to(progress, f"replication resync {bucket}: versions checked", len(records)) as bar:
+            return self._queue_versions(settings, records, lacking, bar)
+
+    def _queue_versions(self: Store, settings: dict[str, Any], records: list[dict[str, Any]], lacking: Any, bar: Progress) -> int:
         queued = 0
         for record in records:
+            bar.advance()
             if record.get("replica") or record.get("version") in (None, "null"):
                 continue
             rules = matching_rules(settings, record["key"])

@@ -39,6 +39,7 @@ from .drives import BLOBS, BUCKETS, Drive
 from .fragments import read_footer
 from .heal import HealReport
 from .index import object_key
+from .opstatus import record_scrub
 from .procs import identity_alive, process_start
 from .progress import Progress
 from .spill import SortedMembership, SortedSpill, sorted_fragments
@@ -121,6 +122,7 @@ class ScrubMixin:
         checkpoints of the index scan, taken at most every ``checkpoint_seconds``.
         """
         report = ScrubReport()
+        started = time.time()
         self.refresh_drive_health()
         report.spool_removed = self.sweep_spool()
         report.index_problem = self.index_trust()
@@ -130,9 +132,11 @@ class ScrubMixin:
         report.gc = self.collect_garbage().as_dict()
         run = _ScrubRun(self, report, checkpoint_seconds)
         try:
-            return self._scrub(report, run, progress, batch)
+            self._scrub(report, run, progress, batch)
         finally:
             run.close()
+        record_scrub(self, report, started, time.time())  # `objfs status`: last scrub and its result
+        return report
 
     def _scrub(self: Store, report: ScrubReport, run: _ScrubRun, progress: TextIO | None, batch: int) -> ScrubReport:
         # Journals of writers dead *before* the index is read: none of them can commit after it.

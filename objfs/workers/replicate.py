@@ -293,8 +293,16 @@ def _plain_args(record: dict[str, Any]) -> dict[str, Any]:
 async def run(store: Store, limiter: trio.CapacityLimiter) -> None:
     """The sender loop of ``objfs serve``: passes back to back while there is work, else every interval."""
     sender = Sender(store)
-    idle = store.config.replication.interval_seconds
+    seen = store.config
     while True:
+        if store.config is not seen:  # objfs.toml reloaded (SIGHUP): new limits, remotes re-read
+            seen = store.config
+            sender.throttle = TokenBucket(seen.replication.max_bytes_per_second)
+            sender.clients.clear()
+            sender.kinds.clear()
+            sender.remote_wait.clear()
+            log.info("replication: settings reloaded (%s)", seen.replication)
+        idle = seen.replication.interval_seconds
         try:
             report = await trio.to_thread.run_sync(sender.run_pass, limiter=limiter)
         except Exception:  # noqa: BLE001 - a pass that fails is retried, the loop outlives it

@@ -56,6 +56,8 @@ def migrate(store: Path, source: Path, *extra: str) -> dict:
     )
     assert res.returncode in (0, 3), res.stderr
     assert "files" in res.stderr and "ETA" in res.stderr  # progress
+    if "--verify" in extra:
+        assert "migrate --verify: " in res.stderr and "files/s" in res.stderr, res.stderr
     return json.loads(res.stdout)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -194,3 +195,49 @@ def test_status_reports_tiers_and_exits_non_zero_when_degraded(store_path: Path,
         timeout=60,
     )
     assert piped.stdout.startswith(b"store ") and b"Traceback" not in piped.stderr
+
+
+def test_status_shows_smart_backlogs_and_the_last_scrub(store_path: Path, tmp_path: Path, cli) -> None:
+    from objfs.store.opstatus import block_device
+
+    cli("mb", str(store_path), "pacs")
+    cli("put", str(store_path), "pacs/a", "-", input=b"q" * 100_000)
+    status = json.loads(cli("status", str(store_path), "--json").stdout)
+    # Directory drives: no disk of their own to ask.
+    assert {d["smart"]["health"] for d in status["drives"]} == {"unknown"}
+    assert status["drives"][0]["smart"]["detail"] == "directory drive"
+    assert status["last_scrub"] is None and status["lifecycle"]["last_pass"] is None
+    assert status["replication"] == {"backlog_objects": 0, "backlog_bytes": 0, "lag_seconds": 0.0, "failures": 0}
+    human = cli("status", str(store_path)).stdout.decode()
+    assert "SMART unknown" in human and "last scrub: never" in human and "lifecycle: no whole pass yet" in human
+
+    # A scrub that runs to its end leaves its summary; one that repaired damage says so.
+    cli("scrub", str(store_path), "--json")
+    scrubbed = json.loads(cli("status", str(store_path), "--json").stdout)["last_scrub"]
+    assert scrubbed["result"] == "ok" and scrubbed["ok"] and scrubbed["objects"] == 1 and scrubbed["age_seconds"] < 60
+    next((store_path / "drives" / "d3" / "blobs").rglob("*.f[0-9]*")).unlink()  # a fragment file
+    cli("scrub", str(store_path), "--json")
+    status = json.loads(cli("status", str(store_path), "--json").stdout)
+    assert status["last_scrub"]["result"].startswith("repaired ") and status["last_scrub"]["finished"] > scrubbed["finished"]
+    human = cli("status", str(store_path)).stdout.decode()
+    assert re.search(r"last scrub: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago, took \d+s\): repaired \d+ fragments", human)
+
+    # A whole lifecycle pass: when it ended (the lag), none under way.
+    cli("lifecycle", "run", str(store_path), "--json")
+    life = json.loads(cli("status", str(store_path), "--json").stdout)["lifecycle"]
+    assert life["last_pass"] is not None and life["lag_seconds"] < 60 and not life["pass_in_progress"]
+    assert "lifecycle: last whole pass" in cli("status", str(store_path)).stdout.decode()
+
+    # Drives given as disks: the block device under each is asked (here a VM disk or none: never a failure).
+    store, disks = _store_on(tmp_path, cli)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disks[5])], check=True)
+    try:
+        out = cli("status", str(store), "--json", check=False)
+    finally:
+        subprocess.run(["umount", str(disks[5])], check=True)
+    drives = json.loads(out.stdout)["drives"]
+    assert drives[5]["smart"]["device"] is None and drives[5]["smart"]["health"] == "unknown"  # tmpfs: no disk
+    assert drives[0]["smart"]["device"] == block_device(disks[0])
+    assert drives[0]["smart"]["health"] in ("passed", "failed", "unknown")
+    if shutil.which("smartctl") is None:
+        assert "smartmontools" in drives[0]["smart"]["detail"]
