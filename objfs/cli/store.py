@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from objfs.store.progress import Progress, add_progress_flag
+from objfs.store.progress import Progress, add_progress_flag, duration_text
 from objfs.store.storelock import hold_exclusive
 from objfs.stores import Store, init_store
 
@@ -142,17 +142,6 @@ def _smart(drive: dict[str, Any]) -> str:
     return smart["health"] + (f" ({smart['device']})" if smart.get("device") else "")
 
 
-def _ago(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 86400:
-        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -198,18 +187,20 @@ def _print_status(status: dict[str, Any]) -> None:
     if life["last_pass"] is None:
         passed = "no whole pass yet"
     else:
-        passed = f"last whole pass {_ago(life['lag_seconds'])} ago ({life['last_pass_actions']} actions)"
+        passed = f"last whole pass {duration_text(life['lag_seconds'])} ago ({life['last_pass_actions']} actions)"
     pending = f"; a pass is under way (at bucket {life['resumes_at_bucket']})" if life["pass_in_progress"] else ""
     print(f"lifecycle: {passed}{pending}")
     print(
         f"replication: backlog {repl['backlog_objects']} versions ({_gib(repl['backlog_bytes'])}), "
-        f"lag {_ago(repl['lag_seconds'])}, {repl['failures']} failing"
+        f"lag {duration_text(repl['lag_seconds'])}, {repl['failures']} failing"
     )
     if scrub is None:
         print("last scrub: never")
     else:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(scrub["finished"]))
-        print(f"last scrub: {when} ({_ago(scrub['age_seconds'])} ago, took {_ago(scrub['seconds'])}): {scrub['result']}")
+        print(
+            f"last scrub: {when} ({duration_text(scrub['age_seconds'])} ago, took {duration_text(scrub['seconds'])}): {scrub['result']}"
+        )
     if status["degraded"]:
         print("DEGRADED: " + "; ".join(status["degraded"]))
     else:

@@ -248,19 +248,7 @@ def migrate(
                 report.unchanged += 1
             else:
                 todo.append((rel, st))
-        progress = (
-            Progress(
-                len(todo),
-                "migrate",
-                unit="files",
-                total_bytes=sum(st.st_size for _, st in todo),
-                enabled=True,
-                stream=progress_out,
-                interval=None if progress_out.isatty() else 5.0,
-            )
-            if progress_out
-            else None
-        )
+        progress = _files_progress(progress_out, "migrate", todo)
         principal = MIGRATION
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-migrate") as pool:
             for _ in pool.map(
@@ -270,19 +258,7 @@ def migrate(
         if progress:
             progress.close()
         if verify:
-            checking = (
-                Progress(
-                    len(files),
-                    "migrate --verify",
-                    unit="files",
-                    total_bytes=sum(st.st_size for _, st in files),
-                    enabled=True,
-                    stream=progress_out,
-                    interval=None if progress_out.isatty() else 5.0,
-                )
-                if progress_out
-                else None
-            )
+            checking = _files_progress(progress_out, "migrate --verify", files)
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="objfs-verify") as pool:
                 list(pool.map(lambda item: _verify_one(store, src, bucket, item, journal, report, checking), files))
             if checking:
@@ -514,3 +490,18 @@ def _verify_file(store: Store, src: Path, bucket: str, rel: str, journal: Journa
         return
     with report.lock:
         report.verified += 1
+
+
+def _files_progress(stream: TextIO | None, label: str, files: list[tuple[str, os.stat_result]]) -> Progress | None:
+    """Progress over ``files`` (files and bytes) on ``stream``, a plain line every 5 s off a terminal; None: silent."""
+    if not stream:
+        return None
+    return Progress(
+        len(files),
+        label,
+        unit="files",
+        total_bytes=sum(st.st_size for _, st in files),
+        enabled=True,
+        stream=stream,
+        interval=None if stream.isatty() else 5.0,
+    )

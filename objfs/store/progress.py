@@ -44,8 +44,11 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true", help="report rate and ETA on stderr even when it is not a terminal")
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration as a person reads it: ``3d04h``, ``2h05m``, ``4m07s``, ``12s``."""
     seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     if seconds >= 60:
@@ -161,10 +164,10 @@ class Progress:
             text += f"  {_size(self.bytes)}{of}  {_size(self.bytes / elapsed)}/s"
         eta = self._eta(elapsed)
         if eta is not None:
-            text += f"  ETA {_duration(eta)}"
+            text += f"  ETA {duration_text(eta)}"
         elif self.total is not None or self.total_bytes:
             text += "  ETA ?"  # a total but no rate yet
-        text += f"  elapsed {_duration(elapsed)}"
+        text += f"  elapsed {duration_text(elapsed)}"
         return f"{self.label}: {text}" if self.label else text
 
     def _eta(self, elapsed: float) -> float | None:

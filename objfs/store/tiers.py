@@ -95,11 +95,7 @@ def add_tier(
     tier when they are restarted.
     """
     root = Path(root).resolve()
-    config = load_config(root)
-    if any(t.name == name for t in config.tiers):
-        raise ConfigError(f"the store has a tier named {name!r} already")
-    if not name.isidentifier():
-        raise ConfigError(f"tier name {name!r}: letters, digits and underscores only")
+    config = _config_for_new_tier(root, name)
     k, m = parse_ec(ec)
     paths = [str(Path(p).resolve()) for p in drives]
     used = {str(d) for t in config.tiers for d in t.drives}
@@ -132,11 +128,7 @@ def add_remote_tier(
     from .remotetier import check_remote_tier  # boto3 only for stores with a remote tier
 
     root = Path(root).resolve()
-    config = load_config(root)
-    if any(t.name == name for t in config.tiers):
-        raise ConfigError(f"the store has a tier named {name!r} already")
-    if not name.isidentifier():
-        raise ConfigError(f"tier name {name!r}: letters, digits and underscores only")
+    _config_for_new_tier(root, name)
     load_remote(root, remote)  # RemoteError when it is not defined
     path = root / CONFIG_NAME
     text = path.read_text()
@@ -161,6 +153,16 @@ def _replace_config(root: Path, new_text: str) -> None:
         os.fsync(f.fileno())
     os.rename(tmp, root / CONFIG_NAME)
     fsync_dir(root)
+
+
+def _config_for_new_tier(root: Path, name: str) -> StoreConfig:
+    """The store's configuration, after checking ``name`` is free and usable as a tier name."""
+    config = load_config(root)
+    if any(t.name == name for t in config.tiers):
+        raise ConfigError(f"the store has a tier named {name!r} already")
+    if not name.isidentifier():
+        raise ConfigError(f"tier name {name!r}: letters, digits and underscores only")
+    return config
 
 
 def _toml_escape(text: str) -> str:
