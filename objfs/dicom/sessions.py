@@ -33,6 +33,12 @@ _STORED = {0x0000, 0xB000, 0xB006, 0xB007}
 _PENDING = {0xFF00, 0xFF01}
 
 
+def _is_pending(status: Any) -> bool:
+    """Whether a handler's status (an int, or a Dataset carrying Status) is a pending one."""
+    value = getattr(status, "Status", status)
+    return isinstance(value, int) and value in _PENDING
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -183,7 +189,7 @@ class AssociationLog:
         def on_find(event: Any) -> Iterator[Any]:
             session = self._session(event.assoc)
             for item in handler(event):
-                if session is not None and isinstance(item, tuple) and len(item) == 2 and item[0] in _PENDING:
+                if session is not None and isinstance(item, tuple) and len(item) == 2 and _is_pending(item[0]):
                     session.found += 1
                 yield item
 
@@ -195,7 +201,7 @@ class AssociationLog:
         def on_retrieve(event: Any) -> Iterator[Any]:
             session = self._session(event.assoc)
             for item in handler(event):
-                if session is not None and isinstance(item, tuple) and len(item) == 2 and item[0] in _PENDING:
+                if session is not None and isinstance(item, tuple) and len(item) == 2 and _is_pending(item[0]):
                     path = getattr(item[1], "_objfs_path", None)
                     if path is not None:
                         try:

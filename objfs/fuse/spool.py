@@ -16,7 +16,7 @@ the first write that needs the old bytes; ``O_TRUNC`` never reads them.
 Files larger than RAM stream through the spool: memory use is one segment.
 
 Holes cost nothing: a commit finds the spool's data with SEEK_DATA/SEEK_HOLE,
-treats aligned all-zero blocks of :data:`HOLE_BLOCK` bytes as holes too
+treats aligned all-zero blocks (:mod:`.holes`) as holes too
 (zeros written explicitly, as glibc's posix_fallocate does on a filesystem
 without fallocate), and stores only the data ranges as a sparse version
 (``extents``, see :mod:`objfs.store.sparse`). Loading a sparse version
@@ -39,7 +39,6 @@ is visible) and the commit stores the spool file as above.
 from __future__ import annotations
 
 import collections
-import errno
 import os
 import stat
 import threading
@@ -50,13 +49,10 @@ import trio
 
 from objfs.store import ObjectInfo, Principal, Store
 
-COPY_CHUNK = 4 << 20
-#: Aligned all-zero blocks of this size become holes at the commit.
-HOLE_BLOCK = 64 << 10
-_ZERO_BLOCK = bytes(HOLE_BLOCK)
+from .holes import ExtentStream, data_extents, is_zero
+
 #: A run of zeros this long written into a stream abandons it: the spool commit makes it a hole.
 STREAM_ZERO_RUN = 1 << 20
-_ZEROS = bytes(1 << 20)
 #: Bytes a stream holds for its put before writes wait for it (memory per streamed file).
 STREAM_BUFFER = 4 << 20
 #: Files streamed at once; more are spooled only (each stream is a thread).
@@ -195,85 +191,6 @@ class _Stream:
             self._cond.notify_all()
 
 
-def is_zero(data: bytes) -> bool:
-    """Whether ``data`` is all zeros (cheap when it is not: most data fails on its first or last byte)."""
-    if not data or data[0] or data[-1]:
-        return False
-    view = memoryview(data)
-    while view:
-        n = min(len(view), len(_ZEROS))
-        if view[:n] != _ZEROS[:n]:
-            return False
-        view = view[n:]
-    return True
-
-
-def data_extents(fd: int, length: int) -> list[tuple[int, int]]:
-    """The ``(offset, length)`` ranges of the first ``length`` bytes of ``fd`` that hold other than zeros.
-
-    Holes are found with SEEK_DATA/SEEK_HOLE (no read); within data, aligned
-    :data:`HOLE_BLOCK` blocks that read as zeros are left out as well.
-    """
-    extents: list[list[int]] = []
-
-    def add(offset: int, size: int) -> None:
-        if extents and extents[-1][0] + extents[-1][1] == offset:
-            extents[-1][1] += size
-        else:
-            extents.append([offset, size])
-
-    pos = 0
-    while pos < length:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: no data after pos
-                raise
-            break
-        if start >= length:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), length)
-        chunk_start = start - start % HOLE_BLOCK
-        while chunk_start < end:
-            chunk = os.pread(fd, min(COPY_CHUNK, end - chunk_start), chunk_start)
-            if not chunk:
-                break
-            for lo in range(0, len(chunk), HOLE_BLOCK):
-                block_start = max(chunk_start + lo, start)
-                block = chunk[block_start - chunk_start : lo + HOLE_BLOCK]
-                if block and block != _ZERO_BLOCK[: len(block)]:
-                    add(block_start, len(block))
-            chunk_start += len(chunk)
-        pos = end
-    return [(offset, size) for offset, size in extents]
-
-
-class _ExtentStream:
-    """A read-only stream over the data ``extents`` of a spool, concatenated (for a sparse put_object)."""
-
-    def __init__(self, fd: int, extents: list[tuple[int, int]]) -> None:
-        self._fd = fd
-        self._extents = list(extents)
-        self._index = 0
-        self._into = 0
-
-    def read(self, size: int = -1) -> bytes:
-        out = []
-        want = size if size >= 0 else sum(n for _, n in self._extents)
-        while want > 0 and self._index < len(self._extents):
-            offset, length = self._extents[self._index]
-            data = os.pread(self._fd, min(want, length - self._into), offset + self._into)
-            if not data:  # the spool was cut meanwhile: the engine reports the short body
-                self._index = len(self._extents)
-                break
-            out.append(data)
-            want -= len(data)
-            self._into += len(data)
-            if self._into == length:
-                self._index, self._into = self._index + 1, 0
-        return b"".join(out)
-
-
 class Spool:
     """Pending content and attributes of one inode open for write."""
 
@@ -396,7 +313,7 @@ class Spool:
         info = store.put_object(
             bucket,
             key,
-            _ExtentStream(self.fd, extents),
+            ExtentStream(self.fd, extents),
             length=length,
             extents=extents,
             posix=posix,

@@ -228,16 +228,22 @@ class Index:
                 self._growing = False
                 self._gate.notify_all()
 
-    def map_size(self) -> int:
-        return self.env.info()["map_size"]
+    def _measure(self) -> tuple[int, int]:
+        """(map size, bytes used), read inside the gate: LMDB refuses ``env.info`` while another thread resizes."""
+        self._enter()
+        try:
+            info = self.env.info()
+            return info["map_size"], (info["last_pgno"] + 1) * self.env.stat()["psize"]
+        finally:
+            self._leave()
 
-    def _used_bytes(self) -> int:
-        return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+    def map_size(self) -> int:
+        return self._measure()[0]
 
     def _grow(self, *, full: bool = False) -> bool:
         """Double the map when it is full (``full``) or nearly so; True when it grew."""
-        size = self.map_size()
-        if not full and self._used_bytes() < size * _GROW_AT:
+        size, used = self._measure()
+        if not full and used < size * _GROW_AT:
             return False
         grown = self._resize(size * 2)
         if grown:

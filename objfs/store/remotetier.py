@@ -421,6 +421,10 @@ class RemoteBlobReader:
         seg = self.desc["seg"]
         return min(seg, self.desc["size"] - segment * seg)
 
+    def read_piece(self, segment: int, offset: int) -> tuple[int, bytes]:
+        """``(0, segment)``: a remote blob has no fragments to read a share of, so a small read takes its segment."""
+        return 0, self.read_segment(segment)
+
     def read_segment(self, segment: int) -> bytes:
         """The plaintext of one segment (one range GET)."""
         if self.desc["size"] == 0:
