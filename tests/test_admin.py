@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from botocore.exceptions import ClientError
 from browser import headless
 from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
-from test_appliance import serve_command, wait_ready
+from test_appliance import serve_command, stop_serve, wait_ready
 
 from objfs.appliance import prepare
 from objfs.store.config import load_config
@@ -83,14 +82,7 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
         )
         yield Appliance(store, mnt, (key["access_key"], key["secret_key"]), f"http://127.0.0.1:{admin_port}", s3, stderr)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+        stop_serve(proc, mnt)
     assert proc.returncode == 0, stderr.read_text()
 
 

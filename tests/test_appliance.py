@@ -39,6 +39,19 @@ def wait_ready(proc: subprocess.Popen, diagnostics: Callable[[], str] = str) -> 
     pytest.fail("objfs serve did not come up:\n" + "".join(output) + diagnostics())
 
 
+def stop_serve(proc: subprocess.Popen, mnt: Path) -> str:
+    """SIGTERM ``objfs serve`` (SIGKILL after 60 s), lift a mount it left behind; returns what it printed since."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, _ = proc.communicate()
+    if os.path.ismount(mnt):
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+    return rest or ""
+
+
 def serve_command(store: Path, mnt: Path, s3_port: int, dicom_port: int, admin_port: int | None = None) -> list[str]:
     """`objfs serve` on loopback ports of the test's choosing (the admin port a free one unless given)."""
     return [
@@ -103,14 +116,7 @@ def test_serve_runs_every_front_and_stops_cleanly(tmp_path: Path) -> None:
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rest, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rest, _ = proc.communicate()
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+        rest = stop_serve(proc, mnt)
     assert proc.returncode == 0, "".join(output) + rest
     assert not os.path.ismount(mnt)
     verify = subprocess.run(

@@ -10,7 +10,6 @@ colour, in a region of the chart's size, below the capacity bars.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from botocore.config import Config
 from browser import headless
 from PIL import Image
 from ports import free_port
-from test_appliance import serve_command, wait_ready
+from test_appliance import serve_command, stop_serve, wait_ready
 
 from objfs.admin.dashboard import BAR_HEIGHT, BAR_WIDTH, TIER_COLOURS
 from objfs.appliance import prepare
@@ -68,14 +67,7 @@ def serving(tmp_path: Path):
         wait_ready(proc)
         yield key, s3_port, admin_port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+        stop_serve(proc, mnt)
 
 
 def test_the_dashboard_screenshot_shows_capacity_bars_and_the_ingest_chart(serving, tmp_path: Path) -> None:

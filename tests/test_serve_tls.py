@@ -7,7 +7,6 @@ import datetime
 import ipaddress
 import json
 import os
-import signal
 import ssl
 import subprocess
 import urllib.request
@@ -23,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from ports import free_port
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
-from test_appliance import serve_command, wait_ready
+from test_appliance import serve_command, stop_serve, wait_ready
 
 from objfs.appliance import prepare
 
@@ -123,14 +122,7 @@ def test_serve_with_tls_on_s3_and_dicom(tmp_path: Path) -> None:
         assert echo(dicom_port, cert)
         assert not echo(dicom_port, None)  # plain DICOM is refused
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rest, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rest, _ = proc.communicate()
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+        rest = stop_serve(proc, mnt)
     assert proc.returncode == 0, rest
     lines = [json.loads(line) for line in (store / "audit" / "audit.log").read_text().splitlines()[before:]]
     download, get = lines[:-1], lines[-1]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from ports import free_port
-from test_appliance import serve_command, wait_ready
+from test_appliance import serve_command, stop_serve, wait_ready
 
 from objfs.appliance import prepare
 from objfs.store import Store, init_store
@@ -150,14 +149,7 @@ def test_serve_moves_objects_through_three_tiers_on_time_and_keeps_bytes_locks_a
             s3.delete_object(Bucket="images", Key="studies/locked.dcm", VersionId=locked["VersionId"])
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rest, _ = proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rest, _ = proc.communicate()
-            if os.path.ismount(tmp_path / "mnt"):
-                subprocess.run(["fusermount3", "-uz", str(tmp_path / "mnt")], capture_output=True)
+            rest = stop_serve(proc, tmp_path / "mnt")
     try:
         assert proc.returncode == 0, "".join(output) + rest
         assert "Traceback" not in rest and "WARNING" not in rest, rest
