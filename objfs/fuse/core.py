@@ -25,11 +25,11 @@ from typing import Any
 import pyfuse3
 import trio
 
-from objfs.store import ObjectInfo, ObjectReader, Principal, Store
+from objfs.store import ObjectInfo, ObjectReader, PreconditionFailed, Principal, Store
 
 from . import namespace as ns
 from .errors import fuse_error
-from .inodes import DIR, FILE, LINK, SPECIAL, Inode, InodeTable, join_path
+from .inodes import DIR, FILE, LINK, SPECIAL, Inode, InodeTable, join_path, split_path
 from .spool import Spool, attrs_of
 
 #: Seconds the kernel may cache entries and attributes: other fronts' changes show within it.
@@ -158,6 +158,24 @@ class MountState:
 
     def _touch_parent(self, *paths: str) -> None:
         self._touch_dir(*(p.rpartition("/")[0] for p in paths))
+
+    async def _create_empty(self, path: str, posix: dict[str, int], principal: Principal, *, marker: bool = False) -> None:
+        """Store an empty object at ``path`` (a FIFO, a device; with ``marker`` a directory's marker ``key/``) unless
+        one exists: EEXIST then."""
+        bucket, key = split_path(path)
+        if marker:
+            key += "/"
+
+        def make() -> bool:
+            try:
+                self.store.put_object(bucket, key, b"", posix=posix, if_none_match=True, principal=principal)
+            except PreconditionFailed:
+                return False  # made meanwhile by another front
+            return True
+
+        if not await self._run(make):
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        self._touch_parent(path)
 
     async def _count_links(self, path: str) -> None:
         """Count ``path``'s subdirectories for its st_nlink (cached as long as the kernel caches attributes)."""

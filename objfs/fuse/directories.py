@@ -13,8 +13,6 @@ import stat
 
 import pyfuse3
 
-from objfs.store import PreconditionFailed
-
 from . import namespace as ns
 from .core import DirHandle, MountState
 from .inodes import DIR, join_path, split_path
@@ -87,17 +85,7 @@ class DirectoryOps(MountState):
             if await self._stat(path) is not None:
                 raise pyfuse3.FUSEError(errno.EEXIST)
             posix = {"mode": stat.S_IFDIR | stat.S_IMODE(mode), "uid": ctx.uid, "gid": ctx.gid}
-
-            def make_marker() -> bool:
-                try:
-                    self.store.put_object(bucket, key + "/", b"", posix=posix, if_none_match=True, principal=principal)
-                except PreconditionFailed:
-                    return False  # made meanwhile by another front
-                return True
-
-            if not await self._run(make_marker):
-                raise pyfuse3.FUSEError(errno.EEXIST)
-            self._touch_parent(path)
+            await self._create_empty(path, posix, principal, marker=True)
         return await self.lookup(parent_inode, name, ctx)  # type: ignore[attr-defined]
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

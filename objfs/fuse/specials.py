@@ -18,8 +18,6 @@ import time
 
 import pyfuse3
 
-from objfs.store import PreconditionFailed
-
 from .core import MountState
 from .inodes import split_path
 from .namespace import SPECIAL_TYPES
@@ -46,18 +44,7 @@ class SpecialOps(MountState):
         posix.update(mtime_ns=now, atime_ns=now, ctime_ns=now)
         if kind in (stat.S_IFCHR, stat.S_IFBLK):
             posix["rdev"] = rdev
-        principal = principal_of(ctx)
-
-        def make() -> bool:
-            try:
-                self.store.put_object(bucket, key, b"", posix=posix, if_none_match=True, principal=principal)
-            except PreconditionFailed:
-                return False  # made meanwhile by another front
-            return True
-
-        if not await self._run(make):
-            raise pyfuse3.FUSEError(errno.EEXIST)
-        self._touch_parent(path)
+        await self._create_empty(path, posix, principal_of(ctx))
         return await self.lookup(parent_inode, name, ctx)  # type: ignore[attr-defined]
 
     async def create(
