@@ -91,3 +91,12 @@ def ratio(ours: float | None, theirs: float | None) -> str:
     if not ours or not theirs:
         return ""
     return f"{ours / theirs:.2f}x"
+
+
+def index_synthetic(store: object, txn: object, record: dict, seq: int) -> None:
+    """Put a bodiless version ``record`` in the index as current and let the store's indexers see it (index benches)."""
+    from objfs.store.index import object_key
+
+    txn.put("objects", object_key(record["bucket"], record["key"]), dict(record, parts=[], seq=seq, etag="", created=0.0))
+    for indexer in store.indexers:
+        indexer.on_change(txn, None, record)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import table
+from bench.common import index_synthetic, table
 
 TARGET = 1000
 
@@ -29,7 +29,6 @@ def fill(store_path: Path, instances: int) -> float:
     from objfs.dicom.index import DicomIndexer, canonical_key
     from objfs.dicom.synth import write_study
     from objfs.store import init_store
-    from objfs.store.index import object_key
     from objfs.stores import open_store
 
     init_store(store_path).close()
@@ -74,9 +73,7 @@ def fill(store_path: Path, instances: int) -> float:
                     "size": 525_000,
                     "dicom": tags,
                 }
-                txn.put("objects", object_key("pacs", key), dict(record, parts=[], seq=n, etag="", created=0.0))
-                for indexer in store.indexers:
-                    indexer.on_change(txn, None, record)
+                index_synthetic(store, txn, record, n)
                 n += 1
     seconds = time.perf_counter() - start
     store.close()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from bench.common import table
+from bench.common import index_synthetic, table
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
@@ -40,7 +40,6 @@ def fill(store_path: Path, instances: int) -> tuple[list[str], float]:
     """Index ``instances`` synthetic instances; returns (patient ids, seconds)."""
     from objfs.dicom.index import DicomIndexer
     from objfs.dicom.synth import write_study
-    from objfs.store.index import object_key
     from objfs.stores import open_store
 
     template_dir = store_path.parent / "template"
@@ -67,9 +66,7 @@ def fill(store_path: Path, instances: int) -> tuple[list[str], float]:
                 )
                 key = f"{tags['PatientID']}/{tags['StudyInstanceUID']}/{tags['SOPInstanceUID']}.dcm"
                 record = {"id": f"{n:032x}", "bucket": "pacs", "key": key, "version": "null", "size": 1000, "dicom": tags}
-                txn.put("objects", object_key("pacs", key), dict(record, parts=[], seq=n, etag="", created=0.0))
-                for indexer in store.indexers:
-                    indexer.on_change(txn, None, record)
+                index_synthetic(store, txn, record, n)
                 n += 1
     seconds = time.perf_counter() - start
     store.close()
