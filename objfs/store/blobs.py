@@ -28,6 +28,7 @@ from .drives import BLOBS, Drive, fsync_dir, rendezvous_order
 from .errors import BadDigest, DataLoss, EncryptionKeyRequired, IncompleteBody, InsufficientDrives, NoSpace
 from .fragments import FragmentWriter, owner_tag, read_frame
 from .procs import own_identity
+from .volumes import punch, volume_path
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -39,6 +40,19 @@ PREFETCH_DEPTH = 3  # segments read ahead by a long sequential read
 def new_id() -> str:
     """A fresh object, blob or upload id: 128 random bits as hex."""
     return secrets.token_hex(16)
+
+
+def fragment_location(drive: Drive, desc: dict[str, Any], index: int) -> tuple[Path, int, int | None]:
+    """Where fragment ``index`` of the blob ``desc`` lies on ``drive``: ``(path, offset, length)``.
+
+    A fragment file (offset 0, length None: the whole file) or a volume
+    entry's payload (``desc["vols"]``, see :mod:`.volumes`).
+    """
+    vols = desc.get("vols")
+    loc = vols[index] if vols and index < len(vols) else None
+    if loc:
+        return volume_path(drive.path, loc[0]), loc[1], loc[2]
+    return drive.fragment_path(desc["id"], index), 0, None
 
 
 class BlobWriter:
@@ -65,6 +79,11 @@ class BlobWriter:
         # Encrypted before erasure coding: fragments, parity and healing only ever see ciphertext.
         self.cipher = SegmentCipher(data_key, self.blob_id) if data_key is not None else None
         self.writers: dict[int, FragmentWriter] = {}
+        # Small blobs are kept in memory and packed into volumes at finish; a blob
+        # that outgrows pack_max spills to fragment files (:meth:`_spill`).
+        self.pack_max = store.config.pack_max
+        self.packing = self.pack_max > 0
+        self.packed: dict[int, tuple[Any, int, int]] = {}  # index -> (volume, payload offset, length)
         # Declared before any file exists: if this process dies before the
         # commit, scrub knows these fragments never became an object.
         store.intents.begin(self.blob_id)
@@ -75,7 +94,9 @@ class BlobWriter:
                 continue
             tmp = drive.tmp_dir / f"{self.blob_id}.f{index}.{tag}.tmp"
             try:
-                self.writers[index] = FragmentWriter(tmp, drive.fragment_path(self.blob_id, index), drive.path / BLOBS)
+                self.writers[index] = FragmentWriter(
+                    tmp, drive.fragment_path(self.blob_id, index), drive.path / BLOBS, in_memory=self.packing
+                )
             except OSError:
                 store.mark_drive_suspect(drive)
         self._check_quorum()
@@ -105,8 +126,20 @@ class BlobWriter:
             writer.write_frame(fragments[index])
         self.nseg += 1
         self.size += plain_length
+        if self.packing and self.size > self.pack_max:
+            self.unpack()
         if any(w.failed is not None for w in self.writers.values()):
             self._check_quorum()
+
+    def unpack(self) -> None:
+        """Write this blob as fragment files, not volume entries (it is large, or locked at birth)."""
+        if not self.packing:
+            return
+        self.packing = False
+        for index, writer in self.writers.items():
+            writer.spill()
+            if writer.failed is not None:
+                self.store.mark_drive_suspect(self.placement[index])
 
     def write(self, data: bytes) -> None:
         """Add bytes; full segments are encoded and written as they fill."""
@@ -184,12 +217,52 @@ class BlobWriter:
         desc = self.descriptor()
         footer = {"blob": desc, "owner": owner, "writer": own_identity()}  # so scrub can tell a write in progress
 
-        done = self._commit_fragments(footer)
+        done = self._commit_packed(footer) if self.packing else self._commit_fragments(footer)
         if len(done) < self.codec.k + 1:
             self.discard()
             self._check_quorum()
         desc["written"] = sorted(done)
+        if self.packed:
+            # Where each fragment is (not in the footers: rebuild-index learns it from the volume it scans).
+            desc["vols"] = [
+                [self.packed[i][0].volume_id, self.packed[i][1], self.packed[i][2]] if i in self.packed else None
+                for i in range(len(self.placement))
+            ]
         return desc
+
+    def _commit_packed(self, footer: dict[str, Any]) -> list[int]:
+        """Append every fragment to its drive's volume and sync; the indexes that are durable.
+
+        The appends of concurrent writers to one volume share its fdatasync
+        (:meth:`.volumes.Volume.sync_through`). An entry whose append or sync
+        failed is not counted (a failed sync retires its volume).
+        """
+
+        def append(index: int) -> bool:
+            writer = self.writers[index]
+            if writer.failed is not None:
+                return False
+            drive = self.placement[index]
+            try:
+                writer.seal(dict(footer, index=index))
+                payload = writer.memory
+                volume, offset = self.store.volumes.append(drive.path, self.blob_id, index, payload)
+                self.packed[index] = (volume, offset, len(payload))
+                writer.memory = None
+                volume.sync_through(offset + len(payload))
+                return True
+            except OSError as exc:
+                writer.failed = exc
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    self.store.mark_drive_suspect(drive)
+                return False
+
+        indexes = list(self.writers)
+        done = [i for i, ok in zip(indexes, self.store.io_pool.map(append, indexes)) if ok]
+        for index in indexes:
+            if index not in done:
+                self.writers[index].abort()
+        return done
 
     def _commit_fragments(self, footer: dict[str, Any]) -> list[int]:
         """Seal, place and sync every fragment; the indexes that are durable (the others are removed).
@@ -267,9 +340,15 @@ class BlobWriter:
             self.store.intents.end(self.blob_id)
 
     def discard(self) -> None:
-        """Remove fragments already renamed into place (the write is not acknowledged)."""
+        """Remove fragments already renamed into place or appended (the write is not acknowledged)."""
         self.abort()
         removed = True
+        for index, (volume, offset, length) in list(self.packed.items()):
+            try:
+                punch(volume.path, offset, length)
+                del self.packed[index]
+            except OSError:
+                removed = False
         for index, drive in enumerate(self.placement):
             try:
                 os.unlink(drive.fragment_path(self.blob_id, index))
@@ -315,11 +394,15 @@ class BlobReader:
         handle = None
         if drive is not None:
             try:
-                handle = os.open(drive.fragment_path(self.desc["id"], index), os.O_RDONLY | os.O_CLOEXEC)
+                handle = os.open(fragment_location(drive, self.desc, index)[0], os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 handle = None
         self._files[index] = handle
         return handle
+
+    def _base(self, index: int) -> int:
+        vols = self.desc.get("vols")
+        return vols[index][1] if vols and vols[index] else 0
 
     def read_fragment(self, index: int, segment: int) -> bytes | None:
         """Fragment ``index`` of ``segment`` if present and its CRC holds, else None."""
@@ -329,7 +412,7 @@ class BlobReader:
         frame = None
         if handle is not None:
             try:
-                frame = read_frame(handle, segment, self.desc["fsz"], self._frag_len(segment))
+                frame = read_frame(handle, segment, self.desc["fsz"], self._frag_len(segment), self._base(index))
             except OSError:
                 frame = None
         if frame is None:

@@ -22,7 +22,13 @@ KEY_FILE_NAME = "keys/objfs-keys.json"
 #: The on-disk format this objfs writes. A store whose ``[store]`` table has no
 #: ``format`` is format 1 (made before formats were recorded) and opens as is;
 #: ``objfs upgrade`` records the current one. A newer format than this is refused.
-STORE_FORMAT = 2
+#: Format 3 packs small blobs into volume files (:mod:`.volumes`); older formats
+#: keep every fragment in a file of its own until upgraded.
+STORE_FORMAT = 3
+#: The first format that packs small blobs into volumes.
+PACKED_FORMAT = 3
+#: Objects up to this many bytes are packed into volumes by default (a CT slice is ~0.5 MiB).
+DEFAULT_PACK_MAX = 1 << 20
 MAX_DRIVES_PER_TIER = 16
 EC_BACKENDS = ("isa_l_rs_cauchy", "liberasurecode_rs_vand", "isa_l_rs_vand")
 DEFAULT_BACKEND = "isa_l_rs_cauchy"
@@ -166,6 +172,8 @@ class StoreConfig:
     dicom: DicomConfig
     #: On-disk format of the store (see STORE_FORMAT).
     format: int = 1
+    #: Blobs of at most this many bytes go into volume files (0: never; only from format 3).
+    pack_max: int = 0
     #: The drives are plain directories (``objfs init`` without ``--drive``),
     #: not mount points: ``objfs replace-drive`` accepts a directory then.
     directory_drives: bool = False
@@ -290,7 +298,9 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}")
-    store = _only(_require(data, "store", dict, where), {"id", "segment_size", "format", "directory_drives"}, where + " [store]")
+    store = _only(
+        _require(data, "store", dict, where), {"id", "segment_size", "format", "directory_drives", "pack_max"}, where + " [store]"
+    )
     store_id = _require(store, "id", str, where + " [store]")
     store_format = _optional(store, "format", int, 1, where + " [store]")
     if store_format > STORE_FORMAT:
@@ -300,6 +310,11 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
     if store_format < 1:
         raise ConfigError(f"{where} [store]: format {store_format} does not exist")
     directory_drives = _optional(store, "directory_drives", bool, False, where + " [store]")
+    pack_max = _optional(store, "pack_max", int, DEFAULT_PACK_MAX, where + " [store]")
+    if not 0 <= pack_max <= 16 << 20:
+        raise ConfigError(f"{where} [store]: pack_max must be between 0 (never pack) and 16 MiB")
+    if store_format < PACKED_FORMAT:
+        pack_max = 0  # an older store keeps its layout until `objfs upgrade`
     segment_size = _optional(store, "segment_size", int, 1 << 20, where + " [store]")
     if not 64 * 1024 <= segment_size <= 64 << 20:
         raise ConfigError(f"{where}: segment_size must be between 64 KiB and 64 MiB")
@@ -450,6 +465,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         s3=s3,
         dicom=dicom,
         format=store_format,
+        pack_max=pack_max,
         directory_drives=directory_drives,
         dicomweb=dicomweb,
         admin=admin,

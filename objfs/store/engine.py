@@ -50,6 +50,7 @@ from .retention import RetentionMixin
 from .scrub import ScrubMixin
 from .spool import SpoolMixin
 from .tiers import TiersMixin
+from .volumes import VolumeSet
 
 HEALTH_TTL = 1.0  # seconds a drive health check is trusted
 FS_IOC_GETFLAGS = 0x80086601
@@ -196,6 +197,8 @@ class Store(
         self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
         self.read_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-read")
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
+        # This process's active volume per drive: small blobs are appended there (see .volumes).
+        self.volumes = VolumeSet()
         self.audit = AuditLog(self.root / "audit", segment_bytes=config.audit.segment_bytes, syslog=config.audit.syslog)
         self.indexers: list[Indexer] = []
         self._health: dict[str, tuple[float, str]] = {}
@@ -216,6 +219,7 @@ class Store(
     def close(self) -> None:
         for pool in (self.prefetch_pool, self.read_pool, self.io_pool):
             pool.shutdown(wait=True)
+        self.volumes.close()
         self.intents.close()
         self.index.close()
 

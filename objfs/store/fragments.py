@@ -83,16 +83,35 @@ class FragmentWriter:
     directory :meth:`place` returned are synced).
     """
 
-    def __init__(self, tmp_path: Path, final_path: Path, root: Path) -> None:
+    def __init__(self, tmp_path: Path, final_path: Path, root: Path, *, in_memory: bool = False) -> None:
         self.tmp_path = tmp_path
         self.final_path = final_path
         self.root = root  # the drive's blobs directory: directories are created below it, never it
-        self._file = open(tmp_path, "wb", buffering=0)
+        # In memory, the fragment may still become a volume entry (:mod:`.volumes`); :meth:`spill` makes it a file.
+        self.memory: bytearray | None = bytearray() if in_memory else None
+        self._file = None if in_memory else open(tmp_path, "wb", buffering=0)
         self.failed: BaseException | None = None
         self.placed = False  # renamed to final_path (by place), not yet known durable
 
+    def spill(self) -> None:
+        """Move the fragment from memory to its temp file (it grew too large for a volume)."""
+        if self.memory is None:
+            return
+        buffered, self.memory = self.memory, None
+        if self.failed is not None:
+            return
+        try:
+            self._file = open(self.tmp_path, "wb", buffering=0)
+            self._file.write(buffered)
+        except OSError as exc:
+            self.failed = exc
+
     def write_frame(self, fragment: bytes) -> None:
         if self.failed is not None:
+            return
+        if self.memory is not None:
+            self.memory += fragment
+            self.memory += _CRC.pack(crc32(fragment))
             return
         try:
             self._file.write(fragment)
@@ -117,6 +136,9 @@ class FragmentWriter:
         if self.failed is not None:
             raise self.failed
         body = msgpack.packb(footer, use_bin_type=True)
+        if self.memory is not None:
+            self.memory += body + _TAIL.pack(len(body), crc32(body), MAGIC)
+            return
         self._file.write(body + _TAIL.pack(len(body), crc32(body), MAGIC))
         start_writeback(self._file.fileno())
 
@@ -141,8 +163,12 @@ class FragmentWriter:
         self._file.close()
 
     def abort(self) -> None:
+        if self.memory is not None:
+            self.memory = None
+            return
         try:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
         except OSError:
             pass
         try:
@@ -185,9 +211,12 @@ def make_dirs(path: Path, root: Path) -> list[Path]:
     return [*grown, path.parent]
 
 
-def read_frame(fd: int, segment: int, fsz: int, length: int) -> memoryview | None:
-    """Fragment bytes of ``segment`` (one pread), or None if short or the CRC is wrong."""
-    data = os.pread(fd, length + _CRC.size, frame_offset(segment, fsz))
+def read_frame(fd: int, segment: int, fsz: int, length: int, base: int = 0) -> memoryview | None:
+    """Fragment bytes of ``segment`` (one pread), or None if short or the CRC is wrong.
+
+    ``base``: where the fragment starts in the file (a volume entry's payload offset).
+    """
+    data = os.pread(fd, length + _CRC.size, base + frame_offset(segment, fsz))
     if len(data) != length + _CRC.size:
         return None
     body = memoryview(data)[:length]  # no copy: segments are large
@@ -196,21 +225,33 @@ def read_frame(fd: int, segment: int, fsz: int, length: int) -> memoryview | Non
     return body
 
 
-def read_footer(path: Path) -> dict[str, Any] | None:
-    """The footer of a complete fragment file, or None when it is incomplete or damaged."""
+def read_footer(path: Path, base: int = 0, size: int | None = None) -> dict[str, Any] | None:
+    """The footer of a complete fragment, or None when it is incomplete or damaged.
+
+    A fragment file by default; a volume entry's payload with ``base`` (its
+    offset in the volume) and ``size`` (its length).
+    """
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size < _TAIL.size:
-                return None
-            f.seek(size - _TAIL.size)
-            length, crc, magic = _TAIL.unpack(f.read(_TAIL.size))
-            if magic != MAGIC or length > size - _TAIL.size:
-                return None
-            f.seek(size - _TAIL.size - length)
-            body = f.read(length)
+        with open(path, "rb", buffering=0) as f:
+            if size is None:
+                size = os.fstat(f.fileno()).st_size
+            return footer_at(f.fileno(), base, size)
     except OSError:
+        return None
+
+
+def footer_at(fd: int, base: int, size: int) -> dict[str, Any] | None:
+    """The footer of the fragment of ``size`` bytes at ``base`` in ``fd`` (None: incomplete or damaged)."""
+    if size < _TAIL.size:
+        return None
+    tail = os.pread(fd, _TAIL.size, base + size - _TAIL.size)
+    if len(tail) != _TAIL.size:
+        return None
+    length, crc, magic = _TAIL.unpack(tail)
+    if magic != MAGIC or length > size - _TAIL.size:
+        return None
+    body = os.pread(fd, length, base + size - _TAIL.size - length)
+    if len(body) != length:
         return None
     return _checked(body, crc)
 

@@ -1,0 +1,338 @@
+"""Volumes: small fragments packed into per-drive append-only files.
+
+A small blob's fragment is not a file of its own: it is appended, as an
+*entry*, to a volume file on its drive (the Haystack / SeaweedFS layout).
+A store of millions of small DICOM slices then costs one inode per drive
+per volume instead of one per fragment, no per-object directory entries
+and no fan-out directories, and concurrent writers share one
+``fdatasync`` per drive per batch (group commit) instead of paying one
+each plus directory syncs.
+
+Layout on a drive::
+
+    volumes/<volume id>.vol = HEADER | entry | entry | ...
+    entry = ENTRY(magic, blob id, fragment index, payload length, crc) | payload
+
+The payload is byte for byte what the fragment file would hold (frames
+with their CRCs, the footer, the tail), so every verification, repair and
+``rebuild-index`` rule of :mod:`.fragments` applies unchanged; a blob's
+descriptor says where its fragments are (``vols``: per fragment index,
+``[volume id, payload offset, payload length]`` or None for a fragment
+file).
+
+Guarantees:
+
+- Only the process that created a volume appends to it (each process has
+  its own active volume per drive), entries never move, and an entry is
+  durable once :meth:`Volume.sync_through` past its end returned: a blob
+  is acknowledged only after that, as with fragment files.
+- A torn tail (a crash mid-append) is an entry without a valid footer:
+  readers reject it by its CRCs, the scan skips it, and the volume is never
+  appended to again (a restarted process opens a new volume).
+- Space of dead entries is returned with ``FALLOC_FL_PUNCH_HOLE`` by the
+  collector, under the same rules as unlinking a fragment file; a volume
+  holding locked data is made immutable (then its dead entries keep their
+  space until the lock ends and the flag is cleared).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import secrets
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .drives import fsync_dir
+
+try:
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - a dependency; zlib gives the same values
+    from zlib import crc32
+
+VOLUMES = "volumes"
+SUFFIX = ".vol"
+FILE_MAGIC = b"OBJFSVL1"
+_FILE_HEADER = struct.Struct("<8s16s")  # magic, volume id
+ENTRY_MAGIC = b"OBJV"
+_ENTRY = struct.Struct("<4s16sB3xQ")  # magic, blob id, fragment index, payload length
+_ENTRY_CRC = struct.Struct("<I")
+ENTRY_BYTES = _ENTRY.size + _ENTRY_CRC.size
+#: A volume stops taking entries past this size (a new one is started).
+VOLUME_BYTES = 1 << 30
+_SCAN_CHUNK = 1 << 20
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_BLOCK = 4096
+
+
+def volume_dir(drive_path: Path) -> Path:
+    return drive_path / VOLUMES
+
+
+def volume_path(drive_path: Path, volume_id: str) -> Path:
+    return drive_path / VOLUMES / f"{volume_id}{SUFFIX}"
+
+
+def entry_header(blob_id: str, index: int, length: int) -> bytes:
+    head = _ENTRY.pack(ENTRY_MAGIC, bytes.fromhex(blob_id), index, length)
+    return head + _ENTRY_CRC.pack(crc32(head))
+
+
+def parse_entry_header(raw: bytes) -> tuple[str, int, int] | None:
+    """``(blob id, fragment index, payload length)`` of a valid entry header, else None."""
+    if len(raw) < ENTRY_BYTES or raw[:4] != ENTRY_MAGIC:
+        return None
+    head = raw[: _ENTRY.size]
+    if crc32(head) != _ENTRY_CRC.unpack_from(raw, _ENTRY.size)[0]:
+        return None
+    _magic, blob, index, length = _ENTRY.unpack(head)
+    return blob.hex(), index, length
+
+
+class Volume:
+    """This process's active volume on one drive: appends and group syncs (thread-safe)."""
+
+    def __init__(self, drive_path: Path, limit: int = VOLUME_BYTES) -> None:
+        self.volume_id = secrets.token_hex(16)
+        self.path = volume_path(drive_path, self.volume_id)
+        self.limit = limit
+        directory = self.path.parent
+        fresh = not directory.is_dir()
+        if fresh:
+            if not drive_path.is_dir():  # never create a wiped drive's root
+                raise FileNotFoundError(errno.ENOENT, "the drive's layout is gone", str(drive_path))
+            directory.mkdir(exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(self.fd, _FILE_HEADER.pack(FILE_MAGIC, bytes.fromhex(self.volume_id)))
+            os.fsync(self.fd)
+            fsync_dir(directory)  # the volume's name, once; its entries need only fdatasync
+            if fresh:
+                fsync_dir(drive_path)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = _FILE_HEADER.size
+        self.synced = self.size
+        self._lock = threading.Lock()
+        self._synced = threading.Condition()
+        self._syncing = False
+        self.broken: OSError | None = None
+
+    def append(self, blob_id: str, index: int, payload: bytes | bytearray | memoryview) -> int | None:
+        """Write one entry; the payload's offset, or None when the volume is full (start another).
+
+        The entry is not durable until :meth:`sync_through` its end returns.
+        Writes are serialized: a sync covers exactly the entries written
+        before it started.
+        """
+        with self._lock:
+            if self.broken is not None:
+                raise self.broken
+            if self.size + ENTRY_BYTES + len(payload) > self.limit and self.size > _FILE_HEADER.size:
+                return None
+            start = self.size
+            header = entry_header(blob_id, index, len(payload))
+            try:
+                written = os.pwritev(self.fd, [header, payload], start)
+                if written != len(header) + len(payload):
+                    raise OSError(errno.ENOSPC, "short write to a volume", str(self.path))
+            except OSError as exc:
+                # The next entry overwrites the torn one; an error that persists breaks the volume.
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    self.broken = exc
+                raise
+            self.size = start + len(header) + len(payload)
+            return start + len(header)
+
+    def sync_through(self, end: int) -> None:
+        """Return once every byte before ``end`` is durable (one fdatasync serves every waiting writer)."""
+        with self._synced:
+            while True:
+                if self.broken is not None:
+                    raise self.broken
+                if self.synced >= end:
+                    return
+                if not self._syncing:
+                    break
+                self._synced.wait()
+            self._syncing = True
+        with self._lock:
+            target = self.size  # entries written so far: each write finished under this lock
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            # A failed fdatasync may have dropped dirty pages: nothing after the last good sync is trusted.
+            self.broken = exc
+            raise
+        finally:
+            with self._synced:
+                self._syncing = False
+                if self.broken is None:
+                    self.synced = max(self.synced, target)
+                self._synced.notify_all()
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class VolumeSet:
+    """The active volumes of this process, one per drive (thread-safe)."""
+
+    def __init__(self, limit: int = VOLUME_BYTES) -> None:
+        self.limit = limit
+        self._active: dict[Path, Volume] = {}
+        self._lock = threading.Lock()
+
+    def append(self, drive_path: Path, blob_id: str, index: int, payload: bytes | bytearray) -> tuple[Volume, int]:
+        """Append an entry to the drive's active volume (starting one when needed): ``(volume, payload offset)``."""
+        for _attempt in range(3):
+            volume = self._current(drive_path)
+            try:
+                offset = volume.append(blob_id, index, payload)
+            except OSError as exc:
+                if exc.errno in (errno.EPERM, errno.EACCES):  # made immutable (it holds locked data): move on
+                    self.retire(volume)
+                    continue
+                if volume.broken is not None:
+                    self.retire(volume)
+                raise
+            if offset is not None:
+                return volume, offset
+            self.retire(volume)
+        raise OSError(errno.EIO, "no volume takes this entry", str(drive_path))
+
+    def _current(self, drive_path: Path) -> Volume:
+        with self._lock:
+            volume = self._active.get(drive_path)
+            if volume is None or volume.broken is not None:
+                volume = self._active[drive_path] = Volume(drive_path, self.limit)
+            return volume
+
+    def retire(self, volume: Volume) -> None:
+        """Take no more entries into ``volume`` (full, broken or immutable); it stays open for pending syncs."""
+        with self._lock:
+            for key, active in list(self._active.items()):
+                if active is volume:
+                    del self._active[key]
+
+    def active_paths(self) -> set[Path]:
+        with self._lock:
+            return {v.path for v in self._active.values()}
+
+    def seal(self, path: Path) -> None:
+        """Stop appending to the volume at ``path`` if it is one of ours (before it is made immutable)."""
+        with self._lock:
+            for key, active in list(self._active.items()):
+                if active.path == path:
+                    del self._active[key]
+
+    def close(self) -> None:
+        with self._lock:
+            volumes, self._active = list(self._active.values()), {}
+        for volume in volumes:
+            volume.close()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry found by :func:`scan`."""
+
+    blob_id: str
+    index: int
+    offset: int  # of the payload
+    length: int
+
+
+def scan(path: Path) -> Iterator[Entry]:
+    """The entries of a volume in file order, skipping punched or torn stretches.
+
+    A stretch that is not a valid entry header (a punched hole reads as
+    zeros; a torn tail) is skipped by searching for the next valid header;
+    whether an entry's payload is whole is for its footer to tell.
+    """
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_FILE_HEADER.size)
+        if len(head) < _FILE_HEADER.size or head[:8] != FILE_MAGIC:
+            return
+        pos = _FILE_HEADER.size
+        while pos + ENTRY_BYTES <= size:
+            raw = os.pread(f.fileno(), ENTRY_BYTES, pos)
+            parsed = parse_entry_header(raw)
+            if parsed is not None and pos + ENTRY_BYTES + parsed[2] <= size:
+                blob_id, index, length = parsed
+                yield Entry(blob_id, index, pos + ENTRY_BYTES, length)
+                pos += ENTRY_BYTES + length
+                continue
+            pos = _next_header(f.fileno(), pos + 1, size)
+
+
+def _next_header(fd: int, pos: int, size: int) -> int:
+    """The offset of the next valid entry header at or after ``pos`` (``size`` when none)."""
+    while pos < size:
+        chunk = os.pread(fd, _SCAN_CHUNK + ENTRY_BYTES, pos)
+        at = 0
+        while True:
+            found = chunk.find(ENTRY_MAGIC, at)
+            if found < 0 or found > _SCAN_CHUNK:
+                break
+            if parse_entry_header(chunk[found : found + ENTRY_BYTES]) is not None:
+                return pos + found
+            at = found + 1
+        pos += _SCAN_CHUNK
+    return size
+
+
+def list_volumes(drive_path: Path) -> list[Path]:
+    try:
+        names = os.listdir(volume_dir(drive_path))
+    except FileNotFoundError:
+        return []
+    return sorted(volume_dir(drive_path) / n for n in names if n.endswith(SUFFIX))
+
+
+_libc = None
+
+
+def _fallocate():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return _libc.fallocate
+
+
+def punch(path: Path, offset: int, length: int) -> None:
+    """Return the space of an entry's payload ``[offset, offset+length)`` and its header to the filesystem.
+
+    Only whole blocks are freed (the rest reads as zeros afterwards). The
+    header goes too: a scan skips the hole. Raises OSError (EPERM on an
+    immutable volume; EOPNOTSUPP where the filesystem cannot punch, after
+    zeroing nothing).
+    """
+    start = offset - ENTRY_BYTES
+    first = -(-start // _BLOCK) * _BLOCK
+    last = ((offset + length) // _BLOCK) * _BLOCK
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if start < first:  # the header's block is shared: invalidate the header itself
+            os.pwrite(fd, bytes(min(ENTRY_BYTES, first - start)), start)
+        if last > first:
+            if _fallocate()(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, first, last - first) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), str(path))
+        if start >= first and last <= first:
+            os.pwrite(fd, bytes(ENTRY_BYTES), start)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
