@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .blobs import BlobReader
+from .blobs import BlobReader, fragment_location
 from .drives import BLOBS, Drive, rendezvous_order
 from .errors import DataLoss
 from .fragments import FragmentWriter, owner_tag, read_footer
@@ -144,13 +144,23 @@ class MaintenanceMixin:
 
         Only the placement changes; attributes changed meanwhile by others are kept.
         """
-        placement = {d["id"]: d["drives"] for d in record.get("parts", [])}
+        placement = {d["id"]: (d["drives"], d.get("vols")) for d in record.get("parts", [])}
+
+        def placed(desc: dict[str, Any]) -> dict[str, Any]:
+            if desc["id"] not in placement:
+                return desc
+            drives, vols = placement[desc["id"]]
+            new = dict(desc, drives=drives)
+            if vols is not None:
+                new["vols"] = vols
+            return new
+
         for _attempt in range(5):
             current = self._record_by_id(record["bucket"], record["key"], record["id"])
             if current is None:
                 return
             new = dict(current, gen=time.time_ns())
-            new["parts"] = [dict(d, drives=placement.get(d["id"], d["drives"])) for d in current.get("parts", [])]
+            new["parts"] = [placed(d) for d in current.get("parts", [])]
 
             def commit(txn, current=current, new=new) -> bool:
                 found = txn.get("objects", object_key(current["bucket"], current["key"]))
@@ -169,11 +179,13 @@ class MaintenanceMixin:
                 self.reconcile_metas([where])  # raced: the drives say what the index says, then retry
 
     def heal_blob(self: Store, desc: dict[str, Any], report: HealReport) -> bool:
-        """Verify every frame and footer of a blob and rewrite the fragment files that are missing or corrupt.
+        """Verify every frame and footer of a blob and rewrite the fragments that are missing or corrupt.
 
-        Returns True when a fragment had to be placed on another drive
-        (``desc["drives"]`` is updated in place). Raises DataLoss when a
-        segment has fewer than k good fragments.
+        Returns True when the record must be updated: a fragment was placed
+        on another drive (``desc["drives"]`` is updated in place), or a bad
+        volume entry was rewritten as a fragment file (its ``desc["vols"]``
+        place becomes None). Raises DataLoss when a segment has fewer than
+        k good fragments.
         """
         if desc.get("remote"):
             return False  # a remote tier's object: the remote keeps it whole (nothing of it is on our drives)
@@ -189,7 +201,7 @@ class MaintenanceMixin:
                 if desc["size"] == 0:
                     report.fragments_checked += 1
                 drive = reader.drives[index]
-                found = read_footer(drive.fragment_path(desc["id"], index)) if drive is not None else None
+                found = read_footer(*fragment_location(drive, desc, index)) if drive is not None else None
                 if found is None or found.get("blob", {}).get("id") != desc["id"] or found.get("index", index) != index:
                     reader.bad.add(index)
                 elif footer is None:
@@ -216,6 +228,11 @@ class MaintenanceMixin:
                 desc["drives"][index] = drive.drive_id
                 moved = True
             targets[index] = drive
+            vols = desc.get("vols")
+            if vols and vols[index]:
+                # A volume entry is never rewritten in place: the repair is a fragment file.
+                desc["vols"] = [None if i == index else loc for i, loc in enumerate(vols)]
+                moved = True
         writers: dict[int, FragmentWriter] = {}
         tag = owner_tag()
         for index, drive in targets.items():

@@ -482,6 +482,8 @@ class ObjectsMixin:
                 record["version"] = object_id
             for indexer in self.indexers:
                 merge_indexed(record, indexer.extract(head, key))
+            if retention or legal_hold:
+                writer.unpack()  # locked at birth: its own files, made immutable below (volumes are shared)
             desc = writer.finish(crypto.seal_record(self.encryption, record))
         except BaseException:
             writer.discard()

@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .audit import audited
+from .blobs import fragment_location
 from .errors import InvalidArgument, ObjectLocked, PreconditionFailed
 from .locks import COMPLIANCE, check_mode, in_commit_grace, lock_active, may_bypass, utc_text
 from .objects import ObjectInfo
@@ -215,12 +216,25 @@ class RetentionMixin:
         raise ObjectLocked(detail)
 
     def _protect_files(self: Store, record: dict[str, Any], on: bool) -> None:
-        """Mark (or unmark) the fragment files of a version immutable on the drives."""
+        """Mark (or unmark) the fragment files of a version immutable on the drives.
+
+        A fragment in a volume makes the whole volume immutable: this process
+        stops appending to it first, and a writer of another process moves to
+        a new volume when its next append is refused. A volume is never
+        unmarked here (it may hold other locked versions): its dead entries
+        keep their space (see :mod:`.volumes`).
+        """
         for desc in record.get("parts", []):
             for index, drive_id in enumerate(desc["drives"]):
                 drive = self.drive_by_id(drive_id)
-                if drive is not None:
-                    self.set_immutable(drive.fragment_path(desc["id"], index), on)
+                if drive is None:
+                    continue
+                path, offset, _length = fragment_location(drive, desc, index)
+                if offset == 0:
+                    self.set_immutable(path, on)
+                elif on:
+                    self.volumes.seal(path)
+                    self.set_immutable(path, True)
 
 
 class _Raced(Exception):

@@ -145,7 +145,7 @@ class Volume:
                     raise OSError(errno.ENOSPC, "short write to a volume", str(self.path))
             except OSError as exc:
                 # The next entry overwrites the torn one; an error that persists breaks the volume.
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EPERM, errno.EACCES):
                     self.broken = exc
                 raise
             self.size = start + len(header) + len(payload)
