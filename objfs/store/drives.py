@@ -21,6 +21,7 @@ MARKER = ".objfs-drive"
 BLOBS = "blobs"
 TMP = "tmp"
 BUCKETS = "buckets"
+VOLUMES = "volumes"  # small blobs' fragments, packed (see volumes.py)
 #: A drive with less free space than this takes no new fragments (it is "full").
 RESERVE_BYTES = 64 << 20
 
@@ -89,7 +90,7 @@ def format_drive(path: Path, store_id: str, drive_id: str) -> None:
     """
     path.mkdir(parents=True, exist_ok=True)
     marker = path / MARKER
-    for sub in (BLOBS, TMP, BUCKETS):
+    for sub in (BLOBS, TMP, BUCKETS, VOLUMES):
         (path / sub).mkdir(exist_ok=True)
     if marker.exists():
         existing = json.loads(marker.read_text())

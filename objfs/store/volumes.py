@@ -47,14 +47,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .drives import fsync_dir
+from .drives import BLOBS, VOLUMES, fsync_dir
 
 try:
     from zlib_ng.zlib_ng import crc32
 except ImportError:  # pragma: no cover - a dependency; zlib gives the same values
     from zlib import crc32
 
-VOLUMES = "volumes"
 SUFFIX = ".vol"
 FILE_MAGIC = b"OBJFSVL1"
 _FILE_HEADER = struct.Struct("<8s16s")  # magic, volume id
@@ -105,7 +104,8 @@ class Volume:
         directory = self.path.parent
         fresh = not directory.is_dir()
         if fresh:
-            if not drive_path.is_dir():  # never create a wiped drive's root
+            # Only inside a drive's layout: an unmounted drive's empty mount point must not fill the root filesystem.
+            if not (drive_path / BLOBS).is_dir():
                 raise FileNotFoundError(errno.ENOENT, "the drive's layout is gone", str(drive_path))
             directory.mkdir(exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
