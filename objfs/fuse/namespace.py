@@ -64,20 +64,13 @@ def with_links(store: Store, st: Stat) -> Stat:
 def count_subdirectories(store: Store, path: str) -> int:
     """How many directories ``path`` holds (its st_nlink is 2 more).
 
-    One listing with ``/`` as delimiter: each subdirectory costs one seek,
-    each file one index entry.
+    A key-only walk with ``/`` as delimiter: each subdirectory costs one
+    seek, each file one index key (no record is decoded).
     """
     if path == "":
         return len(store.list_buckets())
     bucket, key = split_path(path)
-    prefix = key + "/" if key else ""
-    count, marker = 0, ""
-    while True:
-        page = store.list_objects(bucket, prefix=prefix, delimiter="/", start_after=marker, max_keys=5000)
-        count += len(page.common_prefixes)
-        if not page.truncated or not page.next_marker:
-            return count
-        marker = page.next_marker
+    return store.count_subdirectories(bucket, key + "/" if key else "")
 
 
 def marker_stat(store: Store, bucket: str, prefix: str) -> Stat:

@@ -33,6 +33,11 @@ class ListingMixin:
         return list_object_versions(self, bucket, **kwargs)
 
     @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
+    def count_subdirectories(self: Store, bucket: str, prefix: str = "", *, principal: Principal | None = None) -> int:
+        """How many ``/``-delimited common prefixes lie directly under ``prefix`` (see :func:`count_common_prefixes`)."""
+        return count_common_prefixes(self, bucket, prefix)
+
+    @guarded("list", target=lambda a, k, r: {"bucket": a[0]})
     def list_objects(
         self: Store,
         bucket: str,
@@ -71,7 +76,7 @@ class ListingMixin:
 
 
 def _walk(
-    txn: Any, store: Store, bucket: str, prefix: str, delimiter: str, marker: str
+    txn: Any, store: Store, bucket: str, prefix: str, delimiter: str, marker: str, *, records: bool = True
 ) -> Iterator[tuple[str | None, bytes, Any]]:
     """The current records under ``prefix`` in key order, rolled up by ``delimiter``.
 
@@ -85,7 +90,11 @@ def _walk(
     the prefix and the marker (at most their kept 480 bytes, see
     :mod:`.index`), and a block of long keys sharing their first 480 bytes
     is read whole and sorted by full key (:func:`_walk_block`).
+
+    Without ``records`` a key kept whole is read from the index key alone
+    and yielded with ``None`` for its record (no value is decoded).
     """
+    skip = len(bucket_prefix(bucket))
     scan_prefix = stored_prefix(bucket_prefix(bucket) + prefix.encode())
     start = scan_prefix
     if marker:
@@ -97,19 +106,32 @@ def _walk(
         if head is not None:
             positioned = yield from _walk_block(cursor, bucket, head, prefix, delimiter, marker)
             continue
-        record = unpack(cursor.value())
-        if not record["key"].startswith(prefix):  # the 480-byte head of a longer prefix
+        record = unpack(cursor.value()) if records else None
+        key = record["key"] if record is not None else cursor.key()[skip:].decode()
+        if not key.startswith(prefix):  # the 480-byte head of a longer prefix
             positioned = cursor.next()
             continue
-        common = _cp(record["key"], prefix, delimiter)
+        common = _cp(key, prefix, delimiter)
         if common is not None:
             if not (marker and common <= marker):
                 yield common, b"", None
             positioned = _skip_prefix(cursor, bucket, common)
             continue
-        if not (marker and record["key"] < marker):
+        if not (marker and key < marker):
             yield None, cursor.key(), record
         positioned = cursor.next()
+
+
+def count_common_prefixes(store: Store, bucket: str, prefix: str, delimiter: str = "/") -> int:
+    """How many common prefixes (the mount's subdirectories) lie directly under ``prefix``.
+
+    A key-only walk: one cursor seek per common prefix and one index key per
+    object directly under ``prefix``; no record is decoded.
+    """
+    check_prefix(prefix)
+    with store.index.read() as txn:
+        store._bucket(txn, bucket)
+        return sum(1 for common, _, _ in _walk(txn, store, bucket, prefix, delimiter, "", records=False) if common is not None)
 
 
 def _walk_block(
