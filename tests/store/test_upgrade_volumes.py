@@ -23,6 +23,7 @@ import pytest
 
 from objfs.store import Store
 from objfs.store.config import STORE_FORMAT
+from objfs.store.upgrade import BATCH, PACK_POSITION
 from objfs.store.volumes import list_volumes, scan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +53,11 @@ def old_cli(tree: Path, *args: str, input: bytes | None = None) -> str:
     return out.stdout.decode()
 
 
-def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes]) -> None:
-    """Many small puts by the old engine in one process (one CLI process per object would take minutes)."""
+def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes | list[bytes]]) -> None:
+    """Many small puts by the old engine in one process (one CLI process per object would take minutes).
+
+    A list of bodies is one multipart upload of those parts.
+    """
     script = textwrap.dedent(
         """
         import pickle, sys
@@ -62,8 +66,14 @@ def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes]) -> 
         assert objfs.store.config.STORE_FORMAT == 2, objfs.store.config.__file__  # the old code, not today's
         bodies = pickle.load(sys.stdin.buffer)
         with Store.open(sys.argv[1]) as store:
+            store.min_part_size = 1  # small parts, so the multipart version is small too
             for key, body in bodies.items():
-                store.put_object(sys.argv[2], key, body)
+                if isinstance(body, list):
+                    upload = store.create_multipart(sys.argv[2], key)
+                    done = [store.upload_part(upload, n + 1, part) for n, part in enumerate(body)]
+                    store.complete_multipart(upload, [(p["number"], p["etag"]) for p in done])
+                else:
+                    store.put_object(sys.argv[2], key, body)
         """
     )
     import pickle
@@ -128,8 +138,10 @@ def test_upgrade_packs_a_store_made_before_volumes(old_tree: Path, tmp_path: Pat
     old_cli(old_tree, "put", st, "pacs/empty", "-", input=b"")
     old_cli(old_tree, "put", st, "pacs/big.bin", "-", input=body("big", PACK_MAX + 4096))  # stays fragment files
     old_cli(old_tree, "put", st, "worm/locked.dcm", "-", input=body("locked", 3000))  # locked: stays files
-    old_puts(old_tree, store_path, "pacs", {f"mr/{i}.dcm": body(f"mr{i}", 1000 + 97 * i) for i in range(20)})
+    old_puts(old_tree, store_path, "pacs", {f"mr/{i}.dcm": body(f"mr{i}", 1000 + 97 * i) for i in range(19)})
+    old_puts(old_tree, store_path, "pacs", {"mp/series.zip": [body("p1", 7000), body("p2", 3000)]})  # two small blobs
     before = readback(store_path)
+    assert before[next(k for k in before if k[1] == "mp/series.zip")][0].endswith("-2")  # a multipart ETag
     files_before = fragment_files(store_path)
     assert len(before) == 26 and len(files_before) >= 26 * 6 - 6  # the empty object may have no blob
 
@@ -160,6 +172,7 @@ def test_upgrade_packs_a_store_made_before_volumes(old_tree: Path, tmp_path: Pat
                 else:
                     assert part.get("vols") and all(part["vols"]), name
                     assert {(part["id"], i) for i in range(part["k"] + part["m"])} <= entries, name
+            assert len(r.get("parts") or []) == (2 if r["key"] == "mp/series.zip" else 1) or r["key"] == "empty"
         snapshot = {(r["id"], r["gen"]) for r in versions(store)}
     # The small objects' fragment files are gone (retired through gc); the large and locked ones remain.
     remaining = {(p.name.split(".")[0], int(p.name.rsplit(".f", 1)[1])) for p in fragment_files(store_path)}
@@ -221,19 +234,23 @@ def test_killed_upgrade_loses_nothing_and_a_rerun_completes(old_tree: Path, tmp_
     store_path = tmp_path / "st"
     old_cli(old_tree, "init", str(store_path), "--drives", "6")
     old_cli(old_tree, "mb", str(store_path), "pacs", "--object-lock")
-    bodies = {f"s/{i}.dcm": body(f"s{i}", 2000 + 13 * i) for i in range(150)}
+    # More versions than one batch of the pass (BATCH), so a killed pass resumes after a saved position.
+    bodies = {f"s/{i}.dcm": body(f"s{i}", 2000 + 13 * i) for i in range(250)}
     old_puts(old_tree, store_path, "pacs", bodies)
     old_puts(old_tree, store_path, "pacs", {k: body(k + "-v2", 3000) for k in list(bodies)[:50]})
     before = readback(store_path)
-    assert len(before) == 200
+    total = len(before)
+    assert total == 300 > BATCH
 
-    for after in (5, 60):
+    for after, resumes in ((5, False), (BATCH + 10, True)):
         _kill_during_packing(store_path, after)
         assert readback(store_path) == before  # killed mid-pass: every version exact
         with Store.open(store_path) as store:
             assert store.config.format == STORE_FORMAT
             packed = sum(1 for r in versions(store) if r["parts"][0].get("vols"))
-        assert 0 < packed < 200
+            with store.index.read() as txn:
+                assert (txn.get("settings", PACK_POSITION) is not None) == resumes
+        assert 0 < packed < total
 
     out = upgrade(store_path, "--json")
     assert out.returncode == 0, out.stderr.decode()
@@ -246,4 +263,6 @@ def test_killed_upgrade_loses_nothing_and_a_rerun_completes(old_tree: Path, tmp_
     assert fragment_files(store_path) == []
     assert readback(store_path) == before
     again = json.loads(upgrade(store_path, "--json").stdout)["pack"]
-    assert again["packed"] == 0 and again["already_packed"] == 200
+    assert again["packed"] == 0 and again["already_packed"] == total
+    with Store.open(store_path) as store, store.index.read() as txn:
+        assert txn.get("settings", PACK_POSITION) is None  # the pass finished: a rerun starts from the beginning
