@@ -53,10 +53,11 @@ def old_cli(tree: Path, *args: str, input: bytes | None = None) -> str:
     return out.stdout.decode()
 
 
-def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes | list[bytes]]) -> None:
+def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes | list[bytes]], *, sse: bool = False) -> None:
     """Many small puts by the old engine in one process (one CLI process per object would take minutes).
 
-    A list of bodies is one multipart upload of those parts.
+    A list of bodies is one multipart upload of those parts; ``sse`` first
+    makes the bucket encrypt new objects (SSE-S3).
     """
     script = textwrap.dedent(
         """
@@ -67,6 +68,8 @@ def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes | lis
         bodies = pickle.load(sys.stdin.buffer)
         with Store.open(sys.argv[1]) as store:
             store.min_part_size = 1  # small parts, so the multipart version is small too
+            if sys.argv[3] == "sse":
+                store.update_bucket(sys.argv[2], encryption={"mode": "S3"})
             for key, body in bodies.items():
                 if isinstance(body, list):
                     upload = store.create_multipart(sys.argv[2], key)
@@ -80,7 +83,7 @@ def old_puts(tree: Path, store: Path, bucket: str, bodies: dict[str, bytes | lis
 
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run(
-        [sys.executable, "-c", script, str(store), bucket],
+        [sys.executable, "-c", script, str(store), bucket, "sse" if sse else "plain"],
         input=pickle.dumps(bodies),
         capture_output=True,
         env=env,
@@ -140,17 +143,21 @@ def test_upgrade_packs_a_store_made_before_volumes(old_tree: Path, tmp_path: Pat
     old_cli(old_tree, "put", st, "worm/locked.dcm", "-", input=body("locked", 3000))  # locked: stays files
     old_puts(old_tree, store_path, "pacs", {f"mr/{i}.dcm": body(f"mr{i}", 1000 + 97 * i) for i in range(19)})
     old_puts(old_tree, store_path, "pacs", {"mp/series.zip": [body("p1", 7000), body("p2", 3000)]})  # two small blobs
+    old_cli(old_tree, "mb", st, "sealed")
+    old_puts(old_tree, store_path, "sealed", {"a.dcm": body("sa", 4000), "b.dcm": body("sb", 100)}, sse=True)
     before = readback(store_path)
     assert before[next(k for k in before if k[1] == "mp/series.zip")][0].endswith("-2")  # a multipart ETag
+    with Store.open(store_path) as store:
+        assert {r["bucket"] for r in versions(store) if r.get("sse")} == {"sealed"}  # encrypted at rest
     files_before = fragment_files(store_path)
-    assert len(before) == 26 and len(files_before) >= 26 * 6 - 6  # the empty object may have no blob
+    assert len(before) == 28 and len(files_before) >= 28 * 6 - 6  # the empty object may have no blob
 
     out = upgrade(store_path, "--json")
     assert out.returncode == 0, out.stderr.decode()
     report = json.loads(out.stdout)
     assert (report["from"], report["to"], report["changed"]) == (2, STORE_FORMAT, True)
     assert report["pack"]["kept"] == {"large": 1, "locked": 1}
-    small = 26 - 2  # all but the large and the locked one
+    small = 28 - 2  # all but the large and the locked one
     assert (report["pack"]["packed"], report["pack"]["already_packed"]) == (small, 0)
     assert f"format = {STORE_FORMAT}" in (store_path / "objfs.toml").read_text()
 
