@@ -6,6 +6,11 @@ Fills a store through the engine (several threads) with small objects of
 
 - the ingest rate of the step,
 - HEAD and GET p50/p99 on random keys,
+- the space the objects take on the drives, measured from the drive
+  directories (``os.walk``, ``st_blocks`` * 512 of every file and
+  directory): divided by their erasure-coded size (the bytes times
+  (k+m)/k; target <= 2x for 4 KiB objects, ``--object-size 4096``), and the
+  inodes (files and directories) per drive per 1000 objects (target <= 1),
 - ``objfs scrub`` and ``objfs rebuild-index --force``, each run as its own
   process (as an operator runs them): objects per second and peak RSS
   (``ru_maxrss`` of that child, from ``wait4``), and the peak anonymous
@@ -44,13 +49,20 @@ def pacs_key(n: int) -> str:
     return f"PAT{study // 3:07d}/{root}.{study}/{root}.{study}.{series + 1}/{root}.{study}.{series + 1}.{instance + 1}.dcm"
 
 
-def fill(store, start: int, stop: int, threads: int) -> float:
-    """Put objects ``start``..``stop`` (1–4 KiB); returns objects per second."""
-    bodies = [os.urandom(size) for size in (1024, 2048, 3072, 4096)]
+SIZES = (1024, 2048, 3072, 4096)
+
+
+def object_size(n: int, fixed: int | None) -> int:
+    return fixed if fixed else SIZES[n % len(SIZES)]
+
+
+def fill(store, start: int, stop: int, threads: int, fixed: int | None = None) -> float:
+    """Put objects ``start``..``stop`` (1–4 KiB, or ``fixed`` bytes each); returns objects per second."""
+    bodies = {size: os.urandom(size) for size in ({fixed} if fixed else SIZES)}
 
     def put(chunk: range) -> None:
         for n in chunk:
-            body = bodies[n % 4]
+            body = bodies[object_size(n, fixed)]
             store.put_object("pacs", pacs_key(n), body, length=len(body), content_type="application/dicom")
 
     step = 500
@@ -59,6 +71,52 @@ def fill(store, start: int, stop: int, threads: int) -> float:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(put, chunks))
     return (stop - start) / (time.perf_counter() - began)
+
+
+def drive_footprint(drive_paths: list[Path]) -> tuple[int, float]:
+    """(bytes allocated on the drives, mean inodes per drive), from the drive directories themselves.
+
+    Every file and directory under each drive counts, with the blocks the
+    filesystem allocated to it (``st_blocks`` * 512: holes punched in
+    volumes are not counted, a 1-byte file costs its whole block).
+    """
+    allocated = 0
+    inodes = 0
+    for drive in drive_paths:
+        for dirpath, dirs, files in os.walk(drive):
+            for name in dirs + files:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                allocated += st.st_blocks * 512
+                inodes += 1
+    return allocated, inodes / max(len(drive_paths), 1)
+
+
+def footprint_row(store, count: int, fixed: int | None, empty: tuple[int, float]) -> list[object]:
+    """Drive bytes / EC-expanded bytes and inodes per drive per 1000 objects (call with writes quiesced).
+
+    ``empty`` is the footprint of the store before its first object (the
+    drive layout: markers, the 256 fan-out directories); the inodes are
+    shown in all and over that fixed part, which does not grow (bytes too).
+    """
+    tier = store.config.hot
+    drives = [d.path for d in store.all_drives()]
+    allocated, inodes = drive_footprint(drives)
+    logical = sum(object_size(n, fixed) for n in range(count))
+    expanded = logical * (tier.k + tier.m) / tier.k
+    index = sum(p.stat().st_blocks * 512 for p in (store.root / "index").glob("*.mdb"))
+    return [
+        count,
+        f"{fixed} B" if fixed else "1-4 KiB",
+        f"{tier.k}+{tier.m}",
+        f"{allocated / 2**20:.1f}",
+        f"{allocated / expanded:.2f} ({(allocated - empty[0]) / expanded:.2f})",
+        f"{inodes:.0f}",
+        f"{inodes * 1000 / count:.2f} ({(inodes - empty[1]) * 1000 / count:.2f})",
+        f"{index / count:.0f}",
+    ]
 
 
 def latencies(fn, keys: list[str]) -> tuple[float, float]:
@@ -147,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="10^3 and 10^4 objects")
     parser.add_argument("--sizes", help="comma-separated object counts (default 100000,1000000)")
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--object-size", type=int, help="every object this many bytes (default: 1-4 KiB mixed)")
     parser.add_argument("--dir", help="where to make the store (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
     parser.add_argument("--repo", default=str(REPO), help="source tree whose objfs runs scrub and rebuild-index")
@@ -160,18 +219,39 @@ def main(argv: list[str] | None = None) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="objfs-scale-", dir=args.dir))
     rows = []
+    space = []
     try:
         root = workdir / "store"
         store = init_store(root)
         store.create_bucket("pacs")
+        empty = drive_footprint([d.path for d in store.all_drives()])
         filled = 0
         for size in sizes:
-            rate = fill(store, filled, size, args.threads)
+            rate = fill(store, filled, size, args.threads, args.object_size)
             filled = size
             sample = [pacs_key(random.randrange(size)) for _ in range(1000)]
             head = latencies(lambda k, s=store: s.head_object("pacs", k), sample)
             get = latencies(lambda k, s=store: s.get_object_bytes("pacs", k), sample[:500])
+            space.append(footprint_row(store, size, args.object_size, empty))
             store.close()
+            print(
+                table(
+                    "scale: space on the drives (os.walk, st_blocks); targets: <= 2x the EC-expanded size for 4 KiB"
+                    " objects, <= 1 inode per drive per 1000 objects",
+                    [
+                        "objects",
+                        "sizes",
+                        "EC",
+                        "drive MiB",
+                        "drive / EC-expanded (over empty store)",
+                        "inodes/drive",
+                        "inodes/drive/1000 obj (over empty store)",
+                        "index B/obj",
+                    ],
+                    space,
+                ),
+                flush=True,
+            )
             (scrub_s, scrub_rss, scrub_anon, scrub_rc), (rebuild_s, rebuild_rss, rebuild_anon, rebuild_rc) = maintenance(
                 root, args.repo
             )

@@ -68,9 +68,15 @@ def register(subparsers: Any) -> None:
     p = store_command(subparsers, "rebuild-index", "recreate the index from the drives", cmd_rebuild_index)
     p.add_argument("--force", action="store_true", help="move a non-empty index aside first")
 
-    store_command(
-        subparsers, "upgrade", "move the store to this objfs's on-disk format (stop the service first)", cmd_upgrade, json=True
+    p = store_command(
+        subparsers,
+        "upgrade",
+        "move the store to this objfs's on-disk format and pack its small blobs (stop the service first)",
+        cmd_upgrade,
+        json=True,
     )
+    p.add_argument("--no-pack", action="store_true", help="record the format only; leave existing blobs as they are")
+    add_progress_flag(p)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -289,27 +295,33 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    """Check the store, then record the current format; safe to run again after a crash, or twice.
+    """Record the current format, then pack the small blobs into volumes; resumable after a crash, or run twice.
 
-    Alone (the exclusive store lock): nothing serves while the format changes.
+    Alone (the exclusive store lock): nothing serves while records are switched.
     """
-    from objfs.store.config import STORE_FORMAT, write_store_format
+    from objfs.store.upgrade import ForeignDrives, upgrade_store
 
     root = Path(args.store).resolve()
-    with hold_exclusive(root, "upgrade"):
-        with Store.open(root) as store:
-            before = store.config.format
-            states = {d.drive_id: store.drive_state(d) for d in store.all_drives()}
-        foreign = sorted(d for d, state in states.items() if state == "foreign")
-        if foreign:
-            print(f"objfs: drives {', '.join(foreign)} belong to another store or drive; fix objfs.toml first", file=sys.stderr)
+    with hold_exclusive(root, "upgrade"), Progress(label="upgrade", unit="versions", enabled=args.progress) as progress:
+        try:
+            report = upgrade_store(root, Store.open, pack=not args.no_pack, progress=progress)
+        except ForeignDrives as exc:
+            print(f"objfs: {exc}", file=sys.stderr)
             return 2
-        changed = write_store_format(root, STORE_FORMAT)
-    result = {"store": str(root), "from": before, "to": STORE_FORMAT, "changed": changed}
     if args.json:
-        print(json.dumps(result))
-    elif changed:
-        print(f"upgraded {root} from format {before} to format {STORE_FORMAT}")
+        print(json.dumps(report.as_dict()))
+        return 0
+    if report.changed:
+        print(f"upgraded {root} from format {report.before} to format {report.after}")
     else:
-        print(f"{root} is already format {STORE_FORMAT}")
+        print(f"{root} is already format {report.after}")
+    if report.pack is not None:
+        packed = report.pack
+        kept = ", ".join(f"{n} {reason}" for reason, n in packed.kept.items()) or "none"
+        print(
+            f"packed {packed.packed} versions ({packed.blobs} blobs, {packed.bytes} bytes) into volumes; "
+            f"{packed.already} were packed already; kept as files: {kept}"
+        )
+        if packed.packed:
+            print("the old fragment files are freed by the collector (objfs serve, or objfs gc) once old enough")
     return 0

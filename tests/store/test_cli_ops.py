@@ -45,31 +45,35 @@ def test_mb_sets_a_default_retention(store_path: Path, tmp_path: Path, cli) -> N
 
 def test_version_and_store_format(store_path: Path, cli) -> None:
     import objfs
+    from objfs.store.config import STORE_FORMAT
 
     assert cli("--version").stdout.decode().strip() == f"objfs {objfs.__version__}"
     config = store_path / "objfs.toml"
-    assert "format = 2" in config.read_text()
+    current = f"format = {STORE_FORMAT}"
+    assert current in config.read_text()
 
     # A store made before formats were recorded is format 1, opens and serves as it is.
-    config.write_text(config.read_text().replace("format = 2\n", ""))
+    config.write_text(config.read_text().replace(current + "\n", ""))
     cli("mb", str(store_path), "pacs")
     cli("put", str(store_path), "pacs/a", "-", input=b"old store")
-    assert json.loads(cli("upgrade", str(store_path), "--json").stdout) == {
+    report = json.loads(cli("upgrade", str(store_path), "--json").stdout)
+    assert {k: report[k] for k in ("store", "from", "to", "changed")} == {
         "store": str(store_path.resolve()),
         "from": 1,
-        "to": 2,
+        "to": STORE_FORMAT,
         "changed": True,
     }
     text = config.read_text()
-    assert text.count("format = 2") == 1 and "# objfs store configuration" in text
-    assert b"already format 2" in cli("upgrade", str(store_path)).stdout  # run twice (or after a crash): no change
+    assert text.count(current) == 1 and "# objfs store configuration" in text
+    # run twice (or after a crash): no change
+    assert f"already format {STORE_FORMAT}".encode() in cli("upgrade", str(store_path)).stdout
     assert config.read_text() == text
     assert cli("get", str(store_path), "pacs/a").stdout == b"old store"
 
     # A format from the future is refused, naming it.
-    config.write_text(text.replace("format = 2", "format = 3"))
+    config.write_text(text.replace(current, f"format = {STORE_FORMAT + 1}"))
     out = cli("status", str(store_path), check=False)
-    assert out.returncode == 1 and b"format 3, written by a newer objfs" in out.stderr
+    assert out.returncode == 1 and f"format {STORE_FORMAT + 1}, written by a newer objfs".encode() in out.stderr
 
 
 def test_upgrade_refuses_while_the_store_is_served(store_path: Path, tmp_path: Path, cli) -> None:
