@@ -14,7 +14,10 @@ live process holds a lease on it (see :mod:`.leases`), and the version is
 not under retention or legal hold (unless the deletion was an authorised
 GOVERNANCE bypass, recorded in the entry). An entry is removed only once
 every fragment file is confirmed gone; a drive that cannot be reached keeps
-it for the next pass. Nothing is ever deleted because an index entry, a
+it for the next pass. A fragment packed in a volume (:mod:`.volumes`) is
+punched instead of unlinked; in an immutable volume (it holds locked data)
+its bytes stay, counted in ``volume_bytes_kept``, and the entry is settled.
+A volume this pass emptied is unlinked once no process may append to it. Nothing is ever deleted because an index entry, a
 reader or a marker is *missing*.
 
 :meth:`GarbageMixin.sweep_remote_orphans` is the one exception, for remote

@@ -30,9 +30,14 @@ Guarantees:
   readers reject it by its CRCs, the scan skips it, and the volume is never
   appended to again (a restarted process opens a new volume).
 - Space of dead entries is returned with ``FALLOC_FL_PUNCH_HOLE`` by the
-  collector, under the same rules as unlinking a fragment file; a volume
-  holding locked data is made immutable (then its dead entries keep their
-  space until the lock ends and the flag is cleared).
+  collector, under the same rules as unlinking a fragment file (a dead
+  entry then reads as zeros); a volume holding locked data is made
+  immutable (then its dead entries keep their space until the lock ends and
+  the flag is cleared).
+- A volume is created under a ``.new`` name, locked (shared ``flock``) and
+  only then renamed to its ``.vol`` name; its writer keeps the lock until it
+  closes the volume or dies. A volume is removed (:func:`unlink_if_dead`)
+  only under an exclusive lock, so never while a live process may append.
 """
 
 from __future__ import annotations
