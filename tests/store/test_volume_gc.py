@@ -315,10 +315,11 @@ def _reader(store: Store, stop: threading.Event, seed: int, out: list[str]) -> N
         except NoSuchKey:
             continue
         try:
+            time.sleep(rng.random() * 0.3)  # slow: the version is replaced and collected meanwhile
             chunks = []
             for chunk in reader.iter_range():
                 chunks.append(chunk)
-                time.sleep(rng.random() * 0.01)  # slow: the version is replaced and collected meanwhile
+                time.sleep(rng.random() * 0.03)
             verify(b"".join(chunks))
             out.append("OK")
         except Exception as exc:  # noqa: BLE001 - any failure of an opened version is a finding
@@ -350,7 +351,7 @@ def test_sigkill_of_writers_and_collector_while_readers_stream(tmp_path: Path) -
     reads: list[str] = []
     stop = threading.Event()
     store = Store.open(path)
-    readers = [threading.Thread(target=_reader, args=(store, stop, 7 + i, reads)) for i in range(2)]
+    readers = [threading.Thread(target=_reader, args=(store, stop, 7 + i, reads)) for i in range(3)]
     for thread in readers:
         thread.start()
     try:
