@@ -32,7 +32,9 @@ import pytest
 from trusthelpers import body, verify
 
 from objfs.store import Store, init_store
+from objfs.store import scrub as scrub_module
 from objfs.store.errors import NoSuchKey
+from objfs.store.scrub import _holds_data
 from objfs.store.volumes import list_volumes, scan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +145,7 @@ def test_an_immutable_volume_keeps_dead_bytes_and_gc_finishes(store: Store) -> N
 
 
 @pytest.mark.allow_warnings
-def test_scrub_with_a_lost_index_punches_nothing_and_reports(store_path: Path, cli) -> None:
+def test_scrub_with_a_lost_index_punches_nothing_and_reports(store_path: Path, cli, monkeypatch) -> None:
     # Written by a process that is gone (the entries of a live writer are a write in progress, not reported).
     code = "import sys; from objfs.store import Store; s = Store.open(sys.argv[1]); s.create_bucket('pacs')\n"
     code += "for i in range(5): s.put_object('pacs', f'k{i}', bytes(9000))\n"
@@ -164,10 +166,29 @@ def test_scrub_with_a_lost_index_punches_nothing_and_reports(store_path: Path, c
     assert scrub.returncode == 1 and b"rebuild-index" in scrub.stderr
     with Store.open(store_path) as store:
         assert volume_bytes(store) == kept  # not one entry punched
+        monkeypatch.setattr(scrub_module, "VOLUME_SPILL_CHUNK", 5)  # the entry listing goes through sorted chunks on disk
         report = store.scrub()
         assert not report.index_trusted and report.intents_collected == 0
         assert report.unreferenced_fragments == 6 * 6  # every entry reported
         assert volume_bytes(store) == kept
+
+
+def test_a_drive_holding_only_volume_entries_holds_data(store: Store) -> None:
+    """An index found empty beside such a drive is a lost index, not an empty store."""
+    store.create_bucket("pacs")
+    store.put_object("pacs", "one", body("one", 9000))
+    drives = store.all_drives()
+    assert all(list_volumes(d.path) for d in drives)
+    assert not [f for d in drives for _, _, files in os.walk(d.path / "blobs") for f in files]  # no file of it anywhere
+    for drive in drives:  # empty fan-out directories and the bucket settings aside: only the volumes hold anything
+        for sub in ("blobs", "buckets"):
+            (drive.path / sub).rename(drive.path / f"{sub}.aside")
+    try:
+        assert all(_holds_data(d) for d in drives)
+    finally:
+        for drive in drives:
+            for sub in ("blobs", "buckets"):
+                (drive.path / f"{sub}.aside").rename(drive.path / sub)
 
 
 _WRITER = textwrap.dedent(
@@ -228,6 +249,8 @@ _MUTATOR = textwrap.dedent(
     from trusthelpers import body
     from objfs.store import Store
     from objfs.store.errors import NoSuchKey
+from objfs.store import scrub as scrub_module
+from objfs.store.scrub import _holds_data
     store = Store.open(sys.argv[1])
     seed = int(sys.argv[2])
     rng = random.Random(seed)
