@@ -249,8 +249,6 @@ _MUTATOR = textwrap.dedent(
     from trusthelpers import body
     from objfs.store import Store
     from objfs.store.errors import NoSuchKey
-from objfs.store import scrub as scrub_module
-from objfs.store.scrub import _holds_data
     store = Store.open(sys.argv[1])
     seed = int(sys.argv[2])
     rng = random.Random(seed)
@@ -305,10 +303,14 @@ class _Proc:
             self.lines.append(raw.decode().rstrip("\n"))
 
     def kill(self) -> bytes:
+        """SIGKILL it; its stderr (it must have been running until then)."""
+        alive = self.proc.poll() is None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self._out.join()
-        return self.proc.stderr.read()
+        errors = self.proc.stderr.read()
+        assert alive, f"the worker ended by itself: {errors.decode()}"
+        return errors
 
 
 def _acceptable(lines: list[str]) -> dict[str, set[str]]:
