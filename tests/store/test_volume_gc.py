@@ -34,6 +34,7 @@ from trusthelpers import body, verify
 from objfs.store import Store, init_store
 from objfs.store import scrub as scrub_module
 from objfs.store.errors import NoSuchKey
+from objfs.store.leases import RELEASE_LAG
 from objfs.store.scrub import _holds_data
 from objfs.store.volumes import list_volumes, scan
 
@@ -106,6 +107,7 @@ def test_a_volume_with_nothing_left_is_removed_only_when_its_writer_is_gone(stor
         writer.delete_object("pacs", "after")
     finally:
         writer.close()
+    time.sleep(2 * RELEASE_LAG)  # the read's lease is published up to RELEASE_LAG after it ends
     report = _collect_in_another_process(store_path)
     assert report["volume_entries_punched"] == 6 and report["volumes_removed"] == 6
     with Store.open(store_path) as store:
@@ -406,6 +408,7 @@ def test_sigkill_of_writers_and_collector_while_readers_stream(tmp_path: Path) -
         assert reads.count("OK") > 20 and sum(1 for h in histories for line in h if line.startswith("ACK")) > 30
         report = store.scrub()
         assert report.index_trusted and not report.lost and report.unreferenced_fragments == 0
+        time.sleep(2 * RELEASE_LAG)  # the readers' last leases are unpublished by now
         gc = store.collect_garbage(min_age=0)
         assert store.gc_pending() == 0 and gc.volume_bytes_kept == 0
     finally:
