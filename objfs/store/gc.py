@@ -14,7 +14,10 @@ live process holds a lease on it (see :mod:`.leases`), and the version is
 not under retention or legal hold (unless the deletion was an authorised
 GOVERNANCE bypass, recorded in the entry). An entry is removed only once
 every fragment file is confirmed gone; a drive that cannot be reached keeps
-it for the next pass. Nothing is ever deleted because an index entry, a
+it for the next pass. A fragment packed in a volume (:mod:`.volumes`) is
+punched instead of unlinked; in an immutable volume (it holds locked data)
+its bytes stay, counted in ``volume_bytes_kept``, and the entry is settled.
+A volume this pass emptied is unlinked once no process may append to it. Nothing is ever deleted because an index entry, a
 reader or a marker is *missing*.
 
 :meth:`GarbageMixin.sweep_remote_orphans` is the one exception, for remote
@@ -33,14 +36,17 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .blobs import fragment_location
 from .crypto import seal_record
 from .fragments import read_meta, write_meta
 from .leases import LeasesUnreadable
 from .links import release_shared
 from .locks import lock_active
 from .reports import Report
+from .volumes import ENTRY_BYTES, punch_entry, unlink_if_dead
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -61,6 +67,12 @@ class GcReport(Report):
     locked: int = 0
     unreachable: int = 0
     refused: list[str] = field(default_factory=list)
+    #: Volume entries punched (their space returned to the filesystem).
+    volume_entries_punched: int = 0
+    #: Bytes of dead volume entries left in place: their volume is immutable (it holds locked data).
+    volume_bytes_kept: int = 0
+    #: Volumes removed because every entry in them was dead.
+    volumes_removed: int = 0
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +153,14 @@ class GarbageMixin:
         """
         report = GcReport()
         min_age = self.config.gc_min_age if min_age is None else min_age
+        touched: set[Path] = set()  # volumes this pass punched entries in
+        try:
+            self._collect_batches(report, min_age, touched)
+        finally:
+            self._remove_dead_volumes(touched, min_age, report)
+        return report
+
+    def _collect_batches(self: Store, report: GcReport, min_age: float, touched: set[Path]) -> None:
         start = b""
         while True:
             with self.index.read() as txn:
@@ -152,17 +172,17 @@ class GarbageMixin:
                     if len(batch) >= GC_BATCH:
                         break
             if not batch:
-                return report
+                return
             start = batch[-1][0]
             now = time.time()
             try:
                 held = self.leases.held(now, self.config.gc_reader_grace)
             except LeasesUnreadable:
                 report.waiting += len(batch)  # a reader's lease file was mid-rewrite: next pass
-                return report
+                return
             done = []
             for raw_key, entry in batch:
-                verdict = self._collect_one(entry, now, min_age, held, report)
+                verdict = self._collect_one(entry, now, min_age, held, report, touched)
                 if verdict:
                     done.append((raw_key, entry))
             if done:
@@ -175,7 +195,17 @@ class GarbageMixin:
 
                 self.index.commit(forget)
             if len(batch) < GC_BATCH:
-                return report
+                return
+
+    def _remove_dead_volumes(self: Store, touched: set[Path], min_age: float, report: GcReport) -> None:
+        """Unlink the volumes this pass emptied, once no process appends to them (:func:`.volumes.unlink_if_dead`)."""
+        active = self.volumes.active_paths()
+        for path in sorted(touched - active):
+            try:
+                if unlink_if_dead(path, min_age):
+                    report.volumes_removed += 1
+            except OSError as exc:
+                log.info("volume %s not removed yet: %s", path, exc)
 
     def sweep_remote_orphans(self: Store, *, min_age: float | None = None, delete: bool = True) -> dict[str, Any]:
         """Objects on the remote tiers that no record or gc entry references: deleted once old and unlocked.
@@ -196,7 +226,9 @@ class GarbageMixin:
             report["index_problem"] = problem
         return report
 
-    def _collect_one(self: Store, entry: dict[str, Any], now: float, min_age: float, held: set[str], report: GcReport) -> bool:
+    def _collect_one(
+        self: Store, entry: dict[str, Any], now: float, min_age: float, held: set[str], report: GcReport, touched: set[Path]
+    ) -> bool:
         desc = entry["blob"]
         if now - entry.get("t", 0.0) < min_age:
             report.waiting += 1
@@ -217,7 +249,7 @@ class GarbageMixin:
             except OSError:
                 report.unreachable += 1
                 return False
-        if not self._delete_blob_files(desc, unlock=not locked or bool(entry.get("override"))):
+        if not self._delete_blob_files(desc, unlock=not locked or bool(entry.get("override")), report=report, touched=touched):
             report.unreachable += 1
             return False
         report.collected += 1
@@ -225,8 +257,16 @@ class GarbageMixin:
             self.audit_maintenance("collect", "gc", rec, f"blob {desc['id']}", durable=False)
         return True
 
-    def _delete_blob_files(self: Store, desc: dict[str, Any], *, unlock: bool) -> bool:
-        """Remove every fragment file of a blob; True once none is left on any drive of the store."""
+    def _delete_blob_files(
+        self: Store, desc: dict[str, Any], *, unlock: bool, report: GcReport | None = None, touched: set[Path] | None = None
+    ) -> bool:
+        """Remove every fragment of a blob; True once none is left on any drive of the store.
+
+        A fragment file is unlinked; a volume entry (``desc["vols"]``) is
+        punched. An entry in an immutable volume (it holds locked data) keeps
+        its bytes: they are counted in ``volume_bytes_kept`` and the entry
+        counts as gone, since nothing can free it before the lock ends.
+        """
         if desc.get("remote"):
             from .remotetier import delete_remote_blob  # boto3 only for stores with a remote tier
 
@@ -239,6 +279,10 @@ class GarbageMixin:
             if not self.drive_readable(drive):
                 confirmed = False
                 continue
+            path, offset, length = fragment_location(drive, desc, index)
+            if length is not None and not self._punch_entry(desc["id"], index, path, offset, length, report, touched):
+                confirmed = False
+            # A fragment file too: a repaired volume entry becomes one (heal), and older blobs have only files.
             path = drive.fragment_path(desc["id"], index)
             try:
                 os.unlink(path)
@@ -258,3 +302,33 @@ class GarbageMixin:
             except OSError:
                 confirmed = False
         return confirmed
+
+    def _punch_entry(
+        self: Store,
+        blob_id: str,
+        index: int,
+        path: Path,
+        offset: int,
+        length: int,
+        report: GcReport | None,
+        touched: set[Path] | None,
+    ) -> bool:
+        """Punch one volume entry of a retired blob; False when it may still be there (retry later)."""
+        try:
+            if not punch_entry(path, blob_id, index, offset, length):
+                log.error("volume %s: the entry at %d is not fragment %d of blob %s; left alone", path, offset, index, blob_id)
+                return True  # nothing of this blob is there
+        except FileNotFoundError:
+            return True  # the volume is gone (emptied and removed)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EACCES, errno.EOPNOTSUPP):
+                return False
+            # Immutable (locked data shares it) or the filesystem cannot punch: the bytes stay, dead.
+            if report is not None:
+                report.volume_bytes_kept += length + ENTRY_BYTES
+            return True
+        if report is not None:
+            report.volume_entries_punched += 1
+        if touched is not None:
+            touched.add(path)
+        return True

@@ -11,9 +11,11 @@ One pass does, in order:
    index, repairing from parity; a version beyond repair is reported (once it
    is certain it is still live) and keeps its heal entry;
 5. walks the drives: temp files of dead writers are removed (never renamed
-   into place, so never part of an object); fragment files referenced by
-   nothing are *counted, not deleted*, except those named by the intent
-   journal of a dead writer whose index is this one (:mod:`.intents`);
+   into place, so never part of an object); fragment files and volume
+   entries (:mod:`.volumes`) referenced by nothing are *counted, not
+   deleted*, except those named by the intent journal of a dead writer whose
+   index is this one (:mod:`.intents`): their files are unlinked, their
+   entries punched;
 6. records on each drive which index it was scrubbed against.
 
 Per-drive errors are reported and never end the pass.
@@ -43,6 +45,7 @@ from .opstatus import record_scrub
 from .procs import identity_alive, process_start
 from .progress import Progress
 from .spill import SortedMembership, SortedSpill, sorted_fragments
+from .volumes import VOLUMES, list_volumes, punch_entry, scan, unlink_if_dead, volume_dir
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 INDEX_SEEN = ".objfs-index"
 _SCAN_ORDER = ("objects", "versions", "parts", "gc")
 _RESUMED_FIELDS = ("objects", "blobs", "fragments_checked", "fragments_repaired", "lost")
+#: Volume entries listed per sorted chunk when a drive's volumes are joined with the index (bounded memory).
+VOLUME_SPILL_CHUNK = 50_000
 _TMP_OWNER = re.compile(r"\.(\d+)(?:-(\d+))?\.tmp$")
 
 
@@ -166,12 +171,13 @@ class ScrubMixin:
         report.remote_orphans = self.sweep_remote_orphans(delete=False).get("orphans", 0)
         if report.index_trusted:
             report.metas_reconciled = self.reconcile_metas([w for j in journals for w in j.unsettled_meta])
-            report.intents_collected = self._collect_intents(run.referenced, pending, journals)
+            report.intents_collected = self._collect_intents(run.referenced, pending, journals, run.pending_entries())
             self.mark_index_seen()
         run.finish()
         if report.unreferenced_fragments:
             log.warning(
-                "scrub: %d fragment files belong to no version in the index; kept (run `objfs rebuild-index` if the index was lost)",
+                "scrub: %d fragment files or volume entries belong to no version in the index; kept"
+                " (run `objfs rebuild-index` if the index was lost)",
                 report.unreferenced_fragments,
             )
         return report
@@ -317,11 +323,45 @@ class ScrubMixin:
         if current is not None:
             run.drive_walked(drive.drive_id, current, removed, unreferenced)
             walked.advance()
+        if not saved.get("volumes_done"):
+            found, entries = self._walk_volumes(drive, run, pending, errors)
+            unreferenced += found
+            run.volumes_walked(drive.drive_id, removed, unreferenced, entries)
         return removed, unreferenced, errors
 
-    def _claimed_since(self: Store, path: Path) -> bool:
-        """Whether a fragment the index scan did not know is being written, or was committed since."""
-        footer = read_footer(path)
+    def _walk_volumes(self: Store, drive: Drive, run: _ScrubRun, pending: set[str], errors: list[str]) -> tuple[int, list[list]]:
+        """(unreferenced volume entries, entries of blobs named by dead writers' journals) on one drive.
+
+        Entries come in volume order, not blob id order: they are spilled to
+        sorted chunks (``blob id, index, volume, offset, length`` per line) and
+        merge-joined with the referenced ids, so memory stays bounded.
+        """
+        spill_dir = run.dir / f"volumes-{drive.drive_id}"
+        shutil.rmtree(spill_dir, ignore_errors=True)  # a killed walk's chunks would count twice
+        listing = SortedSpill(spill_dir, chunk=VOLUME_SPILL_CHUNK)
+        entries: list[list] = []
+        for path in list_volumes(drive.path):
+            try:
+                for entry in scan(path):
+                    where = [entry.blob_id, entry.index, path.name, entry.offset, entry.length]
+                    if entry.blob_id in pending:
+                        entries.append(where)  # collected by _collect_intents if the index never took it
+                    else:
+                        listing.add(" ".join(map(str, where)))
+            except OSError as exc:
+                errors.append(f"{drive.drive_id}: {path.name}: {exc.strerror}")
+        unreferenced = 0
+        referenced = SortedMembership(run.referenced)
+        for line in listing:
+            blob_id, _index, name, offset, length = line.split(" ")
+            if blob_id not in referenced and not self._claimed_since(volume_dir(drive.path) / name, int(offset), int(length)):
+                unreferenced += 1
+        shutil.rmtree(spill_dir, ignore_errors=True)
+        return unreferenced, entries
+
+    def _claimed_since(self: Store, path: Path, base: int = 0, size: int | None = None) -> bool:
+        """Whether a fragment (a file, or a volume entry at ``base``) the index scan did not know is being written, or was committed since."""
+        footer = read_footer(path, base, size)
         if footer is None:
             return False
         if identity_alive(footer.get("writer")):
@@ -354,15 +394,28 @@ class ScrubMixin:
             out.append(journal)
         return out
 
-    def _collect_intents(self: Store, referenced: SortedSpill, pending: dict[str, Any], settled: list[Any]) -> int:
-        """Delete the fragments of blobs dead writers never committed; remove the journals so settled."""
+    def _collect_intents(
+        self: Store, referenced: SortedSpill, pending: dict[str, Any], settled: list[Any], entries: dict[str, list[tuple]]
+    ) -> int:
+        """Delete the fragments of blobs dead writers never committed; remove the journals so settled.
+
+        ``entries``: the volume entries of those blobs the drive walk found,
+        per blob id ``(volume path, fragment index, offset, length)``.
+        """
         collected = 0
         journals = {journal.path: journal for journal in settled}
         known = SortedMembership(referenced)
+        punched: set[Path] = set()
         for blob_id in sorted(pending):
             if blob_id not in known:
-                self._delete_uncommitted(blob_id)
+                punched |= self._delete_uncommitted(blob_id, entries.get(blob_id, []))
                 collected += 1
+        active = self.volumes.active_paths()
+        for path in sorted(punched - active):
+            try:
+                unlink_if_dead(path, self.config.gc_min_age)
+            except OSError:
+                pass
         for journal in self.intents.dead_journals():
             if journal.path in journals or not (journal.uncommitted or journal.unsettled_meta):
                 try:
@@ -371,7 +424,8 @@ class ScrubMixin:
                     pass
         return collected
 
-    def _delete_uncommitted(self: Store, blob_id: str) -> None:
+    def _delete_uncommitted(self: Store, blob_id: str, entries: list[tuple]) -> set[Path]:
+        """Unlink the fragment files and punch the volume entries of a blob never committed; the volumes punched."""
         width = max(t.k + t.m for t in self.config.tiers)  # a blob of any tier
         for drive in self.all_drives():
             if not self.drive_readable(drive):
@@ -381,6 +435,14 @@ class ScrubMixin:
                     os.unlink(drive.fragment_path(blob_id, index))
                 except OSError:
                     pass
+        punched = set()
+        for path, index, offset, length in entries:
+            try:
+                if punch_entry(path, blob_id, index, offset, length):
+                    punched.add(path)
+            except OSError as exc:  # an immutable volume keeps it (reported as unreferenced by the next scrub)
+                log.info("scrub: entry of uncommitted blob %s in %s kept: %s", blob_id, path, exc)
+        return punched
 
 
 class _ScrubRun:
@@ -398,6 +460,7 @@ class _ScrubRun:
         fcntl.flock(self._lock_file, fcntl.LOCK_EX)  # another scrub of this store runs: wait for it
         self.path = self.dir / "checkpoint.json"
         self.report = report
+        self._store = store
         index_id = store.index.state()["index_id"]
         state = _load_json(self.path)
         self._fresh = {"index_id": index_id, "trusted": report.index_trusted, "dbs": {}, "drives": {}, "verified": 0}
@@ -460,8 +523,26 @@ class _ScrubRun:
 
     def drive_walked(self, drive_id: str, top: str, removed: int, unreferenced: int) -> None:
         with self._mutex:
-            self.state["drives"][drive_id] = {"after": top, "removed": removed, "unreferenced": unreferenced}
+            self.state["drives"].setdefault(drive_id, {}).update(after=top, removed=removed, unreferenced=unreferenced)
             self._save()
+
+    def volumes_walked(self, drive_id: str, removed: int, unreferenced: int, entries: list[list]) -> None:
+        """A drive's volumes are walked: its count, and the entries of dead writers' blobs (bounded by their journals)."""
+        with self._mutex:
+            saved = self.state["drives"].setdefault(drive_id, {})
+            saved.update(removed=removed, unreferenced=unreferenced, volumes_done=True, entries=entries)
+            self._save()
+
+    def pending_entries(self) -> dict[str, list[tuple]]:
+        """Per blob id, the volume entries of dead writers' blobs found on every drive walked."""
+        out: dict[str, list[tuple]] = {}
+        for drive_id, saved in self.state["drives"].items():
+            drive = self._store.drive_by_id(drive_id)
+            if drive is None:
+                continue
+            for blob_id, index, name, offset, length in saved.get("entries", []):
+                out.setdefault(blob_id, []).append((volume_dir(drive.path) / name, index, offset, length))
+        return out
 
     def walked_dirs(self) -> int:
         done = 0
@@ -503,7 +584,7 @@ def _read_seen(drive: Drive) -> dict[str, Any] | None:
 
 
 def _holds_data(drive: Drive) -> bool:
-    for sub in (BUCKETS, BLOBS):
+    for sub in (BUCKETS, BLOBS, VOLUMES):
         try:
             with os.scandir(drive.path / sub) as it:
                 if next(it, None) is not None:

@@ -30,19 +30,26 @@ Guarantees:
   readers reject it by its CRCs, the scan skips it, and the volume is never
   appended to again (a restarted process opens a new volume).
 - Space of dead entries is returned with ``FALLOC_FL_PUNCH_HOLE`` by the
-  collector, under the same rules as unlinking a fragment file; a volume
-  holding locked data is made immutable (then its dead entries keep their
-  space until the lock ends and the flag is cleared).
+  collector, under the same rules as unlinking a fragment file (a dead
+  entry then reads as zeros); a volume holding locked data is made
+  immutable (then its dead entries keep their space until the lock ends and
+  the flag is cleared).
+- A volume is created under a ``.new`` name, locked (shared ``flock``) and
+  only then renamed to its ``.vol`` name; its writer keeps the lock until it
+  closes the volume or dies. A volume is removed (:func:`unlink_if_dead`)
+  only under an exclusive lock, so never while a live process may append.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import secrets
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +62,7 @@ except ImportError:  # pragma: no cover - a dependency; zlib gives the same valu
     from zlib import crc32
 
 SUFFIX = ".vol"
+_NEW_SUFFIX = ".new"  # a volume being created (not yet locked and named)
 FILE_MAGIC = b"OBJFSVL1"
 _FILE_HEADER = struct.Struct("<8s16s")  # magic, volume id
 ENTRY_MAGIC = b"OBJV"
@@ -108,10 +116,16 @@ class Volume:
             if not (drive_path / BLOBS).is_dir():
                 raise FileNotFoundError(errno.ENOENT, "the drive's layout is gone", str(drive_path))
             directory.mkdir(exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        # Created under a name no pass looks at and locked before it is named: from its first
+        # moment under its name, its shared lock says "a live process may append here"
+        # (the collector never removes a volume it cannot lock exclusively).
+        fresh_path = directory / f"{self.volume_id}{_NEW_SUFFIX}"
+        self.fd = os.open(fresh_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
             os.write(self.fd, _FILE_HEADER.pack(FILE_MAGIC, bytes.fromhex(self.volume_id)))
             os.fsync(self.fd)
+            os.rename(fresh_path, self.path)
             fsync_dir(directory)  # the volume's name, once; its entries need only fdatasync
             if fresh:
                 fsync_dir(drive_path)
@@ -315,24 +329,108 @@ def _fallocate():
 def punch(path: Path, offset: int, length: int) -> None:
     """Return the space of an entry's payload ``[offset, offset+length)`` and its header to the filesystem.
 
-    Only whole blocks are freed (the rest reads as zeros afterwards). The
-    header goes too: a scan skips the hole. Raises OSError (EPERM on an
-    immutable volume; EOPNOTSUPP where the filesystem cannot punch, after
-    zeroing nothing).
+    Whole blocks are freed; the entry's bytes in blocks it shares with its
+    neighbours are overwritten with zeros, so a dead entry reads as zeros
+    from its header to its end (a scan skips it; :func:`all_dead` can tell
+    a volume holds nothing). Idempotent. Raises OSError (EPERM on an
+    immutable volume; EOPNOTSUPP where the filesystem cannot punch, before
+    anything changed).
     """
     start = offset - ENTRY_BYTES
+    end = offset + length
     first = -(-start // _BLOCK) * _BLOCK
-    last = ((offset + length) // _BLOCK) * _BLOCK
+    last = (end // _BLOCK) * _BLOCK
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        if start < first:  # the header's block is shared: invalidate the header itself
-            os.pwrite(fd, bytes(min(ENTRY_BYTES, first - start)), start)
         if last > first:
             if _fallocate()(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, first, last - first) != 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err), str(path))
-        if start >= first and last <= first:
-            os.pwrite(fd, bytes(ENTRY_BYTES), start)
+            if start < first:
+                os.pwrite(fd, bytes(first - start), start)
+            if last < end:
+                os.pwrite(fd, bytes(end - last), last)
+        else:  # within shared blocks: only our own bytes, never a neighbour's
+            os.pwrite(fd, bytes(end - start), start)
         os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def entry_at(path: Path, offset: int) -> tuple[str, int, int] | None:
+    """The valid entry header in front of the payload at ``offset`` (see :func:`parse_entry_header`), else None."""
+    with open(path, "rb", buffering=0) as f:
+        return parse_entry_header(os.pread(f.fileno(), ENTRY_BYTES, offset - ENTRY_BYTES))
+
+
+def punch_entry(path: Path, blob_id: str, index: int, offset: int, length: int) -> bool:
+    """Punch fragment ``index`` of ``blob_id`` at ``offset``; False (nothing done) when a valid header there names another.
+
+    An invalid header is an entry already (or half) punched: punching again is harmless.
+    """
+    found = entry_at(path, offset)
+    if found is not None and found != (blob_id, index, length):
+        return False
+    punch(path, offset, length)
+    return True
+
+
+def all_dead(path: Path) -> bool:
+    """Whether every byte after the volume's file header reads as zero (every entry punched).
+
+    Reads only the stretches that are not holes (``SEEK_DATA``); stops at
+    the first byte that is not zero (a live entry, or a torn tail, which
+    keeps its volume).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        pos = _FILE_HEADER.size
+        while pos < size:
+            try:
+                pos = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but holes to the end
+                    return True
+                raise
+            hole = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
+            while pos < hole:
+                chunk = os.pread(fd, min(_SCAN_CHUNK, hole - pos), pos)
+                if not chunk:
+                    return True
+                if chunk.count(0) != len(chunk):
+                    return False
+                pos += len(chunk)
+        return True
+    finally:
+        os.close(fd)
+
+
+def unlink_if_dead(path: Path, min_age: float) -> bool:
+    """Remove a volume that holds nothing any more; True if removed.
+
+    Only when no live process may still append to it (its creator holds a
+    shared lock from before the volume had its name until it exits, so an
+    exclusive lock proves it is gone), it was last written at least
+    ``min_age`` seconds ago, and every entry is punched (:func:`all_dead`).
+    An immutable volume (locked data) refuses the unlink and stays.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        info = os.fstat(fd)
+        if info.st_nlink == 0 or time.time() - info.st_mtime < min_age or not all_dead(path):
+            return False
+        try:
+            os.unlink(path)
+        except PermissionError:
+            return False
+        return True
     finally:
         os.close(fd)
