@@ -197,6 +197,7 @@ class Store(
         self.io_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-io")
         self.read_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-read")
         self.prefetch_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-prefetch")
+        self.meta_pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="objfs-meta")  # tombstones
         # This process's active volume per drive: small blobs are appended there (see .volumes).
         self.volumes = VolumeSet()
         self.audit = AuditLog(self.root / "audit", segment_bytes=config.audit.segment_bytes, syslog=config.audit.syslog)
@@ -217,7 +218,7 @@ class Store(
         return cls(load_config(root), **kwargs)
 
     def close(self) -> None:
-        for pool in (self.prefetch_pool, self.read_pool, self.io_pool):
+        for pool in (self.prefetch_pool, self.read_pool, self.io_pool, self.meta_pool):
             pool.shutdown(wait=True)
         self.volumes.close()
         self.intents.close()

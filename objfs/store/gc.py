@@ -49,6 +49,7 @@ from .reports import Report
 from .volumes import ENTRY_BYTES, punch_entry, unlink_if_dead
 
 if TYPE_CHECKING:
+    from .drives import Drive
     from .engine import Store
     from .index import Txn
 
@@ -122,13 +123,17 @@ class GarbageMixin:
     def _write_tombstone(self: Store, rec: dict[str, Any]) -> None:
         drives = self._meta_drives(rec)[: self.config.hot.m + 1]
         stone = seal_record(self.encryption, tombstone_of(rec), like=rec)
-        written = 0
-        for drive in drives:
+
+        def write(drive: Drive) -> bool:
             try:
                 write_meta(drive.meta_path(rec["id"]), drive.tmp_dir, stone)
-                written += 1
+                return True
             except OSError:
                 self.mark_drive_suspect(drive)
+                return False
+
+        # In parallel: an overwrite waits for its tombstones, one sync round instead of one per drive.
+        written = sum(self.meta_pool.map(write, drives))
         if drives and not written:
             raise OSError(errno.EIO, "no drive accepted the tombstone")
 
