@@ -42,6 +42,8 @@ def _placements(store: Store) -> dict[tuple, list[tuple]]:
                 out[(rec["bucket"], rec["key"], rec["version"])] = [
                     (d["id"], tuple(d["drives"]), d.get("vols")) for d in rec.get("parts") or []
                 ]
+        for key, part in txn.scan("parts"):
+            out[("part", key)] = [(part["blob"]["id"], tuple(part["blob"]["drives"]), part["blob"].get("vols"))]
     return out
 
 
@@ -66,13 +68,17 @@ def test_packed_and_large_objects_read_back_identical_after_the_index_is_lost(st
             store.put_object("pacs", f"big{i}", body(f"b{i}", LARGE + i), content_type="application/dicom")
         for i in range(3):
             store.put_object("ver", "k", body(f"v{i}", 2000 + i))
+        store.min_part_size = 1
+        upload = store.create_multipart("pacs", "unfinished")
+        for number in (1, 2):
+            store.upload_part(upload, number, body(f"part{number}", 6000))
         before, places = live_state(store), _placements(store)
         etags = {k: store.head_object("pacs", k).etag for k in ("st1/00.dcm", "big1")}
     vols = [v for parts in places.values() for _, _, v in parts]
-    assert sum(v is not None for v in vols) == 15 and sum(v is None for v in vols) == 2  # packed and files both
+    assert sum(v is not None for v in vols) == 17 and sum(v is None for v in vols) == 2  # packed and files both
 
     counts = _rebuild(cli, store_path)
-    assert counts["objects"] == 15 and counts["versions"] == 2 and counts["unclaimed_blobs"] == 0
+    assert counts["objects"] == 15 and counts["versions"] == 2 and counts["uploads"] == 1 and counts["unclaimed_blobs"] == 0
     with Store.open(store_path) as store:
         assert live_state(store) == before
         assert _placements(store) == places  # desc["vols"] as BlobWriter.finish made it
