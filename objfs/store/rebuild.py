@@ -4,6 +4,11 @@ What the drives hold, and what each says:
 
 - fragment files: a footer with the blob's layout and the record as it was
   written (for a multipart part: its upload, number, ETag and ``seq``);
+- volume entries (``volumes/<id>.vol``, see :mod:`.volumes`): a small
+  blob's fragment packed with others, its payload the same image as a
+  fragment file (footer included); where it was found becomes the
+  descriptor's ``vols`` (one ``[volume id, offset, length]`` per fragment
+  index, None for a file), which no footer carries;
 - ``<id>.meta`` files: the newest record of an object id after it changed
   without moving data (rename, retention, legal hold, tags, attributes,
   placement after healing), a delete marker, an unfinished upload, or a
@@ -37,11 +42,20 @@ which still applies its minimum age and reader leases. Fragment files
 nobody claims (no record, no upload) are left alone and counted. The drives
 are listed in parallel (a thread per drive, merged in blob id order), one
 footer is read per blob, and memory stays bounded: see :func:`rebuild_index`.
+
+Volume entries go through the same rules as fragment files: each drive's
+volumes are scanned first (in parallel, into the spill), then read back in
+blob id order beside the fragment files, so a blob's files and entries on
+every drive form one group. An entry whose footer is not whole (a torn
+tail) is not a fragment; when one fragment index is found twice, a file
+wins (healing rewrites packed fragments as files), else a copy whose
+footer is whole.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import shutil
 import sqlite3
@@ -49,6 +63,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -63,12 +78,14 @@ from .links import link_key
 from .progress import Progress
 from .renames import RENAMES
 from .spill import sorted_fragments
+from .volumes import list_volumes, scan, volume_path
 
 if TYPE_CHECKING:
     from .engine import Store
 
 BUCKETS_DIR = "buckets"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def index_is_empty(store: Store) -> bool:
@@ -137,6 +154,8 @@ CREATE INDEX IF NOT EXISTS part_upload ON part (upload);
 CREATE TABLE IF NOT EXISTS owner (blob TEXT PRIMARY KEY, object TEXT);
 CREATE TABLE IF NOT EXISTS claimed (blob TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS name (blob TEXT, rec TEXT, PRIMARY KEY (blob, rec));
+CREATE TABLE IF NOT EXISTS ventry (blob TEXT, idx INTEGER, drive TEXT, vol TEXT, off INTEGER, len INTEGER,
+  PRIMARY KEY (blob, idx, drive, vol, off)) WITHOUT ROWID;
 """
 
 
@@ -193,7 +212,8 @@ class _Spill:
 
     def offer_blob(self, desc: dict[str, Any], fragments: int) -> None:
         self.db.execute(
-            "INSERT INTO blob VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET frags = max(frags, excluded.frags)",
+            "INSERT INTO blob VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET frags = max(frags, excluded.frags), "
+            "desc = CASE WHEN excluded.frags >= frags THEN excluded.desc ELSE desc END",
             (desc["id"], fragments, pack(desc)),
         )
 
@@ -298,30 +318,38 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
                 rename = read_meta(drive.path / RENAMES / name)
                 if rename and "rename" in rename:
                     renames[rename["rename"]] = rename
+    if not spill.done("volumes"):
+        _scan_volumes(spill, drives, progress)
+        spill.mark("volumes")
     after = spill.get("scanned_after") or ""
     streams = [
         _prefetched((top, leaf.name, name, leaf) for top, name, leaf in sorted_fragments(d.path / BLOBS, after=after))
         for d in drives
     ]
+    streams.append(_prefetched(_packed_entries(spill.directory / _SPILL_NAME, after, {d.drive_id: d.path for d in drives})))
     merged = heapq.merge(*streams, key=lambda t: (t[0], t[1], t[2]))
     bar = Progress.to(progress, "rebuild-index: fan-out directories scanned", 256, done=int(after or "-1", 16) + 1)
 
-    def groups() -> Iterator[tuple[str, str, list[Path]]]:
+    def groups() -> Iterator[tuple[str, str, list[Path | _Packed]]]:
         current: tuple[str, str] | None = None
-        paths: list[Path] = []
+        paths: list[Path | _Packed] = []
         for top, _sub, name, leaf in merged:
-            object_id = name[:-5] if name.endswith(".meta") else name.partition(".f")[0]
+            if isinstance(leaf, _Packed):
+                object_id, item = leaf.blob_id, leaf
+            else:
+                object_id = name[:-5] if name.endswith(".meta") else name.partition(".f")[0]
+                item = leaf / name
             if (top, object_id) != current:
                 if current is not None:
                     yield current[0], current[1], paths
                 current, paths = (top, object_id), []
-            paths.append(leaf / name)
+            paths.append(item)
         if current is not None:
             yield current[0], current[1], paths
 
     with ThreadPoolExecutor(max_workers=max(2, len(drives))) as pool:
         current_top = None
-        window: list[tuple[str, str, list[Path]]] = []
+        window: list[tuple[str, str, list[Path | _Packed]]] = []
 
         def drain() -> None:
             spill.db.execute("BEGIN")
@@ -347,11 +375,16 @@ def _scan(store: Store, spill: _Spill, progress: TextIO | None) -> None:
     bar.close()
 
 
-def _read_group(object_id: str, paths: list[Path], keys: KeyService) -> dict[str, Any]:
-    """What the files of one id hold: its metas, and the footer of one good fragment (of as many as exist)."""
+def _read_group(object_id: str, paths: list[Path | _Packed], keys: KeyService) -> dict[str, Any]:
+    """What the files and volume entries of one id hold: its metas, and the footer of one good fragment
+    (of as many as exist); a packed blob's descriptor gets its ``vols``."""
     out: dict[str, Any] = {"metas": [], "footer": None, "fragments": 0}
     indexes = set()
+    packed: dict[int, list[_Packed]] = {}
     for path in paths:
+        if isinstance(path, _Packed):
+            packed.setdefault(path.index, []).append(path)
+            continue
         if path.name.endswith(".meta"):
             rec = read_meta(path)
             if rec and "id" in rec:
@@ -362,10 +395,152 @@ def _read_group(object_id: str, paths: list[Path], keys: KeyService) -> dict[str
             footer = read_footer(path)
             if footer is not None and footer.get("blob", {}).get("id") == object_id:
                 out["footer"] = footer
+    if packed:
+        indexes |= _place_packed(object_id, packed, indexes, out)
     out["fragments"] = len(indexes)
     if out["footer"] is not None:
         out["footer"]["owner"] = unseal_record(keys, out["footer"].get("owner") or {})
     return out
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """A fragment found as a volume entry on a drive."""
+
+    blob_id: str
+    index: int
+    drive_id: str
+    drive: Path
+    volume_id: str
+    offset: int
+    length: int
+
+    def footer(self) -> dict[str, Any] | None:
+        """The entry's footer if it is whole and names this blob and index (else it is torn or stray)."""
+        footer = read_footer(volume_path(self.drive, self.volume_id), self.offset, self.length)
+        if footer is None or footer.get("blob", {}).get("id") != self.blob_id or footer.get("index", self.index) != self.index:
+            return None
+        return footer
+
+
+def _scan_volumes(spill: _Spill, drives: list, progress: TextIO | None) -> None:
+    """Every entry of every drive's volumes into the spill's ``ventry`` table, the drives read in parallel.
+
+    Only the entries' locations are kept (on disk); each volume is marked
+    done once all its entries are in, and inserting is idempotent, so a
+    rebuild killed half-way through a volume scans just that one again.
+    """
+    todo = [(d.drive_id, [p for p in list_volumes(d.path) if not spill.done(f"volume:{d.drive_id}:{p.stem}")]) for d in drives]
+    bar = Progress.to(progress, "rebuild-index: volumes scanned", sum(len(paths) for _, paths in todo))
+    queue: Queue = Queue(8192)
+    end = object()
+
+    def produce(drive_id: str, paths: list[Path]) -> None:
+        try:
+            for path in paths:
+                try:
+                    for entry in scan(path):
+                        queue.put((entry.blob_id, entry.index, drive_id, path.stem, entry.offset, entry.length))
+                except OSError as exc:  # an unreadable volume: its blobs are missing fragments (healed later)
+                    log.warning("rebuild-index: cannot read volume %s: %s", path, exc)
+                    continue
+                queue.put((drive_id, path.stem))
+        finally:
+            queue.put(end)
+
+    for drive_id, paths in todo:
+        threading.Thread(target=produce, args=(drive_id, paths), daemon=True).start()
+    running, rows = len(todo), []
+
+    def flush() -> None:
+        spill.db.executemany("INSERT OR IGNORE INTO ventry VALUES (?, ?, ?, ?, ?, ?)", rows)
+        rows.clear()
+
+    spill.db.execute("BEGIN")
+    while running:
+        item = queue.get()
+        if item is end:
+            running -= 1
+        elif len(item) == 2:  # a volume read to its end: checkpoint it
+            flush()
+            spill.mark(f"volume:{item[0]}:{item[1]}")
+            spill.db.execute("COMMIT")
+            spill.db.execute("BEGIN")
+            bar.advance()
+        else:
+            rows.append(item)
+            if len(rows) >= 10_000:
+                flush()
+    flush()
+    spill.db.execute("COMMIT")
+    bar.close()
+
+
+def _packed_entries(path: Path, after: str, drives: dict[str, Path]) -> Iterator[tuple[str, str, str, _Packed]]:
+    """The scanned volume entries in blob id order, shaped like :func:`.spill.sorted_fragments`' files
+    (fan-out directories after ``after`` only), a page at a time from a connection of their own."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    last: tuple = (after + "~" if after else "", -1, "", "", -1)  # "~" sorts after every hex digit
+    try:
+        while rows := db.execute(
+            "SELECT blob, idx, drive, vol, off, len FROM ventry WHERE (blob, idx, drive, vol, off) > (?, ?, ?, ?, ?) "
+            "ORDER BY blob, idx, drive, vol, off LIMIT 4096",
+            last,
+        ).fetchall():
+            for blob_id, index, drive_id, volume_id, offset, length in rows:
+                if drive_id in drives:
+                    packed = _Packed(blob_id, index, drive_id, drives[drive_id], volume_id, offset, length)
+                    yield blob_id[:2], blob_id[2:4], f"{blob_id}.v{index:03d}", packed
+            last = rows[-1][:5]
+    finally:
+        db.close()
+
+
+def _place_packed(object_id: str, packed: dict[int, list[_Packed]], files: set[str], out: dict[str, Any]) -> set[str]:
+    """The fragment indexes the volume entries hold; sets the footer (if no file gave one) and ``vols``.
+
+    One footer is read per blob, as for files; more only where an index
+    was found twice (the first copy with a whole footer wins, one on the
+    drive the descriptor names first) or an entry read proved torn.
+    """
+    whole: dict[_Packed, bool] = {}
+    if out["footer"] is None:
+        for index in sorted(packed):
+            for entry in packed[index]:
+                footer = entry.footer()
+                whole[entry] = footer is not None
+                if footer is not None:
+                    out["footer"] = footer
+                    break
+            if out["footer"] is not None:
+                break
+    if out["footer"] is None:
+        return set()  # nothing whole of this blob in any volume
+    desc = out["footer"]["blob"]
+    drives = desc.get("drives") or []
+    placed: dict[int, _Packed] = {}
+    for index, entries in packed.items():
+        if str(index) in files or index >= len(drives):
+            continue  # a fragment file of the same index (healing wrote it) wins; an index past k+m is stray
+        candidates = sorted((e for e in entries if whole.get(e, True)), key=lambda e: drives[index] != e.drive_id)
+        if len(candidates) > 1:
+            best = next((e for e in candidates if whole.get(e) or e.footer() is not None), None)
+            candidates = [best] if best is not None else []
+        if candidates:
+            placed[index] = candidates[0]
+    if placed:
+        desc["vols"] = [
+            [placed[i].volume_id, placed[i].offset, placed[i].length] if i in placed else None for i in range(len(drives))
+        ]
+    return {str(i) for i in placed}
+
+
+def _place(desc: dict[str, Any], found: dict[str, Any]) -> None:
+    """Give a record's blob descriptor the fragment locations the scan found (volume entries or files)."""
+    if found.get("vols"):
+        desc["vols"] = found["vols"]
+    else:
+        desc.pop("vols", None)
 
 
 def _offer(spill: _Spill, found: dict[str, Any]) -> None:
@@ -618,6 +793,9 @@ def _write_key(
         return
     for rec in live:
         rec.pop("written", None)
+        for d in rec.get("parts") or []:
+            if not d.get("remote") and d["id"] in blobs:
+                _place(d, blobs[d["id"]][1])
         if any(not d.get("remote") and frags(d) < d["k"] + d["m"] for d in rec.get("parts") or []):
             out.put(
                 "heal",
