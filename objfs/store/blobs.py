@@ -250,8 +250,14 @@ class BlobWriter:
                 self.packed[index] = (volume, offset, len(payload))
                 writer.memory = None
                 volume.sync_through(offset + len(payload))
+                if os.fstat(volume.fd).st_nlink == 0:
+                    # The drive was wiped or replaced under our open volume: the entry is
+                    # durable in an inode no path reaches (a fragment file's open would have failed).
+                    self.store.volumes.retire(volume)
+                    raise OSError(errno.ENOENT, "the volume was removed from its drive", str(volume.path))
                 return True
             except OSError as exc:
+                self.packed.pop(index, None)
                 writer.failed = exc
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     self.store.mark_drive_suspect(drive)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import corrupt_fragment, fragment_whole, is_packed, lose_fragment
 
 from objfs.store import Store
 from objfs.store.errors import DataLoss, InsufficientDrives
@@ -55,49 +56,48 @@ def test_m_drives_lost_reads_exact_then_m_plus_1_is_a_clear_error(store: Store) 
     assert lost > 0  # with 3 of 6 drives gone most objects lost a 4th fragment holder
 
 
-def _fragment_paths(store: Store, key: str) -> list[Path]:
-    desc = store.head_object("pacs", key).record["parts"][0]
-    return [store.drive_by_id(d).fragment_path(desc["id"], i) for i, d in enumerate(desc["drives"])]
+def _desc(store: Store, key: str) -> dict:
+    return store.head_object("pacs", key).record["parts"][0]
 
 
-def test_flipped_bytes_detected_read_exact_and_scrub_repairs(store: Store) -> None:
+@pytest.mark.parametrize("size", [3 * SEG, 3000], ids=["files", "packed"])
+def test_flipped_bytes_detected_read_exact_and_scrub_repairs(store: Store, size: int) -> None:
     objects = fill(store)
     key = "flip/target.dcm"
-    data = os.urandom(3 * SEG)
+    data = os.urandom(size)
     store.put_object("pacs", key, data)
-    paths = _fragment_paths(store, key)
-    for path, offset in [(paths[0], 10), (paths[3], SEG // 4 + 50)]:
-        with open(path, "r+b") as f:
-            f.seek(offset)
-            byte = f.read(1)
-            f.seek(offset)
-            f.write(bytes([byte[0] ^ 0xFF]))
+    desc = _desc(store, key)
+    assert is_packed(desc, 0) == (size <= store.config.pack_max)
+    corrupt_fragment(store, desc, 0, 10)
+    corrupt_fragment(store, desc, 3, min(SEG // 4 + 50, size // 8))  # inside the frames either way
     assert store.get_object_bytes("pacs", key) == data
     assert any(item["key"] == key for item in store.heal_queue())
     report = store.scrub()
     assert report.fragments_repaired == 2 and not report.lost
     again = store.scrub()
     assert again.fragments_repaired == 0 and again.temp_removed == 0 and not again.lost
-    for path in paths:  # every fragment is whole again: reads need no repair
-        assert path.exists()
+    desc = _desc(store, key)
+    assert all(fragment_whole(store, desc, i) for i in range(6))  # every fragment is whole again
     for other, body in list(objects.items()) + [(key, data)]:
         assert store.get_object_bytes("pacs", other) == body
     assert store.heal_queue() == []
 
 
-def test_scrub_rewrites_deleted_fragment_files(store: Store) -> None:
+@pytest.mark.parametrize("size", [SEG + 5, 5000], ids=["files", "packed"])
+def test_scrub_rewrites_lost_fragments(store: Store, size: int) -> None:
     fill(store, 4)
-    data = os.urandom(SEG + 5)
+    data = os.urandom(size)
     store.put_object("pacs", "x", data)
-    paths = _fragment_paths(store, "x")
-    paths[1].unlink()
-    paths[5].unlink()
+    desc = _desc(store, "x")
+    lose_fragment(store, desc, 1)
+    lose_fragment(store, desc, 5)
     report = store.scrub()
     assert report.fragments_repaired == 2
-    assert all(p.exists() for p in paths)
+    desc = _desc(store, "x")
+    assert all(fragment_whole(store, desc, i) for i in range(6))
     # the rebuilt fragments carry the data: lose two others and read through them
-    paths[0].unlink()
-    paths[4].unlink()
+    lose_fragment(store, desc, 0)
+    lose_fragment(store, desc, 4)
     assert store.get_object_bytes("pacs", "x") == data
 
 
