@@ -87,13 +87,25 @@ def _write_at(store: Store, path: Path, offset: int, data: bytes) -> None:
 
 
 def corrupt_fragment(store: Store, desc: dict[str, Any], index: int, offset: int = 10) -> None:
-    """Flip one byte ``offset`` bytes into fragment ``index`` (inside its first frame by default)."""
+    """Flip one byte ``offset`` bytes into fragment ``index`` (inside its first frame by default).
+
+    A negative ``offset`` counts from the fragment's end (its footer and tail).
+    """
     path, base, length = location(store, desc, index)
+    if offset < 0:
+        offset += length
     assert 0 <= offset < length, f"offset {offset} outside the fragment ({length} bytes)"
     with open(path, "rb") as f:
         f.seek(base + offset)
         byte = f.read(1)
     _write_at(store, path, base + offset, bytes([byte[0] ^ 0xFF]))
+
+
+def overwrite_fragment(store: Store, desc: dict[str, Any], index: int, offset: int, data: bytes) -> None:
+    """Write ``data`` over fragment ``index`` at ``offset`` (within the fragment), as a bad disk or a forger would."""
+    path, base, length = location(store, desc, index)
+    assert 0 <= offset and offset + len(data) <= length, "outside the fragment"
+    _write_at(store, path, base + offset, data)
 
 
 def lose_fragment(store: Store, desc: dict[str, Any], index: int) -> None:

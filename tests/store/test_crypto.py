@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import fragment_bytes, fragment_whole, lose_fragment, overwrite_fragment
 
 from objfs.dicom.synth import make_instance
 from objfs.store import (
@@ -29,8 +30,6 @@ from objfs.store import (
     Store,
 )
 from objfs.store.config import CONFIG_NAME
-from objfs.store.fragments import read_footer
-from objfs.store.heal import HealReport
 from objfs.store.rebuild import move_index_aside, rebuild_index
 from objfs.stores import init_store, open_store
 
@@ -106,7 +105,7 @@ def test_round_trip_ranges_and_degraded_reads(store: Store, mode: str) -> None:
     assert b"round-" + mode.encode() not in drive_bytes(store)
     # m = 2 fragments gone: both data fragments, so every segment is rebuilt from parity and authenticated.
     for index in (0, 1):
-        store.drive_by_id(desc["drives"][index]).fragment_path(desc["id"], index).unlink()
+        lose_fragment(store, desc, index)
     with store.open_object("pacs", "obj", customer_key=customer) as reader:
         assert reader.readall() == data
         for start, end in ((0, 1), (SEG - 3, SEG + 3), (2 * SEG, 4 * SEG + 5), (len(data) - 9, len(data))):
@@ -126,22 +125,23 @@ def test_ssec_needs_the_right_key_and_never_stores_it(store: Store) -> None:
     assert store.get_object_bytes("pacs", "c", customer_key=customer) == b"x" * 1000
 
 
-def test_healing_rebuilds_ciphertext_and_corruption_is_caught_by_the_tag(store: Store) -> None:
-    data = pattern("heal", 3 * SEG + 5)
+@pytest.mark.parametrize("size", [3 * SEG + 5, 5000], ids=["files", "packed"])
+def test_healing_rebuilds_ciphertext_and_corruption_is_caught_by_the_tag(store: Store, size: int) -> None:
+    data = pattern("heal", size)
     info = store.put_object("pacs", "h", data, encryption=Encryption("S3"))
-    desc = dict(info.record["parts"][0])
-    path0 = store.drive_by_id(desc["drives"][0]).fragment_path(desc["id"], 0)
-    path0.unlink()
-    report = HealReport()
-    store.heal_blob(desc, report)
-    assert report.fragments_repaired == 1 and read_footer(path0) is not None
+    desc = info.record["parts"][0]
+    lose_fragment(store, desc, 0)
+    report = store.scrub()
+    assert report.fragments_repaired == 1 and not report.lost
+    desc = store.head_object("pacs", "h").record["parts"][0]
+    assert fragment_whole(store, desc, 0)
     assert store.get_object_bytes("pacs", "h") == data
     # Corrupt a data fragment's first frame *and* fix its CRC: only GCM can notice, and it does.
-    raw = bytearray(path0.read_bytes())
-    raw[100] ^= 0xFF
     fsz = desc["fsz"]
+    raw = bytearray(fragment_bytes(store, desc, 0)[: fsz + 4])
+    raw[100] ^= 0xFF
     raw[fsz : fsz + 4] = struct.pack("<I", zlib.crc32(bytes(raw[:fsz])))
-    path0.write_bytes(bytes(raw))
+    overwrite_fragment(store, desc, 0, 0, bytes(raw))
     with store.open_object("pacs", "h") as reader, pytest.raises(DataLoss, match="authentication"):
         reader.read(0, 10)
 

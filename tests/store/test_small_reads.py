@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from fragmenthelpers import corrupt_fragment, lose_fragment
+
 from objfs.store import Store
 from objfs.store.crypto import Encryption
 
@@ -39,12 +41,8 @@ def test_a_lost_or_damaged_data_fragment_falls_back_to_decoding(store: Store) ->
     data = random.Random(2).randbytes(SEG + 4096)
     store.put_object("pacs", "ct.dcm", data)
     desc = store.head_object("pacs", "ct.dcm").record["parts"][0]
-    frag0 = store.drive_by_id(desc["drives"][0]).fragment_path(desc["id"], 0)
-    frag1 = store.drive_by_id(desc["drives"][1]).fragment_path(desc["id"], 1)
-    frag0.unlink()
-    raw = bytearray(frag1.read_bytes())
-    raw[100] ^= 0xFF  # inside segment 0's frame of fragment 1
-    frag1.write_bytes(bytes(raw))
+    lose_fragment(store, desc, 0)
+    corrupt_fragment(store, desc, 1, 100)  # inside segment 0's frame of fragment 1
     with store.open_object("pacs", "ct.dcm") as reader:
         start, piece = reader.read_piece(10)
         assert (start, piece) == (0, data[:SEG])  # the whole segment, decoded from parity

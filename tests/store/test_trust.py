@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from trusthelpers import body, fragment_files, live_state, verify
+from fragmenthelpers import corrupt_fragment, fragments, lose_fragment
+from trusthelpers import body, live_state, verify
 
 from objfs.store import Principal, Store
 from objfs.store.errors import DataLoss, InsufficientDrives
@@ -35,13 +36,13 @@ def test_scrub_with_a_lost_index_deletes_nothing_and_says_rebuild(store_path: Pa
             store.put_object("locked", f"f{i}", body(f"f{i}", 5000 + i))
         store.set_retention("locked", "f1", "COMPLIANCE", store.clock.now() + 30 * DAY)
         before = live_state(store)
-        files = fragment_files(store)
+        files = fragments(store)
     shutil.rmtree(store_path / "index")
     scrub = cli("scrub", str(store_path), "--json", check=False)
     report = json.loads(scrub.stdout)
     assert scrub.returncode == 1 and b"rebuild-index" in scrub.stderr
     assert not report["index_trusted"] and report["intents_collected"] == 0
-    assert fragment_files(Store.open(store_path)) == files  # not one file removed
+    assert fragments(Store.open(store_path)) == files  # not one file removed
     shutil.rmtree(store_path / "index")
     cli("rebuild-index", str(store_path))
     with Store.open(store_path) as store:
@@ -62,12 +63,12 @@ def test_scrub_with_an_index_restored_from_an_older_backup_collects_nothing(stor
             store.put_object("pacs", f"new{i}", body(f"new{i}", 3000))
         store.scrub()
         after = live_state(store)
-    files = fragment_files(Store.open(store_path))
+    files = fragments(Store.open(store_path))
     shutil.rmtree(store_path / "index")
     shutil.copytree(store_path.parent / "backup", store_path / "index")
     scrub = cli("scrub", str(store_path), "--json", check=False)
     assert scrub.returncode == 1 and "older" in json.loads(scrub.stdout)["index_problem"]
-    assert fragment_files(Store.open(store_path)) == files
+    assert fragments(Store.open(store_path)) == files
     cli("rebuild-index", str(store_path), "--force")
     with Store.open(store_path) as store:
         assert live_state(store) == after
@@ -200,10 +201,8 @@ def test_a_failed_read_fails_visibly_and_is_audited(store: Store) -> None:
     info = store.put_object("pacs", "big", data)
     desc = info.record["parts"][0]
     for index in range(desc["m"] + 1):
-        path = store.drive_by_id(desc["drives"][index]).fragment_path(desc["id"], index)
-        with open(path, "r+b") as f:  # corrupt segment 2 only: the first two segments still read
-            f.seek(2 * (desc["fsz"] + 4) + 3)
-            f.write(b"\xff\xfe")
+        # corrupt segment 2 only: the first two segments still read
+        corrupt_fragment(store, desc, index, 2 * (desc["fsz"] + 4) + 3)
     got = []
     with pytest.raises(DataLoss):
         with store.open_object("pacs", "big", principal=Principal("s3:reader")) as reader:
@@ -322,11 +321,8 @@ def test_scrub_keeps_lost_objects_degraded_and_repairs_bad_footers(store: Store)
     lost = store.put_object("pacs", "lost", body("lost", 5000)).record["parts"][0]
     fine = store.put_object("pacs", "fine", body("fine", 5000)).record["parts"][0]
     for index in range(lost["m"] + 1):
-        store.drive_by_id(lost["drives"][index]).fragment_path(lost["id"], index).unlink()
-    path = store.drive_by_id(fine["drives"][1]).fragment_path(fine["id"], 1)
-    with open(path, "r+b") as f:  # damage the footer, not a frame
-        f.seek(-20, os.SEEK_END)
-        f.write(b"\0" * 4)
+        lose_fragment(store, lost, index)
+    corrupt_fragment(store, fine, 1, -20)  # damage the footer, not a frame
     report = store.scrub()
     assert report.lost == ["pacs/lost@null"] and report.fragments_repaired == 1
     assert store.status()["degraded_objects"] == 1  # the lost object keeps its heal entry

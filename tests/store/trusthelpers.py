@@ -1,11 +1,9 @@
-"""Helpers of the trust tests: self-verifying bodies, the live state of a store, its files."""
+"""Helpers of the trust tests: self-verifying bodies, the live state of a store (its fragments: fragmenthelpers)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
-from pathlib import Path
 from typing import Any
 
 from objfs.store import Store
@@ -60,12 +58,3 @@ def live_state(store: Store) -> dict[str, Any]:
         state["uploads"] = sorted((u["id"], u["bucket"], u["key"]) for _, u in txn.scan("uploads"))
         state["parts"] = sorted((k, p["etag"], p["size"]) for k, p in txn.scan("parts"))
     return state
-
-
-def fragment_files(store: Store) -> list[Path]:
-    """Every fragment file on every drive (not meta files, not temp files)."""
-    out = []
-    for drive in store.all_drives():
-        for dirpath, _dirs, names in os.walk(drive.path / "blobs"):
-            out += [Path(dirpath) / n for n in names if not n.endswith(".meta")]
-    return sorted(out)
