@@ -114,6 +114,7 @@ def lose_fragment(store: Store, desc: dict[str, Any], index: int) -> None:
     if is_packed(desc, index):
         _write_at(store, path, base, bytes(length))
     else:
+        store.set_immutable(path, False)  # a locked version's file: the disk loses it anyway
         path.unlink()
 
 
@@ -127,18 +128,18 @@ def fragment_files(store: Store) -> list[Path]:
 
 
 def volume_entries(store: Store) -> list[tuple[str, str, int]]:
-    """Every entry found in the volumes of every drive: ``(drive id, blob id, fragment index)``."""
+    """Every entry found in the volumes of every drive: ``(volume path, blob id, fragment index)``."""
     out = []
     for drive in store.all_drives():
         for path in list_volumes(drive.path):
-            out += [(drive.drive_id, e.blob_id, e.index) for e in scan(path)]
+            out += [(str(path), e.blob_id, e.index) for e in scan(path)]
     return sorted(out)
 
 
 def fragments(store: Store) -> list[str]:
     """Every fragment on every drive, files and volume entries, as comparable names."""
     files = [str(p) for p in fragment_files(store)]
-    return sorted(files + [f"{d}:{b}.f{i}" for d, b, i in volume_entries(store)])
+    return sorted(files + [f"{v}#{b}.f{i}" for v, b, i in volume_entries(store)])
 
 
 def count_fragments(store: Store) -> int:
@@ -146,6 +147,11 @@ def count_fragments(store: Store) -> int:
     return len(fragment_files(store)) + len(volume_entries(store))
 
 
-def blob_fragments(store: Store, blob_id: str) -> list[str]:
-    """The fragments of one blob on every drive (files and volume entries)."""
-    return [f for f in fragments(store) if f"{blob_id}.f" in f and not f.endswith(".tmp")]
+def blob_fragments(top: Path, blob_id: str) -> list[str]:
+    """The fragments of one blob in any drive under the directory ``top``: file paths, ``volume#blob.fN`` entries.
+
+    Entries the collector punched are gone from a volume's scan, as an unlinked file is from its directory.
+    """
+    files = [str(p) for p in top.rglob(f"{blob_id}.f*") if not p.name.endswith(".tmp")]
+    entries = [f"{v}#{e.blob_id}.f{e.index}" for v in top.rglob("*.vol") for e in scan(v) if e.blob_id == blob_id]
+    return sorted(files + entries)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import blob_fragments
 from tierhelpers import tiered_store, unlock_tree
 from trusthelpers import body, verify
 
@@ -120,5 +121,5 @@ def test_a_reader_streaming_across_a_promotion_by_another_process_gets_every_byt
         verify(b"".join(got))
         assert store.tier_of(store.head_object("bkt", "big").record) == "hot"
         assert store.collect_garbage(min_age=0).collected == 1
-        assert not list(promoting.parent.rglob(f"{old}.f*"))
+        assert not blob_fragments(promoting.parent, old)
         verify(store.get_object_bytes("bkt", "big"))

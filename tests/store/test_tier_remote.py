@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import blob_fragments
 from tierhelpers import tiered_store, unlock_tree
 from trusthelpers import body, live_state, verify
 
@@ -67,8 +68,8 @@ def store3(tmp_path: Path, remote_server):
     unlock_tree(tmp_path)
 
 
-def _fragments(root: Path, blob_id: str) -> list[Path]:
-    return sorted(p for p in root.parent.rglob(f"{blob_id}.f*") if not p.name.endswith(".tmp"))
+def _fragments(root: Path, blob_id: str) -> list[str]:
+    return blob_fragments(root.parent, blob_id)  # every tier's drives lie beside the store
 
 
 def _remote_bytes(client, desc: dict) -> bytes:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import blob_fragments
 from tierhelpers import tiered_store, unlock_tree
 from trusthelpers import body, live_state, verify
 
@@ -24,8 +25,8 @@ def tiered(tmp_path: Path):
     unlock_tree(tmp_path)
 
 
-def _fragments(root: Path, blob_id: str) -> list[Path]:
-    return sorted(p for p in root.parent.rglob(f"{blob_id}.f*") if not p.name.endswith(".tmp"))
+def _fragments(root: Path, blob_id: str) -> list[str]:
+    return blob_fragments(root.parent, blob_id)  # every tier's drives lie beside the store
 
 
 def test_a_second_tier_is_configured_formatted_and_mapped_to_storage_classes(tiered: Path) -> None:

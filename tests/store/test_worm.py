@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import fragment_bytes, fragment_whole, is_immutable, is_packed, location, lose_fragment
 
 from objfs.store import Principal, Store
 from objfs.store.errors import InvalidArgument, NoSuchKey, NoSuchVersion, ObjectLocked
@@ -123,7 +124,8 @@ def test_locked_fragments_are_immutable_even_for_root(locked: Store) -> None:
         "worm", "imm", b"x" * 10000, retention={"mode": "COMPLIANCE", "until": locked.clock.now() + DAY}
     ).version_id
     desc = locked.head_object("worm", "imm").record["parts"][0]
-    path = locked.drive_by_id(desc["drives"][0]).fragment_path(desc["id"], 0)
+    assert not is_packed(desc, 0)  # locked at birth: fragment files of its own, not entries of a shared volume
+    path = location(locked, desc, 0)[0]
     if not locked.immutable_supported(locked.drive_by_id(desc["drives"][0])):
         pytest.fail(f"the filesystem under {path} does not support FS_IMMUTABLE_FL; status must say so")
     rm = subprocess.run(["rm", "-f", str(path)], capture_output=True)
@@ -132,6 +134,30 @@ def test_locked_fragments_are_immutable_even_for_root(locked: Store) -> None:
     locked.delete_object("worm", "imm", version, principal=ADMIN)
     assert locked.collect_garbage(min_age=0).collected == 1  # the collector lifts the flag: retention ended
     assert not path.exists()
+
+
+def test_a_volume_holding_a_locked_version_is_immutable_even_for_root(locked: Store) -> None:
+    version = locked.put_object("worm", "packed", b"p" * 3000).version_id  # not locked yet: packed
+    desc = locked.head_object("worm", "packed").record["parts"][0]
+    assert is_packed(desc, 0)
+    path, offset, length = location(locked, desc, 0)
+    if not locked.immutable_supported(locked.drive_by_id(desc["drives"][0])):
+        pytest.fail(f"the filesystem under {path} does not support FS_IMMUTABLE_FL; status must say so")
+    assert not is_immutable(path)
+    locked.set_retention("worm", "packed", "COMPLIANCE", locked.clock.now() + DAY, version_id=version, principal=ADMIN)
+    assert is_immutable(path)  # the whole volume: one of its entries is locked
+    assert "i" in subprocess.run(["lsattr", str(path)], capture_output=True, text=True).stdout.split()[0]
+    before = fragment_bytes(locked, desc, 0)
+    overwrite = subprocess.run(
+        ["dd", f"of={path}", "bs=1", f"seek={offset}", "count=16", "conv=notrunc", "if=/dev/zero"], capture_output=True
+    )
+    assert overwrite.returncode != 0 and fragment_bytes(locked, desc, 0) == before
+    assert subprocess.run(["rm", "-f", str(path)], capture_output=True).returncode != 0 and path.exists()
+    # Writers move on to a new volume; the locked version still reads.
+    later = locked.put_object("worm", "later", b"l" * 3000).record["parts"][0]
+    assert is_packed(later, 0) and location(locked, later, 0)[0] != path
+    assert locked.get_object_bytes("worm", "packed") == b"p" * 3000
+    assert locked.get_object_bytes("worm", "later") == b"l" * 3000
 
 
 def test_retention_survives_rebuild_index(store_path: Path, cli) -> None:
@@ -245,15 +271,25 @@ def test_commit_grace_lets_a_fresh_default_retained_file_be_renamed_not_changed(
         locked.rename_object("worm", "x", "y", principal=ADMIN)  # explicit retention has no grace
 
 
-def test_healed_fragments_of_a_locked_version_are_immutable_again(locked: Store) -> None:
-    locked.put_object("worm", "heal", b"h" * 50000, retention={"mode": "COMPLIANCE", "until": locked.clock.now() + DAY})
+@pytest.mark.parametrize("packed", [False, True], ids=["file", "volume-entry"])
+def test_healed_fragments_of_a_locked_version_are_immutable_again(locked: Store, packed: bool) -> None:
+    until = locked.clock.now() + DAY
+    if packed:  # locked after the write: its fragments are entries of (now immutable) volumes
+        version = locked.put_object("worm", "heal", b"h" * 50000).version_id
+        locked.set_retention("worm", "heal", "COMPLIANCE", until, version_id=version, principal=ADMIN)
+    else:  # locked at birth: fragment files
+        locked.put_object("worm", "heal", b"h" * 50000, retention={"mode": "COMPLIANCE", "until": until})
     desc = locked.head_object("worm", "heal").record["parts"][0]
+    assert is_packed(desc, 2) == packed
     drive = locked.drive_by_id(desc["drives"][2])
     if not locked.immutable_supported(drive):
         pytest.fail("the drive's filesystem has no FS_IMMUTABLE_FL; objfs status must report it")
-    path = drive.fragment_path(desc["id"], 2)
-    locked.set_immutable(path, False)  # an administrator's repair tool, or a disk that lost the file
-    path.unlink()
+    # An administrator's repair tool, or a disk that lost the file or a stretch of the volume.
+    lose_fragment(locked, desc, 2)
     assert locked.scrub().fragments_repaired == 1
+    desc = locked.head_object("worm", "heal").record["parts"][0]
+    assert not is_packed(desc, 2)  # a repair is a fragment file, never a rewrite inside a volume
+    path = location(locked, desc, 2)[0]
+    assert fragment_whole(locked, desc, 2) and is_immutable(path)
     assert subprocess.run(["rm", "-f", str(path)], capture_output=True).returncode != 0 and path.exists()
     assert locked.get_object_bytes("worm", "heal") == b"h" * 50000
