@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
-from objfs.store import NoSuchKey, Store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
+from fragmenthelpers import blob_fragments  # noqa: E402
+
+from objfs.store import NoSuchKey, Store  # noqa: E402
 
 MIB = 1 << 20
 
@@ -18,9 +22,9 @@ def store_bytes(store_path: Path, key: str) -> bytes:
         return store.get_object_bytes("pacs", key)
 
 
-def fragment_files(store_path: Path) -> list[Path]:
-    """Every fragment file on the drives (an abandoned put must leave none behind)."""
-    return [p for p in (store_path / "drives").glob("d*/blobs/*/*/*") if ".f" in p.name]
+def fragment_files(store_path: Path) -> list[str]:
+    """Every fragment on the drives, files and volume entries (an abandoned put must leave none behind)."""
+    return blob_fragments(store_path / "drives")
 
 
 def write_in_chunks(fh, data: bytes, chunk: int = 64 << 10) -> None:

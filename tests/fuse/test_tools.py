@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
+from fragmenthelpers import blob_fragments  # noqa: E402
 
 
 def make_study(root: Path, files: int, lo: int, hi: int, seed: int = 7) -> Path:
@@ -72,7 +76,7 @@ def test_sigkill_mid_copy_leaves_only_complete_files(mount, tmp_path: Path) -> N
     cp = subprocess.Popen(["cp", "-r", str(src), str(dst)], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:  # wait until some files are committed, then crash the mount
-        if len(list((mount.store / "drives" / "d0" / "blobs").rglob("*.f*"))) >= 15:
+        if len(blob_fragments(mount.store / "drives" / "d0")) >= 15:
             break
         time.sleep(0.01)
     mount.kill()

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,10 @@ from typing import Any
 
 import pytest
 
-from objfs.store import Store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
+from fragmenthelpers import location  # noqa: E402
+
+from objfs.store import Store  # noqa: E402
 
 SEVEN_YEARS = 7 * 365 * 86400
 DATA = b"DICM" + bytes(range(256)) * 4000  # ~1 MiB: more than one read() through the kernel
@@ -65,7 +69,7 @@ def assert_fragments_immutable(store_path: Path, bucket: str, key: str, cli: Cal
         desc = store.head_object(bucket, key).record["parts"][0]
         drive = store.drive_by_id(desc["drives"][0])
         assert drive is not None
-        fragment = drive.fragment_path(desc["id"], 0)
+        fragment = location(store, desc, 0)[0]  # its file, or the volume holding its entry
         supported = store.immutable_supported(drive)
     assert fragment.exists()
     if supported:

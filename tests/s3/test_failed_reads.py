@@ -9,8 +9,8 @@ so boto3 raises instead of returning short bytes.
 
 from __future__ import annotations
 
-import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,10 @@ import urllib3
 from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 from s3helpers import create_key, make_client, signed_headers, start_server
 
-from objfs.store import Store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
+from fragmenthelpers import fragment_bytes, overwrite_fragment  # noqa: E402
+
+from objfs.store import Store  # noqa: E402
 
 MiB = 1 << 20
 SIZE = 3 * MiB + 512 * 1024  # segments 0..3
@@ -40,22 +43,14 @@ def sidecar(store_path: Path):
 
 
 def corrupt_segment(store_path: Path, bucket: str, key: str, segment: int, fragments: int | None = None) -> None:
-    """Flip bytes in ``segment``'s frame of m+1 (or ``fragments``) of the object's fragment files."""
-    store = Store.open(store_path)
-    try:
+    """Flip bytes in ``segment``'s frame of m+1 (or ``fragments``) of the object's fragments."""
+    with Store.open(store_path) as store:
         desc = store.head_object(bucket, key).record["parts"][0]
-        paths = [store.drive_by_id(d).fragment_path(desc["id"], i) for i, d in enumerate(desc["drives"])]
-    finally:
-        store.close()
-    count = desc["m"] + 1 if fragments is None else fragments
-    offset = segment * (desc["fsz"] + 4) + 16
-    for path in paths[:count]:
-        fd = os.open(path, os.O_RDWR)
-        try:
-            old = os.pread(fd, 8, offset)
-            os.pwrite(fd, bytes(b ^ 0xFF for b in old), offset)
-        finally:
-            os.close(fd)
+        count = desc["m"] + 1 if fragments is None else fragments
+        offset = segment * (desc["fsz"] + 4) + 16
+        for index in range(count):
+            old = fragment_bytes(store, desc, index)[offset : offset + 8]
+            overwrite_fragment(store, desc, index, offset, bytes(b ^ 0xFF for b in old))
 
 
 def raw_get(port: int, url: str, key, extra: dict[str, str] | None = None) -> tuple[bytes, int, int]:

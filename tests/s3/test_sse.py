@@ -21,7 +21,10 @@ from botocore.exceptions import ClientError
 from s3helpers import create_key, env, error_code, http, make_client, signed_headers, start_server
 from test_fuse_interop import mounted  # noqa: F401 (the session store mounted beside the sidecar)
 
-from objfs.store import Store, init_store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
+from fragmenthelpers import lose_fragment  # noqa: E402
+
+from objfs.store import Store, init_store  # noqa: E402
 
 PART = 5 << 20  # the minimum part size
 
@@ -303,7 +306,7 @@ def test_degraded_read_and_rebuild_index(s3, bucket, tmp_path, server):
             desc = store.head_object("pacs", key).record["parts"][0]
             assert desc["enc"] == 16
             for index in (0, 1):  # two data fragments: only parity and the rest remain
-                store.drive_by_id(desc["drives"][index]).fragment_path(desc["id"], index).unlink()
+                lose_fragment(store, desc, index)
     subprocess.run(
         [sys.executable, "-m", "objfs.cli", "rebuild-index", str(store_path), "--force"],
         check=True,

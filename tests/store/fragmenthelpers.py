@@ -108,6 +108,16 @@ def overwrite_fragment(store: Store, desc: dict[str, Any], index: int, offset: i
     _write_at(store, path, base + offset, data)
 
 
+def tear_fragment(store: Store, desc: dict[str, Any], index: int, keep: int = 10) -> None:
+    """Keep only the first ``keep`` bytes of fragment ``index`` (a torn write): a file is truncated, an entry zeroed past them."""
+    path, base, length = location(store, desc, index)
+    if is_packed(desc, index):
+        _write_at(store, path, base + keep, bytes(length - keep))
+    else:
+        store.set_immutable(path, False)
+        os.truncate(path, keep)
+
+
 def lose_fragment(store: Store, desc: dict[str, Any], index: int) -> None:
     """Lose fragment ``index``: a file is unlinked, a volume entry's payload becomes zeros (a wiped stretch)."""
     path, base, length = location(store, desc, index)
@@ -147,11 +157,13 @@ def count_fragments(store: Store) -> int:
     return len(fragment_files(store)) + len(volume_entries(store))
 
 
-def blob_fragments(top: Path, blob_id: str) -> list[str]:
-    """The fragments of one blob in any drive under the directory ``top``: file paths, ``volume#blob.fN`` entries.
+def blob_fragments(top: Path, blob_id: str | None = None) -> list[str]:
+    """The fragments of one blob (every blob: None) in any drive under ``top``: file paths, ``volume#blob.fN`` entries.
 
     Entries the collector punched are gone from a volume's scan, as an unlinked file is from its directory.
     """
-    files = [str(p) for p in top.rglob(f"{blob_id}.f*") if not p.name.endswith(".tmp")]
-    entries = [f"{v}#{e.blob_id}.f{e.index}" for v in top.rglob("*.vol") for e in scan(v) if e.blob_id == blob_id]
+    pattern = f"{blob_id}.f*" if blob_id else "*.f[0-9]*"
+    files = [str(p) for p in top.rglob(pattern) if p.parent.parent.parent.name == "blobs" and not p.name.endswith(".tmp")]
+    volumes = [v for v in top.rglob("*.vol") if v.parent.name == "volumes"]
+    entries = [f"{v}#{e.blob_id}.f{e.index}" for v in volumes for e in scan(v) if blob_id in (None, e.blob_id)]
     return sorted(files + entries)

@@ -20,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from trusthelpers import body, fragment_files, live_state, verify
+from fragmenthelpers import fragments
+from trusthelpers import body, live_state, verify
 
 from objfs.store import Store
 from objfs.store.errors import NoSuchKey
@@ -165,7 +166,7 @@ def _check(path: Path, lines: list[str], held: dict[str, str]) -> None:
                 verify(data)
         for key, blob_id in held.items():
             verify(store.get_object_bytes("locked", key))
-            files = [f for f in fragment_files(store) if f.name.startswith(blob_id + ".f")]
+            files = [f for f in fragments(store) if f"{blob_id}.f" in f]
             assert len(files) == 6, f"a fragment of locked {key} is gone"
 
 

@@ -7,13 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fragmenthelpers import blob_fragments
 from trusthelpers import body, live_state, verify
 
 from objfs.store import KeyExists, ObjectLocked, Store
 
 
 def _fragments(store_path: Path) -> int:
-    return len(list(store_path.glob("drives/*/blobs/*/*/*.f*")))
+    return len(blob_fragments(store_path / "drives"))
 
 
 def test_a_link_shares_the_bytes_until_the_last_name_is_deleted(store_path: Path) -> None:

@@ -7,6 +7,7 @@ import io
 import os
 
 import pytest
+from fragmenthelpers import fragments
 
 from objfs.store import Store
 from objfs.store.errors import (
@@ -93,27 +94,31 @@ def test_short_body_and_bad_digest_leave_nothing(pacs: Store) -> None:
 
 
 def _fragment_files(store: Store) -> list[str]:
+    """Every fragment (files and volume entries) and every temporary file on the drives."""
+    return fragments(store) + [str(d.tmp_dir / n) for d in store.all_drives() for n in os.listdir(d.tmp_dir)]
+
+
+def _meta_files(store: Store) -> list[str]:
     out = []
     for drive in store.all_drives():
         for dirpath, _dirs, names in os.walk(drive.path / "blobs"):
-            out += [os.path.join(dirpath, n) for n in names]
-        out += [str(drive.tmp_dir / n) for n in os.listdir(drive.tmp_dir)]
+            out += [os.path.join(dirpath, n) for n in names if n.endswith(".meta")]
     return out
 
 
 def test_overwrite_replaces_and_collects_old_fragments(pacs: Store) -> None:
     old = pacs.put_object("pacs", "k", b"one" * 1000)
-    fragments_before = [f for f in _fragment_files(pacs) if not f.endswith(".meta")]
+    fragments_before = fragments(pacs)
     pacs.put_object("pacs", "k", b"two" * 1000)
     assert pacs.get_object_bytes("pacs", "k") == b"two" * 1000
     # The old version's fragments wait for the collector's minimum age (readers may still need them) ...
-    assert all(os.path.exists(f) for f in fragments_before)
+    assert set(fragments_before) <= set(fragments(pacs))
     assert pacs.collect_garbage().waiting == 1
     # ... then go; its tombstone stays so rebuild-index never brings it back.
     assert pacs.collect_garbage(min_age=0).collected == 1
-    fragments_after = [f for f in _fragment_files(pacs) if not f.endswith(".meta")]
-    assert len(fragments_after) == len(fragments_before) and not any(os.path.exists(f) for f in fragments_before)
-    stones = [f for f in _fragment_files(pacs) if f.endswith(f"{old.object_id}.meta")]
+    fragments_after = fragments(pacs)
+    assert len(fragments_after) == len(fragments_before) and not set(fragments_before) & set(fragments_after)
+    stones = [f for f in _meta_files(pacs) if f.endswith(f"{old.object_id}.meta")]
     assert len(stones) == pacs.config.hot.m + 1
 
 

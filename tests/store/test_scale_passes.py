@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from trusthelpers import body, fragment_files, live_state, verify
+from fragmenthelpers import lose_fragment, tear_fragment
+from trusthelpers import body, live_state, verify
 
 from objfs.store import Store
 
@@ -38,15 +39,20 @@ def _fill(store_path: Path, count: int) -> None:
         for i in range(6):
             store.put_object("ver", "k", body(f"v{i}", 300))
         store.delete_object("pacs", "PAT0/st0/0000.dcm")
-        files = fragment_files(store)
-    # Damage: a missing fragment and a torn one (repaired from parity).
-    files[3].unlink()
-    with open(files[40], "r+b") as f:
-        f.truncate(10)
-    # A fragment file that no version claims (no footer): kept and counted.
-    # And one outside its fan-out directory, which must not upset the sorted walk of the others.
-    (files[50].parent / ("f" * 32 + ".f0")).write_bytes(b"not a fragment")
-    (files[60].parent / ("0" * 32 + ".f1")).write_bytes(b"not a fragment")
+        with store.index.read() as txn:
+            descs = [r["parts"][0] for _, r in txn.scan("objects") if r.get("parts")]
+        # Damage: a missing fragment and a torn one (repaired from parity).
+        lose_fragment(store, descs[3], 1)
+        tear_fragment(store, descs[40], 2, keep=10)
+        # A fragment file that no version claims (no footer): kept and counted.
+        # And one outside its fan-out directory, which must not upset the sorted walk of the others.
+        drives = store.all_drives()
+        stray = drives[0].fragment_path("f" * 32, 0)
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"not a fragment")
+        misplaced = drives[1].fragment_path("1" * 32, 1).parent / ("0" * 32 + ".f1")
+        misplaced.parent.mkdir(parents=True, exist_ok=True)
+        misplaced.write_bytes(b"not a fragment")
 
 
 def _scrub_json(store_path: Path) -> tuple[dict, str]:
