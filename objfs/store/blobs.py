@@ -58,7 +58,10 @@ def fragment_location(drive: Drive, desc: dict[str, Any], index: int) -> tuple[P
 class BlobWriter:
     """Stream bytes in with :meth:`write`, then :meth:`finish` for a durable descriptor."""
 
-    def __init__(self, store: Store, tier: str, blob_id: str | None = None, *, data_key: bytes | None = None) -> None:
+    def __init__(
+        self, store: Store, tier: str, blob_id: str | None = None, *, data_key: bytes | None = None, pack: bool = True
+    ) -> None:
+        """``pack=False``: fragment files even for a small blob (a locked version's, made immutable on its own)."""
         self.store = store
         self.tier_config = store.config.tier(tier)
         self.tier = tier
@@ -81,7 +84,7 @@ class BlobWriter:
         self.writers: dict[int, FragmentWriter] = {}
         # Small blobs are kept in memory and packed into volumes at finish; a blob
         # that outgrows pack_max spills to fragment files (:meth:`_spill`).
-        self.pack_max = store.config.pack_max
+        self.pack_max = store.config.pack_max if pack else 0
         self.packing = self.pack_max > 0
         self.packed: dict[int, tuple[Any, int, int]] = {}  # index -> (volume, payload offset, length)
         # Declared before any file exists: if this process dies before the

@@ -157,7 +157,8 @@ class MoverMixin:
         descs = []
         offset = 0
         for part in parts:
-            writer = BlobWriter(self, target, data_key=data_key)
+            # A locked version keeps files of its own: a volume it entered would stay immutable for good.
+            writer = BlobWriter(self, target, data_key=data_key, pack=not lock_active(record, self.clock.now()))
             writers.append(writer)
             digest = hashlib.md5()
             for chunk in reader.iter_stored(offset, offset + part["size"]):

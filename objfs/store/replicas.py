@@ -131,7 +131,7 @@ class ReplicasMixin:
         if desc["delete_marker"]:
             return self._put_replica_marker(settings, bucket, key, desc, principal)
         sse, data_key = crypto.for_write(self.encryption, settings, None)
-        writer = BlobWriter(self, self.config.hot.name, data_key=data_key)
+        writer = BlobWriter(self, self.config.hot.name, data_key=data_key, pack=not (desc["retention"] or desc["legal_hold"]))
         try:
             etag, head = writer.ingest(body, length, verify=verify, head_bytes=HEAD_BYTES)
             record = self._new_record(
