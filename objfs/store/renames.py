@@ -209,6 +209,8 @@ class RenamesMixin:
                 # A fresh seq: the moved version is the newest at its new name (rebuild-index orders by it).
                 stamp = time.time_ns()
                 new = dict(rec, key=dst, gen=stamp, seq=max(stamp, rec["seq"] + 1))
+                if rec.get("posix"):  # rename(2) changes the file's ctime (POSIX), as every inode change does
+                    new["posix"] = dict(rec["posix"], ctime_ns=stamp)
                 moved.append(new)
             wheres = [
                 {"id": r["id"], "bucket": bucket, "key": src, "to": dst, "gen": new["gen"]}

@@ -45,7 +45,7 @@ from .opstatus import record_scrub
 from .procs import identity_alive, process_start
 from .progress import Progress
 from .spill import SortedMembership, SortedSpill, sorted_fragments
-from .volumes import VOLUMES, list_volumes, punch_entry, scan, unlink_if_dead, volume_dir
+from .volumes import VOLUMES, entry_at, list_volumes, punch_entry, scan, unlink_if_dead, volume_dir
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -363,7 +363,9 @@ class ScrubMixin:
         """Whether a fragment (a file, or a volume entry at ``base``) the index scan did not know is being written, or was committed since."""
         footer = read_footer(path, base, size)
         if footer is None:
-            return False
+            # Collected since it was listed (unlinked, or punched to zeros): nothing left to report.
+            # A torn one (its header still there) is a dead write's leftover: reported.
+            return not _still_there(path, base, size)
         if identity_alive(footer.get("writer")):
             return True
         blob_id = footer["blob"]["id"]
@@ -566,6 +568,16 @@ class _ScrubRun:
 
     def close(self) -> None:
         self._lock_file.close()
+
+
+def _still_there(path: Path, base: int, size: int | None) -> bool:
+    """Whether a listed fragment file (``size`` None) or volume entry (a valid header before ``base``) still exists."""
+    if size is None:
+        return path.exists()
+    try:
+        return entry_at(path, base) is not None
+    except FileNotFoundError:
+        return False  # the whole volume was removed (every entry collected)
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:

@@ -108,9 +108,12 @@ def test_directory_times_and_link_counts_follow_their_entries(mount) -> None:
     after_add = os.stat(study)
     assert after_add.st_mtime_ns > before.st_mtime_ns and after_add.st_ctime_ns > before.st_ctime_ns
     time.sleep(0.02)
+    file_before = os.stat(study / "f")
+    time.sleep(0.02)
     os.rename(study / "f", study / "g")
     after_rename = os.stat(study)
     assert after_rename.st_mtime_ns > after_add.st_mtime_ns
+    assert os.stat(study / "g").st_ctime_ns > file_before.st_ctime_ns, "rename(2) changes the file's ctime"
     time.sleep(0.02)
     os.unlink(study / "g")
     assert os.stat(study).st_mtime_ns > after_rename.st_mtime_ns
