@@ -217,8 +217,12 @@ class MoverMixin:
         if etag and "-" not in etag and not record.get("sse") and not record.get("extents") and etag != md5:
             raise DataLoss(f"{record['bucket']}/{record['key']}: the bytes read do not match the ETag; not moved")
 
-    def _switch(self: Store, record: dict[str, Any], new: dict[str, Any]) -> None:
-        """Metadata on the new drives first, then one conditional transaction; the old blobs become garbage."""
+    def _switch(self: Store, record: dict[str, Any], new: dict[str, Any], *, meta_files: bool = True) -> None:
+        """Metadata on the new drives first, then one conditional transaction; the old blobs become garbage.
+
+        ``meta_files=False`` when the new blob's footers carry the whole
+        record already (a one-blob version rewritten in place: `objfs upgrade`).
+        """
         bucket, key = record["bucket"], record["key"]
 
         def commit(txn) -> None:
@@ -231,6 +235,9 @@ class MoverMixin:
             self._store_record(txn, new)
             self._queue_blob_gc(txn, list(record.get("parts") or []), record["id"])
 
+        if not meta_files:
+            self.index.commit(commit)
+            return
         with self._meta_change([{"id": record["id"], "bucket": bucket, "key": key, "gen": new["gen"]}]):
             self._write_meta_files(new)
             self.index.commit(commit)

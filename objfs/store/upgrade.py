@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from .blobs import BlobWriter
 from .config import PACKED_FORMAT, STORE_FORMAT, write_store_format
-from .errors import DataLoss, NoSuchKey, NoSuchVersion, StoreError
+from .errors import DataLoss, StoreError
 from .links import shared_count
 from .locks import lock_active
 from .mover import MoveRaced
@@ -252,10 +252,8 @@ def repack_version(store: Store, record: dict[str, Any]) -> list[dict[str, Any]]
         with ObjectReader(store, ObjectInfo.from_record(record), data_key=data_key) as reader:
             parts = store._copy_parts(reader, record, new, tier, data_key, writers, None)
         new["parts"] = parts
-        if len(parts) == 1:
-            _switch_single(store, record, new)
-        else:
-            store._switch(record, new)  # the new footers name only the version: its record goes beside them
+        # A multipart version's new footers name only the version: its record goes beside them.
+        store._switch(record, new, meta_files=len(parts) > 1)
     except BaseException:
         if not store._switched(new):
             for writer in writers:
@@ -267,20 +265,3 @@ def repack_version(store: Store, record: dict[str, Any]) -> list[dict[str, Any]]
     if any(len(p["written"]) < p["k"] + p["m"] for p in parts):
         store.queue_heal(new, "packed with a drive missing")
     return parts
-
-
-def _switch_single(store: Store, record: dict[str, Any], new: dict[str, Any]) -> None:
-    """One conditional transaction: ``new`` replaces ``record`` if unchanged, and the old blob becomes garbage."""
-    bucket, key = record["bucket"], record["key"]
-
-    def commit(txn) -> None:
-        try:
-            now = store._find(txn, bucket, key, record["version"])
-        except (NoSuchKey, NoSuchVersion):
-            raise MoveRaced(f"{bucket}/{key} was deleted during the upgrade") from None
-        if now["id"] != record["id"] or now.get("gen") != record.get("gen"):
-            raise MoveRaced(f"{bucket}/{key} changed during the upgrade")
-        store._store_record(txn, new)
-        store._queue_blob_gc(txn, list(record["parts"]), record["id"])
-
-    store.index.commit(commit)
