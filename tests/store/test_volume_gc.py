@@ -246,9 +246,13 @@ def test_an_entry_of_a_writer_killed_mid_put_is_collected_once_it_is_dead(store_
 KEYS = [f"k{i}" for i in range(8)]
 _MUTATOR = textwrap.dedent(
     """
-    import random, sys
+    import os, random, sys
     sys.path.insert(0, sys.argv[3])
     from trusthelpers import body
+
+    def say(*words):  # one write(2) per line, atomic on a pipe: a SIGKILL never leaves half a line
+        os.write(1, (" ".join(words) + "\\n").encode())
+
     from objfs.store import Store
     from objfs.store.errors import NoSuchKey
     store = Store.open(sys.argv[1])
@@ -260,16 +264,16 @@ _MUTATOR = textwrap.dedent(
         key = "k%d" % (int(sys.argv[4]) + rng.randrange(4))  # each concurrent writer has keys of its own
         if rng.random() < 0.7:
             tag = "%d-%d" % (seed, n)
-            print("BEGIN", key, tag, flush=True)
+            say("BEGIN", key, tag)
             store.put_object("pacs", key, body(tag, rng.choice([500, 9_000, 150_000, 300_000])))
-            print("ACK", key, tag, flush=True)
+            say("ACK", key, tag)
         else:
-            print("BEGIN", key, "-", flush=True)
+            say("BEGIN", key, "-")
             try:
                 store.delete_object("pacs", key)
             except NoSuchKey:
                 pass
-            print("ACK", key, "-", flush=True)
+            say("ACK", key, "-")
     """
 )
 _COLLECTOR = textwrap.dedent(
@@ -320,7 +324,9 @@ def _acceptable(lines: list[str]) -> dict[str, set[str]]:
     state: dict[str, set[str]] = {}
     pending = None
     for line in lines:
-        word, key, tag = line.split()
+        fields = line.split()
+        assert len(fields) == 3, f"a worker wrote something else on stdout: {line!r}"
+        word, key, tag = fields
         if word == "BEGIN":
             if pending is not None:  # the previous writer died inside its operation
                 state.setdefault(pending[0], {"-"}).add(pending[1])
