@@ -15,6 +15,7 @@ import time
 import pyfuse3
 
 from objfs.store import Principal
+from objfs.store.errors import NoSuchKey, ObjectLocked
 
 from . import namespace as ns
 from .core import NAME_MAX, MountState
@@ -107,7 +108,25 @@ class AttributeOps(MountState):
                 posix = dict(attrs_of(st.posix), **change)
                 await self._run(self.store.put_object, bucket, key + "/", b"", posix=posix, principal=principal)
             return
-        await self._run(self.store.update_object, bucket, key, posix=change, principal=principal)
+        # A hard-linked file's attributes are its inode's: every name this mount knows gets them.
+        for path in [node.path, *sorted(node.aliases - {node.path})]:
+            try:
+                await self._run(self.store.update_object, *split_path(path), posix=change, principal=principal)
+            except NoSuchKey:
+                if path == node.path:
+                    raise
+                # another front removed that name meanwhile: nothing left to change there
+
+    async def touch_names(self, node: Inode | None, principal: Principal) -> None:
+        """A hard link went away: the inode's remaining names get a new ctime (its link count changed)."""
+        if node is None or node.path is None or node.kind == DIR:
+            return
+        now = time.time_ns()
+        for path in [node.path, *sorted(node.aliases - {node.path})]:
+            try:
+                await self._run(self.store.update_object, *split_path(path), posix={"ctime_ns": now}, principal=principal)
+            except (NoSuchKey, ObjectLocked):
+                pass  # gone meanwhile, or locked (its attributes are frozen): its ctime stays
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         cap = await self._run(self.store.capacity)

@@ -51,6 +51,7 @@ class NameOps(MountState):
             await self._run(self.store.delete_object, bucket, key, principal=principal)
         self._touch_parent(path)
         self._free(self.inodes.unlink(path))
+        await self.touch_names(inode, principal)  # type: ignore[attr-defined]
 
     async def rename(
         self,
@@ -100,8 +101,11 @@ class NameOps(MountState):
                     await self._run(self.store.delete_object, bucket, dst, principal=principal)  # the rename replaces it
             else:
                 await self._run(self.store.rename_object, bucket, src, dst, no_replace=no_replace, principal=principal)
+        replaced = self.inodes.find(new) if target is not None and target.kind != DIR else None
         for gone in self.inodes.rename(old, new, directory=st.kind == DIR):
             self._free(gone)
+        if replaced is not None and replaced.path != new:
+            await self.touch_names(replaced, principal)  # type: ignore[attr-defined]
         self._touch_parent(old, new)
         if st.kind == DIR:
             self.dir_changed.pop(old, None)

@@ -255,6 +255,30 @@ def test_hard_links_share_an_inode_and_bytes_and_either_name_is_removable(mount)
         raise AssertionError("a directory was hard-linked")
 
 
+def test_a_hard_links_attributes_are_its_inodes_and_losing_a_name_changes_its_ctime(mount) -> None:
+    """pjdfstest link/00.t, unlink/00.t, rename/23.t: attributes set through one name hold for every name."""
+    pacs = mount.path / "pacs"
+    (pacs / "a").write_bytes(b"x")
+    os.link(pacs / "a", pacs / "b")
+    os.link(pacs / "b", pacs / "c")
+    os.chmod(pacs / "b", 0o640)
+    os.chown(pacs / "b", 65534, 65533)
+    os.unlink(pacs / "a")  # the name the inode was first known by
+    for name in ("b", "c"):
+        st = os.lstat(pacs / name)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_nlink) == (0o640, 65534, 65533, 2), name
+    before = os.stat(pacs / "c").st_ctime_ns
+    time.sleep(0.02)
+    os.unlink(pacs / "b")
+    assert os.stat(pacs / "c").st_ctime_ns > before, "losing a link changes the inode's ctime"
+    os.link(pacs / "c", pacs / "keep")
+    (pacs / "other").write_bytes(b"y")
+    before = os.stat(pacs / "keep").st_ctime_ns
+    time.sleep(0.02)
+    os.rename(pacs / "other", pacs / "c")  # replaces one name of the linked file
+    assert os.stat(pacs / "keep").st_ctime_ns > before and os.stat(pacs / "keep").st_nlink == 1
+
+
 def test_rsync_of_a_tree_with_hard_links_round_trips(mount, tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "study" / "series").mkdir(parents=True)
