@@ -118,7 +118,7 @@ class AttributeOps(MountState):
                 # another front removed that name meanwhile: nothing left to change there
 
     async def touch_names(self, node: Inode | None, principal: Principal) -> None:
-        """A hard link went away: the inode's remaining names get a new ctime (its link count changed)."""
+        """The inode's link count changed (a name added or gone): every name it has left gets a new ctime."""
         if node is None or node.path is None or node.kind == DIR:
             return
         now = time.time_ns()

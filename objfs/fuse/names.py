@@ -128,6 +128,8 @@ class NameOps(MountState):
             raise pyfuse3.FUSEError(errno.EAGAIN)  # not stored yet: its creator has not closed it
         if await self._stat(new) is not None:
             raise pyfuse3.FUSEError(errno.EEXIST)
+        # link(2) changes the inode's ctime: set on the source first, so the new name's copy has it too.
+        await self.touch_names(node, principal_of(ctx))  # type: ignore[attr-defined]
         info = await self._run(self.store.link_object, bucket, src, dst, principal=principal_of(ctx))
         self.inodes.set_alias(node, info.record["parts"][0]["id"])
         self._touch_parent(new)

@@ -271,7 +271,10 @@ def test_a_hard_links_attributes_are_its_inodes_and_losing_a_name_changes_its_ct
     time.sleep(0.02)
     os.unlink(pacs / "b")
     assert os.stat(pacs / "c").st_ctime_ns > before, "losing a link changes the inode's ctime"
+    before = os.stat(pacs / "c").st_ctime_ns
+    time.sleep(0.02)
     os.link(pacs / "c", pacs / "keep")
+    assert os.stat(pacs / "c").st_ctime_ns > before, "link(2) changes the inode's ctime"
     (pacs / "other").write_bytes(b"y")
     before = os.stat(pacs / "keep").st_ctime_ns
     time.sleep(0.02)
