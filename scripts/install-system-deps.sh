@@ -7,7 +7,7 @@
 # and iproute2 (the README test runs its examples in a network namespace), curl
 # and jq (the README's examples use them), smartmontools (drive health in objfs status).
 set -euo pipefail
-PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv liberasurecode-dev libisal-dev dcmtk rsync attr e2fsprogs tar diffutils findutils chromium systemd iproute2 curl jq smartmontools)
+PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv liberasurecode-dev libisal-dev dcmtk rsync attr e2fsprogs tar diffutils findutils git chromium systemd iproute2 curl jq smartmontools)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
