@@ -109,7 +109,7 @@ class AttributeOps(MountState):
                 await self._run(self.store.put_object, bucket, key + "/", b"", posix=posix, principal=principal)
             return
         # A hard-linked file's attributes are its inode's: every name this mount knows gets them.
-        for path in [node.path, *sorted(node.aliases - {node.path})]:
+        for path in node.names:
             try:
                 await self._run(self.store.update_object, *split_path(path), posix=change, principal=principal)
             except NoSuchKey:
@@ -122,7 +122,7 @@ class AttributeOps(MountState):
         if node is None or node.path is None or node.kind == DIR:
             return
         now = time.time_ns()
-        for path in [node.path, *sorted(node.aliases - {node.path})]:
+        for path in node.names:
             try:
                 await self._run(self.store.update_object, *split_path(path), posix={"ctime_ns": now}, principal=principal)
             except (NoSuchKey, ObjectLocked):

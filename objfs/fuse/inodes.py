@@ -52,6 +52,11 @@ class Inode:
     def unlinked(self) -> bool:
         return self.path is None
 
+    @property
+    def names(self) -> list[str]:
+        """Every path the mount knows for this inode, the one it is used through first."""
+        return [] if self.path is None else [self.path, *sorted(self.aliases - {self.path})]
+
 
 def split_path(path: str) -> tuple[str, str]:
     """``"bucket/a/b"`` -> ``("bucket", "a/b")``; the bucket's own path has key ``""``."""
