@@ -250,10 +250,14 @@ class BlobWriter:
                 writer.seal(dict(footer, index=index))
                 payload = writer.memory
                 volume, offset = self.store.volumes.append(drive.path, self.blob_id, index, payload)
-                self.packed[index] = (volume, offset, len(payload))
-                writer.memory = None
-                volume.sync_through(offset + len(payload))
-                if os.fstat(volume.fd).st_nlink == 0:
+                try:
+                    self.packed[index] = (volume, offset, len(payload))
+                    writer.memory = None
+                    volume.sync_through(offset + len(payload))
+                    unreachable = os.fstat(volume.fd).st_nlink == 0
+                finally:
+                    volume.release()
+                if unreachable:
                     # The drive was wiped or replaced under our open volume: the entry is
                     # durable in an inode no path reaches (a fragment file's open would have failed).
                     self.store.volumes.retire(volume)

@@ -36,8 +36,11 @@ Guarantees:
   the flag is cleared).
 - A volume is created under a ``.new`` name, locked (shared ``flock``) and
   only then renamed to its ``.vol`` name; its writer keeps the lock until it
-  closes the volume or dies. A volume is removed (:func:`unlink_if_dead`)
-  only under an exclusive lock, so never while a live process may append.
+  closes the volume or dies. A volume the writer retires (full, broken, or
+  about to be made immutable) is closed as soon as the last append to it has
+  been synced, so a long-lived process holds one descriptor per drive. A
+  volume is removed (:func:`unlink_if_dead`) only under an exclusive lock,
+  so never while a live process may append.
 """
 
 from __future__ import annotations
@@ -138,6 +141,41 @@ class Volume:
         self._synced = threading.Condition()
         self._syncing = False
         self.broken: OSError | None = None
+        # Appenders between their append and their sync; a retired volume is closed by the last of them,
+        # so a long-lived process holds one descriptor (and shared lock) per drive, not one per volume ever used.
+        self._users = 0
+        self._retired = False
+        self._closed = False
+
+    def acquire(self) -> bool:
+        """Hold the volume open for one append and its sync; False once it is retired and closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        """End a hold taken by :meth:`acquire`; the last hold on a retired volume closes it."""
+        with self._lock:
+            self._users -= 1
+            if self._retired and self._users == 0:
+                self._close()
+
+    def retire(self) -> None:
+        """Take no more holds; close now if nobody holds the volume, else when the last hold ends."""
+        with self._lock:
+            self._retired = True
+            if self._users == 0:
+                self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
 
     def append(self, blob_id: str, index: int, payload: bytes | bytearray | memoryview) -> int | None:
         """Write one entry; the payload's offset, or None when the volume is full (start another).
@@ -192,12 +230,6 @@ class Volume:
                     self.synced = max(self.synced, target)
                 self._synced.notify_all()
 
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-
 
 class VolumeSet:
     """The active volumes of this process, one per drive (thread-safe)."""
@@ -208,12 +240,19 @@ class VolumeSet:
         self._lock = threading.Lock()
 
     def append(self, drive_path: Path, blob_id: str, index: int, payload: bytes | bytearray) -> tuple[Volume, int]:
-        """Append an entry to the drive's active volume (starting one when needed): ``(volume, payload offset)``."""
-        for _attempt in range(3):
+        """Append an entry to the drive's active volume (starting one when needed): ``(volume, payload offset)``.
+
+        The caller holds the returned volume open and must :meth:`Volume.release`
+        it once its :meth:`Volume.sync_through` is done.
+        """
+        for _attempt in range(4):
             volume = self._current(drive_path)
+            if not volume.acquire():  # retired and closed since we looked it up
+                continue
             try:
                 offset = volume.append(blob_id, index, payload)
             except OSError as exc:
+                volume.release()
                 if exc.errno in (errno.EPERM, errno.EACCES):  # made immutable (it holds locked data): move on
                     self.retire(volume)
                     continue
@@ -222,6 +261,7 @@ class VolumeSet:
                 raise
             if offset is not None:
                 return volume, offset
+            volume.release()
             self.retire(volume)
         raise OSError(errno.EIO, "no volume takes this entry", str(drive_path))
 
@@ -233,11 +273,12 @@ class VolumeSet:
             return volume
 
     def retire(self, volume: Volume) -> None:
-        """Take no more entries into ``volume`` (full, broken or immutable); it stays open for pending syncs."""
+        """Take no more entries into ``volume`` (full, broken or immutable); it closes once its pending syncs end."""
         with self._lock:
             for key, active in list(self._active.items()):
                 if active is volume:
                     del self._active[key]
+        volume.retire()
 
     def active_paths(self) -> set[Path]:
         with self._lock:
@@ -246,15 +287,16 @@ class VolumeSet:
     def seal(self, path: Path) -> None:
         """Stop appending to the volume at ``path`` if it is one of ours (before it is made immutable)."""
         with self._lock:
-            for key, active in list(self._active.items()):
-                if active.path == path:
-                    del self._active[key]
+            sealed = [v for v in self._active.values() if v.path == path]
+        for volume in sealed:
+            self.retire(volume)
 
     def close(self) -> None:
+        """Retire every active volume (each closes when its last pending sync ends)."""
         with self._lock:
             volumes, self._active = list(self._active.values()), {}
         for volume in volumes:
-            volume.close()
+            volume.retire()
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,55 @@ def test_a_volume_with_nothing_left_is_removed_only_when_its_writer_is_gone(stor
         assert store.scrub().unreferenced_fragments == 0
 
 
+def _open_volume_fds() -> list[str]:
+    fd_dir = Path("/proc/self/fd")
+    found = []
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(fd_dir / fd)
+        except OSError:
+            continue
+        if target.endswith(".vol"):
+            found.append(target)
+    return found
+
+
+def test_a_long_lived_writer_closes_the_volumes_it_retires(store_path: Path) -> None:
+    """Full volumes are closed (descriptor and lock) once their last sync is done, so gc can remove them."""
+    writer = Store.open(store_path)
+    try:
+        writer.volumes.limit = 32 * 1024  # before the first volume: each takes about four entries
+        writer.create_bucket("pacs")
+        assert _open_volume_fds() == []
+        threads = [
+            threading.Thread(
+                target=lambda t=t: [writer.put_object("pacs", f"t{t}-{i}", body(f"t{t}-{i}", 30_000)) for i in range(12)]
+            )
+            for t in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        retired = len(volumes(writer))
+        assert retired >= 6 * 8  # many volumes per drive were filled and retired
+        held = _open_volume_fds()
+        assert len(held) <= 6 and len(set(held)) == len(held)  # one active volume per drive, nothing else
+        for t in range(4):
+            for i in range(12):
+                writer.delete_object("pacs", f"t{t}-{i}")
+        time.sleep(2 * RELEASE_LAG)
+        report = _collect_in_another_process(store_path)
+        # Every volume but the writer's active ones is removed while the writer lives.
+        assert report["volumes_removed"] == retired - len(held)
+        assert sorted(str(v) for v in volumes(writer)) == sorted(held)
+        writer.put_object("pacs", "after", body("after", 30_000))
+        verify(writer.get_object_bytes("pacs", "after"))
+    finally:
+        writer.close()
+    assert _open_volume_fds() == []
+
+
 def _python(code: str, *args: str) -> str:
     """Run ``code`` in a fresh Python process using this tree; its stdout."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
