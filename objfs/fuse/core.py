@@ -125,6 +125,22 @@ class MountState:
         except Exception as exc:
             raise fuse_error(exc) from None
 
+    async def _run_cached(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on this thread when it needs no disk (``nowait=True``), else in a worker thread.
+
+        A read served from the page cache costs less than the hop to a
+        thread; one that would wait for a disk (:class:`BlockingIOError`)
+        must not stall the loop, so it goes to a worker like any engine call.
+        """
+        try:
+            return fn(*args, nowait=True)
+        except BlockingIOError:
+            return await self._run(fn, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:
+            raise fuse_error(exc) from None
+
     async def _check_change(self, info: ObjectInfo | None, action: str, principal: Principal) -> None:
         """EPERM if the engine's WORM rules forbid ``action`` on ``info``'s version now (the engine audits it)."""
         if info is not None:

@@ -196,8 +196,8 @@ class FileOps(MountState):
             if off == start + len(data):
                 start, data = await self._next_chunk(handle, off)
             if not (start <= off and off + size <= start + len(data)) and size <= SMALL_READ:
-                # A random small read: the one fragment share that holds it, not a whole segment.
-                start, data = await self._run(handle.reader.read_piece, off)
+                # A random small read: the CRC blocks of the one fragment that hold it, not a whole segment.
+                start, data = await self._run_cached(handle.reader.read_piece, off, size)
             if not (start <= off and off + size <= start + len(data)):
                 start = off - off % READ_CHUNK
                 data = await self._run(handle.reader.read, start, max(READ_CHUNK, off + size - start))

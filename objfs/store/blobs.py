@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .codec import get_codec
+from .config import BLOCK_CRC_FORMAT
 from .crypto import TAG_BYTES, SegmentCipher
 from .drives import BLOBS, Drive, fsync_dir, rendezvous_order
 from .errors import BadDigest, DataLoss, EncryptionKeyRequired, IncompleteBody, InsufficientDrives, NoSpace
-from .fragments import FragmentWriter, owner_tag, read_frame
+from .fragments import CRC_BLOCK, FragmentWriter, owner_tag, read_frame, read_frame_blocks
 from .procs import own_identity
 from .volumes import punch, volume_path
 
@@ -87,6 +88,8 @@ class BlobWriter:
         self.pack_max = store.config.pack_max if pack else 0
         self.packing = self.pack_max > 0
         self.packed: dict[int, tuple[Any, int, int]] = {}  # index -> (volume, payload offset, length)
+        # A store an older objfs may still open keeps one CRC per frame until `objfs upgrade`.
+        self.crc_block = CRC_BLOCK if store.config.format >= BLOCK_CRC_FORMAT else 0
         # Declared before any file exists: if this process dies before the
         # commit, scrub knows these fragments never became an object.
         store.intents.begin(self.blob_id)
@@ -98,7 +101,11 @@ class BlobWriter:
             tmp = drive.tmp_dir / f"{self.blob_id}.f{index}.{tag}.tmp"
             try:
                 self.writers[index] = FragmentWriter(
-                    tmp, drive.fragment_path(self.blob_id, index), drive.path / BLOBS, in_memory=self.packing
+                    tmp,
+                    drive.fragment_path(self.blob_id, index),
+                    drive.path / BLOBS,
+                    in_memory=self.packing,
+                    block=self.crc_block,
                 )
             except OSError:
                 store.mark_drive_suspect(drive)
@@ -340,6 +347,8 @@ class BlobWriter:
         }
         if self.cipher is not None:
             desc["enc"] = TAG_BYTES  # bytes each segment grew by (its GCM tag)
+        if self.crc_block:
+            desc["cb"] = self.crc_block
         return desc
 
     def abort(self) -> None:
@@ -425,7 +434,9 @@ class BlobReader:
         frame = None
         if handle is not None:
             try:
-                frame = read_frame(handle, segment, self.desc["fsz"], self._frag_len(segment), self._base(index))
+                frame = read_frame(
+                    handle, segment, self.desc["fsz"], self._frag_len(segment), self._base(index), self.desc.get("cb", 0)
+                )
             except OSError:
                 frame = None
         if frame is None:
@@ -472,26 +483,60 @@ class BlobReader:
         # GCM authenticates the decoded segment, whichever fragments (data or parity) it came from.
         return self.cipher.open(segment, self.codec.decode(fragments, length + self.desc["enc"]))
 
-    def read_piece(self, segment: int, offset: int) -> tuple[int, bytes]:
+    def read_piece(self, segment: int, offset: int, size: int = 1, *, nowait: bool = False) -> tuple[int, bytes]:
         """``(start, bytes)``: a verified run of ``segment``'s bytes that holds ``offset`` (within the segment).
 
         For a small read. With a systematic code each data fragment holds one
         contiguous share of the segment (see :mod:`.codec`), so only the one
-        fragment frame that holds ``offset`` is read and CRC-checked, not k of
-        them. Falls back to the whole decoded segment (``start`` 0) when that
+        fragment that holds ``offset`` is read and CRC-checked, not k of them:
+        for a blob with a CRC per block (``cb``) only the blocks holding
+        ``[offset, offset + size)`` (up to the share's end), else its whole
+        frame. Falls back to the whole decoded segment (``start`` 0) when that
         fragment is unreadable, the blob is encrypted or the codec has no
         such fast path.
+
+        With ``nowait`` it reads only what is already open and in the page
+        cache, else raises :class:`BlockingIOError` (for an event loop that
+        must not wait on a disk; it retries in a thread).
         """
         header = self.codec.data_offset()
         k = self.desc["k"]
         length = self.segment_length(segment)
+        block = self.desc.get("cb", 0)
         if header is not None and not self.desc.get("enc") and length > 0:
             per = -(-length // k)
             index = offset // per
+            start = index * per
+            share = min(per, length - start)
+            if block and index not in self.bad:
+                handle = self._files.get(index) if nowait else self._open(index)
+                if handle is None and nowait and index not in self._files:
+                    raise BlockingIOError(errno.EAGAIN, "the fragment is not open yet")
+                lo = header + offset - start
+                piece = None
+                if handle is not None:
+                    try:
+                        piece = read_frame_blocks(
+                            handle, segment, self.desc["fsz"], self._frag_len(segment), self._base(index), block,
+                            lo, min(lo + size, header + share), nowait=nowait,
+                        )  # fmt: skip
+                    except BlockingIOError:
+                        raise
+                    except OSError:
+                        piece = None
+                if piece is not None:
+                    first, data = piece
+                    cut = max(header - first, 0)
+                    end = min(len(data), header + share - first)
+                    return start + first + cut - header, data[cut:end]
+                self.bad.add(index)
+            if nowait:
+                raise BlockingIOError(errno.EAGAIN, "a damaged fragment is decoded in a thread")
             frame = self.read_fragment(index, segment)
             if frame is not None:
-                start = index * per
-                return start, bytes(frame[header : header + min(per, length - start)])
+                return start, bytes(frame[header : header + share])
+        if nowait:
+            raise BlockingIOError(errno.EAGAIN, "this blob is read whole segments at a time")
         return 0, self.read_segment(segment)
 
     def iter_range(self, start: int, end: int, prefetch: bool = True):

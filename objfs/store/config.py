@@ -23,10 +23,14 @@ KEY_FILE_NAME = "keys/objfs-keys.json"
 #: ``format`` is format 1 (made before formats were recorded) and opens as is;
 #: ``objfs upgrade`` records the current one. A newer format than this is refused.
 #: Format 3 packs small blobs into volume files (:mod:`.volumes`); older formats
-#: keep every fragment in a file of its own until upgraded.
-STORE_FORMAT = 3
+#: keep every fragment in a file of its own until upgraded. Format 4 writes new
+#: blobs' frames with a CRC per block (:data:`.fragments.CRC_BLOCK`), so a small
+#: read checks one block, not a whole frame; blobs written before keep theirs.
+STORE_FORMAT = 4
 #: The first format that packs small blobs into volumes.
 PACKED_FORMAT = 3
+#: The first format whose new blobs carry a CRC per block of each frame.
+BLOCK_CRC_FORMAT = 4
 #: Objects up to this many bytes are packed into volumes by default (a CT slice is ~0.5 MiB).
 DEFAULT_PACK_MAX = 1 << 20
 MAX_DRIVES_PER_TIER = 16

@@ -4,9 +4,12 @@ A fragment file holds fragment ``index`` of every segment of one blob::
 
     frame 0 | frame 1 | ... | frame n-1 | footer | u32 footer_len | u32 crc | MAGIC
 
-Each frame is the fragment bytes followed by their CRC-32, so every read of
-a frame is verified. All frames but the last have the same length, so frame
-``i`` starts at ``i * (fsz + 4)``: a range read seeks straight to it. The
+Each frame is the fragment bytes followed by their CRC-32s, so every read
+is verified: one CRC per :data:`CRC_BLOCK` bytes for blobs written since
+store format 4 (their descriptor's ``cb``), so a small read reads and checks
+only the blocks it needs; one CRC for the whole frame before. All frames but
+the last have the same length, so frame ``i`` starts at ``i * (fsz + the
+CRCs' size)``: a range read seeks straight to it. The
 footer (msgpack) describes the blob (and, for a single-part object, the
 object record as it was written), which makes each drive self-describing for
 ``rebuild-index``. A file without a valid footer is an interrupted write.
@@ -42,6 +45,9 @@ def owner_tag() -> str:
     me = own_identity()
     return f"{me['pid']}-{me['start']}"
 
+
+#: Bytes covered by each CRC of a frame, for blobs whose descriptor says ``cb``.
+CRC_BLOCK = 32 << 10
 
 MAGIC = b"OBJFSFR1"
 META_MAGIC = b"OBJFSMT1"
@@ -83,8 +89,10 @@ class FragmentWriter:
     directory :meth:`place` returned are synced).
     """
 
-    def __init__(self, tmp_path: Path, final_path: Path, root: Path, *, in_memory: bool = False) -> None:
+    def __init__(self, tmp_path: Path, final_path: Path, root: Path, *, in_memory: bool = False, block: int = 0) -> None:
+        """``block``: the blob's CRC block (its descriptor's ``cb``); 0 for one CRC per frame."""
         self.tmp_path = tmp_path
+        self.block = block
         self.final_path = final_path
         self.root = root  # the drive's blobs directory: directories are created below it, never it
         # In memory, the fragment may still become a volume entry (:mod:`.volumes`); :meth:`spill` makes it a file.
@@ -109,13 +117,14 @@ class FragmentWriter:
     def write_frame(self, fragment: bytes) -> None:
         if self.failed is not None:
             return
+        crcs = frame_crcs(fragment, self.block)
         if self.memory is not None:
             self.memory += fragment
-            self.memory += _CRC.pack(crc32(fragment))
+            self.memory += crcs
             return
         try:
             self._file.write(fragment)
-            self._file.write(_CRC.pack(crc32(fragment)))
+            self._file.write(crcs)
         except OSError as exc:
             self.failed = exc
 
@@ -178,8 +187,22 @@ class FragmentWriter:
         self.placed = False
 
 
-def frame_offset(segment: int, fsz: int) -> int:
-    return segment * (fsz + _CRC.size)
+def crcs_size(length: int, block: int) -> int:
+    """Bytes of CRCs after a frame of ``length`` fragment bytes."""
+    return _CRC.size * -(-length // block) if block and length else _CRC.size
+
+
+def frame_crcs(fragment: bytes | memoryview, block: int) -> bytes:
+    """The CRCs that follow ``fragment`` in its frame."""
+    if not block or not fragment:
+        return _CRC.pack(crc32(fragment))
+    view = memoryview(fragment)
+    values = [crc32(view[i : i + block]) for i in range(0, len(view), block)]
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+def frame_offset(segment: int, fsz: int, block: int = 0) -> int:
+    return segment * (fsz + crcs_size(fsz, block))
 
 
 def ensure_dir(path: Path, root: Path) -> None:
@@ -211,18 +234,57 @@ def make_dirs(path: Path, root: Path) -> list[Path]:
     return [*grown, path.parent]
 
 
-def read_frame(fd: int, segment: int, fsz: int, length: int, base: int = 0) -> memoryview | None:
-    """Fragment bytes of ``segment`` (one pread), or None if short or the CRC is wrong.
+def read_frame(fd: int, segment: int, fsz: int, length: int, base: int = 0, block: int = 0) -> memoryview | None:
+    """Fragment bytes of ``segment`` (one pread), or None if short or a CRC is wrong.
 
-    ``base``: where the fragment starts in the file (a volume entry's payload offset).
+    ``base``: where the fragment starts in the file (a volume entry's payload
+    offset); ``block``: the blob's CRC block (0: one CRC for the frame).
     """
-    data = os.pread(fd, length + _CRC.size, base + frame_offset(segment, fsz))
-    if len(data) != length + _CRC.size:
+    tail = crcs_size(length, block)
+    data = os.pread(fd, length + tail, base + frame_offset(segment, fsz, block))
+    if len(data) != length + tail:
         return None
-    body = memoryview(data)[:length]  # no copy: segments are large
-    if crc32(body) != _CRC.unpack_from(data, length)[0]:
+    view = memoryview(data)
+    body = view[:length]  # no copy: segments are large
+    if frame_crcs(body, block) != view[length:]:
         return None
     return body
+
+
+def read_frame_blocks(
+    fd: int, segment: int, fsz: int, length: int, base: int, block: int, lo: int, hi: int, *, nowait: bool = False
+) -> tuple[int, bytes] | None:
+    """``(start, bytes)``: the CRC blocks of a frame that hold its bytes ``[lo, hi)``, checked; None if damaged.
+
+    Two preads (the blocks, then their CRCs), whatever the frame's size.
+    With ``nowait`` the bytes come from the page cache or not at all
+    (:class:`BlockingIOError`): a caller on an event loop never waits for a
+    disk.
+    """
+    first, last = lo // block, min(-(-hi // block), -(-length // block))
+    start = first * block
+    frame = base + frame_offset(segment, fsz, block)
+    data = _pread(fd, min(last * block, length) - start, frame + start, nowait)
+    crcs = _pread(fd, _CRC.size * (last - first), frame + length + _CRC.size * first, nowait)
+    if data is None or crcs is None:
+        return None
+    view = memoryview(data)
+    if frame_crcs(view, block) != crcs:
+        return None
+    return start, data
+
+
+def _pread(fd: int, length: int, offset: int, nowait: bool) -> bytes | None:
+    """``length`` bytes at ``offset`` (None if the file is shorter); ``nowait``: only from the page cache."""
+    if not nowait:
+        data = os.pread(fd, length, offset)
+        return data if len(data) == length else None
+    buffer = bytearray(length)
+    got = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    if got != length:
+        # Short: the end of the file, or only part of the range is cached; the blocking read tells which.
+        raise BlockingIOError(errno.EAGAIN, "not all in the page cache")
+    return bytes(buffer)
 
 
 def read_footer(path: Path, base: int = 0, size: int | None = None) -> dict[str, Any] | None:

@@ -238,7 +238,9 @@ class MaintenanceMixin:
         for index, drive in targets.items():
             tmp = drive.tmp_dir / f"{desc['id']}.f{index}.{tag}.tmp"
             try:
-                writers[index] = FragmentWriter(tmp, drive.fragment_path(desc["id"], index), drive.path / BLOBS)
+                writers[index] = FragmentWriter(
+                    tmp, drive.fragment_path(desc["id"], index), drive.path / BLOBS, block=desc.get("cb", 0)
+                )
             except OSError as exc:
                 self._drive_error(drive, exc, report)
         try:

@@ -219,20 +219,25 @@ class ObjectReader:
             self._record_failure(exc)
             raise
 
-    def read_piece(self, offset: int) -> tuple[int, bytes]:
+    def read_piece(self, offset: int, size: int = 1, *, nowait: bool = False) -> tuple[int, bytes]:
         """``(start, bytes)``: verified bytes of the object around ``offset``, the least a small read costs.
 
-        Usually one data fragment's share of a segment (one frame read and
-        checked instead of k); the whole segment where that fragment is
-        unreadable or the version is encrypted. Empty at or past the end.
+        Usually the CRC blocks of one data fragment that hold ``[offset,
+        offset + size)`` (the fragment's whole frame for blobs written before
+        store format 4), not k fragments; the whole segment where that
+        fragment is unreadable or the version is encrypted. Empty at or past
+        the end. ``nowait``: from open files and the page cache only, else
+        :class:`BlockingIOError` (see :meth:`.blobs.BlobReader.read_piece`).
         """
         if offset >= self.info.size:
             return offset, b""
         if self._extents is not None:
-            return piece_of_sparse(self._extents, self.info.size, offset, self._read_piece)
-        return self._read_piece(offset)
+            return piece_of_sparse(
+                self._extents, self.info.size, offset, lambda stored: self._read_piece(stored, size, nowait=nowait)
+            )
+        return self._read_piece(offset, size, nowait=nowait)
 
-    def _read_piece(self, offset: int) -> tuple[int, bytes]:
+    def _read_piece(self, offset: int, size: int = 1, *, nowait: bool = False) -> tuple[int, bytes]:
         """read_piece at a stored offset (the blobs' bytes)."""
         if offset >= self._stored:
             return offset, b""
@@ -243,7 +248,7 @@ class ObjectReader:
         if self._cache is not None and self._cache[:2] == (part, segment):
             return base + segment * seg_size, self._cache[2]
         try:
-            start, data = reader.read_piece(segment, offset - base - segment * seg_size)
+            start, data = reader.read_piece(segment, offset - base - segment * seg_size, size, nowait=nowait)
         except DataLoss as exc:
             self._record_failure(exc)
             raise

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
 from fragmenthelpers import fragment_bytes, overwrite_fragment  # noqa: E402
 
 from objfs.store import Store  # noqa: E402
+from objfs.store.fragments import frame_offset  # noqa: E402
 
 MiB = 1 << 20
 SIZE = 3 * MiB + 512 * 1024  # segments 0..3
@@ -47,7 +48,7 @@ def corrupt_segment(store_path: Path, bucket: str, key: str, segment: int, fragm
     with Store.open(store_path) as store:
         desc = store.head_object(bucket, key).record["parts"][0]
         count = desc["m"] + 1 if fragments is None else fragments
-        offset = segment * (desc["fsz"] + 4) + 16
+        offset = frame_offset(segment, desc["fsz"], desc.get("cb", 0)) + 16
         for index in range(count):
             old = fragment_bytes(store, desc, index)[offset : offset + 8]
             overwrite_fragment(store, desc, index, offset, bytes(b ^ 0xFF for b in old))

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from objfs.store import (
     Store,
 )
 from objfs.store.config import CONFIG_NAME
+from objfs.store.fragments import frame_crcs
 from objfs.store.rebuild import move_index_aside, rebuild_index
 from objfs.stores import init_store, open_store
 
@@ -138,10 +137,9 @@ def test_healing_rebuilds_ciphertext_and_corruption_is_caught_by_the_tag(store: 
     assert store.get_object_bytes("pacs", "h") == data
     # Corrupt a data fragment's first frame *and* fix its CRC: only GCM can notice, and it does.
     fsz = desc["fsz"]
-    raw = bytearray(fragment_bytes(store, desc, 0)[: fsz + 4])
+    raw = bytearray(fragment_bytes(store, desc, 0)[:fsz])
     raw[100] ^= 0xFF
-    raw[fsz : fsz + 4] = struct.pack("<I", zlib.crc32(bytes(raw[:fsz])))
-    overwrite_fragment(store, desc, 0, 0, bytes(raw))
+    overwrite_fragment(store, desc, 0, 0, bytes(raw) + frame_crcs(raw, desc.get("cb", 0)))
     with store.open_object("pacs", "h") as reader, pytest.raises(DataLoss, match="authentication"):
         reader.read(0, 10)
 

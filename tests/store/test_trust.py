@@ -21,6 +21,7 @@ from trusthelpers import body, live_state, verify
 
 from objfs.store import Principal, Store
 from objfs.store.errors import DataLoss, InsufficientDrives
+from objfs.store.fragments import frame_offset
 
 REPO = Path(__file__).resolve().parents[2]
 SEG = 1 << 20
@@ -202,7 +203,7 @@ def test_a_failed_read_fails_visibly_and_is_audited(store: Store) -> None:
     desc = info.record["parts"][0]
     for index in range(desc["m"] + 1):
         # corrupt segment 2 only: the first two segments still read
-        corrupt_fragment(store, desc, index, 2 * (desc["fsz"] + 4) + 3)
+        corrupt_fragment(store, desc, index, frame_offset(2, desc["fsz"], desc.get("cb", 0)) + 3)
     got = []
     with pytest.raises(DataLoss):
         with store.open_object("pacs", "big", principal=Principal("s3:reader")) as reader:
