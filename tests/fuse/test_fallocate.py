@@ -222,3 +222,19 @@ def test_fallocate_on_a_locked_version_is_refused_as_write(mount, cli) -> None:
     out = cli("audit", "show", str(mount.store), "--bucket", "wormfa", "--key", "study.dcm").stdout.decode()
     denied = [e for e in map(json.loads, filter(str.strip, out.splitlines())) if e["outcome"] == "denied"]
     assert len(denied) >= 5 and {e["action"] for e in denied} == {"write"}
+
+
+def test_a_punch_while_the_file_is_streamed_is_in_the_stored_version(mount) -> None:
+    path = mount.path / "pacs" / "streamed.bin"
+    data = bytearray(os.urandom(4 * MIB))
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        for pos in range(0, len(data), MIB):  # sequential from 0: streamed into a put while written
+            os.write(fd, data[pos : pos + MIB])
+        fallocate(fd, PUNCH_HOLE | KEEP_SIZE, MIB, 2 * MIB)  # bytes the put already had
+        data[MIB : 3 * MIB] = bytes(2 * MIB)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data
+    info = head(mount.store, "streamed.bin")
+    assert info.size == 4 * MIB and info.stored_size == 2 * MIB
