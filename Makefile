@@ -14,10 +14,13 @@ all: install
 system-deps:
 	scripts/install-system-deps.sh
 
-$(STAMP): pyproject.toml scripts/install-system-deps.sh
+# pyfuse3 first, patched (scripts/install-pyfuse3.sh): objfs pins the same
+# version, so its install keeps the patched build.
+$(STAMP): pyproject.toml scripts/install-system-deps.sh scripts/install-pyfuse3.sh scripts/pyfuse3-fallocate.patch
 	scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	scripts/install-pyfuse3.sh $(PY)
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 

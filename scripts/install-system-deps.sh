@@ -5,9 +5,10 @@
 # FUSE tests drive (rsync, attr, e2fsprogs' chattr), and Chromium, the headless
 # browser the DICOMweb CORS test drives, systemd (systemd-analyze checks the units)
 # and iproute2 (the README test runs its examples in a network namespace), curl
-# and jq (the README's examples use them), smartmontools (drive health in objfs status).
+# and jq (the README's examples use them), smartmontools (drive health in objfs status),
+# patch (scripts/install-pyfuse3.sh patches pyfuse3's sources before building them).
 set -euo pipefail
-PACKAGES=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv liberasurecode-dev libisal-dev dcmtk rsync attr e2fsprogs tar diffutils findutils git chromium systemd iproute2 curl jq smartmontools)
+PACKAGES=(fuse3 libfuse3-dev pkg-config gcc patch python3-dev python3-venv liberasurecode-dev libisal-dev dcmtk rsync attr e2fsprogs tar diffutils findutils git chromium systemd iproute2 curl jq smartmontools)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -4,10 +4,13 @@
 (SEEK_DATA/SEEK_HOLE first, then aligned :data:`HOLE_BLOCK` blocks that read
 as zeros); :class:`ExtentStream` reads those ranges back to back for
 ``put_object(..., extents=...)``. Reading never changes the file.
+:func:`punch_hole` makes a range of a spool file read as zeros, as a hole
+where the spool's filesystem can punch one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 
@@ -29,6 +32,42 @@ def is_zero(data: bytes) -> bool:
             return False
         view = view[n:]
     return True
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc: ctypes.CDLL | None = None
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Make ``[offset, offset+length)`` of ``fd`` read as zeros; the file's size never changes.
+
+    A hole in the spool file where its filesystem punches one (ext4, xfs,
+    btrfs, tmpfs), else zeros written over the part inside the file (the
+    commit elides aligned zero blocks all the same).
+    """
+    if length <= 0:
+        return
+    try:
+        _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    end = min(offset + length, os.fstat(fd).st_size)
+    pos = offset
+    while pos < end:
+        pos += os.pwrite(fd, _ZEROS[: min(len(_ZEROS), end - pos)], pos)
 
 
 def data_extents(fd: int, length: int) -> list[tuple[int, int]]:

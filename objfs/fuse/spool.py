@@ -21,6 +21,9 @@ treats aligned all-zero blocks (:mod:`.holes`) as holes too
 without fallocate), and stores only the data ranges as a sparse version
 (``extents``, see :mod:`objfs.store.sparse`). Loading a sparse version
 leaves its holes (and any zero block) unwritten in the spool.
+fallocate's punch and zero-range punch the spool file itself
+(:meth:`Spool.zero`), so the range is a hole at the commit; an allocation
+only moves the size (:meth:`Spool.allocate`).
 
 A spool is only ever deleted when its content is committed and every handle
 is closed, or when its inode is unlinked and forgotten (the file is gone).
@@ -49,7 +52,7 @@ import trio
 
 from objfs.store import ObjectInfo, Principal, Store
 
-from .holes import ExtentStream, data_extents, is_zero
+from .holes import ExtentStream, data_extents, is_zero, punch_hole
 
 #: A run of zeros this long written into a stream abandons it: the spool commit makes it a hole.
 STREAM_ZERO_RUN = 1 << 20
@@ -275,6 +278,33 @@ class Spool:
         os.ftruncate(self.fd, size)
         self.size = size
         self._touch()
+
+    def allocate(self, offset: int, length: int, *, keep_size: bool) -> None:
+        """fallocate(2) mode 0 (or FALLOC_FL_KEEP_SIZE): the range reads as zeros where it held nothing.
+
+        Reserves no space (see :meth:`WriteOps.fallocate`): the range is a
+        hole until written. Extends the file to ``offset+length`` unless
+        ``keep_size``; changes nothing otherwise (no new version at the
+        commit). The spool must be loaded when the size grows.
+        """
+        end = offset + length
+        if not keep_size and end > self.size:
+            self.truncate(end)
+
+    def zero(self, offset: int, length: int, *, keep_size: bool) -> None:
+        """FALLOC_FL_PUNCH_HOLE or FALLOC_FL_ZERO_RANGE: the range reads as zeros and costs nothing at the commit.
+
+        The spool must be loaded. Beyond the end of the file, only a
+        ``keep_size=False`` range changes anything (the file grows, as
+        :meth:`allocate`).
+        """
+        end = offset + length
+        if offset < self.size:
+            self.abandon_stream()  # bytes the put may have had are now zeros
+            punch_hole(self.fd, offset, min(end, self.size) - offset)
+            self._touch()
+        if not keep_size and end > self.size:
+            self.truncate(end)
 
     def _touch(self) -> None:
         now = time.time_ns()

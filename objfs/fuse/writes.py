@@ -1,12 +1,19 @@
-"""Writes and commits: write, truncate, flush, fsync.
+"""Writes and commits: write, fallocate, truncate, flush, fsync.
 
 Writes land in the inode's spool; flush (what ``close()`` returns), fsync
 and the last release commit it as the file's new version (see
 :mod:`.spool`). A version committed into a bucket with a default retention
-is locked from that moment: further writes through a descriptor that was
-open before are refused (EPERM, audited by the engine), as a new open for
-writing would be. Spool I/O errors (EFBIG, ENOSPC, ...) reach the caller
-as that errno.
+is locked from that moment: further writes (and fallocate) through a
+descriptor that was open before are refused (EPERM, audited by the engine),
+as a new open for writing would be. Spool I/O errors (EFBIG, ENOSPC, ...)
+reach the caller as that errno.
+
+fallocate(2): mode 0 and FALLOC_FL_KEEP_SIZE reserve nothing (the range is a
+hole until written, and holes are free); they only refuse, with ENOSPC, a
+range larger than the store's free space (``df``'s Avail) at that moment, so
+a later write or close may still meet ENOSPC. FALLOC_FL_PUNCH_HOLE and
+FALLOC_FL_ZERO_RANGE make the range read as zeros at once and store it as a
+hole at the commit. Other modes are EOPNOTSUPP.
 """
 
 from __future__ import annotations
@@ -20,21 +27,30 @@ from objfs.store import Principal
 from . import namespace as ns
 from .core import MountState
 from .inodes import Inode, split_path
-from .spool import STREAM_ZERO_RUN, attrs_of
+from .spool import STREAM_ZERO_RUN, Spool, attrs_of
+
+# <linux/falloc.h> (Python's os module has no names for them).
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
 
 
 class WriteOps(MountState):
-    """write, truncate (for setattr), flush, fsync, and the commit they share."""
+    """write, fallocate, truncate (for setattr), flush, fsync, and the commit they share."""
+
+    async def _check_write(self, spool: Spool, principal: Principal) -> None:
+        """EPERM if the version the spool started from (or last committed) is locked now."""
+        base = spool.base
+        if base is not None and (base.retention or base.legal_hold):
+            # A lock can only come with a version: most writes need no engine call here.
+            await self._check_change(base, "write", principal)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
         spool = self.spools[handle.inode.ino]
-        base = spool.base
-        if base is not None and (base.retention or base.legal_hold):
-            # A lock can only come with a version: most writes need no engine call here.
-            await self._check_change(base, "write", handle.principal)
+        await self._check_write(spool, handle.principal)
         if not spool.loaded:
             async with spool.lock:
                 await self._run(spool.load, self.store)
@@ -57,6 +73,31 @@ class WriteOps(MountState):
                     if not stream.offer(buf):
                         await self._run(stream.feed, buf)
         return written
+
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        handle = self.handles[fh]
+        if not handle.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        zeroing = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
+        if mode & ~(FALLOC_FL_KEEP_SIZE | zeroing) or zeroing == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)  # collapse, insert, unshare: the kernel refuses most itself
+        if zeroing == FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)  # as fallocate(2): a punch never changes the size
+        if offset < 0 or length <= 0:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        spool = self.spools[handle.inode.ino]
+        await self._check_write(spool, handle.principal)
+        keep_size = bool(mode & FALLOC_FL_KEEP_SIZE)
+        if not zeroing and length > (await self._run(self.store.capacity))["free"]:
+            raise pyfuse3.FUSEError(errno.ENOSPC)  # the only promise an allocation makes (module docstring)
+        async with spool.lock:
+            grows = not keep_size and offset + length > spool.size
+            if not spool.loaded and (grows or (zeroing and offset < spool.size)):
+                await self._run(spool.load, self.store)
+            if zeroing:
+                spool.zero(offset, length, keep_size=keep_size)
+            else:
+                spool.allocate(offset, length, keep_size=keep_size)
 
     async def _truncate(self, node: Inode, st: ns.Stat, size: int, principal: Principal) -> None:
         """Cut or extend the file; a file nobody has open is committed at once. Lock checked by the caller."""
