@@ -334,10 +334,9 @@ def write_meta(path: Path, tmp_dir: Path, record: dict[str, Any]) -> None:
     ``path`` lies under the drive (``tmp_dir``'s parent) in ``blobs/`` or
     ``buckets/``; that directory must exist (see :func:`ensure_dir`).
     """
-    body = msgpack.packb(record, use_bin_type=True)
     tmp = tmp_dir / f"{path.name}.{secrets.token_hex(4)}.{owner_tag()}.tmp"
     with open(tmp, "wb") as f:
-        f.write(META_MAGIC + _CRC.pack(crc32(body)) + body)
+        f.write(meta_image(record))
         f.flush()
         os.fsync(f.fileno())
     drive_root = tmp_dir.parent
@@ -354,11 +353,22 @@ def write_meta(path: Path, tmp_dir: Path, record: dict[str, Any]) -> None:
     fsync_dir(path.parent)
 
 
+def meta_image(record: dict[str, Any]) -> bytes:
+    """The bytes of a ``.meta`` file holding ``record`` (also the payload of a packed record entry, :mod:`.volumes`)."""
+    body = msgpack.packb(record, use_bin_type=True)
+    return META_MAGIC + _CRC.pack(crc32(body)) + body
+
+
+def parse_meta(data: bytes) -> dict[str, Any] | None:
+    """The record of a :func:`meta_image`, or None when it is torn or damaged."""
+    if not data.startswith(META_MAGIC) or len(data) < 12:
+        return None
+    return _checked(data[12:], _CRC.unpack(data[8:12])[0])
+
+
 def read_meta(path: Path) -> dict[str, Any] | None:
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    if not data.startswith(META_MAGIC) or len(data) < 12:
-        return None
-    return _checked(data[12:], _CRC.unpack(data[8:12])[0])
+    return parse_meta(data)

@@ -5,8 +5,14 @@ A version becomes garbage when a committed index transaction retires it
 transaction writes a ``gc`` entry per blob of the version: the positive
 evidence, durable with the change that caused it. Before the change is
 acknowledged, a *tombstone* (the version's record marked ``deleted``, with
-a newer ``gen``) replaces its metadata beside the fragments, so
-``rebuild-index`` never brings it back.
+a newer ``gen``) is written on m+1 of its drives, so ``rebuild-index``
+never brings it back. In a store that packs small blobs (format 3) a
+tombstone is a record entry appended to each drive's active volume
+(:mod:`.volumes`): concurrent retirements share the volume's group
+``fdatasync`` with the data being written, where a ``<id>.meta`` file cost
+a file, an fsync, a rename and a directory fsync per drive. Older stores
+keep writing ``.meta`` files. Either way, ``rebuild-index`` takes the
+newest ``gen`` of an id, so a tombstone outranks the record it retires.
 
 :meth:`GarbageMixin.collect_garbage` deletes a blob's fragment files only
 when its entry is at least ``[gc] min_age_seconds`` old, no reader in any
@@ -41,12 +47,12 @@ from typing import TYPE_CHECKING, Any
 
 from .blobs import fragment_location
 from .crypto import seal_record
-from .fragments import read_meta, write_meta
+from .fragments import meta_image, read_meta, write_meta
 from .leases import LeasesUnreadable
 from .links import release_shared
 from .locks import lock_active
 from .reports import Report
-from .volumes import ENTRY_BYTES, punch_entry, unlink_if_dead
+from .volumes import ENTRY_BYTES, RECORD_MAGIC, punch_entry, unlink_if_dead
 
 if TYPE_CHECKING:
     from .drives import Drive
@@ -109,42 +115,130 @@ class GarbageMixin:
             txn.put("gc", desc["id"].encode(), {"blob": desc, "object": owner, "t": now, "rec": None, "override": False})
 
     def _retire_files(self: Store, records: list[dict[str, Any]]) -> None:
-        """After the retiring commit, before it is acknowledged: tombstones beside the fragments.
+        """After the retiring commit, before it is acknowledged: tombstones on the records' drives.
 
         A failure here is not fatal (the commit stands): the collector writes
         the tombstone again before it deletes anything.
         """
-        for rec in records:
-            try:
-                self._write_tombstone(rec)
-            except OSError as exc:
-                log.warning("tombstone of %s/%s not written yet (%s); the collector will retry", rec["bucket"], rec["key"], exc)
+        try:
+            self._write_tombstones(records)
+        except OSError as exc:
+            log.warning("tombstones of %d retired versions not all written yet (%s); the collector will retry", len(records), exc)
 
     def _write_tombstone(self: Store, rec: dict[str, Any]) -> None:
-        drives = self._meta_drives(rec)[: self.config.hot.m + 1]
-        stone = seal_record(self.encryption, tombstone_of(rec), like=rec)
+        self._write_tombstones([rec])
 
-        def write(drive: Drive) -> bool:
+    def _write_tombstones(self: Store, records: list[dict[str, Any]]) -> None:
+        """Durably record each of ``records`` as retired on m+1 of its drives; OSError if one reached no drive.
+
+        Packed (a record entry per drive, appended to its active volume; one
+        sync per volume covers every tombstone and whatever else was
+        appended meanwhile) when the store packs small blobs, else a
+        ``.meta`` file per drive. The drives are written in parallel: an
+        overwrite waits for one sync round, not one per drive.
+        """
+        if not records:
+            return
+        packed = self.config.pack_max > 0
+        per_drive: dict[Drive, list[tuple[str, bytes | dict[str, Any]]]] = {}
+        placed: set[str] = set()
+        for rec in records:
+            stone = seal_record(self.encryption, tombstone_of(rec), like=rec)
+            for drive in self._meta_drives(rec)[: self.config.hot.m + 1]:
+                per_drive.setdefault(drive, []).append((rec["id"], meta_image(stone) if packed else stone))
+                placed.add(rec["id"])
+
+        def write(item: tuple[Drive, list[tuple[str, Any]]]) -> set[str]:
+            drive, stones = item
             try:
-                write_meta(drive.meta_path(rec["id"]), drive.tmp_dir, stone)
-                return True
-            except OSError:
-                self.mark_drive_suspect(drive)
-                return False
+                if not packed:
+                    for object_id, stone in stones:
+                        write_meta(drive.meta_path(object_id), drive.tmp_dir, stone)
+                    return {object_id for object_id, _ in stones}
+                ends: dict[Any, int] = {}
+                held = []  # one hold per append, released once its sync is done
+                try:
+                    for object_id, image in stones:
+                        volume, offset = self.volumes.append(drive.path, object_id, 0, image, RECORD_MAGIC)
+                        held.append(volume)
+                        ends[volume] = max(ends.get(volume, 0), offset + len(image))
+                    for volume, end in ends.items():
+                        volume.sync_through(end)
+                        if os.fstat(volume.fd).st_nlink == 0:  # the drive was wiped under the open volume
+                            self.volumes.retire(volume)
+                            raise OSError(errno.ENOENT, "the volume was removed from its drive", str(volume.path))
+                finally:
+                    for volume in held:
+                        volume.release()
+                return {object_id for object_id, _ in stones}
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    self.mark_drive_suspect(drive)
+                return set()
 
-        # In parallel: an overwrite waits for its tombstones, one sync round instead of one per drive.
-        written = sum(self.meta_pool.map(write, drives))
-        if drives and not written:
-            raise OSError(errno.EIO, "no drive accepted the tombstone")
+        written: set[str] = set()
+        if len(per_drive) == 1:
+            written = write(next(iter(per_drive.items())))
+        else:
+            for ids in self.meta_pool.map(write, per_drive.items()):
+                written |= ids
+        missing = sorted(placed - written)
+        if missing:
+            raise OSError(errno.EIO, f"no drive accepted the tombstone of {missing[0]}")
+
+    def _tombstone_for(self: Store, rec: dict[str, Any], desc: dict[str, Any]) -> dict[str, Any] | None:
+        """The record to tombstone before ``desc`` goes, or None when a ``.meta`` tombstone is already there.
+
+        A packed tombstone cannot be found without scanning volumes, so for
+        one the collector appends another (cheap: batched, one sync per
+        volume); the retirement's own may not have become durable.
+        """
+        metas = [m for m in (read_meta(d.meta_path(rec["id"])) for d in self._meta_drives(dict(rec, parts=[desc]))) if m]
+        if any(m.get("deleted") for m in metas):
+            return None
+        # The record's own meta (renames, multipart) lists every blob; a plain put has just this one.
+        known = next((m for m in metas if m.get("parts")), None)
+        return dict(rec, parts=known["parts"] if known else [desc])
 
     def _ensure_tombstone(self: Store, rec: dict[str, Any], desc: dict[str, Any]) -> None:
         """Before a blob goes: its version's tombstone is on the drives (written at retirement, unless that failed)."""
-        metas = [m for m in (read_meta(d.meta_path(rec["id"])) for d in self._meta_drives(dict(rec, parts=[desc]))) if m]
-        if any(m.get("deleted") for m in metas):
-            return
-        # The record's own meta (renames, multipart) lists every blob; a plain put has just this one.
-        known = next((m for m in metas if m.get("parts")), None)
-        self._write_tombstone(dict(rec, parts=known["parts"] if known else [desc]))
+        stone = self._tombstone_for(rec, desc)
+        if stone is not None:
+            self._write_tombstone(stone)
+
+    def _tombstone_batch(
+        self: Store, batch: list[tuple[bytes, dict[str, Any]]], now: float, min_age: float, held: set[str]
+    ) -> set[str]:
+        """Tombstones of every version this batch may collect, written together; the blob ids now covered."""
+        stones: dict[str, dict[str, Any]] = {}
+        for _raw_key, entry in batch:
+            rec, desc = entry.get("rec"), entry["blob"]
+            if rec is None or self._blocked(entry, now, min_age, held) is not None:
+                continue
+            try:
+                stone = self._tombstone_for(rec, desc)
+            except OSError:
+                continue
+            if stone is not None:
+                stones[desc["id"]] = stone
+        if not stones:
+            return set()
+        try:
+            self._write_tombstones(list(stones.values()))
+        except OSError:
+            return set()  # each entry tries again on its own
+        return set(stones)
+
+    def _blocked(self: Store, entry: dict[str, Any], now: float, min_age: float, held: set[str]) -> str | None:
+        """Why an entry cannot be collected now ("waiting", "leased", "locked"), or None."""
+        if now - entry.get("t", 0.0) < min_age:
+            return "waiting"
+        if entry["blob"]["id"] in held:
+            return "leased"
+        rec = entry.get("rec")
+        if rec is not None and lock_active(rec, self.clock.now()) and not entry.get("override"):
+            return "locked"
+        return None
 
     def gc_pending(self: Store) -> int:
         with self.index.read() as txn:
@@ -186,8 +280,9 @@ class GarbageMixin:
                 report.waiting += len(batch)  # a reader's lease file was mid-rewrite: next pass
                 return
             done = []
+            stoned = self._tombstone_batch(batch, now, min_age, held)
             for raw_key, entry in batch:
-                verdict = self._collect_one(entry, now, min_age, held, report, touched)
+                verdict = self._collect_one(entry, now, min_age, held, report, touched, stoned)
                 if verdict:
                     done.append((raw_key, entry))
             if done:
@@ -232,23 +327,32 @@ class GarbageMixin:
         return report
 
     def _collect_one(
-        self: Store, entry: dict[str, Any], now: float, min_age: float, held: set[str], report: GcReport, touched: set[Path]
+        self: Store,
+        entry: dict[str, Any],
+        now: float,
+        min_age: float,
+        held: set[str],
+        report: GcReport,
+        touched: set[Path],
+        stoned: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> bool:
         desc = entry["blob"]
-        if now - entry.get("t", 0.0) < min_age:
+        blocked = self._blocked(entry, now, min_age, held)
+        rec = entry.get("rec")
+        if blocked == "waiting":
             report.waiting += 1
             return False
-        if desc["id"] in held:
+        if blocked == "leased":
             report.leased += 1
             return False
-        rec = entry.get("rec")
-        locked = rec is not None and lock_active(rec, self.clock.now())
-        if locked and not entry.get("override"):
+        if blocked == "locked":
+            assert rec is not None
             report.locked += 1
             report.refused.append(f"{rec['bucket']}/{rec['key']}@{rec['version']}")
             log.error("refusing to collect %s/%s version %s: it is locked", rec["bucket"], rec["key"], rec["version"])
             return False
-        if rec is not None:
+        locked = rec is not None and lock_active(rec, self.clock.now())
+        if rec is not None and desc["id"] not in stoned:
             try:
                 self._ensure_tombstone(rec, desc)
             except OSError:

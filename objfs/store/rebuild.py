@@ -13,6 +13,9 @@ What the drives hold, and what each says:
   without moving data (rename, retention, legal hold, tags, attributes,
   placement after healing), a delete marker, an unfinished upload, or a
   *tombstone* (``deleted``) once the version was retired;
+- record volumes (``volumes/<id>.rec``): entries holding the same images as
+  ``.meta`` files, packed (a format-3 store writes its tombstones so,
+  :mod:`.gc`), read as if they were ``.meta`` files of their id;
 - ``buckets/<name>.meta``: bucket settings, or a bucket tombstone;
 - ``renames/<gen>-<id>.rename``: a directory rename (bucket, old and new
   prefix, the object ids it moved, its ``gen``), written before its index
@@ -71,14 +74,14 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from .crypto import KeyService, unseal_record
 from .drives import BLOBS
 from .errors import StoreError
-from .fragments import read_footer, read_meta
+from .fragments import parse_meta, read_footer, read_meta
 from .gc import summary
 from .index import object_key, pack, unpack, version_key
 from .links import link_key
 from .progress import Progress
 from .renames import RENAMES
 from .spill import sorted_fragments
-from .volumes import list_volumes, scan, volume_path
+from .volumes import RECORD_SUFFIX, list_volumes, read_record, scan_entries, volume_path
 
 if TYPE_CHECKING:
     from .engine import Store
@@ -383,6 +386,11 @@ def _read_group(object_id: str, paths: list[Path | _Packed], keys: KeyService) -
     packed: dict[int, list[_Packed]] = {}
     for path in paths:
         if isinstance(path, _Packed):
+            if path.index == RECORD_INDEX:
+                rec = path.record()
+                if rec and "id" in rec:
+                    out["metas"].append(unseal_record(keys, rec))
+                continue
             packed.setdefault(path.index, []).append(path)
             continue
         if path.name.endswith(".meta"):
@@ -403,6 +411,10 @@ def _read_group(object_id: str, paths: list[Path | _Packed], keys: KeyService) -
     return out
 
 
+#: The ``ventry`` index of a record entry (a packed ``.meta`` image) rather than a fragment.
+RECORD_INDEX = -1
+
+
 @dataclass(frozen=True)
 class _Packed:
     """A fragment found as a volume entry on a drive."""
@@ -414,6 +426,14 @@ class _Packed:
     volume_id: str
     offset: int
     length: int
+
+    def record(self) -> dict[str, Any] | None:
+        """A record entry's record (a packed ``.meta`` image), or None when it is torn or damaged."""
+        try:
+            path = volume_path(self.drive, self.volume_id, RECORD_SUFFIX)
+            return parse_meta(read_record(path, self.offset, self.length))
+        except OSError:
+            return None
 
     def footer(self) -> dict[str, Any] | None:
         """The entry's footer if it is whole and names this blob and index (else it is torn or stray)."""
@@ -430,7 +450,7 @@ def _scan_volumes(spill: _Spill, drives: list, progress: TextIO | None) -> None:
     done once all its entries are in, and inserting is idempotent, so a
     rebuild killed half-way through a volume scans just that one again.
     """
-    todo = [(d.drive_id, [p for p in list_volumes(d.path) if not spill.done(f"volume:{d.drive_id}:{p.stem}")]) for d in drives]
+    todo = [(d.drive_id, [p for p in _all_volumes(d.path) if not spill.done(f"volume:{d.drive_id}:{p.stem}")]) for d in drives]
     bar = Progress.to(progress, "rebuild-index: volumes scanned", sum(len(paths) for _, paths in todo))
     queue: Queue = Queue(8192)
     end = object()
@@ -439,8 +459,9 @@ def _scan_volumes(spill: _Spill, drives: list, progress: TextIO | None) -> None:
         try:
             for path in paths:
                 try:
-                    for entry in scan(path):
-                        queue.put((entry.blob_id, entry.index, drive_id, path.stem, entry.offset, entry.length))
+                    for is_record, entry in scan_entries(path):
+                        index = RECORD_INDEX if is_record else entry.index
+                        queue.put((entry.blob_id, index, drive_id, path.stem, entry.offset, entry.length))
                 except OSError as exc:  # an unreadable volume: its blobs are missing fragments (healed later)
                     log.warning("rebuild-index: cannot read volume %s: %s", path, exc)
                     continue
@@ -476,6 +497,11 @@ def _scan_volumes(spill: _Spill, drives: list, progress: TextIO | None) -> None:
     bar.close()
 
 
+def _all_volumes(drive: Path) -> list[Path]:
+    """A drive's data volumes and record volumes (tombstones)."""
+    return list_volumes(drive) + list_volumes(drive, RECORD_SUFFIX)
+
+
 def _packed_entries(path: Path, after: str, drives: dict[str, Path]) -> Iterator[tuple[str, str, str, _Packed]]:
     """The scanned volume entries in blob id order, shaped like :func:`.spill.sorted_fragments`' files
     (fan-out directories after ``after`` only), a page at a time from a connection of their own."""
@@ -490,7 +516,9 @@ def _packed_entries(path: Path, after: str, drives: dict[str, Path]) -> Iterator
             for blob_id, index, drive_id, volume_id, offset, length in rows:
                 if drive_id in drives:
                     packed = _Packed(blob_id, index, drive_id, drives[drive_id], volume_id, offset, length)
-                    yield blob_id[:2], blob_id[2:4], f"{blob_id}.v{index:03d}", packed
+                    # Names in the same order as the rows: a record (".r") before the fragments (".v000", ...).
+                    name = f"{blob_id}.r" if index == RECORD_INDEX else f"{blob_id}.v{index:03d}"
+                    yield blob_id[:2], blob_id[2:4], name, packed
             last = rows[-1][:5]
     finally:
         db.close()

@@ -13,6 +13,17 @@ Layout on a drive::
     volumes/<volume id>.vol = HEADER | entry | entry | ...
     entry = ENTRY(magic, blob id, fragment index, payload length, crc) | payload
 
+A *record volume* (``volumes/<volume id>.rec``, same layout) holds record
+entries (magic ``OBJR``: the id is an object id, the payload the image of a
+``<id>.meta`` file, see :func:`.fragments.meta_image`). Records are what a
+retired version's tombstone is written as (:mod:`.gc`): concurrent
+retirements on a drive share one append-only file and its group
+``fdatasync``, where a ``<id>.meta`` file cost a file, an fsync, a rename
+and a directory fsync per drive. ``rebuild-index`` reads them like ``.meta``
+files (newest ``gen`` wins). They live apart from the fragments because
+they are never punched: a data volume whose fragments were all collected
+is still removed, while a record volume keeps ~250 bytes per tombstone.
+
 The payload is byte for byte what the fragment file would hold (frames
 with their CRCs, the footer, the tail), so every verification, repair and
 ``rebuild-index`` rule of :mod:`.fragments` applies unchanged; a blob's
@@ -49,6 +60,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import secrets
 import struct
 import threading
@@ -65,10 +77,13 @@ except ImportError:  # pragma: no cover - a dependency; zlib gives the same valu
     from zlib import crc32
 
 SUFFIX = ".vol"
+RECORD_SUFFIX = ".rec"  # a record volume (tombstones)
 _NEW_SUFFIX = ".new"  # a volume being created (not yet locked and named)
 FILE_MAGIC = b"OBJFSVL1"
 _FILE_HEADER = struct.Struct("<8s16s")  # magic, volume id
 ENTRY_MAGIC = b"OBJV"
+RECORD_MAGIC = b"OBJR"
+_ANY_MAGIC = re.compile(b"OBJ[VR]")
 _ENTRY = struct.Struct("<4s16sB3xQ")  # magic, blob id, fragment index, payload length
 _ENTRY_CRC = struct.Struct("<I")
 ENTRY_BYTES = _ENTRY.size + _ENTRY_CRC.size
@@ -85,32 +100,40 @@ def volume_dir(drive_path: Path) -> Path:
     return drive_path / VOLUMES
 
 
-def volume_path(drive_path: Path, volume_id: str) -> Path:
-    return drive_path / VOLUMES / f"{volume_id}{SUFFIX}"
+def volume_path(drive_path: Path, volume_id: str, suffix: str = SUFFIX) -> Path:
+    return drive_path / VOLUMES / f"{volume_id}{suffix}"
 
 
-def entry_header(blob_id: str, index: int, length: int) -> bytes:
-    head = _ENTRY.pack(ENTRY_MAGIC, bytes.fromhex(blob_id), index, length)
+def entry_header(blob_id: str, index: int, length: int, magic: bytes = ENTRY_MAGIC) -> bytes:
+    head = _ENTRY.pack(magic, bytes.fromhex(blob_id), index, length)
     return head + _ENTRY_CRC.pack(crc32(head))
 
 
-def parse_entry_header(raw: bytes) -> tuple[str, int, int] | None:
-    """``(blob id, fragment index, payload length)`` of a valid entry header, else None."""
-    if len(raw) < ENTRY_BYTES or raw[:4] != ENTRY_MAGIC:
+def _parse_header(raw: bytes) -> tuple[bytes, str, int, int] | None:
+    """``(magic, id, index, payload length)`` of a valid fragment or record entry header, else None."""
+    if len(raw) < ENTRY_BYTES or raw[:4] not in (ENTRY_MAGIC, RECORD_MAGIC):
         return None
     head = raw[: _ENTRY.size]
     if crc32(head) != _ENTRY_CRC.unpack_from(raw, _ENTRY.size)[0]:
         return None
-    _magic, blob, index, length = _ENTRY.unpack(head)
-    return blob.hex(), index, length
+    magic, blob, index, length = _ENTRY.unpack(head)
+    return magic, blob.hex(), index, length
+
+
+def parse_entry_header(raw: bytes) -> tuple[str, int, int] | None:
+    """``(blob id, fragment index, payload length)`` of a valid fragment entry header, else None."""
+    parsed = _parse_header(raw)
+    if parsed is None or parsed[0] != ENTRY_MAGIC:
+        return None
+    return parsed[1:]
 
 
 class Volume:
     """This process's active volume on one drive: appends and group syncs (thread-safe)."""
 
-    def __init__(self, drive_path: Path, limit: int = VOLUME_BYTES) -> None:
+    def __init__(self, drive_path: Path, limit: int = VOLUME_BYTES, suffix: str = SUFFIX) -> None:
         self.volume_id = secrets.token_hex(16)
-        self.path = volume_path(drive_path, self.volume_id)
+        self.path = volume_path(drive_path, self.volume_id, suffix)
         self.limit = limit
         directory = self.path.parent
         fresh = not directory.is_dir()
@@ -177,12 +200,12 @@ class Volume:
             except OSError:
                 pass
 
-    def append(self, blob_id: str, index: int, payload: bytes | bytearray | memoryview) -> int | None:
-        """Write one entry; the payload's offset, or None when the volume is full (start another).
+    def append(self, blob_id: str, index: int, payload: bytes | bytearray | memoryview, magic: bytes = ENTRY_MAGIC) -> int | None:
+        """Write one entry (a fragment; a record with ``RECORD_MAGIC``); the payload's offset, or None when full.
 
         The entry is not durable until :meth:`sync_through` its end returns.
         Writes are serialized: a sync covers exactly the entries written
-        before it started.
+        before it started. None: the volume is full (start another).
         """
         with self._lock:
             if self.broken is not None:
@@ -190,7 +213,7 @@ class Volume:
             if self.size + ENTRY_BYTES + len(payload) > self.limit and self.size > _FILE_HEADER.size:
                 return None
             start = self.size
-            header = entry_header(blob_id, index, len(payload))
+            header = entry_header(blob_id, index, len(payload), magic)
             try:
                 written = os.pwritev(self.fd, [header, payload], start)
                 if written != len(header) + len(payload):
@@ -232,25 +255,28 @@ class Volume:
 
 
 class VolumeSet:
-    """The active volumes of this process, one per drive (thread-safe)."""
+    """The active volumes of this process, one per drive and kind (fragments; records) (thread-safe)."""
 
     def __init__(self, limit: int = VOLUME_BYTES) -> None:
         self.limit = limit
-        self._active: dict[Path, Volume] = {}
+        self._active: dict[tuple[Path, str], Volume] = {}
         self._lock = threading.Lock()
 
-    def append(self, drive_path: Path, blob_id: str, index: int, payload: bytes | bytearray) -> tuple[Volume, int]:
+    def append(
+        self, drive_path: Path, blob_id: str, index: int, payload: bytes | bytearray, magic: bytes = ENTRY_MAGIC
+    ) -> tuple[Volume, int]:
         """Append an entry to the drive's active volume (starting one when needed): ``(volume, payload offset)``.
 
         The caller holds the returned volume open and must :meth:`Volume.release`
         it once its :meth:`Volume.sync_through` is done.
         """
+        suffix = RECORD_SUFFIX if magic == RECORD_MAGIC else SUFFIX
         for _attempt in range(4):
-            volume = self._current(drive_path)
+            volume = self._current(drive_path, suffix)
             if not volume.acquire():  # retired and closed since we looked it up
                 continue
             try:
-                offset = volume.append(blob_id, index, payload)
+                offset = volume.append(blob_id, index, payload, magic)
             except OSError as exc:
                 volume.release()
                 if exc.errno in (errno.EPERM, errno.EACCES):  # made immutable (it holds locked data): move on
@@ -265,11 +291,11 @@ class VolumeSet:
             self.retire(volume)
         raise OSError(errno.EIO, "no volume takes this entry", str(drive_path))
 
-    def _current(self, drive_path: Path) -> Volume:
+    def _current(self, drive_path: Path, suffix: str) -> Volume:
         with self._lock:
-            volume = self._active.get(drive_path)
+            volume = self._active.get((drive_path, suffix))
             if volume is None or volume.broken is not None:
-                volume = self._active[drive_path] = Volume(drive_path, self.limit)
+                volume = self._active[(drive_path, suffix)] = Volume(drive_path, self.limit, suffix)
             return volume
 
     def retire(self, volume: Volume) -> None:
@@ -310,12 +336,35 @@ class Entry:
 
 
 def scan(path: Path) -> Iterator[Entry]:
-    """The entries of a volume in file order, skipping punched or torn stretches.
+    """The fragment entries of a volume in file order, skipping records and punched or torn stretches.
 
     A stretch that is not a valid entry header (a punched hole reads as
     zeros; a torn tail) is skipped by searching for the next valid header;
     whether an entry's payload is whole is for its footer to tell.
     """
+    for magic, entry in _scan_all(path):
+        if magic == ENTRY_MAGIC:
+            yield entry
+
+
+def scan_records(path: Path) -> Iterator[Entry]:
+    """The record entries (packed ``.meta`` images: tombstones) of a volume in file order.
+
+    ``blob_id`` is the record's object id; whether the payload is whole is
+    for :func:`read_record` (its CRC) to tell.
+    """
+    for magic, entry in _scan_all(path):
+        if magic == RECORD_MAGIC:
+            yield entry
+
+
+def scan_entries(path: Path) -> Iterator[tuple[bool, Entry]]:
+    """Every entry of a volume in file order: ``(is_record, entry)`` (one pass for both kinds)."""
+    for magic, entry in _scan_all(path):
+        yield magic == RECORD_MAGIC, entry
+
+
+def _scan_all(path: Path) -> Iterator[tuple[bytes, Entry]]:
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(_FILE_HEADER.size)
@@ -324,37 +373,46 @@ def scan(path: Path) -> Iterator[Entry]:
         pos = _FILE_HEADER.size
         while pos + ENTRY_BYTES <= size:
             raw = os.pread(f.fileno(), ENTRY_BYTES, pos)
-            parsed = parse_entry_header(raw)
-            if parsed is not None and pos + ENTRY_BYTES + parsed[2] <= size:
-                blob_id, index, length = parsed
-                yield Entry(blob_id, index, pos + ENTRY_BYTES, length)
+            parsed = _parse_header(raw)
+            if parsed is not None and pos + ENTRY_BYTES + parsed[3] <= size:
+                magic, blob_id, index, length = parsed
+                yield magic, Entry(blob_id, index, pos + ENTRY_BYTES, length)
                 pos += ENTRY_BYTES + length
                 continue
             pos = _next_header(f.fileno(), pos + 1, size)
 
 
+def read_record(path: Path, offset: int, length: int) -> bytes:
+    """The payload of the record entry at ``offset`` (its header checked: b"" if none is there)."""
+    with open(path, "rb", buffering=0) as f:
+        raw = os.pread(f.fileno(), ENTRY_BYTES + length, offset - ENTRY_BYTES)
+    parsed = _parse_header(raw)
+    if parsed is None or parsed[0] != RECORD_MAGIC or parsed[3] != length:
+        return b""
+    return raw[ENTRY_BYTES:]
+
+
 def _next_header(fd: int, pos: int, size: int) -> int:
-    """The offset of the next valid entry header at or after ``pos`` (``size`` when none)."""
+    """The offset of the next valid entry header (either kind) at or after ``pos`` (``size`` when none)."""
     while pos < size:
         chunk = os.pread(fd, _SCAN_CHUNK + ENTRY_BYTES, pos)
-        at = 0
-        while True:
-            found = chunk.find(ENTRY_MAGIC, at)
-            if found < 0 or found > _SCAN_CHUNK:
+        for found in _ANY_MAGIC.finditer(chunk):
+            at = found.start()
+            if at > _SCAN_CHUNK:
                 break
-            if parse_entry_header(chunk[found : found + ENTRY_BYTES]) is not None:
-                return pos + found
-            at = found + 1
+            if _parse_header(chunk[at : at + ENTRY_BYTES]) is not None:
+                return pos + at
         pos += _SCAN_CHUNK
     return size
 
 
-def list_volumes(drive_path: Path) -> list[Path]:
+def list_volumes(drive_path: Path, suffix: str = SUFFIX) -> list[Path]:
+    """The data volumes of a drive (``suffix=RECORD_SUFFIX``: its record volumes)."""
     try:
         names = os.listdir(volume_dir(drive_path))
     except FileNotFoundError:
         return []
-    return sorted(volume_dir(drive_path) / n for n in names if n.endswith(SUFFIX))
+    return sorted(volume_dir(drive_path) / n for n in names if n.endswith(suffix))
 
 
 _libc = None
