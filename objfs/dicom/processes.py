@@ -348,7 +348,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             except OSError:  # the dispatcher is gone: this worker is stopping anyway
                 pass
 
-        ae, server = build_server(store, aet=args.aet, bucket=args.bucket, on_closed=closed)
+        ae, server = build_server(store, aet=args.aet, bucket=args.bucket, on_closed=closed, create_buckets=False)
         ae.allowlist = lambda: allowed[0]  # type: ignore[attr-defined]
         control.send(_READY)
         try:

@@ -46,6 +46,7 @@ from .flow import install_send_backpressure
 from .processes import Dispatcher, HandedServer, count_closes, listen, process_count, spawn_worker
 from .qr import QueryRetrieve
 from .reactor import install_event_driven_reactors
+from .recv import install_large_reads
 from .sessions import AssociationLog
 from .spool import install_receive_spool
 from .storage import GATEWAY, StoreHandler
@@ -173,15 +174,17 @@ def build_ae(
     duplicates: str = "keep",
     destinations: dict[str, tuple[str, int]] | None = None,
     aets: dict[str, str] | None = None,
+    create_buckets: bool = True,
 ) -> tuple[AE, list[tuple[Any, Any]]]:
     """The configured AE and the event handlers to start its server with.
 
     ``aet`` serves ``bucket``; ``aets`` maps further AE titles to their
     buckets. Creates the buckets that do not exist (an invalid name raises
-    InvalidBucketName before anything listens).
+    InvalidBucketName before anything listens) unless ``create_buckets`` is
+    false (a worker process: the process that started it created them).
     """
     titles = {aet.strip(): bucket, **{t.strip(): b for t, b in (aets or {}).items()}}
-    for name in dict.fromkeys(titles.values()):
+    for name in dict.fromkeys(titles.values()) if create_buckets else ():
         try:
             store.create_bucket(name, principal=GATEWAY)
         except BucketAlreadyExists:
@@ -194,6 +197,7 @@ def build_ae(
     install_send_backpressure()
     install_event_driven_reactors()
     install_direct_send()
+    install_large_reads()
     install_called_aet_patch()
     ae = GatewayAE(ae_title=aet)
     ae.require_called_aet = True
@@ -227,7 +231,9 @@ def build_ae(
     return ae, handlers
 
 
-def _configured_ae(store: Store, aet: str | None, bucket: str | None) -> tuple[AE, list[tuple[Any, Any]], ssl.SSLContext | None]:
+def _configured_ae(
+    store: Store, aet: str | None, bucket: str | None, create_buckets: bool = True
+) -> tuple[AE, list[tuple[Any, Any]], ssl.SSLContext | None]:
     """The AE, handlers and TLS context of ``store``'s objfs.toml (``aet``/``bucket`` override it)."""
     cfg = store.config.dicom
     ae, handlers = build_ae(
@@ -238,6 +244,7 @@ def _configured_ae(store: Store, aet: str | None, bucket: str | None) -> tuple[A
         duplicates=cfg.duplicates,
         destinations=cfg.destinations,
         aets=cfg.aets,
+        create_buckets=create_buckets,
     )
     # The allowlist as objfs.toml says now: a reload (objfs.serve.reload_config) replaces store.config.
     ae.allowlist = lambda: [a.strip() for a in store.config.dicom.allowed_aets]  # type: ignore[attr-defined]
@@ -246,13 +253,18 @@ def _configured_ae(store: Store, aet: str | None, bucket: str | None) -> tuple[A
 
 
 def build_server(
-    store: Store, *, aet: str | None = None, bucket: str | None = None, on_closed: Callable[[], None] | None = None
+    store: Store,
+    *,
+    aet: str | None = None,
+    bucket: str | None = None,
+    on_closed: Callable[[], None] | None = None,
+    create_buckets: bool = True,
 ) -> tuple[AE, HandedServer]:
     """The configured AE and a server of it that serves connections handed to it (no listening socket).
 
     ``on_closed`` is called once per connection when it closes.
     """
-    ae, handlers, context = _configured_ae(store, aet, bucket)
+    ae, handlers, context = _configured_ae(store, aet, bucket, create_buckets)
     if on_closed is not None:
         handlers.append(count_closes(on_closed))
     server = ae.make_server(
