@@ -108,7 +108,13 @@ class ReceiveBuffer:
                 return len(data)
             self._spill()
         assert self._file is not None
+        self._size += len(data)
         return self._file.write(data)
+
+    @property
+    def size(self) -> int:
+        """Bytes received (written) so far, in memory or in the file."""
+        return self._size
 
     def _spill(self) -> None:
         while True:

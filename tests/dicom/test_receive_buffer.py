@@ -19,7 +19,7 @@ def test_a_dataset_up_to_the_limit_stays_in_memory(tmp_path: Path) -> None:
     for part in (b"a" * 400, b"b" * 600):
         assert buffer.write(part) == len(part)
         buffer.file.flush()
-    assert buffer.in_memory and _files(tmp_path) == []
+    assert buffer.in_memory and buffer.size == 1000 and _files(tmp_path) == []
     with buffer.reader() as fp:
         assert fp.read() == b"a" * 400 + b"b" * 600
     buffer.close()
@@ -32,7 +32,7 @@ def test_a_larger_dataset_spills_everything_to_an_owned_spool_file(tmp_path: Pat
     buffer.write(b"b" * 600)  # beyond the limit: the first part goes to the file too
     buffer.write(b"c" * 10)
     buffer.flush()
-    assert not buffer.in_memory
+    assert not buffer.in_memory and buffer.size == 1210
     (spilled,) = _files(tmp_path)
     assert str(spilled) == buffer.name and spilled.name.startswith("123-456-") and spilled.suffix == ".dcm"
     assert spilled.stat().st_mode & 0o777 == 0o600
