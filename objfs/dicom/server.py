@@ -41,6 +41,7 @@ from pynetdicom.sop_class import (
 from objfs.store import Store
 from objfs.store.errors import BucketAlreadyExists
 
+from .commandset import install_direct_command_sets
 from .direct import install_direct_send
 from .flow import install_send_backpressure
 from .processes import Dispatcher, HandedServer, count_closes, listen, process_count, spawn_worker
@@ -198,6 +199,7 @@ def build_ae(
     install_event_driven_reactors()
     install_direct_send()
     install_large_reads()
+    install_direct_command_sets()
     install_called_aet_patch()
     ae = GatewayAE(ae_title=aet)
     ae.require_called_aet = True
