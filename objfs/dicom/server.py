@@ -264,11 +264,12 @@ def build_server(
 ) -> tuple[AE, HandedServer]:
     """The configured AE and a server of it that serves connections handed to it (no listening socket).
 
-    ``on_closed`` is called once per connection when it closes.
+    The server's ``on_closed`` (``on_closed`` if given; settable later) is
+    called once per connection when it closes.
     """
     ae, handlers, context = _configured_ae(store, aet, bucket, create_buckets)
-    if on_closed is not None:
-        handlers.append(count_closes(on_closed))
+    made: list[HandedServer] = []
+    handlers.append(count_closes(lambda: made[0].on_closed()))  # looked up when a connection closes
     server = ae.make_server(
         ("", 0),
         evt_handlers=handlers,
@@ -276,6 +277,7 @@ def build_server(
         contexts=SharedContexts(ae.supported_contexts),
         server_class=HandedServer,
     )
+    made.append(server)
     if on_closed is not None:
         server.on_closed = on_closed
     ae._servers.append(server)

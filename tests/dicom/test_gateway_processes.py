@@ -101,6 +101,25 @@ def test_concurrent_associations_are_served_by_different_processes_and_are_durab
             assert hashlib.sha256(dataset_bytes(body)).hexdigest() == scu.dataset_sha256(path)
 
 
+def test_associations_one_after_another_take_turns(tmp_path: Path) -> None:
+    """Each process's count of live associations falls when one ends: none is left out after its first."""
+    store = tmp_path / "store"
+    init_store(store).close()
+    _set_processes(store, "2")
+    log = tmp_path / "gateway.log"
+    proc, port = _start(store, log)
+    try:
+        for n in range(4):
+            assert echo(port, calling=f"SEQ{n}")
+            assert len(_summaries(log, f"SEQ{n}", 1)) == 1
+            time.sleep(0.2)  # the serving process has told the listener the association ended
+        pids = [_summaries(log, f"SEQ{n}", 1)[0]["pid"] for n in range(4)]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert len(set(pids[1:])) == 2, pids  # the listening process serves again after its first association
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "65", '"two"', "true", "1.5"])
 def test_a_bad_process_count_is_refused_at_start(tmp_path: Path, value: str) -> None:
     store = tmp_path / "store"
