@@ -36,7 +36,7 @@ Guarantees:
   SIGTERM and follow the dispatcher, so one Ctrl-C or ``systemctl stop``
   stops all of them in order.
 * Log lines of workers go to the same stderr, formatted as the
-  dispatcher's, with the worker's pid.
+  dispatcher's (``objfs dicom``'s carry the pid of the process that wrote them).
 """
 
 from __future__ import annotations
@@ -305,14 +305,10 @@ class Dispatcher:
 
 
 def _configure_logging(style: str, verbose: bool) -> None:
-    if style == "journal":
+    if style == "journal":  # objfs serve's lines, unchanged (journalctl greps them by logger name)
         from objfs.admin.journal import configure_logging
 
         configure_logging(logging.INFO)
-        for handler in logging.getLogger().handlers:
-            fmt = handler.formatter
-            if fmt is not None and fmt._fmt is not None:  # noqa: SLF001 - the journal format, plus our pid
-                handler.setFormatter(type(fmt)(fmt._fmt.replace("%(name)s", "%(name)s[%(process)d]")))  # noqa: SLF001
         return
     from objfs.cli.dicom import configure_logging
 
