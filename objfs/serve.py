@@ -2,7 +2,8 @@
 
 One :class:`~objfs.store.Store` (LMDB must be opened once per process) is
 shared by the S3 sidecar, the FUSE mount, the DICOM gateway (pynetdicom runs
-its own threads), the DICOMweb front (when ``[dicomweb] port`` is set) and a background loop that heals queued objects and
+its own threads; with ``[dicom] processes`` > 1 it also starts worker
+processes with store handles of their own, :mod:`objfs.dicom.processes`), the DICOMweb front (when ``[dicomweb] port`` is set) and a background loop that heals queued objects and
 finishes interrupted garbage collection. SIGTERM or SIGINT stops everything
 and unmounts cleanly; if any front stops on its own, the others are stopped
 too, so a service manager sees the failure and restarts the whole appliance.

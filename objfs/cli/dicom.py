@@ -56,14 +56,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_migrate)
 
 
-def cmd_dicom(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="objfs dicom: %(levelname)s %(name)s: %(message)s"
-    )
-    if not args.verbose:
+#: Log lines of ``objfs dicom`` (the pid tells which gateway process wrote a line).
+LOG_FORMAT = "objfs dicom[%(process)d]: %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(verbose: bool) -> None:
+    """``objfs dicom``'s logging, in the command's process and in its gateway worker processes."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+    if not verbose:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # The gateway's own lines (one summary per association, refusals) are what an administrator reads.
     logging.getLogger("objfs.dicom").setLevel(logging.INFO)
+
+
+def cmd_dicom(args: argparse.Namespace) -> int:
+    configure_logging(args.verbose)
+    from objfs.dicom.processes import GatewayProcessDied
     from objfs.dicom.server import serve_dicom
 
     stop = threading.Event()
@@ -82,8 +90,10 @@ def cmd_dicom(args: argparse.Namespace) -> int:
                 host=args.host,
                 ready_event=ready,
                 stop_event=stop,
+                log_style="cli",
+                verbose=args.verbose,
             )
-        except (StoreError, OSError, ValueError) as exc:  # reported in one line by the main thread
+        except (StoreError, OSError, ValueError, GatewayProcessDied) as exc:  # reported in one line by the main thread
             failure.append(exc)
 
     try:
@@ -117,7 +127,10 @@ def cmd_dicom(args: argparse.Namespace) -> int:
         # The main thread only waits, so signals are handled promptly.
         while thread.is_alive() and not stop.wait(0.5):
             pass
-        thread.join(timeout=30)
+        thread.join(timeout=60)
+    if failure:
+        print(f"objfs dicom: {failure[0]}", file=sys.stderr)
+        return 1
     return 0
 
 

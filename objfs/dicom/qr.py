@@ -50,6 +50,8 @@ __all__ = ["QueryRetrieve", "StoredInstance", "install_send_patch"]
 log = logging.getLogger(__name__)
 
 PREFETCH = 3  # instances prepared ahead of the one being sent
+#: A retrieved instance up to this size is prepared in memory (at most PREFETCH + 2 of them per retrieval).
+MEMORY_MAX = 2 << 20
 MOVE_PROBE_SECONDS = 5.0
 _STUDY_ROOT = {
     str(StudyRootQueryRetrieveInformationModelFind),
@@ -60,13 +62,17 @@ _MAX_CONTEXTS = 128
 
 
 class StoredInstance(Dataset):
-    """A placeholder yielded to pynetdicom: sent from ``objfs_path`` as stored."""
+    """A placeholder yielded to pynetdicom: sent from ``objfs_path`` as stored.
 
-    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+    ``memory_fd``: the path names this process' open memory file (``memfd``), closed by :func:`_unlink`.
+    """
+
+    def __init__(self, path: Path, sop_class: str, sop_instance: str, memory_fd: int | None = None) -> None:
         super().__init__()
         self.SOPClassUID = sop_class
         self.SOPInstanceUID = sop_instance
         self._objfs_path = path
+        self._objfs_memory_fd = memory_fd
 
 
 def install_send_patch() -> None:
@@ -238,10 +244,23 @@ class QueryRetrieve:
                     _unlink(fut.result())
 
     def _prepare(self, item: dict[str, Any], *, principal: Principal) -> StoredInstance | None:
-        """Stream one object to a spool file of ours; a meta header is added only to raw datasets."""
+        """Stream one object to a file of ours; a meta header is added only to raw datasets.
+
+        An instance of at most :data:`MEMORY_MAX` bytes goes to a memory file
+        (``memfd``, named by its ``/proc/self/fd`` path, which pynetdicom opens
+        like any file): no spool file is created, written, read back and
+        unlinked on the store's disk for each instance of a study. Larger ones
+        go to the store's spool area, so memory stays bounded.
+        """
         tags = item["tags"]
-        fd, name = tempfile.mkstemp(suffix=".dcm", prefix=self.store.spool_prefix(), dir=self.spool)
-        path = Path(name)
+        memory_fd = None
+        if int(item.get("size") or MEMORY_MAX + 1) <= MEMORY_MAX:
+            memory_fd = os.memfd_create("objfs-dicom-send", os.MFD_CLOEXEC)
+            fd, path = os.dup(memory_fd), Path(f"/proc/self/fd/{memory_fd}")
+        else:
+            fd, name = tempfile.mkstemp(suffix=".dcm", prefix=self.store.spool_prefix(), dir=self.spool)
+            path = Path(name)
+        instance = StoredInstance(path, tags["SOPClassUID"], tags["SOPInstanceUID"], memory_fd)
         try:
             with (
                 os.fdopen(fd, "wb") as out,
@@ -254,10 +273,10 @@ class QueryRetrieve:
                 out.write(first)
                 for chunk in chunks:
                     out.write(chunk)
-            return StoredInstance(path, tags["SOPClassUID"], tags["SOPInstanceUID"])
+            return instance
         except (StoreError, OSError, KeyError) as exc:
             log.error("cannot read %s/%s for retrieval: %s", item["bucket"], item["key"], exc)
-            path.unlink(missing_ok=True)
+            _unlink(instance)
             return None
 
 
@@ -328,5 +347,11 @@ def _move_contexts(instances: list[dict[str, Any]]) -> list[Any]:
 
 
 def _unlink(instance: StoredInstance | None) -> None:
-    if instance is not None:
+    """Free a prepared instance's file: close its memory file, or remove its spool file."""
+    if instance is None:
+        return
+    if instance._objfs_memory_fd is not None:
+        os.close(instance._objfs_memory_fd)
+        instance._objfs_memory_fd = None
+    else:
         Path(instance._objfs_path).unlink(missing_ok=True)

@@ -41,10 +41,13 @@ from pynetdicom.sop_class import (
 from objfs.store import Store
 from objfs.store.errors import BucketAlreadyExists
 
+from .commandset import install_direct_command_sets
 from .direct import install_direct_send
 from .flow import install_send_backpressure
+from .processes import Dispatcher, HandedServer, count_closes, listen, process_count, spawn_worker
 from .qr import QueryRetrieve
 from .reactor import install_event_driven_reactors
+from .recv import install_large_reads
 from .sessions import AssociationLog
 from .spool import install_receive_spool
 from .storage import GATEWAY, StoreHandler
@@ -172,15 +175,17 @@ def build_ae(
     duplicates: str = "keep",
     destinations: dict[str, tuple[str, int]] | None = None,
     aets: dict[str, str] | None = None,
+    create_buckets: bool = True,
 ) -> tuple[AE, list[tuple[Any, Any]]]:
     """The configured AE and the event handlers to start its server with.
 
     ``aet`` serves ``bucket``; ``aets`` maps further AE titles to their
     buckets. Creates the buckets that do not exist (an invalid name raises
-    InvalidBucketName before anything listens).
+    InvalidBucketName before anything listens) unless ``create_buckets`` is
+    false (a worker process: the process that started it created them).
     """
     titles = {aet.strip(): bucket, **{t.strip(): b for t, b in (aets or {}).items()}}
-    for name in dict.fromkeys(titles.values()):
+    for name in dict.fromkeys(titles.values()) if create_buckets else ():
         try:
             store.create_bucket(name, principal=GATEWAY)
         except BucketAlreadyExists:
@@ -193,6 +198,8 @@ def build_ae(
     install_send_backpressure()
     install_event_driven_reactors()
     install_direct_send()
+    install_large_reads()
+    install_direct_command_sets()
     install_called_aet_patch()
     ae = GatewayAE(ae_title=aet)
     ae.require_called_aet = True
@@ -226,23 +233,10 @@ def build_ae(
     return ae, handlers
 
 
-def serve_dicom(
-    store: Store,
-    *,
-    port: int | None = None,
-    aet: str | None = None,
-    bucket: str | None = None,
-    host: str = "",
-    ready_event: threading.Event | None = None,
-    stop_event: threading.Event | None = None,
-) -> None:
-    """Run the gateway until ``stop_event`` is set (forever without one).
-
-    Unset arguments come from ``store.config.dicom`` (objfs.toml), as do
-    the calling-AE allowlist, C-MOVE destinations and duplicate policy.
-    ``ready_event`` is set once the port accepts associations. On return
-    the listening socket is closed and running associations have ended.
-    """
+def _configured_ae(
+    store: Store, aet: str | None, bucket: str | None, create_buckets: bool = True
+) -> tuple[AE, list[tuple[Any, Any]], ssl.SSLContext | None]:
+    """The AE, handlers and TLS context of ``store``'s objfs.toml (``aet``/``bucket`` override it)."""
     cfg = store.config.dicom
     ae, handlers = build_ae(
         store,
@@ -252,12 +246,127 @@ def serve_dicom(
         duplicates=cfg.duplicates,
         destinations=cfg.destinations,
         aets=cfg.aets,
+        create_buckets=create_buckets,
     )
     # The allowlist as objfs.toml says now: a reload (objfs.serve.reload_config) replaces store.config.
     ae.allowlist = lambda: [a.strip() for a in store.config.dicom.allowed_aets]  # type: ignore[attr-defined]
     context = tls_context(cfg.tls_certfile, cfg.tls_keyfile, cfg.tls_ca_file) if cfg.tls_certfile and cfg.tls_keyfile else None
+    return ae, handlers, context
+
+
+def build_server(
+    store: Store,
+    *,
+    aet: str | None = None,
+    bucket: str | None = None,
+    on_closed: Callable[[], None] | None = None,
+    create_buckets: bool = True,
+) -> tuple[AE, HandedServer]:
+    """The configured AE and a server of it that serves connections handed to it (no listening socket).
+
+    The server's ``on_closed`` (``on_closed`` if given; settable later) is
+    called once per connection when it closes.
+    """
+    ae, handlers, context = _configured_ae(store, aet, bucket, create_buckets)
+    made: list[HandedServer] = []
+    handlers.append(count_closes(lambda: made[0].on_closed()))  # looked up when a connection closes
+    server = ae.make_server(
+        ("", 0),
+        evt_handlers=handlers,
+        ssl_context=context,
+        contexts=SharedContexts(ae.supported_contexts),
+        server_class=HandedServer,
+    )
+    made.append(server)
+    if on_closed is not None:
+        server.on_closed = on_closed
+    ae._servers.append(server)
+    return ae, server
+
+
+def serve_dicom(
+    store: Store,
+    *,
+    port: int | None = None,
+    aet: str | None = None,
+    bucket: str | None = None,
+    host: str = "",
+    ready_event: threading.Event | None = None,
+    stop_event: threading.Event | None = None,
+    processes: int | None = None,
+    log_style: str = "journal",
+    verbose: bool = False,
+) -> None:
+    """Run the gateway until ``stop_event`` is set (forever without one).
+
+    Unset arguments come from ``store.config.dicom`` (objfs.toml), as do
+    the calling-AE allowlist, C-MOVE destinations, duplicate policy and the
+    number of gateway processes (``processes``; :mod:`.processes`).
+    ``ready_event`` is set once the port accepts associations. On return
+    the listening socket is closed and running associations have ended
+    (worker processes too). ``log_style`` (``journal`` or ``cli``) and
+    ``verbose`` tell worker processes how to log, as this process does.
+    Raises :class:`~.processes.GatewayProcessDied` if a worker process ends
+    while the gateway serves.
+    """
+    cfg = store.config.dicom
+    count = process_count(cfg.processes if processes is None else processes)
+    port = cfg.port if port is None else port
+    stop_event = stop_event or threading.Event()
+    if count == 1:
+        _serve_one_process(store, port=port, aet=aet, bucket=bucket, host=host, ready_event=ready_event, stop_event=stop_event)
+        return
+    listener = listen(host, port)
+    workers: list[Any] = []
+    dispatcher = ae = local = None
+    try:
+        ae, local = build_server(store, aet=aet, bucket=bucket)
+        argv = [*(["--aet", aet] if aet else []), *(["--bucket", bucket] if bucket else []), "--log", log_style]
+        argv += ["--verbose"] if verbose else []
+        for number in range(1, count):
+            workers.append(spawn_worker(number, store.root, argv))
+        dispatcher = Dispatcher(listener, local, workers, ae.allowlist)  # type: ignore[attr-defined]
+        dispatcher.wait_ready(stop_event)
+        log.info(
+            "DICOM gateway %s listening on %s:%d (bucket %s%s, %d processes)",
+            ae.ae_title,
+            host or "*",
+            listener.getsockname()[1],
+            bucket or cfg.bucket,
+            ", TLS" if local.ssl_context else "",
+            count,
+        )
+        if ready_event is not None:
+            ready_event.set()
+        dispatcher.run(stop_event)
+    finally:
+        listener.close()  # no new connection from here on
+        if dispatcher is not None:
+            dispatcher.stop_workers()
+        for worker in workers:  # started before the dispatcher could take them over
+            if worker.proc.poll() is None and dispatcher is None:
+                worker.proc.kill()
+                worker.proc.wait()
+        if local is not None:
+            local.shutdown()
+            ae.shutdown()
+
+
+def _serve_one_process(
+    store: Store,
+    *,
+    port: int,
+    aet: str | None,
+    bucket: str | None,
+    host: str,
+    ready_event: threading.Event | None,
+    stop_event: threading.Event,
+) -> None:
+    """The gateway in this process only: pynetdicom's own listener."""
+    cfg = store.config.dicom
+    ae, handlers, context = _configured_ae(store, aet, bucket)
     server = ae.start_server(
-        (host, cfg.port if port is None else port),
+        (host, port),
         block=False,
         evt_handlers=handlers,
         ssl_context=context,
@@ -274,7 +383,7 @@ def serve_dicom(
     try:
         if ready_event is not None:
             ready_event.set()
-        (stop_event or threading.Event()).wait()
+        stop_event.wait()
     finally:
         server.shutdown()
         ae.shutdown()

@@ -26,6 +26,8 @@ from typing import Any
 
 from pynetdicom import evt
 
+from .spool import ReceiveBuffer
+
 log = logging.getLogger("objfs.dicom")
 
 #: C-STORE statuses that mean the instance is held (success, and the coercion/elements-discarded warnings).
@@ -172,8 +174,9 @@ class AssociationLog:
             session = self._session(event.assoc)
             code = getattr(result, "Status", result)
             if session is not None and isinstance(code, int) and code in _STORED:
+                spool = getattr(event.request, "_dataset_file", None)
                 try:
-                    size = Path(event.dataset_path).stat().st_size
+                    size = spool.size if isinstance(spool, ReceiveBuffer) else Path(event.dataset_path).stat().st_size
                 except (AttributeError, OSError):
                     size = 0
                 with session.lock:

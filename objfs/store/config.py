@@ -89,10 +89,16 @@ class DicomConfig:
     tls_keyfile: str | None = None
     #: With TLS, peers must present a certificate signed by this CA (PEM).
     tls_ca_file: str | None = None
+    #: Processes serving associations (objfs/dicom/processes.py); None: one per CPU core.
+    processes: int | None = None
 
     def buckets_by_aet(self) -> dict[str, str]:
         """Every AE title served and its bucket, the main ``aet`` first."""
         return {self.aet: self.bucket, **self.aets}
+
+
+#: The most ``[dicom] processes`` accepted (each process holds a store handle and its own volumes).
+MAX_DICOM_PROCESSES = 64
 
 
 @dataclass(frozen=True)
@@ -384,6 +390,7 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
             "tls_certfile",
             "tls_keyfile",
             "tls_ca_file",
+            "processes",
         },
         dw,
     )
@@ -410,7 +417,11 @@ def load_config(root: str | os.PathLike[str], *, text: str | None = None) -> Sto
         raise ConfigError(f"{dw}: tls_certfile and tls_keyfile go together")
     if tls["tls_ca_file"] and not tls["tls_certfile"]:
         raise ConfigError(f"{dw}: tls_ca_file (client certificates) needs tls_certfile and tls_keyfile")
+    processes = _optional(draw, "processes", int, None, dw)
+    if processes is not None and not 1 <= processes <= MAX_DICOM_PROCESSES:
+        raise ConfigError(f"{dw}: processes must be 1 to {MAX_DICOM_PROCESSES} (or left out: one per CPU core), not {processes}")
     dicom = DicomConfig(
+        processes=processes,
         port=_port(_optional(draw, "port", int, 11112, dw), dw),
         aet=_optional(draw, "aet", str, "OBJFS", dw),
         bucket=_optional(draw, "bucket", str, "pacs", dw),
@@ -694,6 +705,8 @@ duplicates = "keep"
 # tls_certfile = "tls/dicom.crt"
 # tls_keyfile = "tls/dicom.key"
 # tls_ca_file = "tls/peers-ca.crt"
+# Processes serving associations (each uses a core); default: one per CPU core.
+# processes = 2
 # More AE titles on the same port, each with its bucket: AE title = "bucket"
 [dicom.aets]
 # C-MOVE destinations: AE title = "host:port"

@@ -133,10 +133,15 @@ def test_gateway_killed_mid_receive_partial_removed_when_store_next_opened(tmp_p
     proc = start_interrupting_scu(gw.port, path, "hang")
     try:
         assert wait_for(lambda: partial_spooled(store_path))
-        gw.proc.send_signal(signal.SIGKILL)
+        # Every gateway process at once (its worker processes first: they would clean up after a dead parent).
+        pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True).stdout.split()]
+        for pid in [*pids, gw.proc.pid]:
+            os.kill(pid, signal.SIGKILL)
         gw.proc.wait(10)
+        assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids))  # not our children: gone once reaped
         (partial,) = spool_files(store_path)
-        assert partial.name.startswith(f"{gw.proc.pid}-")  # owned: named after the gateway process
+        # owned: named after the gateway process that received it
+        assert any(partial.name.startswith(f"{pid}-") for pid in [*pids, gw.proc.pid])
     finally:
         proc.kill()
         proc.wait(10)
