@@ -48,6 +48,16 @@ def _start(store: Path, log: Path) -> tuple[subprocess.Popen, int]:
     raise AssertionError("gateway did not answer C-ECHO")
 
 
+def _two_process_gateway(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen, int]:
+    """A new store served by a gateway of two processes: ``(store, log, process, port)``."""
+    store = tmp_path / "store"
+    init_store(store).close()
+    _set_processes(store, "2")
+    log = tmp_path / "gateway.log"
+    proc, port = _start(store, log)
+    return store, log, proc, port
+
+
 def _summaries(log: Path, calling: str, expected: int) -> list[dict[str, str]]:
     """The summary lines of ``calling``'s associations, waiting for them (written when a connection closes)."""
     deadline = time.monotonic() + 10
@@ -59,12 +69,8 @@ def _summaries(log: Path, calling: str, expected: int) -> list[dict[str, str]]:
 
 
 def test_concurrent_associations_are_served_by_different_processes_and_are_durable(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    init_store(store).close()
-    _set_processes(store, "2")
     study, paths = write_study(tmp_path / "s", instances=2, size=64)
-    log = tmp_path / "gateway.log"
-    proc, port = _start(store, log)
+    store, log, proc, port = _two_process_gateway(tmp_path)
     try:
         # Both associations are open at once before either stores anything.
         assocs = []
@@ -103,11 +109,7 @@ def test_concurrent_associations_are_served_by_different_processes_and_are_durab
 
 def test_associations_one_after_another_take_turns(tmp_path: Path) -> None:
     """Each process's count of live associations falls when one ends: none is left out after its first."""
-    store = tmp_path / "store"
-    init_store(store).close()
-    _set_processes(store, "2")
-    log = tmp_path / "gateway.log"
-    proc, port = _start(store, log)
+    _store, log, proc, port = _two_process_gateway(tmp_path)
     try:
         for n in range(4):
             assert echo(port, calling=f"SEQ{n}")
@@ -132,11 +134,7 @@ def test_a_bad_process_count_is_refused_at_start(tmp_path: Path, value: str) -> 
 
 
 def test_a_worker_that_dies_stops_the_gateway(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    init_store(store).close()
-    _set_processes(store, "2")
-    log = tmp_path / "gateway.log"
-    proc, port = _start(store, log)
+    _store, log, proc, port = _two_process_gateway(tmp_path)
     try:
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 1
