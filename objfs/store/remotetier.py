@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import hashlib
 import logging
 import threading
@@ -421,8 +422,13 @@ class RemoteBlobReader:
         seg = self.desc["seg"]
         return min(seg, self.desc["size"] - segment * seg)
 
-    def read_piece(self, segment: int, offset: int) -> tuple[int, bytes]:
-        """``(0, segment)``: a remote blob has no fragments to read a share of, so a small read takes its segment."""
+    def read_piece(self, segment: int, offset: int, size: int = 1, *, nowait: bool = False) -> tuple[int, bytes]:
+        """``(0, segment)``: a remote blob has no fragments to read a share of, so a small read takes its segment.
+
+        ``nowait`` raises :class:`BlockingIOError` at once: a remote read always waits for the network.
+        """
+        if nowait:
+            raise BlockingIOError(errno.EAGAIN, "a remote tier's blob is read in a worker")
         return 0, self.read_segment(segment)
 
     def read_segment(self, segment: int) -> bytes:
