@@ -509,21 +509,8 @@ class BlobReader:
             start = index * per
             share = min(per, length - start)
             if block and index not in self.bad:
-                handle = self._files.get(index) if nowait else self._open(index)
-                if handle is None and nowait and index not in self._files:
-                    raise BlockingIOError(errno.EAGAIN, "the fragment is not open yet")
                 lo = header + offset - start
-                piece = None
-                if handle is not None:
-                    try:
-                        piece = read_frame_blocks(
-                            handle, segment, self.desc["fsz"], self._frag_len(segment), self._base(index), block,
-                            lo, min(lo + size, header + share), nowait=nowait,
-                        )  # fmt: skip
-                    except BlockingIOError:
-                        raise
-                    except OSError:
-                        piece = None
+                piece = self._read_blocks(index, segment, lo, min(lo + size, header + share), nowait)
                 if piece is not None:
                     first, data = piece
                     cut = max(header - first, 0)
@@ -538,6 +525,34 @@ class BlobReader:
         if nowait:
             raise BlockingIOError(errno.EAGAIN, "this blob is read whole segments at a time")
         return 0, self.read_segment(segment)
+
+    def _read_blocks(self, index: int, segment: int, lo: int, hi: int, nowait: bool) -> tuple[int, bytes] | None:
+        """The checked CRC blocks of fragment ``index``'s frame that hold ``[lo, hi)``; None if missing or damaged.
+
+        With ``nowait``, BlockingIOError when the fragment is not open yet or
+        the bytes are not all in the page cache.
+        """
+        if nowait and index not in self._files:
+            raise BlockingIOError(errno.EAGAIN, "the fragment is not open yet")
+        handle = self._open(index)
+        if handle is None:
+            return None
+        try:
+            return read_frame_blocks(
+                handle,
+                segment,
+                self.desc["fsz"],
+                self._frag_len(segment),
+                self._base(index),
+                self.desc["cb"],
+                lo,
+                hi,
+                nowait=nowait,
+            )
+        except BlockingIOError:
+            raise
+        except OSError:
+            return None
 
     def iter_range(self, start: int, end: int, prefetch: bool = True):
         """Yield the bytes ``[start, end)`` of the blob, a segment at a time.
